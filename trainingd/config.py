@@ -1,0 +1,242 @@
+"""Typed configuration of a home (``config.json``), stdlib only.
+
+Every field has a default and a docstring (the text after it). Unknown keys are errors, with a
+suggestion for a likely typo; a value of the wrong type is an error naming the key. Old configs keep
+working: new keys are only ever added beside the existing ones, with a default.
+
+``locked_keys`` names the settings that a checkpoint or a live adapter was made with and that must not
+change under it: a checkpoint whose recorded values differ is refused rather than silently resumed.
+
+Check a config from the shell: ``python3 config_validator.py [--home DIR | FILE]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EMBEDDED_BASE_MODEL = "embedded:tiny-qwen3"
+
+
+class ConfigError(ValueError):
+    """config.json cannot be used; the message names the key and what is wrong."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input. 0 keeps training deterministic and exactly resumable."""
+    target_modules: list[str] | str = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names (or "all-linear") that get LoRA adapters."""
+
+
+@dataclass
+class AutoGenerateConfig:
+    enabled: bool = False
+    """Ask the generator service for more training data when the queue runs dry."""
+    url: str = "http://127.0.0.1:8091"
+    """Base URL of the local generator service."""
+    count: int = 100
+    """Examples to ask for per request."""
+    min_interval_s: float = 60.0
+    """Do not ask more often than this."""
+    priority: str = "low"
+    """Queue priority of generated files."""
+
+
+@dataclass
+class Config:
+    base_model: str = EMBEDDED_BASE_MODEL
+    """Base model folder, or "embedded:tiny-qwen3" for the tiny model built locally under models/."""
+    model_name: str = "trainingd-adapter"
+    """Name of the adapter and of consolidated models."""
+    model_display_name: str = "tiny-qwen3 (embedded)"
+    """Human-readable model name shown in status and the monitor."""
+    max_length: int = 512
+    """Maximum tokens per example."""
+    truncation: str = "drop"
+    """What to do with an example longer than max_length: "drop" it or "truncate" it."""
+    train_on: str = "completion"
+    """Which tokens carry loss: "completion" (assistant/completion/output only) or "all"."""
+    batch_size: int = 4
+    """Examples per micro-batch."""
+    gradient_accumulation: int = 4
+    """Micro-batches per optimizer step."""
+    learning_rate: float = 2e-4
+    """Peak learning rate."""
+    lr_scheduler: str = "cosine"
+    """Learning-rate schedule per file after warmup: "cosine", "linear" or "constant"."""
+    warmup_ratio: float = 0.03
+    """Fraction of a file's optimizer steps spent warming up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    epochs: int = 1
+    """Passes over each file."""
+    seed: int = 42
+    """Seed for shuffling and initialisation."""
+    use_qlora: bool = False
+    """Load the base in 4-bit NF4 (bitsandbytes) and train LoRA on top."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    packing: bool = False
+    """Pack several short examples into one row (padding-free, no cross-attention between them)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapter shape."""
+    save_steps: int = 50
+    """Checkpoint every this many optimizer steps (and on every stop request)."""
+    keep_checkpoints: int = 2
+    """Completed checkpoints kept per job."""
+    eval_steps: int = 0
+    """Evaluate every this many optimizer steps (0: only at the end of each file)."""
+    eval_fraction: float = 0.0
+    """Fraction of each file held out for evaluation (0: none)."""
+    dedupe: bool = True
+    """Do not train a file whose content is already trained into the current adapter."""
+    max_attempts: int = 3
+    """Trainer crashes tolerated per job before it is failed."""
+    rescan_interval_s: float = 5.0
+    """Seconds between full rescans of inbox/ (a safety net under the file watcher)."""
+    stable_seconds: float = 1.0
+    """A file written in place is claimed only after its size and mtime stop changing this long."""
+    stop_grace_s: float = 60.0
+    """Seconds a trainer gets to checkpoint and exit after a stop request before SIGTERM, then SIGKILL."""
+    auto_generate: AutoGenerateConfig = field(default_factory=AutoGenerateConfig)
+    """Asking a local generator service for data when the queue runs dry."""
+    locked_keys: list[str] = field(default_factory=lambda: ["base_model", "use_qlora", "lora", "max_length", "train_on"])
+    """Keys recorded in checkpoints and the adapter; a mismatch refuses the checkpoint."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def locked_values(self) -> dict[str, Any]:
+        """The values of ``locked_keys``, as recorded in checkpoint manifests."""
+        d = self.to_dict()
+        return {k: d[k] for k in self.locked_keys}
+
+
+_CHOICES = {
+    "truncation": ("drop", "truncate"),
+    "train_on": ("completion", "all"),
+    "lr_scheduler": ("cosine", "linear", "constant"),
+    "auto_generate.priority": ("high", "normal", "low"),
+}
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (bool, str):
+        return isinstance(value, tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, t) for t in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key {prefix.rstrip('.') or '(top level)'!r} must be an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = prefix + key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {full!r}{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, full + ".")
+            continue
+        if not _type_ok(value, tp):
+            raise ConfigError(f"config key {full!r} must be {_type_name(tp)}, got {json.dumps(value)}")
+        if full in _CHOICES and value not in _CHOICES[full]:
+            raise ConfigError(f"config key {full!r} must be one of {', '.join(_CHOICES[full])}, got {value!r}")
+        kwargs[key] = float(value) if tp is float else value
+    return cls(**kwargs)
+
+
+def _check_values(cfg: Config) -> None:
+    positive = ["max_length", "batch_size", "gradient_accumulation", "epochs", "save_steps", "keep_checkpoints",
+                "max_attempts"]
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"config key {key!r} must be at least 1, got {getattr(cfg, key)}")
+    if cfg.learning_rate <= 0:
+        raise ConfigError(f"config key 'learning_rate' must be positive, got {cfg.learning_rate}")
+    if not 0 <= cfg.eval_fraction < 1:
+        raise ConfigError(f"config key 'eval_fraction' must be in [0, 1), got {cfg.eval_fraction}")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise ConfigError(f"config key 'warmup_ratio' must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.lora.r < 1:
+        raise ConfigError(f"config key 'lora.r' must be at least 1, got {cfg.lora.r}")
+    known = {f.name for f in dataclasses.fields(Config)}
+    for key in cfg.locked_keys:
+        if key not in known:
+            raise ConfigError(f"config key 'locked_keys' names unknown key {key!r}")
+
+
+def parse_config(data: Any) -> Config:
+    """Build a Config from parsed JSON; raises ConfigError naming the offending key."""
+    cfg = _build(Config, data, "")
+    _check_values(cfg)
+    return cfg
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate ``config.json``. A missing file gives the defaults."""
+    path = Path(path)
+    if not path.exists():
+        return Config()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def resolve_base_model(cfg: Config, home_root: Path) -> Path | str:
+    """Where the base model lives: the embedded default under models/, or the configured folder.
+
+    Returns the embedded marker's target path even when it is not built yet (the trainer builds it).
+    Raises ConfigError when a configured folder does not exist.
+    """
+    if cfg.base_model == EMBEDDED_BASE_MODEL:
+        return home_root / "models" / "tiny-qwen3"
+    path = Path(cfg.base_model).expanduser()
+    if not path.is_absolute():
+        path = home_root / path
+    if not (path / "config.json").exists():
+        raise ConfigError(f"config key 'base_model': no model at {path} (expected a folder with config.json)")
+    return path
+
+
+def default_config_json() -> str:
+    """The config.json written into a new home: every top-level key users already know, at its default."""
+    return json.dumps(Config().to_dict(), indent=2) + "\n"

@@ -1,0 +1,173 @@
+"""Every file and folder name of a home, in one place.
+
+A home is the working directory of one daemon: ``--home DIR`` > ``$TRAININGD_HOME`` > the current
+directory. Nothing else in the package spells a path of a home by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PRIORITIES = ("high", "normal", "low")
+JOB_STATES = ("pending", "processing", "done", "failed")
+
+
+def resolve_home(home: str | os.PathLike | None = None) -> Path:
+    """Return the home folder: the argument, else ``$TRAININGD_HOME``, else the current directory."""
+    if home is None:
+        home = os.environ.get("TRAININGD_HOME") or os.getcwd()
+    return Path(home).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class Home:
+    """The layout of one home folder."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, home: str | os.PathLike | None = None) -> "Home":
+        return cls(resolve_home(home))
+
+    # configuration and single-instance guard
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".daemon.lock"
+
+    @property
+    def pid(self) -> Path:
+        return self.root / ".daemon.pid"
+
+    @property
+    def emergency_stop(self) -> Path:
+        return self.root / ".stop"
+
+    # intake and queue
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def queue(self) -> Path:
+        return self.root / "queue"
+
+    def pending(self, priority: str) -> Path:
+        if priority not in PRIORITIES:
+            raise ValueError(f"unknown priority {priority!r}; expected one of {', '.join(PRIORITIES)}")
+        return self.queue / "pending" / priority
+
+    @property
+    def processing(self) -> Path:
+        return self.queue / "processing"
+
+    @property
+    def done(self) -> Path:
+        return self.queue / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.queue / "failed"
+
+    @property
+    def job_counter(self) -> Path:
+        """Monotonic job counter: job ids are never reused, even after their folders are removed."""
+        return self.queue / ".next_job_number"
+
+    @property
+    def hashes(self) -> Path:
+        """Append-only record of every accepted file's sha256 and job id."""
+        return self.queue / "hashes.jsonl"
+
+    # status and logs
+    @property
+    def status_dir(self) -> Path:
+        return self.root / "status"
+
+    @property
+    def status(self) -> Path:
+        return self.status_dir / "training_status.json"
+
+    @property
+    def trainer_progress(self) -> Path:
+        """Written by the trainer (atomically), merged into the status file by the daemon."""
+        return self.status_dir / "trainer_progress.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.status_dir / "metrics.jsonl"
+
+    @property
+    def history(self) -> Path:
+        return self.status_dir / "history.jsonl"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def training_log(self) -> Path:
+        return self.logs / "training_output.log"
+
+    def daemon_log(self, yyyymmdd: str) -> Path:
+        return self.logs / f"daemon_{yyyymmdd}.log"
+
+    # control
+    @property
+    def control(self) -> Path:
+        return self.root / "control"
+
+    @property
+    def control_requests(self) -> Path:
+        return self.control / "requests"
+
+    @property
+    def trainer_command(self) -> Path:
+        """The daemon's standing order to the running trainer (see ``trainingd.control``)."""
+        return self.control / "trainer_command.json"
+
+    # models
+    @property
+    def current_model(self) -> Path:
+        """The live adapter (adapter_config.json, adapter_model.safetensors, adapter_state.json)."""
+        return self.root / "current_model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.current_model / "checkpoints"
+
+    def job_checkpoints(self, job_id: str) -> Path:
+        return self.checkpoints / job_id
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def consolidated_models(self) -> Path:
+        return self.root / "consolidated_models"
+
+    @property
+    def models(self) -> Path:
+        """Where the embedded default base model is built on first use."""
+        return self.root / "models"
+
+    def runtime_dirs(self) -> list[Path]:
+        """Folders a home needs; created by ``trainingd init`` and on daemon start."""
+        return [
+            self.inbox,
+            *(self.pending(p) for p in PRIORITIES),
+            self.processing,
+            self.done,
+            self.failed,
+            self.status_dir,
+            self.logs,
+            self.control_requests,
+            self.current_model,
+            self.models,
+        ]
