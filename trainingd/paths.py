@@ -145,6 +145,11 @@ class Home:
         return self.checkpoints / job_id
 
     @property
+    def cache(self) -> Path:
+        """Tokenized-data cache (datasets Arrow files), keyed by file hash, tokenizer, template and settings."""
+        return self.root / "cache"
+
+    @property
     def snapshots(self) -> Path:
         return self.root / "snapshots"
 

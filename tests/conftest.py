@@ -1,0 +1,68 @@
+"""Shared fixtures: the tiny base model is built once per test run; each test gets its own home."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+# Keep test subprocesses quiet, offline and small.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny Qwen3-architecture model + tokenizer built locally (hidden 64, 2 layers), once per run."""
+    from trainingd.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen3")
+
+
+def write_config(home: Path, **overrides) -> dict:
+    cfg = json.loads((home / "config.json").read_text()) if (home / "config.json").exists() else {}
+    cfg.update(overrides)
+    (home / "config.json").write_text(json.dumps(cfg, indent=2))
+    return cfg
+
+
+@pytest.fixture
+def home(tmp_path, tiny_model) -> Path:
+    """A fresh home whose base model is the session's tiny model, with small fast training settings."""
+    h = tmp_path / "home"
+    h.mkdir()
+    (h / "models").mkdir()
+    shutil.copytree(tiny_model, h / "models" / "tiny-qwen3")
+    write_config(h, base_model=str(h / "models" / "tiny-qwen3"), max_length=128, batch_size=2,
+                 gradient_accumulation=1, save_steps=2, learning_rate=1e-3)
+    return h
+
+
+def chat_lines(n: int, seed: int = 0) -> list[dict]:
+    """n small chat examples in OpenAI `messages` format."""
+    import random
+
+    rng = random.Random(seed)
+    words = "the model learns to answer questions about data files and the queue quickly".split()
+    out = []
+    for i in range(n):
+        q = " ".join(rng.choice(words) for _ in range(rng.randint(3, 10)))
+        a = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+        out.append({"messages": [{"role": "user", "content": f"{q} {i}?"}, {"role": "assistant", "content": a}]})
+    return out
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
