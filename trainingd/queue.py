@@ -1,0 +1,477 @@
+"""The job queue: job states as folders, stdlib only. The only code that moves job files.
+
+A job is a folder ``queue/<state>/<job_id>/`` (pending jobs sit one level deeper, under their priority:
+``queue/pending/<priority>/<job_id>/``) holding the data file under its original name and ``job.json``;
+a failed job also holds ``reason.txt``. Every transition is one ``rename`` of the whole folder
+(``atomic_ops.durable_rename``), so the file, its metadata and its reason always move together. The
+folders are the truth: a job's state is where its folder is; ``job.json["state"]`` is a copy for readers.
+
+New jobs are assembled in ``queue/.incoming/<job_id>/`` and renamed into ``pending/`` when complete;
+``recover_incoming()`` finishes (or discards) what a crash left there. Mutations hold an flock on
+``queue/.lock`` so the daemon and the CLI never interleave a metadata write with a move.
+
+    from trainingd.paths import Home
+    from trainingd.queue import JobQueue
+    q = JobQueue(Home.at("/srv/trainingd")); q.ensure_dirs()
+    job = q.add(Path("data.jsonl"), priority="high")     # copy (CLI); move=True for the inbox
+    job = q.claim_next()                                  # pending -> processing
+    q.complete(job, result={...})                         # processing -> done
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .atomic_ops import append_jsonl, atomic_write_json, atomic_write_text, durable_rename, fsync_dir, read_json
+from .paths import JOB_STATES, PRIORITIES, Home
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("inbox", "cli", "generator")
+JOB_FILE = "job.json"
+REASON_FILE = "reason.txt"
+_ID_RE = re.compile(r"^(\d{6,})-")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class QueueError(Exception):
+    """A queue operation that cannot be done; the message is meant for the person at the CLI."""
+
+
+def now_iso() -> str:
+    """ISO-8601 UTC timestamp used in job.json and the status file."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def safe_stem(name: str) -> str:
+    """The part of a job id made from the file name: ``[A-Za-z0-9._-]`` only, at most 40 characters."""
+    stem = Path(name).stem if name.endswith(".jsonl") else name
+    stem = _UNSAFE.sub("_", stem)[:40]
+    return stem or "file"
+
+
+def job_number(job_id: str) -> int:
+    """The counter part of a job id (``000012-chat`` -> 12)."""
+    m = _ID_RE.match(job_id)
+    return int(m.group(1)) if m else -1
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Job:
+    id: str
+    state: str
+    priority: str
+    dir: Path
+    meta: dict
+
+    @property
+    def data_file(self) -> Path:
+        return self.dir / self.meta["file"]
+
+    @property
+    def number(self) -> int:
+        return job_number(self.id)
+
+
+class JobQueue:
+    """Jobs as folders under ``home.queue``; see the module docstring."""
+
+    def __init__(self, home: Home):
+        self.home = home
+
+    # ----------------------------------------------------------------------------------------- layout
+    @property
+    def incoming(self) -> Path:
+        return self.home.queue / ".incoming"
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.home.queue / ".lock"
+
+    def ensure_dirs(self) -> None:
+        for p in PRIORITIES:
+            self.home.pending(p).mkdir(parents=True, exist_ok=True)
+        for d in (self.home.processing, self.home.done, self.home.failed, self.incoming):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def _state_dirs(self, state: str) -> list[tuple[str, Path]]:
+        """(priority or "", folder) pairs holding the jobs of ``state``."""
+        if state == "pending":
+            return [(p, self.home.pending(p)) for p in PRIORITIES]
+        if state not in JOB_STATES:
+            raise QueueError(f"unknown job state {state!r}; expected one of {', '.join(JOB_STATES)}")
+        return [("", self.home.queue / state)]
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise queue mutations between processes (daemon, CLI) with an flock on queue/.lock."""
+        self.home.queue.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _next_id(self, name: str) -> str:
+        """Allocate a job id; numbers come from a counter file and are never reused."""
+        with self._locked():
+            try:
+                n = int(self.home.job_counter.read_text().strip() or 1)
+            except (FileNotFoundError, ValueError):
+                n = 1
+            # A lost or damaged counter must still never hand out a number already used.
+            n = max(n, self._max_number_on_disk() + 1)
+            atomic_write_text(self.home.job_counter, f"{n + 1}\n")
+        return f"{n:06d}-{safe_stem(name)}"
+
+    def _reserve_numbers_on_disk(self) -> None:
+        with self._locked():
+            try:
+                n = int(self.home.job_counter.read_text().strip() or 1)
+            except (FileNotFoundError, ValueError):
+                n = 1
+            top = self._max_number_on_disk()
+            if n <= top:
+                atomic_write_text(self.home.job_counter, f"{top + 1}\n")
+
+    def _max_number_on_disk(self) -> int:
+        best = 0
+        folders = [self.incoming] + [d for s in JOB_STATES for _, d in self._state_dirs(s)]
+        for folder in folders:
+            if folder.is_dir():
+                for entry in os.scandir(folder):
+                    best = max(best, job_number(entry.name))
+        return best
+
+    # ----------------------------------------------------------------------------------------- reading
+    def _load(self, state: str, priority: str, job_dir: Path) -> Job:
+        meta = read_json(job_dir / JOB_FILE, None)
+        if not isinstance(meta, dict):
+            meta = {"id": job_dir.name, "file": _guess_data_file(job_dir), "priority": priority or "normal"}
+        meta["state"] = state  # the folder is the truth
+        prio = priority or meta.get("priority") or "normal"
+        if prio not in PRIORITIES:
+            prio = "normal"
+        return Job(id=job_dir.name, state=state, priority=prio, dir=job_dir, meta=meta)
+
+    def _iter_state(self, state: str) -> list[Job]:
+        out = []
+        for prio, folder in self._state_dirs(state):
+            if not folder.is_dir():
+                continue
+            names = sorted((e.name for e in os.scandir(folder) if e.is_dir() and _ID_RE.match(e.name)),
+                           key=lambda n: (job_number(n), n))
+            out += [self._load(state, prio, folder / n) for n in names]
+        return out
+
+    def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
+        """Jobs in ``states`` (all by default): pending in claim order first, then the others by number."""
+        states = list(states) if states is not None else list(JOB_STATES)
+        out = []
+        for state in JOB_STATES:
+            if state in states:
+                out += self._iter_state(state)
+        for s in states:
+            if s not in JOB_STATES:
+                raise QueueError(f"unknown job state {s!r}; expected one of {', '.join(JOB_STATES)}")
+        return out
+
+    def get(self, job_id: str) -> Job:
+        """Find a job by its id, or by its number alone (``12`` or ``000012``)."""
+        job_id = str(job_id).strip()
+        for state in JOB_STATES:
+            for prio, folder in self._state_dirs(state):
+                if (folder / job_id).is_dir() and _ID_RE.match(job_id):
+                    return self._load(state, prio, folder / job_id)
+        if job_id.isdigit():
+            matches = [j for j in self.jobs() if j.number == int(job_id)]
+            if len(matches) == 1:
+                return matches[0]
+        raise QueueError(f"no job {job_id!r} in the queue (see `training_queue.py list`)")
+
+    def counts(self) -> dict:
+        def n(folder: Path) -> int:
+            if not folder.is_dir():
+                return 0
+            return sum(1 for e in os.scandir(folder) if e.is_dir() and _ID_RE.match(e.name))
+
+        return {
+            "pending": {p: n(self.home.pending(p)) for p in PRIORITIES},
+            "processing": n(self.home.processing),
+            "done": n(self.home.done),
+            "failed": n(self.home.failed),
+        }
+
+    # ----------------------------------------------------------------------------------------- adding
+    def add(self, src: Path, *, priority: str = "normal", source: str = "cli", force: bool = False,
+            move: bool = False) -> Job:
+        """Enqueue ``src`` as a new pending job: copied (the CLI) or moved (the inbox), then hashed.
+
+        ``src`` must be a regular file (a symlink is refused: its target may change or vanish).
+        """
+        src = Path(src)
+        if priority not in PRIORITIES:
+            raise QueueError(f"unknown priority {priority!r}; expected one of {', '.join(PRIORITIES)}")
+        if source not in SOURCES:
+            raise QueueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+        if src.is_symlink():
+            raise QueueError(f"{src} is a symlink; copy the file itself")
+        if not src.exists():
+            raise QueueError(f"{src}: no such file")
+        if not src.is_file():
+            raise QueueError(f"{src} is not a regular file")
+        self.ensure_dirs()
+        job_id = self._next_id(src.name)
+        work = self.incoming / job_id
+        work.mkdir()
+        dst = work / src.name
+        if move:
+            _move_file(src, dst)
+        else:
+            part = work / f".{src.name}.part"
+            shutil.copyfile(src, part)
+            _fsync_file(part)
+            os.rename(part, dst)  # the final name appears only once the copy is complete
+        fsync_dir(work)
+        meta = self._new_meta(job_id, dst, priority=priority, source=source, force=force)
+        atomic_write_json(work / JOB_FILE, meta)
+        job = self._publish(work, meta)
+        log.info("job %s added from %s (%s, priority %s, sha256 %s)", job.id, source, src.name, priority,
+                 meta["sha256"][:12])
+        return job
+
+    def reject(self, src: Path, reason: str, *, source: str = "inbox") -> Job:
+        """Move something that must not be trained (a symlink, a folder, a wrong name) into failed/.
+
+        Nothing is lost: the item itself (a symlink as a link, never followed) lands in the job folder.
+        """
+        src = Path(src)
+        self.ensure_dirs()
+        job_id = self._next_id(src.name)
+        work = self.incoming / job_id
+        work.mkdir()
+        dst = work / src.name
+        _move_file(src, dst)
+        fsync_dir(work)
+        meta = {
+            **self._new_meta(job_id, dst, priority="normal", source=source, force=False, hash_file=False),
+            "state": "failed", "finished_at": now_iso(), "reason": reason, "rejected": True,
+        }
+        atomic_write_text(work / REASON_FILE, reason.rstrip("\n") + "\n")
+        atomic_write_json(work / JOB_FILE, meta)
+        durable_rename(work, self.home.failed / job_id)
+        log.warning("job %s: %s rejected: %s", job_id, src.name, reason)
+        return self._load("failed", "", self.home.failed / job_id)
+
+    def _new_meta(self, job_id: str, data: Path, *, priority: str, source: str, force: bool,
+                  hash_file: bool = True) -> dict[str, Any]:
+        regular = data.is_file() and not data.is_symlink()
+        return {
+            "id": job_id,
+            "original_name": data.name,
+            "file": data.name,
+            "sha256": sha256_file(data) if hash_file and regular else None,
+            "size_bytes": data.lstat().st_size if regular else None,
+            "priority": priority,
+            "source": source,
+            "force": bool(force),
+            "attempts": 0,
+            "enqueued_at": now_iso(),
+            "claimed_at": None,
+            "finished_at": None,
+            "state": "pending",
+            "duplicate_of": None,
+            "reason": None,
+            "result": None,
+        }
+
+    def _publish(self, work: Path, meta: dict) -> Job:
+        """The last step of an add: the assembled folder becomes a pending job in one rename."""
+        dst = self.home.pending(meta["priority"]) / work.name
+        durable_rename(work, dst)
+        if meta.get("sha256"):
+            append_jsonl(self.home.hashes, {"sha256": meta["sha256"], "job_id": meta["id"], "file": meta["file"],
+                                            "at": meta["enqueued_at"]})
+        return self._load("pending", meta["priority"], dst)
+
+    def recover_incoming(self) -> list[Job]:
+        """Finish or discard adds a crash interrupted (run at daemon start, before anything else).
+
+        A folder holding its data file becomes a pending job (job.json rebuilt if missing); a folder
+        without one (the move never happened, or only a partial copy) is removed -- its source is
+        still where it was.
+        """
+        out: list[Job] = []
+        if not self.incoming.is_dir():
+            return out
+        self._reserve_numbers_on_disk()  # a discarded leftover's number must not be handed out again
+        for work in sorted(self.incoming.iterdir()):
+            if not work.is_dir():
+                continue
+            data = [p for p in work.iterdir() if p.name not in (JOB_FILE, REASON_FILE) and not p.name.startswith(".")]
+            if not data:
+                shutil.rmtree(work, ignore_errors=True)
+                log.warning("removed an incomplete new job %s left by a crash (its source was not taken)", work.name)
+                continue
+            meta = read_json(work / JOB_FILE, None)
+            if not isinstance(meta, dict) or meta.get("file") != data[0].name:
+                meta = self._new_meta(work.name, data[0], priority="normal", source="inbox", force=False)
+            for p in work.iterdir():
+                if p.name.startswith("."):
+                    p.unlink(missing_ok=True)  # a partial copy beside the complete file
+            if meta.get("rejected") or (work / REASON_FILE).exists():
+                atomic_write_json(work / JOB_FILE, {**meta, "state": "failed"})
+                durable_rename(work, self.home.failed / work.name)
+                out.append(self._load("failed", "", self.home.failed / work.name))
+            else:
+                atomic_write_json(work / JOB_FILE, meta)
+                out.append(self._publish(work, meta))
+            log.warning("recovered job %s left in queue/.incoming by a crash -> %s", work.name, out[-1].state)
+        return out
+
+    # ----------------------------------------------------------------------------------------- transitions
+    def _transition(self, job: Job, allowed_from: tuple[str, ...], to: str, *, priority: str | None = None,
+                    reason: str | None = None, **meta: Any) -> Job:
+        """The one transition function: check the start state, update job.json, move the folder in one rename."""
+        with self._locked():
+            current = self._find(job.id)
+            if current is None:
+                raise QueueError(f"no job {job.id!r} in the queue")
+            if current.state not in allowed_from:
+                raise QueueError(f"job {job.id} is {current.state}; cannot move it to {to} "
+                                 f"(only from {' or '.join(allowed_from)})")
+            new_meta = {**current.meta, **meta, "state": to}
+            if to != "failed":
+                new_meta["reason"] = None
+            if current.state == "failed" and to != "failed":
+                # reason.txt belongs to failed jobs only; its text stays in job.json as previous_reason.
+                new_meta["previous_reason"] = current.meta.get("reason")
+                (current.dir / REASON_FILE).unlink(missing_ok=True)
+            if reason is not None:
+                new_meta["reason"] = reason
+                atomic_write_text(current.dir / REASON_FILE, reason.rstrip("\n") + "\n")
+            prio = priority or current.priority
+            new_meta["priority"] = prio
+            atomic_write_json(current.dir / JOB_FILE, new_meta)
+            dst = self.home.pending(prio) / job.id if to == "pending" else self.home.queue / to / job.id
+            durable_rename(current.dir, dst)
+        log.info("job %s: %s -> %s%s", job.id, current.state, to, f" ({reason.splitlines()[0]})" if reason else "")
+        return self._load(to, prio if to == "pending" else "", dst)
+
+    def _find(self, job_id: str) -> Job | None:
+        for state in JOB_STATES:
+            for prio, folder in self._state_dirs(state):
+                if (folder / job_id).is_dir():
+                    return self._load(state, prio, folder / job_id)
+        return None
+
+    def claim_next(self) -> Job | None:
+        """Move the next pending job (highest priority, then lowest number) to processing; None when empty."""
+        for job in self._iter_state("pending"):
+            try:
+                return self._transition(job, ("pending",), "processing", claimed_at=now_iso(), finished_at=None)
+            except (QueueError, FileNotFoundError):
+                continue  # removed or claimed by someone else meanwhile: take the next one
+        return None
+
+    def complete(self, job: Job, **meta: Any) -> Job:
+        return self._transition(job, ("processing",), "done", finished_at=now_iso(), **meta)
+
+    def fail(self, job: Job, reason: str, **meta: Any) -> Job:
+        return self._transition(job, ("pending", "processing"), "failed", reason=reason, finished_at=now_iso(),
+                                **meta)
+
+    def requeue(self, job: Job, **meta: Any) -> Job:
+        """Back to pending under its priority; it keeps its number, so it is at the head of its queue."""
+        return self._transition(job, ("processing",), "pending", claimed_at=None, **meta)
+
+    def retry(self, job_id: str) -> Job:
+        """A failed job goes back to pending with its attempts reset (its old reason kept as previous_reason)."""
+        job = self.get(job_id)
+        if job.state != "failed":
+            raise QueueError(f"job {job.id} is {job.state}; only failed jobs can be retried")
+        if job.meta.get("rejected") or not job.data_file.is_file() or job.data_file.is_symlink():
+            raise QueueError(f"job {job.id} holds {job.meta.get('file')!r}, which is not a regular data file; "
+                             f"copy a proper .jsonl file into inbox/ instead")
+        return self._transition(job, ("failed",), "pending", attempts=0, finished_at=None, claimed_at=None,
+                                duplicate_of=None)
+
+    def remove(self, job_id: str) -> Job:
+        """Take a pending job out of the queue: it moves to failed/ ("removed by user"); nothing is deleted."""
+        job = self.get(job_id)
+        if job.state == "processing":
+            raise QueueError(f"job {job.id} is being trained; skip it instead (training_controller.py skip)")
+        if job.state != "pending":
+            raise QueueError(f"job {job.id} is {job.state}; only pending jobs can be removed")
+        return self.fail(job, "removed by user")
+
+    def update_meta(self, job: Job, **meta: Any) -> Job:
+        """Rewrite a job's job.json in place (no state change), e.g. to record an attempt."""
+        with self._locked():
+            current = self._find(job.id)
+            if current is None:
+                raise QueueError(f"no job {job.id!r} in the queue")
+            current.meta.update(meta)
+            atomic_write_json(current.dir / JOB_FILE, current.meta)
+        return current
+
+
+def _guess_data_file(job_dir: Path) -> str:
+    for p in sorted(job_dir.iterdir()):
+        if p.name not in (JOB_FILE, REASON_FILE, "result.json") and not p.name.startswith("."):
+            return p.name
+    return ""
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _move_file(src: Path, dst: Path) -> None:
+    """Move ``src`` (a file, a folder or a symlink itself) to ``dst``; copy+delete across filesystems."""
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        if src.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        elif src.is_dir():
+            shutil.copytree(src, dst, symlinks=True)
+        else:
+            shutil.copyfile(src, dst)
+            _fsync_file(dst)
+        fsync_dir(dst.parent)
+        if src.is_dir() and not src.is_symlink():
+            shutil.rmtree(src)
+        else:
+            src.unlink()
+    with contextlib.suppress(OSError):
+        fsync_dir(Path(src).parent)
+
+
+__all__ = ["Job", "JobQueue", "QueueError", "PRIORITIES", "SOURCES", "job_number", "safe_stem", "sha256_file",
+           "now_iso"]
