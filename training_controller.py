@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""Steer the training daemon: pause, resume, stop, skip; show its status.
+
+    python3 training_controller.py status [--json | --watch] [--home DIR]
+    python3 training_controller.py pause|resume|stop|skip [--wait [--timeout S]] [--home DIR]
+
+Exit codes: 0 ok, 1 error/refused (no daemon running), 2 usage, 4 timeout (see --help).
+"""
+
+import sys
+
+from trainingd.cli import controller_main
+
+if __name__ == "__main__":
+    sys.exit(controller_main())

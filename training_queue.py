@@ -1,0 +1,18 @@
+#!/usr/bin/env python3
+"""Manage the job queue of a home.
+
+    python3 training_queue.py add FILE [--priority high|normal|low] [--force] [--home DIR]
+    python3 training_queue.py list [--state S] [--json]
+    python3 training_queue.py status [--json]
+    python3 training_queue.py retry ID
+    python3 training_queue.py remove ID [--skip-if-running]
+
+Exit codes: 0 ok, 1 error/refused, 2 usage (see --help).
+"""
+
+import sys
+
+from trainingd.queue_cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

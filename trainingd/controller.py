@@ -1,0 +1,165 @@
+"""Steering a running daemon from the shell: handlers that return dicts (the CLI formats them).
+
+    python3 training_controller.py status [--json | --watch] [--home DIR]
+    python3 training_controller.py pause|resume|stop|skip [--wait [--timeout S]] [--home DIR]
+
+A request is a file written with ``trainingd.control.write_request``; the daemon applies it and
+acknowledges it in ``status/training_status.json`` (``control.acks``). "Running" means the daemon holds
+the flock on ``.daemon.lock``, not that a pid is alive (ARCHITECTURE.md, invariant 3).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import exit_codes
+from .atomic_ops import read_json
+from .control import ACTIONS, write_request
+from .paths import Home
+
+log = logging.getLogger(__name__)
+
+# Exit codes of the command-line tools (documented in each tool's --help epilog).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = exit_codes.CONFIG_ERROR
+EXIT_TIMEOUT = 4
+
+DEFAULT_WAIT_TIMEOUT_S = 300.0
+
+
+def is_daemon_running(home: Home) -> bool:
+    """True when some process holds the daemon's flock on ``.daemon.lock``.
+
+    Probes with a non-blocking *shared* flock on a read-only descriptor, released at once; the file is
+    never created here (a missing lock file means no daemon ever started in this home).
+    """
+    try:
+        fd = os.open(home.lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def read_status(home: Home) -> dict[str, Any] | None:
+    """The daemon's last status view, or None when there is none (or it cannot be parsed)."""
+    try:
+        data = read_json(home.status)
+    except (ValueError, OSError) as e:  # a torn file cannot happen (atomic writes), a hand-edited one can
+        log.warning("cannot read %s: %s", home.status, e)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def find_ack(status: dict[str, Any] | None, request_id: str) -> dict[str, Any] | None:
+    """The acknowledgement of ``request_id`` in a status view, if the daemon has written it."""
+    if not status:
+        return None
+    control = status.get("control") or {}
+    acks = list(control.get("acks") or [])
+    if control.get("last_ack"):
+        acks.append(control["last_ack"])
+    for ack in acks:
+        if isinstance(ack, dict) and ack.get("id") == request_id:
+            return ack
+    return None
+
+
+def queue_jobs(home: Home) -> list[dict[str, Any]]:
+    """Every job of the queue as a plain dict (pending in claim order first)."""
+    from .queue import JobQueue  # imported late: the queue module lands separately from this one
+
+    return [job_dict(job) for job in JobQueue(home).jobs()]
+
+
+def job_dict(job: Any) -> dict[str, Any]:
+    """A job as shown by the CLIs: its metadata plus where it is."""
+    meta = dict(job.meta)
+    meta.update({"id": job.id, "state": job.state, "priority": job.priority, "dir": str(job.dir)})
+    return meta
+
+
+def status_summary(home: Home) -> dict[str, Any]:
+    """``{"status": {...} | None, "queue": [...jobs], "daemon_running": bool, "home": str}``."""
+    try:
+        jobs = queue_jobs(home)
+    except (ImportError, OSError) as e:
+        log.warning("cannot list the queue of %s: %s", home.root, e)
+        jobs = []
+    return {
+        "status": read_status(home),
+        "queue": jobs,
+        "daemon_running": is_daemon_running(home),
+        "home": str(home.root),
+    }
+
+
+def send_request(
+    home: Home,
+    action: str,
+    *,
+    wait: bool = False,
+    timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
+    poll_interval_s: float = 0.2,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Write a control request and optionally wait for its acknowledgement.
+
+    Returns ``{"ok", "exit_code", "action", "id", "acked", "ack", "message"}``. With no daemon running
+    nothing is written: a request left behind would fire at the next start, long after the user asked
+    (exit 1; for ``stop`` the wish is already true, exit 0).
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
+    result: dict[str, Any] = {"action": action, "id": None, "acked": False, "ack": None, "home": str(home.root)}
+    if not is_daemon_running(home):
+        if action == "stop":
+            return {**result, "ok": True, "exit_code": EXIT_OK,
+                    "message": f"no daemon running for {home.root}: nothing to stop"}
+        return {**result, "ok": False, "exit_code": EXIT_ERROR, "message": f"no daemon running for {home.root}"}
+
+    request = write_request(home, action)
+    result["id"] = request.id
+    log.info("wrote %s request %s to %s", action, request.id, request.path)
+    if not wait:
+        return {**result, "ok": True, "exit_code": EXIT_OK, "message": f"{action} requested (id {request.id})"}
+    return _wait_for_ack(home, result, timeout_s, poll_interval_s, sleep)
+
+
+def _wait_for_ack(home: Home, result: dict[str, Any], timeout_s: float, poll_interval_s: float,
+                  sleep: Callable[[float], None]) -> dict[str, Any]:
+    request_id, action = result["id"], result["action"]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ack = find_ack(read_status(home), request_id)
+        if ack is not None:
+            outcome = ack.get("result") or "done"
+            return {**result, "ok": True, "exit_code": EXIT_OK, "acked": True, "ack": ack,
+                    "message": f"{action} acknowledged (id {request_id}): {outcome}"}
+        if not is_daemon_running(home):
+            # The daemon writes its final status (carrying a stop's ack) before it releases the lock:
+            # one more read settles whether it acknowledged on the way out.
+            ack = find_ack(read_status(home), request_id)
+            if ack is not None:
+                continue
+            return {**result, "ok": False, "exit_code": EXIT_ERROR,
+                    "message": f"daemon for {home.root} exited before acknowledging {action} (id {request_id})"}
+        if time.monotonic() >= deadline:
+            return {**result, "ok": False, "exit_code": EXIT_TIMEOUT,
+                    "message": f"timed out after {timeout_s:g} s waiting for the daemon to acknowledge "
+                               f"{action} (id {request_id}); the request stays queued"}
+        sleep(poll_interval_s)
