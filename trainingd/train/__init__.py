@@ -1,0 +1,1 @@
+"""The trainer process: data pipeline, training recipe and checkpoints (imports torch)."""
