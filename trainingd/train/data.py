@@ -330,7 +330,12 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
 
     emit("validating", 0, None, force=True)
     scan = scan_file(path, progress=lambda n: emit("validating", n, None))
-    eval_scan = scan_file(eval_file) if eval_file is not None else None
+    eval_scan = None
+    if eval_file is not None:
+        try:
+            eval_scan = scan_file(eval_file)
+        except DataError as e:
+            raise DataError(f"eval file {Path(eval_file).name}: {e}", e.details, e.counts) from None
     if eval_scan is not None and eval_scan.format != scan.format:
         log.info("eval file %s is in format %s, training file in %s", eval_file, eval_scan.format, scan.format)
     eval_ids: set[int] = set()
@@ -375,6 +380,8 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         fsync_dir(tmp)
+        if folder.exists() and not (folder / "report.json").exists():
+            shutil.rmtree(folder)  # incomplete (only a lost rename or a hand edit makes one): never used
         try:
             os.rename(tmp, folder)
             fsync_dir(cache_dir)

@@ -1,0 +1,136 @@
+"""Formats and loss masks: every accepted record shape, checked token by token.
+
+    .venv/bin/pytest tests/test_data_formats.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import write_jsonl
+from trainingd.config import Config
+from trainingd.train.data import FORMATS, DataError, Encoder, detect_format, prepare_dataset, to_messages
+
+IGNORE = -100
+
+# One example per format; the assistant/completion/output text is "Hello world" in each.
+EXAMPLES = {
+    "messages": {"system": "Be brief.",
+                 "messages": [{"role": "user", "content": "Explain the queue"},
+                              {"role": "assistant", "content": "Hello world"}]},
+    "prompt_completion": {"prompt": "Add two numbers", "completion": "Hello world"},
+    "alpaca": {"instruction": "Add two numbers", "input": "One two three.", "output": "Hello world"},
+    "sharegpt": {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Say yes"},
+                                   {"from": "gpt", "value": "Hello world"}]},
+    "text": {"text": "The sun is a star."},
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def trained_strings(tokenizer, fmt: str, record: dict, train_on: str) -> tuple[list[str], list[str]]:
+    """(decoded tokens that carry loss, all decoded tokens) for one record."""
+    enc = Encoder(tokenizer, train_on)
+    if fmt == "text":
+        ((ids, labels),) = enc.encode_texts([record["text"]])
+    else:
+        ((ids, labels),) = enc.encode_chats([to_messages(record, fmt)], [1])
+    assert len(ids) == len(labels)
+    assert all(lab in (IGNORE, i) for i, lab in zip(ids, labels)), "labels must be the input ids or -100"
+    return ([tokenizer.decode([i]) for i, lab in zip(ids, labels) if lab != IGNORE],
+            [tokenizer.decode([i]) for i in ids])
+
+
+def test_detect_format_recognises_every_shape():
+    assert [detect_format(EXAMPLES[f]) for f in FORMATS] == list(FORMATS)
+    assert detect_format({"instruction": "x", "output": "y"}) == "alpaca"
+
+
+def test_detect_format_names_the_keys_it_saw():
+    with pytest.raises(ValueError, match=r"keys 'question', 'answer'"):
+        detect_format({"question": "q", "answer": "a"})
+
+
+def test_to_messages_maps_every_chat_format_to_user_and_assistant_turns():
+    assert to_messages(EXAMPLES["messages"], "messages") == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Explain the queue"},
+        {"role": "assistant", "content": "Hello world"}]
+    assert to_messages(EXAMPLES["prompt_completion"], "prompt_completion") == [
+        {"role": "user", "content": "Add two numbers"}, {"role": "assistant", "content": "Hello world"}]
+    assert to_messages(EXAMPLES["alpaca"], "alpaca")[0] == {"role": "user",
+                                                             "content": "Add two numbers\n\nOne two three."}
+    assert to_messages({"instruction": "Add", "input": "", "output": "x"}, "alpaca")[0]["content"] == "Add"
+    assert to_messages({"instruction": "Add", "output": "x"}, "alpaca")[0]["content"] == "Add"
+    assert [m["role"] for m in to_messages(EXAMPLES["sharegpt"], "sharegpt")] == ["system", "user", "assistant"]
+    assert to_messages(EXAMPLES["text"], "text") is None
+
+
+@pytest.mark.parametrize("fmt", ["messages", "prompt_completion", "alpaca", "sharegpt"])
+def test_completion_loss_is_exactly_the_assistant_text_and_its_end_of_turn_token(tokenizer, fmt):
+    trained, _ = trained_strings(tokenizer, fmt, EXAMPLES[fmt], "completion")
+    assert trained == ["Hello", " world", "<|im_end|>"]
+
+
+def test_raw_text_trains_every_token_and_the_eos_in_both_modes(tokenizer):
+    for train_on in ("completion", "all"):
+        trained, _ = trained_strings(tokenizer, "text", EXAMPLES["text"], train_on)
+        # The first token has no previous token to be predicted from, so its label is -100.
+        assert trained == [" sun", " is", " a", " star", ".", "<|im_end|>"]
+
+
+@pytest.mark.parametrize("fmt", ["messages", "prompt_completion", "alpaca", "sharegpt"])
+def test_train_on_all_puts_loss_on_every_token_but_the_first(tokenizer, fmt):
+    trained, everything = trained_strings(tokenizer, fmt, EXAMPLES[fmt], "all")
+    assert trained == everything[1:]
+    assert everything[0] == "<|im_start|>"
+    assert trained.count("<|im_start|>") == len(to_messages(EXAMPLES[fmt], fmt)) - 1
+
+
+def test_every_assistant_turn_of_a_multi_turn_conversation_is_trained(tokenizer):
+    record = {"messages": [{"role": "user", "content": "Say yes"}, {"role": "assistant", "content": "Yes"},
+                           {"role": "user", "content": "Explain the queue"},
+                           {"role": "assistant", "content": "A tiny dog."},
+                           {"role": "user", "content": "Hello world"}]}
+    trained, everything = trained_strings(tokenizer, "messages", record, "completion")
+    assert trained == ["Yes", "<|im_end|>", "A", " tiny", " dog", ".", "<|im_end|>"]
+    assert everything[-3:] == [" world", "<|im_end|>", "\n"]  # the trailing user turn is context only
+
+
+def test_an_assistant_turn_opening_the_conversation_is_trained_without_its_header(tokenizer):
+    record = {"messages": [{"role": "assistant", "content": "Hello world"}]}
+    trained, everything = trained_strings(tokenizer, "messages", record, "completion")
+    assert everything[0] == "<|im_start|>" and "".join(everything).startswith("<|im_start|>assistant\n")
+    assert trained == ["Hello", " world", "<|im_end|>"]
+
+
+def test_a_template_that_is_not_prefix_stable_is_refused_with_the_tokenizer_name(tokenizer, tmp_path):
+    # Renders the last message differently from the same message followed by others: the tokens of a
+    # conversation prefix are then not a prefix of the whole, and a per-message mask would be a guess.
+    unstable = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    unstable.chat_template = (
+        "{%- for m in messages %}{%- if loop.last %}{{- 'LAST ' }}{%- endif %}"
+        "{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+    path = write_jsonl(tmp_path / "chat.jsonl", [EXAMPLES["messages"]] * 3)
+    with pytest.raises(DataError, match=r"chat template of tokenizer .*tiny-qwen3 is not prefix-stable.*line 1"):
+        prepare_dataset(path, unstable, Config(max_length=128), tmp_path / "cache")
+    # Training on every token needs no per-message split, so the same template works there.
+    prepared = prepare_dataset(path, unstable, Config(max_length=128, train_on="all"), tmp_path / "cache")
+    assert prepared.report["kept"] == 3
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_prepare_dataset_detects_and_reports_each_format(tokenizer, tmp_path, fmt):
+    path = write_jsonl(tmp_path / f"{fmt}.jsonl", [EXAMPLES[fmt]] * 4)
+    prepared = prepare_dataset(path, tokenizer, Config(max_length=128), tmp_path / "cache")
+    assert prepared.report["format"] == fmt
+    assert prepared.report["examples"] == prepared.report["kept"] == len(prepared.train) == 4
+    row = prepared.train[0]
+    assert row["length"] == len(row["input_ids"]) == len(row["labels"])
+    expected = 6 if fmt == "text" else 3
+    assert prepared.report["trained_tokens"] == 4 * expected
