@@ -1,0 +1,212 @@
+"""Trainer entry points: daemon mode (one job of a home) and standalone (``train.py``).
+
+Daemon mode -- what the daemon runs per job (cwd = home, output to logs/training_output.log)::
+
+    python -m trainingd.train --home H --job-id ID --dataset PATH --reason-file PATH [--parent-pid PID]
+
+Standalone -- train an adapter from one file, as users run it::
+
+    python3 train.py --dataset FILE --model PATH --output-dir DIR --epochs N [--use-qlora] [--resume]
+
+The exit code is one of ``trainingd.exit_codes`` (OK, CRASH, CONFIG_ERROR, DATA_ERROR, STOPPED, SKIPPED,
+CHECKPOINT_MISMATCH); daemon mode also writes ``{"exit", "reason", "details", "summary"}`` into the reason file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import exit_codes
+from ..atomic_ops import atomic_write_json
+from ..config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, parse_config, resolve_base_model
+from ..paths import Home
+from . import checkpoint as ckpt
+
+log = logging.getLogger("trainingd.train")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _fail(code: int, reason: str, reason_file: Path | None) -> int:
+    print(f"trainingd.train: {exit_codes.name_of(code)}: {reason}", file=sys.stderr)
+    if reason_file is not None:
+        atomic_write_json(reason_file, {"exit": exit_codes.name_of(code), "reason": reason, "details": []})
+    return code
+
+
+# ---------------------------------------------------------------------------------------------- daemon
+def daemon_main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainingd.train", description="Train one queued job of a home.")
+    p.add_argument("--home", type=Path, required=True, help="the daemon's home folder")
+    p.add_argument("--job-id", required=True, help="job id (names the checkpoint folder)")
+    p.add_argument("--dataset", type=Path, required=True, help="the job's JSONL file")
+    p.add_argument("--reason-file", type=Path, required=True, help="where the result JSON is written")
+    p.add_argument("--parent-pid", type=int, default=None, help="exit (with a checkpoint) when this parent dies")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                   default=os.environ.get("TRAININGD_PRECISION", "auto"), help="autocast precision")
+    a = p.parse_args(argv)
+    _setup_logging()
+    from .recipe import RunSpec, StopSignal, execute
+
+    stop = StopSignal().install()  # before the slow imports: a SIGTERM during load is recorded, not fatal
+    home = Home.at(a.home)
+    try:
+        cfg = load_config(home.config)
+        base = Path(resolve_base_model(cfg, home.root))
+        if cfg.base_model == EMBEDDED_BASE_MODEL:
+            from ..tiny_model import ensure_tiny_model
+
+            ensure_tiny_model(base)
+    except ConfigError as e:
+        return _fail(exit_codes.CONFIG_ERROR, str(e), a.reason_file)
+    from ..control import TrainerCommandReader
+
+    reader = TrainerCommandReader(home, a.job_id)
+    spec = RunSpec(
+        dataset=a.dataset.resolve(), base_model=base, output_dir=home.current_model,
+        checkpoint_dir=home.job_checkpoints(a.job_id), cfg=cfg, job_id=a.job_id,
+        init_adapter=home.current_model if ckpt.has_adapter(home.current_model) else None,
+        progress_path=home.trainer_progress, metrics_path=home.metrics, commands=reader.action, resume=True,
+        parent_pid=a.parent_pid, cache_dir=home.cache, precision=a.precision, stop_signal=stop,
+        skip_if_trained=True)
+    return execute(spec, a.reason_file)
+
+
+# ------------------------------------------------------------------------------------------ standalone
+# Config keys a standalone run may override on the command line (every scalar training setting).
+_CLI_KEYS = ["epochs", "learning_rate", "batch_size", "gradient_accumulation", "max_length", "truncation",
+             "train_on", "lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "use_qlora",
+             "gradient_checkpointing", "packing", "save_steps", "keep_checkpoints", "eval_steps", "eval_fraction",
+             "lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"]
+
+
+def _field_doc(key: str) -> tuple[Any, str]:
+    """Type and help text of a config key, from the Config dataclass (its field docstrings live in config.py)."""
+    import typing
+
+    from ..config import LoraConfig
+
+    cls, name = (LoraConfig, key.split(".")[1]) if key.startswith("lora.") else (Config, key)
+    tp = typing.get_type_hints(cls)[name]
+    default = {f.name: f for f in dataclasses.fields(cls)}[name]
+    value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
+    return tp, f"config key {key!r} (default {value!r})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Fine-tune a LoRA/QLoRA adapter on one JSONL file (chat messages, prompt/completion, alpaca, "
+                    "sharegpt or text). Exit codes: 0 ok, 1 crash, 3 config error, 4 data error, 5 stopped "
+                    "(checkpoint written; rerun with --resume), 7 checkpoint mismatch.")
+    p.add_argument("--dataset", type=Path, required=True, help="training JSONL file")
+    p.add_argument("--model", type=Path, required=True,
+                   help="base model folder, or an adapter folder (e.g. current_model) to train further")
+    p.add_argument("--output-dir", type=Path, required=True,
+                   help="where the adapter is written; checkpoints go to OUTPUT_DIR/checkpoints/")
+    p.add_argument("--config", type=Path, default=None, help="a config.json to start from (options override it)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints (refused if it "
+                        "was made with other data, base or locked settings)")
+    p.add_argument("--eval-file", type=Path, default=None, help="held-out JSONL file for the eval loss")
+    p.add_argument("--job-id", default="standalone", help="name recorded in the checkpoints and adapter state")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="autocast precision (auto: bf16 on GPUs that support it, fp32 on CPU)")
+    for key in _CLI_KEYS:
+        tp, doc = _field_doc(key)
+        flag = "--" + key.replace("lora.", "lora-").replace("_", "-")
+        dest = key.replace(".", "__")
+        if tp is bool:
+            p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=doc)
+        elif key == "lora.target_modules":
+            p.add_argument(flag, dest=dest, nargs="+", default=None, help=doc + "; names or all-linear")
+        else:
+            p.add_argument(flag, dest=dest, type=tp if tp in (int, float) else str, default=None, help=doc)
+    return p
+
+
+def _standalone_config(a: argparse.Namespace, locked_from_adapter: dict | None) -> Config:
+    data: dict[str, Any] = json.loads(a.config.read_text()) if a.config else {}
+    explicit = set()
+    for key in _CLI_KEYS:
+        value = getattr(a, key.replace(".", "__"))
+        if value is None:
+            continue
+        explicit.add(key.split(".")[0])
+        if key == "lora.target_modules" and value == ["all-linear"]:
+            value = "all-linear"
+        if key.startswith("lora."):
+            data.setdefault("lora", {})[key.split(".")[1]] = value
+        else:
+            data[key] = value
+    # Training an existing adapter further: its locked settings are the defaults (what it was made with);
+    # an explicit option that contradicts them is reported as a mismatch, not silently ignored.
+    for key, value in (locked_from_adapter or {}).items():
+        if key not in explicit and not (a.config and key in json.loads(a.config.read_text())):
+            data[key] = value
+    return parse_config(data)
+
+
+def standalone_main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    _setup_logging()
+    from .recipe import RunSpec, StopSignal, execute
+
+    stop = StopSignal().install()
+    if not a.dataset.is_file():
+        return _fail(exit_codes.USAGE, f"no such file: {a.dataset}", None)
+    model = a.model.expanduser().resolve()
+    init_adapter = None
+    locked = None
+    if ckpt.has_adapter(model):
+        init_adapter = model
+        from .model import adapter_base
+
+        base_name = adapter_base(model)
+        if not base_name:
+            return _fail(exit_codes.CONFIG_ERROR, f"{model}/adapter_config.json names no base_model_name_or_path", None)
+        base = Path(base_name).expanduser()
+        if not base.is_absolute():
+            base = (model / base).resolve()
+        locked = (ckpt.read_adapter_state(model) or {}).get("locked")
+    else:
+        base = model
+    if not (base / "config.json").is_file():
+        return _fail(exit_codes.CONFIG_ERROR, f"no model at {base} (expected a folder with config.json)", None)
+    try:
+        cfg = _standalone_config(a, locked)
+    except (ConfigError, OSError, json.JSONDecodeError) as e:
+        return _fail(exit_codes.CONFIG_ERROR, str(e), None)
+    if locked is None or "base_model" not in locked:
+        cfg.base_model = str(base)
+    out = a.output_dir.expanduser().resolve()
+    ckpt_dir = out / "checkpoints"
+    if not a.resume and ckpt.latest_complete(ckpt_dir) is not None:
+        return _fail(exit_codes.USAGE, f"{ckpt_dir} holds checkpoints of an earlier run: pass --resume to "
+                                       "continue it, or delete them to start over", None)
+    spec = RunSpec(dataset=a.dataset.resolve(), base_model=base, output_dir=out, checkpoint_dir=ckpt_dir, cfg=cfg,
+                   job_id=a.job_id, init_adapter=init_adapter, progress_path=out / "progress.json",
+                   metrics_path=out / "metrics.jsonl", resume=a.resume, cache_dir=out / ".cache",
+                   eval_file=a.eval_file.resolve() if a.eval_file else None, precision=a.precision,
+                   stop_signal=stop)
+    result_file = out / "result.json"
+    code = execute(spec, result_file)
+    result = json.loads(result_file.read_text())
+    print(json.dumps(result, indent=2))  # CLI output: the summary or the reason
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(daemon_main())

@@ -1,0 +1,134 @@
+"""Loading the base model (full precision or 4-bit QLoRA), the tokenizer, and the LoRA adapter.
+
+The base is loaded from a local folder only (no hub). The adapter is either a new LoRA from the
+config (seeded, so the same seed gives the same initial adapter) or an existing adapter folder
+(``current_model/`` or a checkpoint) loaded trainable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..config import Config
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has AVX512-BF16 or AMX-BF16 instructions (bf16 matmuls at full speed)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def choose_precision(requested: str, device: torch.device) -> str:
+    """``"bf16"`` or ``"fp32"`` for autocast.
+
+    ``auto``: bf16 on GPUs that support it; fp32 on CPU. On this project's reference CPU
+    (avx512_bf16) bf16 autocast was measured slower than fp32 for LoRA training of small models
+    (see bench/train_throughput.py), because autocast re-casts the frozen weights every step; so
+    the CPU default stays fp32 and bf16 is an explicit choice (``TRAININGD_PRECISION=bf16`` or
+    ``--precision bf16``).
+    """
+    requested = (requested or "auto").lower()
+    if requested in ("bf16", "fp32"):
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "fp32"
+
+
+def adapter_base(adapter_dir: Path) -> str | None:
+    """The base model an adapter folder was trained on (``base_model_name_or_path``)."""
+    try:
+        data = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data.get("base_model_name_or_path")
+
+
+def load_tokenizer(base: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    if tok.pad_token_id is None:
+        # Right padding never reaches the loss (labels are -100 there); any id will do.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: torch.device, precision: str):
+    """Return a trainable PEFT model on ``device`` with only the LoRA weights requiring grad."""
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs: dict = {"attn_implementation": "sdpa", "local_files_only": True}
+    if cfg.use_qlora:
+        compute = torch.bfloat16 if precision == "bf16" else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute)
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else "cpu"
+        # bitsandbytes keeps non-quantized parts in this dtype; fp32 keeps the CPU path exact
+        kwargs["dtype"] = compute
+    else:
+        # Frozen weights in bf16 on bf16 GPUs halve memory; LoRA weights are upcast to fp32 below.
+        kwargs["dtype"] = torch.bfloat16 if (precision == "bf16" and device.type == "cuda") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(base), **kwargs)
+    model.config.use_cache = False
+    if cfg.use_qlora:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+
+    torch.manual_seed(cfg.seed)  # the new LoRA's initialisation is part of exact reproducibility
+    if init_adapter is not None:
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    else:
+        lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    # Trainable weights stay fp32 (optimizer precision); autocast handles compute dtype.
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    if not cfg.use_qlora:
+        model.to(device)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    log.info("model loaded: %s (%s), %d trainable / %d parameters, qlora=%s", base, precision, n_train, n_all,
+             cfg.use_qlora)
+    return model
+
+
+def loss_parts(model):
+    """The decoder and the output head of a PEFT causal LM, for computing logits only where needed.
+
+    Returns ``(decoder, head, ok)``; ``ok`` is False for models whose head needs more than a linear
+    layer (e.g. logit soft-capping), where the caller falls back to the full forward.
+    """
+    causal = model.get_base_model()
+    if getattr(causal.config, "final_logit_softcapping", None):
+        return None, None, False
+    decoder = getattr(causal, "base_model", None)
+    head = causal.get_output_embeddings()
+    if decoder is None or decoder is causal or head is None:
+        return None, None, False
+    return decoder, head, True
+
+
+def set_threads() -> None:
+    """Use every core this process may run on unless the user set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        try:
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+        except AttributeError:
+            pass

@@ -1,0 +1,561 @@
+"""The training recipe: setup, train, save_checkpoint, cleanup -- one explicit loop, one function.
+
+Both entry points build a :class:`RunSpec` with explicit paths and call :func:`execute`:
+
+* daemon mode: ``python -m trainingd.train --home H --job-id ID --dataset PATH --reason-file PATH``
+  (see ``trainingd/train/__main__.py``);
+* standalone: ``python3 train.py --dataset FILE --model PATH --output-dir DIR --epochs N``.
+
+What the loop guarantees:
+
+* the loss of an optimizer step is the summed token cross-entropy over the trained tokens of all its
+  micro-batches divided by their total count, so ``k`` micro-batches of ``b`` equal one batch of
+  ``k*b`` exactly; logits are computed only at trained positions (saves the lm_head on prompts/padding);
+* data order comes from ``plan_batches(seed, epoch)`` and every RNG state is checkpointed, so a run
+  stopped at step k and resumed ends with the same adapter as an uninterrupted one;
+* control (pause/run/stop/skip, ``.stop``, SIGTERM/SIGINT, parent death) is honoured at every
+  optimizer-step boundary; a stop always leaves a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import exit_codes
+from ..atomic_ops import atomic_write_json
+from ..config import Config
+from . import checkpoint as ckpt
+from .progress import Progress
+
+log = logging.getLogger(__name__)
+
+PAUSE_POLL_S = 0.2
+EMA_BETA = 0.9
+
+
+class StopSignal:
+    """SIGTERM/SIGINT handler that only records; the loop acts at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> "StopSignal":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal API
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+@dataclass
+class RunSpec:
+    """Everything one training run needs, with explicit paths (no knowledge of the home layout)."""
+
+    dataset: Path
+    base_model: Path
+    output_dir: Path
+    """Where the final adapter is published (``current_model/`` in daemon mode)."""
+    checkpoint_dir: Path
+    """This job's checkpoints: ``step-000NNN/`` folders."""
+    cfg: Config
+    job_id: str
+    init_adapter: Path | None = None
+    """Adapter to continue training (``current_model/`` or an adapter folder); None: a new LoRA."""
+    progress_path: Path | None = None
+    metrics_path: Path | None = None
+    commands: Callable[[], str] | None = None
+    """Returns ``run``, ``pause``, ``stop`` or ``skip``; read at every optimizer-step boundary."""
+    resume: bool = True
+    """Resume from the newest complete matching checkpoint in ``checkpoint_dir`` if there is one."""
+    parent_pid: int | None = None
+    cache_dir: Path | None = None
+    eval_file: Path | None = None
+    precision: str = "auto"
+    """``auto``, ``fp32`` or ``bf16`` (autocast)."""
+    stop_signal: StopSignal = field(default_factory=StopSignal)
+    skip_if_trained: bool = False
+    """Daemon mode: a job already listed in the init adapter's state (same id and data) is not trained again."""
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    reason: str = ""
+    details: list = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"exit": exit_codes.name_of(self.exit_code)}
+        if self.exit_code == exit_codes.OK:
+            out["summary"] = self.summary
+        else:
+            out["reason"] = self.reason
+            out["details"] = self.details
+            if self.summary:
+                out["summary"] = self.summary
+        return out
+
+
+class _Exit(Exception):
+    """Leave the loop with an exit code (stop, skip) after the recipe has cleaned up."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _lr_lambda(cfg: Config, total_steps: int) -> Callable[[int], float]:
+    warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if cfg.lr_scheduler == "constant":
+            return 1.0
+        span = max(1, total_steps - warmup)
+        frac = min(1.0, (step - warmup) / span)
+        if cfg.lr_scheduler == "linear":
+            return max(0.0, 1.0 - frac)
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return f
+
+
+def token_loss_sum(model, parts, batch: dict, autocast) -> Any:
+    """Summed cross-entropy over the trained positions of one micro-batch (labels != -100)."""
+    import torch.nn.functional as F
+
+    input_ids, labels = batch["input_ids"], batch["labels"]
+    target = labels[:, 1:]
+    mask = target != -100
+    decoder, head, ok = parts
+    with autocast():
+        if ok:
+            hidden = decoder(input_ids=input_ids, position_ids=batch.get("position_ids"), use_cache=False)[0]
+            logits = head(hidden[:, :-1][mask])
+        else:
+            out = model(input_ids=input_ids, position_ids=batch.get("position_ids"), use_cache=False)
+            logits = out.logits[:, :-1][mask]
+    return F.cross_entropy(logits.float(), target[mask], reduction="sum")
+
+
+def accumulate(model, parts, batches: list[dict], autocast, backward) -> tuple[float, int]:
+    """Forward and backward the micro-batches of one optimizer step; returns (step loss, trained tokens).
+
+    Each micro-batch contributes its summed token loss divided by the trained tokens of *all* of them, so the
+    accumulated gradient equals that of one batch holding every example (not a mean of per-batch means).
+    """
+    from . import data
+
+    n_trained = sum(data.num_trained_tokens(b) for b in batches)
+    denom = max(1, n_trained)
+    step_loss = 0.0
+    for b in batches:
+        loss = token_loss_sum(model, parts, b, autocast) / denom
+        backward(loss)
+        step_loss += float(loss.detach())
+    return step_loss, n_trained
+
+
+class Recipe:
+    """One run: ``setup()`` then ``train()``; ``save_checkpoint()`` whenever needed; ``cleanup()``."""
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        self.cfg = spec.cfg
+        self.progress = Progress(spec.progress_path, spec.metrics_path, spec.job_id)
+        self.state: dict[str, Any] = {"epoch": 0, "mb_index": 0, "step": 0, "tokens_seen": 0, "trained_tokens": 0,
+                                      "examples_done": 0, "loss": None, "loss_ema": None, "eval_loss": None,
+                                      "grad_norm": None, "learning_rate": None}
+        self.last_saved_step: int | None = None
+        self.t_start = time.time()
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> RunResult | None:
+        """Check the data, adapter and checkpoints; prepare data; load the model. A result ends the run early."""
+        from . import data
+
+        spec, cfg = self.spec, self.cfg
+        self.progress.start_heartbeat()
+        self.progress.set_status("loading", "checking data, base model and checkpoints")
+        self.data_sha256 = data.file_sha256(spec.dataset)
+        self.base_hash = ckpt.base_model_hash(spec.base_model)
+        self.expected = {"job_id": spec.job_id, "data_sha256": self.data_sha256,
+                         "base_model": str(Path(spec.base_model).resolve()), "base_model_hash": self.base_hash,
+                         "locked": cfg.locked_values()}
+
+        # The adapter we continue must have been made with the same base and locked settings.
+        self.prev_state = None
+        if spec.init_adapter is not None:
+            self.prev_state = ckpt.read_adapter_state(spec.init_adapter)
+        if self.prev_state:
+            ckpt.check_manifest(self.prev_state, {k: v for k, v in self.expected.items()
+                                                  if k in ("base_model_hash", "locked")})
+
+        resume_from = ckpt.latest_complete(spec.checkpoint_dir) if spec.resume else None
+        if resume_from is not None:
+            manifest = json.loads((resume_from / ckpt.MANIFEST).read_text())
+            try:
+                ckpt.check_manifest(manifest, self.expected)
+            except ckpt.CheckpointMismatch as e:
+                raise ckpt.CheckpointMismatch(f"checkpoint {resume_from} does not match this run: {e}") from None
+        elif spec.skip_if_trained and self.prev_state and any(
+                (t.get("job_id"), t.get("sha256")) == (spec.job_id, self.data_sha256)
+                for t in self.prev_state.get("trained", [])):
+            # Published before a crash that came before the daemon moved the job: never train twice.
+            log.info("job %s is already trained into %s", spec.job_id, spec.init_adapter)
+            return RunResult(exit_codes.OK, summary={"already_trained": True, "steps": 0})
+        self.resume_from = resume_from
+
+        from .model import load_tokenizer
+
+        self.tokenizer = load_tokenizer(spec.base_model)
+        self.progress.set_status("preparing", f"tokenizing {Path(spec.dataset).name}")
+        cache_dir = spec.cache_dir or (Path(spec.output_dir) / ".cache")
+        try:
+            self.prepared = data.prepare_dataset(spec.dataset, self.tokenizer, cfg, cache_dir,
+                                                 eval_file=spec.eval_file, progress=self._on_prepare)
+        except data.DataError as e:
+            return RunResult(exit_codes.DATA_ERROR, reason=str(e), details=list(getattr(e, "details", []) or []))
+        self.progress.update(prepare=None, data=_jsonable(self.prepared.report))
+        self._check_stop_before_load()
+
+        import accelerate
+        import numpy as np
+        import torch
+
+        from .model import choose_precision, load_model, loss_parts, set_threads
+
+        set_threads()
+        self.accelerator = accelerate.Accelerator(cpu=not torch.cuda.is_available())
+        self.device = self.accelerator.device
+        self.precision = choose_precision(spec.precision, self.device)
+        self.progress.set_status("loading", f"loading {Path(spec.base_model).name} ({self.precision}"
+                                            f"{', 4-bit' if cfg.use_qlora else ''})")
+        init = resume_from if resume_from is not None else spec.init_adapter
+        self.model = load_model(spec.base_model, cfg, init_adapter=init, device=self.device, precision=self.precision)
+        self.model.train()
+        self.parts = loss_parts(self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+        self.lengths = list(self.prepared.train["length"])
+        self.plans = [data.plan_batches(self.lengths, cfg.batch_size, seed=cfg.seed, epoch=e, packing=cfg.packing,
+                                        max_length=cfg.max_length) for e in range(cfg.epochs)]
+        k = cfg.gradient_accumulation
+        self.total_steps = sum(math.ceil(len(p) / k) for p in self.plans)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, self.total_steps))
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        else:
+            random.seed(cfg.seed)
+            np.random.seed(cfg.seed % 2**32)
+        self.progress.update(total_steps=self.total_steps, epoch=self.state["epoch"], step=self.state["step"],
+                             progress=self.state["step"] / max(1, self.total_steps))
+        return None
+
+    def _on_prepare(self, *args: Any, **kwargs: Any) -> None:
+        """Progress callback of prepare_dataset: ``(phase, lines_done, lines_total)`` or a dict."""
+        if args and isinstance(args[0], dict):
+            kwargs = {**args[0], **kwargs}
+            args = ()
+        names = ("phase", "lines_done", "lines_total")
+        info = dict(zip(names, args))
+        info.update({k: v for k, v in kwargs.items() if k in names})
+        self.progress.update(write=False, prepare={n: info.get(n) for n in names})
+
+    def _check_stop_before_load(self) -> None:
+        action = self._action()
+        if action in ("stop", "skip"):
+            # Nothing trained in this process yet: an existing checkpoint is still the place to resume.
+            if action == "skip":
+                ckpt.remove_checkpoints(self.spec.checkpoint_dir)
+            raise _Exit(exit_codes.STOPPED if action == "stop" else exit_codes.SKIPPED, f"{action} requested")
+
+    # --------------------------------------------------------------- control
+    def _action(self) -> str:
+        spec = self.spec
+        if spec.stop_signal.requested:
+            return "stop"
+        if spec.parent_pid is not None and os.getppid() != spec.parent_pid:
+            log.warning("parent process %d is gone: stopping", spec.parent_pid)
+            return "stop"
+        if spec.commands is not None:
+            try:
+                return spec.commands()
+            except (OSError, ValueError) as e:  # a torn or missing command file must not kill training
+                log.warning("could not read the trainer command: %s", e)
+        return "run"
+
+    def _obey(self) -> None:
+        """At a step boundary: pause while asked, checkpoint and leave on stop, leave on skip."""
+        action = self._action()
+        if action == "pause":
+            self.progress.set_status("paused", f"paused at step {self.state['step']}")
+            while action == "pause":
+                time.sleep(PAUSE_POLL_S)
+                action = self._action()
+            self.progress.set_status("training", f"resumed at step {self.state['step']}")
+        if action == "stop":
+            self.progress.set_status("stopping", f"checkpointing at step {self.state['step']}")
+            self.save_checkpoint()
+            raise _Exit(exit_codes.STOPPED, f"stopped at step {self.state['step']} of {self.total_steps}; "
+                                            "checkpoint written")
+        if action == "skip":
+            self.progress.set_status("stopping", "skip requested: discarding this job's checkpoints")
+            ckpt.remove_checkpoints(self.spec.checkpoint_dir)
+            raise _Exit(exit_codes.SKIPPED, f"skipped at step {self.state['step']}; adapter changes discarded")
+
+    # ----------------------------------------------------------------- train
+    def _rows(self, indices: list[int]) -> list[dict]:
+        cols = self.prepared.train[list(indices)]
+        keys = list(cols)
+        return [{k: cols[k][i] for k in keys} for i in range(len(indices))]
+
+    def _batch(self, rows: list[dict]) -> dict:
+        from . import data
+
+        batch = data.collate(rows, self.tokenizer.pad_token_id, packing=self.cfg.packing)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def train(self) -> dict:
+        import torch
+
+        from . import data
+
+        cfg, st = self.cfg, self.state
+        k = cfg.gradient_accumulation
+        autocast = self._autocast
+        self.progress.set_status("training", f"step {st['step']} of {self.total_steps}")
+        t0, steps_here, tokens_here = time.time(), 0, 0
+        while st["epoch"] < cfg.epochs:
+            epoch = st["epoch"]
+            plan = self.plans[epoch]
+            while st["mb_index"] < len(plan):
+                self._obey()
+                group = plan[st["mb_index"]:st["mb_index"] + k]
+                batches = [self._batch(self._rows(mb)) for mb in group]
+                step_loss, n_trained = accumulate(self.model, self.parts, batches, autocast,
+                                                  self.accelerator.backward)
+                if cfg.max_grad_norm > 0:
+                    grad_norm = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
+                else:
+                    grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in self.params
+                                                              if p.grad is not None])))
+                lr = self.scheduler.get_last_lr()[0]
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+
+                tokens = sum(self.lengths[i] for mb in group for i in mb)  # non-padding tokens
+                st["mb_index"] += len(group)
+                st["step"] += 1
+                st["tokens_seen"] += tokens
+                st["trained_tokens"] += n_trained
+                st["examples_done"] += sum(len(mb) for mb in group)
+                st["loss"] = step_loss if n_trained else None
+                if st["loss"] is not None:
+                    st["loss_ema"] = step_loss if st["loss_ema"] is None else (
+                        EMA_BETA * st["loss_ema"] + (1 - EMA_BETA) * step_loss)
+                st["grad_norm"], st["learning_rate"] = grad_norm, lr
+                steps_here += 1
+                tokens_here += tokens
+                elapsed = time.time() - t0
+                tps = tokens_here / elapsed if elapsed > 0 else None
+                sps = elapsed / steps_here
+                self.progress.update(
+                    status="training", status_detail=f"step {st['step']} of {self.total_steps}",
+                    epoch=epoch, step=st["step"], progress=st["step"] / max(1, self.total_steps),
+                    examples_done=st["examples_done"], tokens_seen=st["tokens_seen"], loss=st["loss"],
+                    loss_ema=st["loss_ema"], learning_rate=lr, grad_norm=grad_norm, tokens_per_s=tps,
+                    seconds_per_step=sps, eta_seconds=sps * (self.total_steps - st["step"]))
+                self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": st["step"],
+                                      "epoch": epoch, "loss": st["loss"], "learning_rate": lr,
+                                      "grad_norm": grad_norm, "tokens_per_s": tps, "tokens_seen": st["tokens_seen"]})
+                if st["mb_index"] >= len(plan):
+                    st["epoch"] += 1
+                    st["mb_index"] = 0
+                if cfg.eval_steps and st["step"] % cfg.eval_steps == 0 and st["step"] < self.total_steps:
+                    self.evaluate()
+                if st["step"] % cfg.save_steps == 0 and st["step"] < self.total_steps:
+                    self.save_checkpoint()
+                if st["epoch"] != epoch:
+                    break
+        self._obey()  # a stop/skip during the last step still counts
+        self.evaluate()
+        self.progress.set_status("saving", "final checkpoint")
+        final = self.save_checkpoint()
+        return {"final_checkpoint": str(final), "seconds_training": time.time() - t0}
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def evaluate(self) -> float | None:
+        """Mean token loss over the held-out set (None without one)."""
+        import torch
+
+        from . import data
+
+        ev = self.prepared.eval
+        if ev is None or len(ev) == 0:
+            return None
+        self.progress.set_status("evaluating", f"eval at step {self.state['step']}")
+        self.model.eval()
+        total, count = 0.0, 0
+        plan = data.plan_batches(list(ev["length"]), self.cfg.batch_size, seed=self.cfg.seed, epoch=0,
+                                 packing=False, max_length=self.cfg.max_length)
+        with torch.no_grad():
+            for mb in plan:
+                cols = ev[list(mb)]
+                rows = [{c: cols[c][i] for c in cols} for i in range(len(mb))]
+                b = {kk: v.to(self.device) for kk, v in data.collate(rows, self.tokenizer.pad_token_id).items()}
+                total += float(token_loss_sum(self.model, self.parts, b, self._autocast))
+                count += data.num_trained_tokens(b)
+        self.model.train()
+        value = total / count if count else None
+        self.state["eval_loss"] = value
+        self.progress.update(eval_loss=value, status="training")
+        self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": self.state["step"],
+                              "epoch": self.state["epoch"], "eval_loss": value})
+        return value
+
+    # ----------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        import numpy as np
+        import torch
+
+        step = self.state["step"]
+        if self.last_saved_step == step:
+            return self.spec.checkpoint_dir / ckpt.step_dir_name(step)
+        prev_status = self.progress.fields["status"]
+        self.progress.update(status="saving", status_detail=f"checkpoint at step {step}")
+
+        def write(folder: Path) -> None:
+            self.model.save_pretrained(str(folder))
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+            torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                       folder / "rng.pt")
+            (folder / ckpt.STATE).write_text(json.dumps({**self.state, "total_steps": self.total_steps}, indent=2,
+                                                        allow_nan=False) + "\n")
+
+        manifest = {**self.expected, "data_file": str(self.spec.dataset), "config": self.cfg.to_dict(),
+                    "versions": ckpt.versions(), "total_steps": self.total_steps, "precision": self.precision}
+        final = ckpt.save_checkpoint(self.spec.checkpoint_dir, step, write_files=write, manifest=manifest,
+                                     keep=self.cfg.keep_checkpoints)
+        self.last_saved_step = step
+        log.info("checkpoint %s", final)
+        if prev_status in ("training", "evaluating"):
+            self.progress.update(status=prev_status, status_detail=f"step {step} of {self.total_steps}")
+        return final
+
+    def _load_checkpoint(self, folder: Path) -> None:
+        import numpy as np
+        import torch
+
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=self.device,
+                                                  weights_only=True))
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
+        rng = torch.load(folder / "rng.pt", weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        saved = json.loads((folder / ckpt.STATE).read_text())
+        if saved.get("total_steps") != self.total_steps:
+            raise ckpt.CheckpointMismatch(f"checkpoint {folder} planned {saved.get('total_steps')} steps, "
+                                          f"this run plans {self.total_steps} (batch settings differ)")
+        self.state.update({k: v for k, v in saved.items() if k in self.state})
+        self.last_saved_step = self.state["step"]
+        log.info("resumed from %s at step %d (epoch %d, micro-batch %d)", folder, self.state["step"],
+                 self.state["epoch"], self.state["mb_index"])
+
+    # --------------------------------------------------------------- publish
+    def publish(self, final: Path) -> None:
+        prev = self.prev_state or {}
+        # Republishing after a crash must not list the job twice.
+        trained = [t for t in prev.get("trained", [])
+                   if (t.get("job_id"), t.get("sha256")) != (self.spec.job_id, self.data_sha256)]
+        trained.append({"job_id": self.spec.job_id, "sha256": self.data_sha256, "file": Path(self.spec.dataset).name,
+                        "steps": self.state["step"], "finished_at": time.time()})
+        state = {"base_model": self.expected["base_model"], "base_model_hash": self.base_hash,
+                 "locked": self.expected["locked"], "model_name": self.cfg.model_name, "trained": trained,
+                 "updated_at": time.time()}
+        ckpt.publish_adapter(final, self.spec.output_dir, state)
+        log.info("published the adapter to %s", self.spec.output_dir)
+
+    def summary(self, extra: dict | None = None) -> dict:
+        st = self.state
+        return {"steps": st["step"], "total_steps": getattr(self, "total_steps", None), "loss": st["loss"],
+                "loss_ema": st["loss_ema"], "eval_loss": st["eval_loss"], "tokens": st["tokens_seen"],
+                "trained_tokens": st["trained_tokens"], "examples": st["examples_done"],
+                "seconds": time.time() - self.t_start,
+                "data": _jsonable(self.prepared.report) if hasattr(self, "prepared") else None, **(extra or {})}
+
+    def cleanup(self) -> None:
+        self.progress.stop_heartbeat()
+
+
+def _jsonable(obj: Any) -> Any:
+    """Make a report JSON-safe (NaN -> None, paths -> str)."""
+    return json.loads(json.dumps(obj, default=str).replace("NaN", "null").replace("Infinity", "null"))
+
+
+def run(spec: RunSpec) -> RunResult:
+    """Train one file as ``spec`` says; returns the exit code, reason and summary (raises on a crash)."""
+    recipe = Recipe(spec)
+    try:
+        early = recipe.setup()
+        if early is not None:
+            return early
+        out = recipe.train()
+        recipe.publish(Path(out["final_checkpoint"]))
+        ckpt.remove_checkpoints(spec.checkpoint_dir)
+        summary = recipe.summary({"seconds_training": out["seconds_training"], "precision": recipe.precision})
+        recipe.progress.update(status="saving", status_detail="published")
+        return RunResult(exit_codes.OK, summary=_jsonable(summary))
+    except _Exit as e:
+        return RunResult(e.code, reason=e.reason, summary=_jsonable(recipe.summary()))
+    except ckpt.CheckpointMismatch as e:
+        return RunResult(exit_codes.CHECKPOINT_MISMATCH, reason=str(e))
+    finally:
+        recipe.cleanup()
+
+
+def execute(spec: RunSpec, reason_file: Path | None) -> int:
+    """Run and report: the result JSON into ``reason_file``; a crash's traceback to stderr. Returns the exit code."""
+    try:
+        result = run(spec)
+    except Exception as e:  # every other failure is a crash the daemon may retry
+        traceback.print_exc()
+        result = RunResult(exit_codes.CRASH, reason=f"{type(e).__name__}: {e}",
+                           details=[{"traceback": traceback.format_exc()}])
+    if result.exit_code != exit_codes.OK:
+        log.warning("trainer exit %s: %s", exit_codes.name_of(result.exit_code), result.reason)
+    if reason_file is not None:
+        atomic_write_json(Path(reason_file), _jsonable(result.to_json()))
+    return result.exit_code
