@@ -1,0 +1,639 @@
+"""The supervisor loop: one daemon per home owns the queue, the trainer process group and the status file.
+
+    python3 training_daemon.py --home DIR [--once] [--max-jobs N] [--log-level INFO]
+    bin/launch_training_daemon.sh --home DIR          # the same, in the background, with a pid file
+
+Design (gunicorn's arbiter): signal handlers and control requests only record intent (paused,
+stopping, skip); one ``tick()`` every ~0.25 s reads requests, polls the inbox, and ``reconcile()``
+makes the world match the intent -- start the next job, tell the trainer to pause/run/stop/skip via
+``control/trainer_command.json``, walk the stop ladder, and map the trainer's named exit code onto a
+queue transition. Then it writes ``status/training_status.json``. The daemon never imports torch: the
+trainer is a separate process (``python -m trainingd.train``) in its own session.
+
+Set ``TRAININGD_TRAINER=/path/script.py`` to run that script instead of ``-m trainingd.train`` (same
+arguments, same contract); useful for wrapping the trainer, e.g. under a profiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from . import exit_codes as ec
+from .atomic_ops import atomic_write_text, read_json
+from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, default_config_json, load_config, resolve_base_model
+from .control import Request, consume, is_emergency_stop, read_requests, write_trainer_command
+from .intake import Intake
+from .logs import setup_logging
+from .paths import Home
+from .queue import Job, JobQueue, QueueError, now_iso
+from .status import StatusWriter, append_history, compose_status, empty_control, read_progress, status_from_trainer
+
+log = logging.getLogger("trainingd.daemon")
+
+TICK_S = 0.25
+KILL_AFTER_TERM_S = 10.0
+MAX_ACKS = 20
+TRAINER_ENV = "TRAININGD_TRAINER"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SKIP_REASON = "skipped by user request; adapter changes discarded"
+
+EXIT_TABLE = """exit codes:
+  0   stopped cleanly (stop request, .stop, SIGTERM/SIGINT), or the queue ran empty with --once / --max-jobs
+  3   CONFIG_ERROR: config.json invalid or the base model missing (the message names the key); not retried
+  75  ALREADY_RUNNING: another daemon holds the lock of this home (.daemon.lock)"""
+
+
+# ------------------------------------------------------------------------------------------------ home
+def init_home(home: Home) -> bool:
+    """Make ``home`` a usable home: every runtime folder and a default ``config.json`` if missing.
+
+    Returns True when anything was created. Never touches an existing config.json.
+    """
+    created = False
+    home.root.mkdir(parents=True, exist_ok=True)
+    for folder in [*home.runtime_dirs(), home.queue / ".incoming"]:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            created = True
+    if not home.config.exists():
+        atomic_write_text(home.config, default_config_json())
+        created = True
+    return created
+
+
+def read_pid(home: Home) -> int | None:
+    try:
+        return int(home.pid.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+class InstanceLock:
+    """``fcntl.flock`` on ``.daemon.lock`` for the daemon's whole life: "running" means "the lock is held"."""
+
+    def __init__(self, home: Home):
+        self.home = home
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        # os.open descriptors are not inherited, so a trainer that outlives us never holds the lock.
+        fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        atomic_write_text(self.home.pid, f"{os.getpid()}\n")
+        return True
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        if read_pid(self.home) == os.getpid():
+            self.home.pid.unlink(missing_ok=True)
+        os.close(self.fd)  # closing the descriptor drops the flock
+        self.fd = None
+
+
+def is_locked(home: Home) -> bool:
+    """True when a daemon holds this home's lock (does not take it)."""
+    fd = os.open(home.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def trained_entries(home: Home) -> list[dict]:
+    """The ``trained`` list of ``current_model/adapter_state.json`` (jobs durably in the adapter)."""
+    try:
+        state = read_json(home.current_model / "adapter_state.json", {}) or {}
+    except (ValueError, OSError):
+        log.warning("current_model/adapter_state.json is unreadable; treating the adapter as empty")
+        return []
+    trained = state.get("trained") if isinstance(state, dict) else None
+    return [t for t in trained if isinstance(t, dict)] if isinstance(trained, list) else []
+
+
+def tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------------------------ daemon
+@dataclass
+class Running:
+    """The one trainer process group of this daemon."""
+
+    job: Job
+    proc: subprocess.Popen
+    started_at: str
+    started_mono: float
+    action: str = "run"
+    stop_sent_at: float | None = None
+    term_sent_at: float | None = None
+    kill_sent_at: float | None = None
+
+
+class Daemon:
+    """One daemon's loop; ``run()`` returns the exit code. The caller holds the instance lock."""
+
+    def __init__(self, home: Home, cfg: Config, *, once: bool = False, max_jobs: int | None = None,
+                 tick_s: float = TICK_S):
+        self.home = home
+        self.cfg = cfg
+        self.once = once
+        self.max_jobs = max_jobs
+        self.tick_s = tick_s
+        self.queue = JobQueue(home)
+        self.intake = Intake(home, self.queue, cfg)
+        self.writer = StatusWriter(home)
+        self.started_at = now_iso()
+        self.running: Running | None = None
+        self.resume_first: list[str] = []
+        self.paused = False
+        self.stopping = False
+        self.stop_reason: str | None = None
+        self.stop_file_seen = False
+        self.skip_requested = False
+        self.pending: list[Request] = []  # requests waiting to take effect before they are acknowledged
+        self.jobs_ended = 0
+        self.cmd_seq = 0
+        self.exit_code = ec.OK
+        self.finished = False
+        self.final_status = "stopped"
+        self.final_detail: str | None = None
+        self._signal: int | None = None
+        previous = self.writer.previous
+        prev_control = previous.get("control") if isinstance(previous.get("control"), dict) else {}
+        # Acks outlive a restart so `--wait` on a stop finds its answer; pause state does not.
+        self.control: dict[str, Any] = {
+            **empty_control(),
+            "last_request": prev_control.get("last_request"),
+            "last_ack": prev_control.get("last_ack"),
+            "acks": list(prev_control.get("acks") or [])[-MAX_ACKS:],
+        }
+        self.last_error: dict | None = previous.get("last_error") if isinstance(previous.get("last_error"),
+                                                                                 dict) else None
+
+    # -------------------------------------------------------------------------------------- life cycle
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signal = signum  # only record; the loop acts
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self.startup()
+        try:
+            while not self.finished:
+                self.tick()
+                if self.finished:
+                    break
+                # An inbox event wakes the loop early, so files are noticed well within a second.
+                self.intake.events.dirty.wait(self.tick_s)
+        finally:
+            self.intake.stop()
+            if self.running is not None and self.running.proc.poll() is None:
+                # Only on an unexpected error: the trainer checkpoints and exits; it also exits when we die.
+                log.error("daemon loop failed with a trainer running; asking it to stop")
+                self._send(self.running, "stop")
+        return self.exit_code
+
+    def startup(self) -> None:
+        log.info("trainingd %s daemon starting for %s (pid %d)", __version__, self.home.root, os.getpid())
+        self.queue.ensure_dirs()
+        for job in self.queue.recover_incoming():
+            log.info("recovered %s from queue/.incoming -> %s", job.id, job.state)
+        self.home.trainer_command.unlink(missing_ok=True)
+        if is_emergency_stop(self.home):
+            # A .stop left behind by a crashed daemon must not block every later start.
+            log.warning("removing a stale .stop left by an earlier run")
+            self.home.emergency_stop.unlink(missing_ok=True)
+        self._reap_orphan_trainer()
+        trained_ids = {t.get("job_id") for t in trained_entries(self.home)}
+        for job in self.queue.jobs(["processing"]):
+            if job.id in trained_ids:
+                log.info("job %s was published before a crash; completing it", job.id)
+                self.queue.complete(job, result=job.meta.get("result") or {"recovered": True})
+                append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
+                               result="ok", summary={})
+            else:
+                log.info("job %s was being trained when the last daemon ended; resuming it first", job.id)
+                self.resume_first.append(job.id)
+        self.intake.start()
+        self.intake.poll(force=True)
+        self.write_status()
+
+    def _reap_orphan_trainer(self) -> None:
+        """A trainer of a killed daemon may still be finishing; end it before starting another."""
+        import psutil  # stdlib-free but torch-free; only needed here
+
+        progress = read_progress(self.home) or {}
+        pid = progress.get("pid")
+        if not isinstance(pid, int) or pid == os.getpid():
+            return
+        try:
+            proc = psutil.Process(pid)
+            cmdline = " ".join(proc.cmdline())
+        except (psutil.Error, OSError):
+            return
+        if "trainingd.train" not in cmdline and (os.environ.get(TRAINER_ENV) or "\0") not in cmdline:
+            return
+        log.warning("a trainer from an earlier daemon is still running (pid %d); stopping it", pid)
+        try:
+            pgid = os.getpgid(pid)
+            os.killpg(pgid, signal.SIGTERM)
+            proc.wait(timeout=self.cfg.stop_grace_s)
+        except psutil.TimeoutExpired:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, psutil.Error, OSError):
+            pass
+
+    def tick(self) -> None:
+        if self._signal is not None and not self.stopping:
+            self.request_stop(f"signal {signal.Signals(self._signal).name}")
+        self.apply_requests()
+        if not self.stopping and is_emergency_stop(self.home):
+            self.stop_file_seen = True
+            self.request_stop(".stop file")
+        if not self.stopping:
+            for job in self.intake.poll():
+                if job.state == "failed":
+                    self._error(f"{job.meta.get('original_name')}: {job.meta.get('reason')}", job.id)
+        self.reconcile()
+        self.write_status(final=self.finished)
+
+    def request_stop(self, why: str) -> None:
+        if not self.stopping:
+            log.info("stop requested (%s)", why)
+        self.stopping = True
+        self.stop_reason = self.stop_reason or why
+
+    def finish(self, status: str, detail: str | None) -> None:
+        self.finished = True
+        self.final_status = status
+        self.final_detail = detail
+        log.info("daemon exiting (%s%s)", status, f": {detail}" if detail else "")
+
+    # -------------------------------------------------------------------------------------- control
+    def apply_requests(self) -> None:
+        for req in read_requests(self.home):
+            consume(req)
+            if req.action == "invalid":
+                log.warning("dropped an invalid control request file %s", req.path.name)
+                continue
+            log.info("control request %s: %s", req.id, req.action)
+            self.control["last_request"] = {"id": req.id, "action": req.action, "at": now_iso()}
+            if req.action == "pause":
+                self._supersede("resume", "superseded by pause")
+                self.paused = True
+            elif req.action == "resume":
+                self._supersede("pause", "superseded by resume")
+                self.paused = False
+            elif req.action == "skip":
+                if self.running is None:
+                    self.ack(req, "nothing to skip")
+                    continue
+                self.skip_requested = True
+            elif req.action == "stop":
+                self.request_stop(f"stop request {req.id}")
+            self.pending.append(req)
+
+    def _supersede(self, action: str, result: str) -> None:
+        for req in [r for r in self.pending if r.action == action]:
+            self.ack(req, result)
+
+    def ack(self, req: Request, result: str) -> None:
+        entry = {"id": req.id, "action": req.action, "result": result, "at": now_iso()}
+        self.control["last_ack"] = entry
+        self.control["acks"] = (self.control["acks"] + [entry])[-MAX_ACKS:]
+        if req in self.pending:
+            self.pending.remove(req)
+        log.info("control request %s (%s) acknowledged: %s", req.id, req.action, result)
+
+    def _ack_all(self, action: str, result: str) -> None:
+        for req in [r for r in self.pending if r.action == action]:
+            self.ack(req, result)
+
+    # -------------------------------------------------------------------------------------- reconcile
+    def reconcile(self) -> None:
+        r = self.running
+        if r is not None:
+            code = r.proc.poll()
+            if code is None:
+                self.steer(r)
+                return
+            self.running = None
+            self.on_trainer_exit(r, code)
+        # No trainer runs from here on.
+        self._ack_all("pause", "paused")
+        self._ack_all("resume", "resumed")
+        self._ack_all("skip", "nothing to skip")
+        self.skip_requested = False
+        if self.stopping:
+            self._ack_all("stop", "stopped")
+            if self.stop_file_seen or is_emergency_stop(self.home):
+                self.home.emergency_stop.unlink(missing_ok=True)
+            if self.exit_code == ec.CONFIG_ERROR:
+                self.finish("error", (self.last_error or {}).get("message"))
+            else:
+                self.finish("stopped", self.stop_reason)
+            return
+        if self.max_jobs is not None and self.jobs_ended >= self.max_jobs:
+            self.finish("stopped", f"--max-jobs {self.max_jobs} reached")
+            return
+        if self.paused:
+            return
+        while not self.finished:
+            job = self._next_job()
+            if job is None:
+                counts = self.queue.counts()
+                if self.once and not self.intake.has_candidates() and not sum(counts["pending"].values()):
+                    self.finish("stopped", "queue empty (--once)")
+                return
+            if self._is_duplicate(job):
+                if self.max_jobs is not None and self.jobs_ended >= self.max_jobs:
+                    self.finish("stopped", f"--max-jobs {self.max_jobs} reached")
+                continue
+            self.start_trainer(job)
+            return
+
+    def _next_job(self) -> Job | None:
+        while self.resume_first:
+            job_id = self.resume_first.pop(0)
+            try:
+                job = self.queue.get(job_id)
+            except QueueError:
+                continue
+            if job.state == "processing":
+                return job
+        return self.queue.claim_next()
+
+    def _is_duplicate(self, job: Job) -> bool:
+        """Dedupe: a job whose content is already trained into the adapter goes straight to done/."""
+        sha = job.meta.get("sha256")
+        if not self.cfg.dedupe or job.meta.get("force") or not sha:
+            return False
+        earlier = next((t.get("job_id") for t in trained_entries(self.home)
+                        if t.get("sha256") == sha and t.get("job_id") != job.id), None)
+        if earlier is None:
+            return False
+        log.info("job %s is a duplicate of job %s (same sha256); not trained again", job.id, earlier)
+        self.queue.complete(job, duplicate_of=earlier, result={"duplicate_of": earlier})
+        append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
+                       result="duplicate", reason=f"duplicate of {earlier}", summary={})
+        self.jobs_ended += 1
+        return True
+
+    def trainer_argv(self, job: Job) -> list[str]:
+        script = os.environ.get(TRAINER_ENV)
+        head = [sys.executable, script] if script else [sys.executable, "-m", "trainingd.train"]
+        return head + ["--home", str(self.home.root), "--job-id", job.id, "--dataset", str(job.data_file),
+                       "--reason-file", str(job.dir / "result.json"), "--parent-pid", str(os.getpid())]
+
+    def start_trainer(self, job: Job) -> None:
+        (job.dir / "result.json").unlink(missing_ok=True)  # never read an earlier attempt's result
+        self.cmd_seq += 1
+        write_trainer_command(self.home, job.id, "run", self.cmd_seq)
+        env = dict(os.environ)
+        # cwd is the home, so the package must be importable from the repository.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        self.home.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.home.training_log, "ab") as out:
+            out.write(f"\n===== {now_iso()} job {job.id} ({job.meta.get('original_name')}) attempt "
+                      f"{job.meta.get('attempts', 0) + 1} =====\n".encode())
+            out.flush()
+            proc = subprocess.Popen(self.trainer_argv(job), cwd=self.home.root, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.running = Running(job=job, proc=proc, started_at=now_iso(), started_mono=time.monotonic())
+        log.info("job %s: trainer started (pid %d) on %s", job.id, proc.pid, job.meta.get("original_name"))
+
+    def _send(self, r: Running, action: str) -> None:
+        self.cmd_seq += 1
+        write_trainer_command(self.home, r.job.id, action, self.cmd_seq)
+        r.action = action
+        log.info("job %s: trainer command -> %s", r.job.id, action)
+
+    def steer(self, r: Running) -> None:
+        """Make the running trainer match the intent, walk the stop ladder, acknowledge what took effect."""
+        desired = "stop" if self.stopping else "skip" if self.skip_requested else "pause" if self.paused else "run"
+        now = time.monotonic()
+        if desired != r.action:
+            self._send(r, desired)
+            if desired == "stop":
+                r.stop_sent_at = now
+        if self.stopping:
+            since = now - (r.stop_sent_at or now)
+            if r.term_sent_at is None and since >= self.cfg.stop_grace_s:
+                log.warning("job %s: trainer did not stop within %.0fs; sending SIGTERM", r.job.id, since)
+                self._signal_group(r, signal.SIGTERM)
+                r.term_sent_at = now
+            elif r.term_sent_at is not None and r.kill_sent_at is None and now - r.term_sent_at >= KILL_AFTER_TERM_S:
+                log.warning("job %s: trainer ignored SIGTERM; sending SIGKILL", r.job.id)
+                self._signal_group(r, signal.SIGKILL)
+                r.kill_sent_at = now
+        progress = read_progress(self.home, r.job.id)
+        trainer_state = (progress or {}).get("status")
+        if trainer_state == "paused":
+            self._ack_all("pause", "paused")
+        elif progress is not None and not self.paused:
+            self._ack_all("resume", "resumed")
+
+    def _signal_group(self, r: Running, sig: int) -> None:
+        try:
+            os.killpg(r.proc.pid, sig)  # start_new_session: the group id is the trainer's pid
+        except ProcessLookupError:
+            pass
+
+    # -------------------------------------------------------------------------------------- trainer exit
+    def on_trainer_exit(self, r: Running, code: int) -> None:
+        job = r.job
+        name = ec.name_of(code)
+        seconds = round(time.monotonic() - r.started_mono, 3)
+        try:
+            result = read_json(job.dir / "result.json", {}) or {}
+        except (ValueError, OSError):
+            result = {}
+        if not isinstance(result, dict):
+            result = {}
+        summary = result.get("summary") if isinstance(result.get("summary"), dict) else {}
+        log.info("job %s: trainer exited %s (%d) after %.1fs", job.id, name, code, seconds)
+        file = job.meta.get("original_name")
+        skip_wanted = self.skip_requested
+        self.skip_requested = False
+
+        def ended(state: str, result_name: str, reason: str | None = None) -> None:
+            append_history(self.home, job_id=job.id, file=file, state=state, result=result_name, reason=reason,
+                           summary=summary, seconds=seconds)
+            self.jobs_ended += 1
+
+        if code == ec.OK:
+            self.queue.complete(job, result=summary)
+            ended("done", "ok")
+            if skip_wanted:
+                self._ack_all("skip", "too late: the job had already finished")
+        elif code in (ec.DATA_ERROR, ec.CHECKPOINT_MISMATCH, ec.USAGE):
+            reason = self._reason_text(result, name)
+            self.queue.fail(job, reason, result=result or None)
+            self._error(reason.splitlines()[0], job.id)
+            ended("failed", name, reason)
+            if skip_wanted:
+                self._ack_all("skip", f"the job failed first ({name})")
+        elif code == ec.SKIPPED:
+            self.queue.fail(job, SKIP_REASON)
+            ended("failed", name, SKIP_REASON)
+            self._ack_all("skip", "skipped")
+        elif code == ec.STOPPED:
+            self.queue.requeue(job)
+            if not self.stopping:
+                log.info("job %s: trainer stopped on its own; it stays at the head of the queue", job.id)
+        elif code == ec.CONFIG_ERROR:
+            self.queue.requeue(job)
+            self._error(f"trainer refused the configuration: {self._reason_text(result, name)}", job.id)
+            self.exit_code = ec.CONFIG_ERROR
+            self.request_stop("configuration error")
+        elif self.stopping and (r.term_sent_at is not None or r.stop_sent_at is not None):
+            self.queue.requeue(job)  # we ended it on the stop ladder: not the job's fault
+        else:
+            attempts = int(job.meta.get("attempts") or 0) + 1
+            log_tail = tail(self.home.training_log)
+            if attempts >= self.cfg.max_attempts:
+                reason = (f"trainer failed {attempts} times (last: {name}); giving up.\n"
+                          f"Last lines of logs/training_output.log:\n{log_tail}\n"
+                          f"Fix the cause, then: training_queue.py retry {job.id}")
+                self.queue.fail(job, reason, attempts=attempts)
+                self._error(f"job {job.id} failed after {attempts} attempts ({name})", job.id)
+                ended("failed", name, reason)
+            else:
+                self.queue.requeue(job, attempts=attempts)
+                self._error(f"trainer {name} on job {job.id} (attempt {attempts} of {self.cfg.max_attempts}); "
+                            "retrying", job.id)
+            if skip_wanted:
+                self._ack_all("skip", f"the trainer ended first ({name})")
+
+    @staticmethod
+    def _reason_text(result: dict, name: str) -> str:
+        reason = str(result.get("reason") or f"trainer exited {name} without a reason; see logs/training_output.log")
+        details = result.get("details") or []
+        if isinstance(details, list) and details:
+            reason += "\n" + "\n".join(f"  {d}" if isinstance(d, str) else f"  {d!r}" for d in details)
+        return reason
+
+    def _error(self, message: str, job_id: str | None) -> None:
+        self.last_error = {"message": message, "job_id": job_id, "at": now_iso()}
+        log.error("%s", message)
+
+    # -------------------------------------------------------------------------------------- status
+    def write_status(self, *, final: bool = False) -> dict:
+        r = self.running
+        progress = read_progress(self.home, r.job.id) if r is not None else None
+        job_doc = None
+        if final:
+            state, detail = self.final_status, self.final_detail
+        elif r is not None:
+            state, detail = status_from_trainer(progress)
+            if self.stopping:
+                state, detail = "stopping", f"waiting for the trainer to checkpoint ({self.stop_reason})"
+            elif self.skip_requested:
+                detail = "skipping the current job"
+            elif self.paused and state != "paused":
+                detail = "pausing at the next step"
+        elif self.stopping:
+            state, detail = "stopping", self.stop_reason
+        elif self.paused:
+            state, detail = "paused", "no job will start until resume"
+        else:
+            state, detail = "idle", "waiting for files in inbox/"
+        if r is not None:
+            m = r.job.meta
+            job_doc = {"id": r.job.id, "file": m.get("original_name"), "sha256": m.get("sha256"),
+                       "priority": r.job.priority, "started_at": r.started_at}
+        adapter = self.home.current_model / "adapter_model.safetensors"
+        control = {**self.control, "paused": self.paused, "stopping": self.stopping}
+        doc = compose_status(
+            daemon={"pid": os.getpid(), "version": __version__, "started_at": self.started_at,
+                    "home": str(self.home.root)},
+            status=state, status_detail=detail, job=job_doc, progress=progress, queue=self.queue.counts(),
+            model={"base": self.cfg.base_model, "adapter": str(adapter.parent) if adapter.exists() else None,
+                   "model_display_name": self.cfg.model_display_name},
+            control=control, last_error=self.last_error)
+        return self.writer.write(doc, durable=final)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="training_daemon.py",
+        description="Run the trainingd daemon of a home in the foreground: watch inbox/, train queued files, "
+                    "write status/training_status.json.",
+        epilog=EXIT_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--home", help="home folder (default: $TRAININGD_HOME, else the current directory)")
+    p.add_argument("--once", action="store_true", help="process the queue and the inbox until empty, then exit 0")
+    p.add_argument("--max-jobs", type=int, metavar="N", help="exit 0 after N jobs have ended (done or failed)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   type=str.upper, help="log level (default INFO)")
+    return p
+
+
+def check_config(home: Home) -> Config:
+    """Load and validate the home's config; raises ConfigError naming the key."""
+    cfg = load_config(home.config)
+    if cfg.base_model != EMBEDDED_BASE_MODEL:
+        resolve_base_model(cfg, home.root)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    home = Home.at(args.home)
+    try:
+        init_home(home)
+    except OSError as e:
+        print(f"trainingd: cannot use {home.root} as a home: {e}", file=sys.stderr)
+        return ec.CONFIG_ERROR
+    lock = InstanceLock(home)
+    if not lock.acquire():
+        pid = read_pid(home)
+        print(f"trainingd daemon already running for {home.root} (pid {pid if pid else 'unknown'})", file=sys.stderr)
+        return ec.ALREADY_RUNNING
+    setup_logging(home, args.log_level)
+    try:
+        try:
+            cfg = check_config(home)
+        except ConfigError as e:
+            log.error("config error: %s", e)
+            StatusWriter(home).write(compose_status(
+                daemon={"pid": os.getpid(), "version": __version__, "started_at": now_iso(), "home": str(home.root)},
+                status="error", status_detail=f"config error: {e}",
+                last_error={"message": f"config error: {e}", "job_id": None, "at": now_iso()}), durable=True)
+            return ec.CONFIG_ERROR
+        return Daemon(home, cfg, once=args.once, max_jobs=args.max_jobs).run()
+    finally:
+        lock.release()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Inbox intake: turn complete ``inbox/*.jsonl`` files into pending jobs.
+
+A watchdog ``Observer`` on ``inbox/`` (``PollingObserver`` if the native one cannot start) only sets a
+flag and remembers names that arrived by a rename; the daemon calls ``Intake.poll()`` every tick, which
+rescans the folder when the flag is set, when files await stability, or every ``rescan_interval_s``
+(so no event is ever needed). A file is complete when it arrived by a rename (the producer wrote
+``name.tmp`` and renamed it) or when its size and mtime have not changed for ``stable_seconds``.
+
+Names starting with ``.`` or ending ``.tmp``/``.part`` are ignored. Anything else that must not be
+trained (a symlink, a folder, a file not ending ``.jsonl``) becomes a failed job with a reason, so
+nothing dropped into the inbox is ever lost.
+
+    intake = Intake(home, JobQueue(home), cfg); intake.start()
+    while running: intake.poll(); ...
+    intake.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from .config import Config
+from .paths import Home
+from .queue import Job, JobQueue, QueueError
+
+log = logging.getLogger(__name__)
+
+SYMLINK_REASON = "symlink refused: copy the file into inbox/ instead"
+FOLDER_REASON = "folder refused: drop .jsonl files into inbox/, not folders (move the files out of it and into inbox/)"
+SUFFIX_REASON = ("not a .jsonl file: training data must be JSON Lines named *.jsonl; rename it and drop it into "
+                 "inbox/ again")
+SPECIAL_REASON = "not a regular file (device, socket or pipe) refused: drop regular .jsonl files into inbox/"
+
+
+def is_ignored(name: str) -> bool:
+    """Producers' work in progress: hidden names and ``.tmp``/``.part`` files are never touched."""
+    return name.startswith(".") or name.endswith(".tmp") or name.endswith(".part")
+
+
+class _Events:
+    """What the watcher thread tells the main loop: a dirty flag and the names renamed into the inbox."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.dirty = threading.Event()
+        self.renamed_in: set[str] = set()
+
+    def note(self, renamed_name: str | None = None) -> None:
+        if renamed_name is not None:
+            with self.lock:
+                self.renamed_in.add(renamed_name)
+        self.dirty.set()
+
+    def take(self) -> set[str]:
+        with self.lock:
+            names, self.renamed_in = self.renamed_in, set()
+        return names
+
+
+def _make_handler(inbox: Path, events: _Events):
+    from watchdog.events import FileSystemEventHandler
+
+    class Handler(FileSystemEventHandler):
+        # Runs on the watcher thread: it only records; poll() on the main loop acts.
+        def on_any_event(self, event) -> None:  # noqa: ANN001 - watchdog's event type
+            renamed = None
+            if event.event_type == "moved":
+                dest = Path(os.fsdecode(event.dest_path))
+                if dest.parent == inbox:
+                    renamed = dest.name
+            events.note(renamed)
+
+    return Handler()
+
+
+class Intake:
+    """Watches one home's inbox and enqueues complete files; see the module docstring."""
+
+    def __init__(self, home: Home, queue: JobQueue, cfg: Config, *, clock: Callable[[], float] = time.monotonic,
+                 watch: bool = True):
+        self.home = home
+        self.queue = queue
+        self.cfg = cfg
+        self.clock = clock
+        self.watch = watch
+        self.events = _Events()
+        self.observer = None
+        self.observer_kind: str | None = None
+        # name -> (size, mtime_ns, since): the signature seen and when it was first seen unchanged
+        self._seen: dict[str, tuple[int, int, float]] = {}
+        self._renamed: set[str] = set()
+        self._last_scan: float | None = None
+
+    # ------------------------------------------------------------------------------------ watcher
+    def start(self) -> None:
+        """Start the file watcher (native, else polling). Intake still works by rescans if both fail."""
+        self.home.inbox.mkdir(parents=True, exist_ok=True)
+        if not self.watch:
+            return
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        for kind, cls in (("native", Observer), ("polling", PollingObserver)):
+            try:
+                observer = cls(timeout=0.2) if kind == "polling" else cls()
+                observer.schedule(_make_handler(self.home.inbox.resolve(), self.events), str(self.home.inbox),
+                                  recursive=False)
+                observer.daemon = True
+                observer.start()
+            except Exception as e:  # noqa: BLE001 - any watcher failure falls back to the next kind
+                log.warning("inbox watcher (%s) could not start: %s", kind, e)
+                continue
+            self.observer, self.observer_kind = observer, kind
+            log.info("watching %s (%s watcher, rescan every %.1fs)", self.home.inbox, kind, self.cfg.rescan_interval_s)
+            return
+        log.warning("no inbox watcher; relying on rescans every %.1fs", self.cfg.rescan_interval_s)
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            try:
+                self.observer.stop()
+                self.observer.join(timeout=5)
+            except Exception as e:  # noqa: BLE001 - shutting down: log and go on
+                log.debug("stopping the inbox watcher: %s", e)
+            self.observer = None
+
+    # ------------------------------------------------------------------------------------ scanning
+    def has_candidates(self) -> bool:
+        """True while files in the inbox are waiting to become complete (``--once`` waits for them)."""
+        return bool(self._seen)
+
+    def poll(self, *, force: bool = False) -> list[Job]:
+        """Rescan the inbox if anything may have changed; returns the jobs created (claimed or failed)."""
+        now = self.clock()
+        dirty = self.events.dirty.is_set()
+        due = self._last_scan is None or now - self._last_scan >= self.cfg.rescan_interval_s
+        if not (force or dirty or due or self._seen):
+            return []
+        self.events.dirty.clear()
+        self._renamed |= self.events.take()
+        self._last_scan = now
+        return self._scan(now)
+
+    def _scan(self, now: float) -> list[Job]:
+        out: list[Job] = []
+        present: set[str] = set()
+        try:
+            entries = list(os.scandir(self.home.inbox))
+        except FileNotFoundError:
+            self.home.inbox.mkdir(parents=True, exist_ok=True)
+            return out
+        for entry in sorted(entries, key=lambda e: e.name):
+            name = entry.name
+            if is_ignored(name):
+                continue
+            present.add(name)
+            try:
+                job = self._consider(entry, now)
+            except (OSError, QueueError) as e:
+                # Vanished or busy: forget it and look again at the next scan.
+                log.warning("inbox: could not take %r yet: %s", name, e)
+                self._seen.pop(name, None)
+                continue
+            if job is not None:
+                out.append(job)
+                self._seen.pop(name, None)
+                self._renamed.discard(name)
+        for name in list(self._seen):
+            if name not in present:
+                del self._seen[name]
+        self._renamed &= present
+        return out
+
+    def _consider(self, entry: os.DirEntry, now: float) -> Job | None:
+        name = entry.name
+        path = Path(entry.path)
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            return self.queue.reject(path, SYMLINK_REASON, source="inbox")
+        signature = (st.st_size, st.st_mtime_ns)
+        previous = self._seen.get(name)
+        if previous is None or previous[:2] != signature:
+            self._seen[name] = (*signature, now)
+            stable = False
+        else:
+            stable = now - previous[2] >= self.cfg.stable_seconds
+        if stat.S_ISDIR(st.st_mode):
+            return self.queue.reject(path, FOLDER_REASON, source="inbox") if stable else None
+        if not stat.S_ISREG(st.st_mode):
+            return self.queue.reject(path, SPECIAL_REASON, source="inbox")
+        if not (stable or name in self._renamed):
+            return None
+        if not name.endswith(".jsonl"):
+            return self.queue.reject(path, SUFFIX_REASON, source="inbox")
+        return self.queue.add(path, priority="normal", source="inbox", move=True)
+
+
+__all__ = ["Intake", "is_ignored", "SYMLINK_REASON", "FOLDER_REASON", "SUFFIX_REASON"]

@@ -1,0 +1,192 @@
+"""The status file: the schema and its writer, stdlib only. The one thing the CLI and the monitor read.
+
+``status/training_status.json`` (schema_version 1) is written only by the daemon, atomically, every tick.
+``seq`` increases strictly, also across daemon restarts (the writer continues from the file's last seq).
+Units are in the names, unknown values are ``null``, never NaN. Finished jobs are appended to
+``status/history.jsonl``. Read it from the shell::
+
+    python3 -c "from trainingd.status import read_status; import json; print(json.dumps(read_status('.'), indent=2))"
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from .atomic_ops import append_jsonl, atomic_write_json, read_json
+from .paths import PRIORITIES, Home
+from .queue import now_iso
+
+SCHEMA_VERSION = 1
+STATUSES = ("idle", "loading", "training", "evaluating", "saving", "paused", "stopping", "stopped", "error")
+MAX_ACKS = 20
+
+# The trainer's progress states, as the daemon-level status enum shows them.
+_TRAINER_TO_STATUS = {
+    "loading": "loading",
+    "preparing": "loading",
+    "training": "training",
+    "evaluating": "evaluating",
+    "saving": "saving",
+    "paused": "paused",
+    "stopping": "stopping",
+}
+
+JOB_KEYS = ("id", "file", "sha256", "priority", "started_at", "epoch", "step", "total_steps", "progress",
+            "examples_done", "tokens_seen")
+METRIC_KEYS = ("loss", "loss_ema", "learning_rate", "grad_norm", "eval_loss", "tokens_per_s", "seconds_per_step",
+               "eta_seconds")
+PREPARE_KEYS = ("phase", "lines_done", "lines_total")
+
+
+def clean(obj: Any) -> Any:
+    """Replace NaN and infinities by None, recursively: the status file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    return obj
+
+
+def _home(home: Home | str | os.PathLike) -> Home:
+    return home if isinstance(home, Home) else Home.at(home)
+
+
+def read_status(home: Home | str | os.PathLike) -> dict | None:
+    """The current status document, or None when no daemon has written one yet."""
+    try:
+        data = read_json(_home(home).status, None)
+    except (ValueError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_progress(home: Home, job_id: str | None = None) -> dict | None:
+    """The trainer's progress file; None when missing, unreadable or about another job."""
+    try:
+        data = read_json(home.trainer_progress, None)
+    except (ValueError, OSError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if job_id is not None and data.get("job_id") != job_id:
+        return None
+    return data
+
+
+def empty_control() -> dict:
+    return {"paused": False, "stopping": False, "last_request": None, "last_ack": None, "acks": []}
+
+
+def compose_status(*, daemon: dict, status: str, status_detail: str | None = None, job: dict | None = None,
+                   progress: dict | None = None, queue: dict | None = None, model: dict | None = None,
+                   control: dict | None = None, last_error: dict | None = None) -> dict:
+    """Build a schema-1 status document (without seq/updated_at, which the writer adds).
+
+    ``job`` holds what the daemon knows of the running job (id, file, sha256, priority, started_at);
+    ``progress`` is the trainer's progress file for that job, merged in for steps, metrics and prepare.
+    """
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    progress = progress or {}
+    job_doc = None
+    if job is not None:
+        job_doc = {k: job.get(k) for k in JOB_KEYS}
+        for k in ("epoch", "step", "total_steps", "progress", "examples_done", "tokens_seen"):
+            job_doc[k] = progress.get(k)
+    metrics = {k: progress.get(k) for k in METRIC_KEYS}
+    prep = progress.get("prepare")
+    prepare = {k: prep.get(k) for k in PREPARE_KEYS} if isinstance(prep, dict) else None
+    q = queue or {"pending": {p: 0 for p in PRIORITIES}, "processing": 0, "done": 0, "failed": 0}
+    model = model or {"base": None, "adapter": None, "model_display_name": None}
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "seq": 0,
+        "updated_at": None,
+        "daemon": daemon,
+        "status": status,
+        "status_detail": status_detail,
+        "job": job_doc,
+        "metrics": metrics,
+        "prepare": prepare,
+        "queue": q,
+        "model": model,
+        "control": control or empty_control(),
+        "last_error": last_error,
+        # flat fields that older readers use
+        "current_step": job_doc["step"] if job_doc else None,
+        "total_steps": job_doc["total_steps"] if job_doc else None,
+        "loss": metrics["loss"],
+        "current_file": job_doc["file"] if job_doc else None,
+        "model_display_name": model.get("model_display_name"),
+    }
+    return clean(doc)
+
+
+def status_from_trainer(progress: dict | None) -> tuple[str, str | None]:
+    """The daemon-level status and detail while a trainer runs (``loading`` until it reports)."""
+    if not progress:
+        return "loading", "starting the trainer"
+    state = _TRAINER_TO_STATUS.get(str(progress.get("status")), "training")
+    detail = progress.get("status_detail")
+    if progress.get("status") == "preparing" and not detail:
+        detail = "preparing data"
+    return state, detail
+
+
+class StatusWriter:
+    """Writes the status file with a strictly increasing ``seq`` that continues across restarts."""
+
+    def __init__(self, home: Home):
+        self.home = home
+        previous = read_status(home) or {}
+        seq = previous.get("seq")
+        self.seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+        self.previous = previous
+
+    def write(self, doc: dict, *, durable: bool = False) -> dict:
+        self.seq += 1
+        doc = clean({**doc, "seq": self.seq, "updated_at": now_iso()})
+        atomic_write_json(self.home.status, doc, durable=durable)
+        return doc
+
+
+def append_history(home: Home, *, job_id: str, file: str | None, state: str, result: str | None,
+                   reason: str | None = None, summary: dict | None = None, seconds: float | None = None) -> dict:
+    """One line per finished job in ``status/history.jsonl``."""
+    s = summary or {}
+
+    def first(*keys: str) -> Any:
+        for k in keys:
+            if s.get(k) is not None:
+                return s[k]
+        return None
+
+    entry = clean({
+        "job_id": job_id,
+        "file": file,
+        "state": state,
+        "result": result,
+        "reason": reason,
+        "steps": first("steps", "optimizer_steps", "step"),
+        "loss": first("loss", "final_loss", "train_loss"),
+        "eval_loss": first("eval_loss", "final_eval_loss"),
+        "tokens": first("tokens", "tokens_seen", "train_tokens"),
+        "seconds": first("seconds", "train_seconds", "elapsed_s") or seconds,
+        "finished_at": now_iso(),
+    })
+    append_jsonl(home.history, entry)
+    return entry
+
+
+def read_history(home: Home | str | os.PathLike) -> list[dict]:
+    from .atomic_ops import read_jsonl
+
+    return read_jsonl(_home(home).history)
+
+
+__all__ = ["SCHEMA_VERSION", "STATUSES", "StatusWriter", "compose_status", "read_status", "read_progress",
+           "append_history", "read_history", "status_from_trainer", "clean", "empty_control"]
