@@ -1,0 +1,174 @@
+"""Inbox intake: only complete files are claimed; nothing dropped in is lost.
+
+Run: .venv/bin/python -m pytest tests/test_intake.py -q
+
+Most tests drive ``Intake.poll()`` in-process with a hand-moved clock, so "stable for stable_seconds"
+is decided by the test, not by how busy the machine is. The last one runs a real daemon subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainingd.config import Config
+from trainingd.control import write_request
+from trainingd.intake import SYMLINK_REASON, Intake
+from trainingd.paths import Home
+from trainingd.queue import JobQueue
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_intake(tmp_path: Path, *, watch: bool = False) -> tuple[Intake, Clock, Home]:
+    home = Home.at(tmp_path / "h")
+    queue = JobQueue(home)
+    queue.ensure_dirs()
+    home.inbox.mkdir(parents=True)
+    clock = Clock()
+    intake = Intake(home, queue, Config(stable_seconds=1.0, rescan_interval_s=5.0), clock=clock, watch=watch)
+    intake.start()
+    return intake, clock, home
+
+
+def wait_for(pred, what: str, limit_s: float = 30.0):
+    """Poll until ``pred()`` is truthy; the limit only keeps a broken build from hanging."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_file_written_in_place_is_not_claimed_while_it_still_grows(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    path = home.inbox / "growing.jsonl"
+    with open(path, "w") as f:
+        for i in range(5):
+            f.write(json.dumps({"text": f"line {i}"}) + "\n")
+            f.flush()
+            os.utime(path, ns=(i * 10**9, i * 10**9))  # a distinct mtime per write, whatever the fs resolution
+            clock.t += 3.0  # far longer than stable_seconds between writes: only the changes keep it unclaimed
+            assert intake.poll(force=True) == []
+            assert path.exists()
+    clock.t += 0.5
+    assert intake.poll(force=True) == [], "stable for less than stable_seconds"
+    clock.t += 0.6
+    jobs = intake.poll(force=True)
+    assert len(jobs) == 1 and not path.exists()
+    assert jobs[0].state == "pending" and jobs[0].meta["source"] == "inbox"
+    assert jobs[0].data_file.read_text().count("\n") == 5
+
+
+def test_renamed_in_file_is_claimed_without_waiting(tmp_path):
+    intake, clock, home = make_intake(tmp_path, watch=True)
+    try:
+        tmp = home.inbox / "batch.jsonl.tmp"
+        tmp.write_text('{"text": "a"}\n')
+        intake.poll(force=True)
+        tmp.rename(home.inbox / "batch.jsonl")
+        # The clock never moves: only the rename event can make it complete.
+        jobs = wait_for(lambda: intake.poll(), "the renamed file to be claimed")
+        assert [j.meta["original_name"] for j in jobs] == ["batch.jsonl"]
+        assert intake.observer_kind in ("native", "polling")
+    finally:
+        intake.stop()
+
+
+def test_tmp_part_and_hidden_names_are_ignored(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    names = [".x.tmp", "x.jsonl.tmp", "y.part", ".hidden.jsonl"]
+    for n in names:
+        (home.inbox / n).write_text('{"text": "a"}\n')
+    for _ in range(3):
+        clock.t += 10
+        assert intake.poll(force=True) == []
+    assert sorted(p.name for p in home.inbox.iterdir()) == sorted(names)
+    assert intake.queue.jobs() == []
+
+
+def test_symlink_becomes_a_failed_job_and_its_target_is_untouched(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    target = tmp_path / "outside.jsonl"
+    target.write_text('{"text": "secret"}\n')
+    (home.inbox / "link.jsonl").symlink_to(target)
+    jobs = intake.poll(force=True)
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job.state == "failed" and job.data_file.is_symlink()
+    assert os.readlink(job.data_file) == str(target)
+    assert (job.dir / "reason.txt").read_text().strip() == SYMLINK_REASON
+    assert target.read_text() == '{"text": "secret"}\n'
+    assert not (home.inbox / "link.jsonl").exists()
+
+
+def test_folder_and_wrong_suffix_become_failed_jobs_with_reasons(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    (home.inbox / "a folder").mkdir()
+    (home.inbox / "a folder" / "inside.jsonl").write_text('{"text": "a"}\n')
+    (home.inbox / "notes.txt").write_text("hello\n")
+    assert intake.poll(force=True) == []  # not yet stable
+    clock.t += 1.5
+    jobs = {j.meta["original_name"]: j for j in intake.poll(force=True)}
+    assert set(jobs) == {"a folder", "notes.txt"}
+    assert all(j.state == "failed" for j in jobs.values())
+    assert "folder refused" in (jobs["a folder"].dir / "reason.txt").read_text()
+    assert (jobs["a folder"].data_file / "inside.jsonl").exists()  # moved whole, nothing lost
+    assert "not a .jsonl file" in (jobs["notes.txt"].dir / "reason.txt").read_text()
+    assert list(home.inbox.iterdir()) == []
+
+
+def test_unicode_and_space_names_are_accepted(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    name = "données d'été 🚀 v2.jsonl"
+    (home.inbox / name).write_text('{"text": "é"}\n', encoding="utf-8")
+    intake.poll(force=True)
+    clock.t += 1.5
+    (job,) = intake.poll(force=True)
+    assert job.state == "pending" and job.data_file.name == name
+    assert job.data_file.read_text(encoding="utf-8") == '{"text": "é"}\n'
+    assert job.id.startswith("000001-donn_es_d_")
+
+
+def test_running_daemon_notices_a_dropped_file(tmp_path):
+    root = tmp_path / "h"
+    home = Home.at(root)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "training_daemon.py"), "--home", str(root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for(lambda: home.pid.exists() and home.status.exists(), "the daemon to start")
+        # Paused, the daemon still takes files in but starts no trainer: the test needs no model.
+        req = write_request(home, "pause")
+
+        def acked() -> bool:
+            st = json.loads(home.status.read_text())
+            return any(a["id"] == req.id for a in st["control"]["acks"])
+
+        wait_for(acked, "the pause to be acknowledged")
+        tmp = root / "inbox" / "dropped later.jsonl.tmp"
+        tmp.write_text('{"text": "a"}\n')
+        tmp.rename(root / "inbox" / "dropped later.jsonl")
+        jobs = wait_for(lambda: JobQueue(home).jobs(["pending"]), "the daemon to claim the file")
+        assert jobs[0].meta["original_name"] == "dropped later.jsonl"
+        assert not (root / "inbox" / "dropped later.jsonl").exists()
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
