@@ -264,7 +264,7 @@ def _training_status() -> dict:
         "daemon": {"pid": 4242, "version": "0.1.0", "started_at": "2026-11-30T01:00:00Z", "home": "/x"},
         "status": "training", "status_detail": "epoch 1",
         "job": {"id": "000003-chat", "file": "chat.jsonl", "sha256": "ab" * 32, "priority": "normal",
-                "started_at": "2026-11-30T01:01:00Z", "epoch": 1, "step": 30, "total_steps": 120, "progress": 0.25,
+                "started_at": "2026-11-30T01:01:00Z", "epoch": 1.0, "step": 30.0, "total_steps": 120, "progress": 0.25,
                 "examples_done": 30, "tokens_seen": 1234},
         "metrics": {"loss": 1.23456, "loss_ema": 1.3, "learning_rate": 0.0002, "grad_norm": 0.5, "eval_loss": None,
                     "tokens_per_s": 2500.0, "seconds_per_step": 0.1, "eta_seconds": 125},
@@ -284,7 +284,7 @@ def test_status_summary_shows_progress_metrics_queue_and_missing_daemon(qhome, d
     r = run("training_controller.py", "status", home=qhome)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    for expected in ("daemon not running", "training", "000003-chat", "chat.jsonl", "step 30/120", "25.0%",
+    for expected in ("daemon not running", "training", "000003-chat", "chat.jsonl", "step 30/120", "epoch 1\n", "25.0%",
                      "1.2346", "2.00e-04", "2500 tokens/s", "ETA 2m 05s", "paused:    no", "bad file x.jsonl",
                      "pending 1 (high 0, normal 0, low 1)"):
         assert expected in out, (expected, out)
@@ -325,6 +325,15 @@ def test_every_tool_documents_its_exit_codes(tool):
     r = run(tool[0], *tool[1:], "--help")
     assert r.returncode == 0
     assert "exit codes:" in r.stdout and "2  usage" in r.stdout
+
+
+def test_a_closed_pipe_is_not_an_error(qhome):
+    proc = subprocess.Popen([PY, str(REPO / "training_queue.py"), "status", "--home", str(qhome)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `training_queue.py status | head -0`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in err
 
 
 def test_usage_errors_exit_2(qhome):

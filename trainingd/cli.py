@@ -14,13 +14,15 @@ arguments and formats. ``--json`` prints the handler's dict.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__
 from .config import ConfigError, load_config, resolve_base_model
@@ -40,6 +42,19 @@ HOME_HELP = "home folder (default: $TRAININGD_HOME, else the current directory)"
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def quiet_broken_pipe(main: Callable[..., int]) -> Callable[..., int]:
+    """``tool | head`` closing the pipe early is not an error: exit quietly (as the coreutils do)."""
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except BrokenPipeError:
+            # Python would complain again while flushing stdout at exit; point it at /dev/null first.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+    return wrapper
 
 
 def _print_json(obj: Any) -> None:
@@ -67,8 +82,12 @@ def progress_bar(fraction: float | None, width: int = 30) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + f"] {fraction * 100:5.1f}%"
 
 
-def _num(value: Any, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
+def _num(value: Any, fmt: str = "") -> str:
+    if value is None:
+        return "-"
+    if not fmt and isinstance(value, float) and value.is_integer():
+        value = int(value)  # counters (step, epoch) may arrive as JSON floats
+    return format(value, fmt)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -93,8 +112,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             fraction = job.get("progress")
             if fraction is None and step is not None and total:
                 fraction = step / total
-            lines.append(f"progress:  {progress_bar(fraction)}  step {_num(step, '')}/{_num(total, '')}"
-                         f"  epoch {_num(job.get('epoch'), '')}")
+            lines.append(f"progress:  {progress_bar(fraction)}  step {_num(step)}/{_num(total)}"
+                         f"  epoch {_num(job.get('epoch'))}")
         m = st.get("metrics") or {}
         lines.append(f"loss:      {_num(m.get('loss'), '.4f')} (ema {_num(m.get('loss_ema'), '.4f')})"
                      f"  eval {_num(m.get('eval_loss'), '.4f')}  lr {_num(m.get('learning_rate'), '.2e')}")
@@ -102,8 +121,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"  {_num(m.get('seconds_per_step'), '.2f')} s/step  ETA {format_duration(m.get('eta_seconds'))}")
         prep = st.get("prepare")
         if prep:
-            lines.append(f"prepare:   {prep.get('phase')} {_num(prep.get('lines_done'), '')}"
-                         f"/{_num(prep.get('lines_total'), '')} lines")
+            lines.append(f"prepare:   {prep.get('phase')} {_num(prep.get('lines_done'))}"
+                         f"/{_num(prep.get('lines_total'))} lines")
         control = st.get("control") or {}
         lines.append(f"paused:    {'yes' if control.get('paused') else 'no'}"
                      + ("  (stopping)" if control.get("stopping") else ""))
@@ -157,6 +176,7 @@ def controller_parser(prog: str = "training_controller.py") -> argparse.Argument
     return parser
 
 
+@quiet_broken_pipe
 def controller_main(argv: list[str] | None = None, prog: str = "training_controller.py") -> int:
     """``training_controller.py``: see ``controller_parser``."""
     _setup_logging()
@@ -213,6 +233,7 @@ def validate_config(path: Path, home_root: Path) -> dict[str, Any]:
     return out
 
 
+@quiet_broken_pipe
 def validator_main(argv: list[str] | None = None, prog: str = "config_validator.py") -> int:
     """``config_validator.py [--home DIR | FILE] [--json]``: exit 0 when valid, 3 with the reason when not."""
     _setup_logging()
@@ -271,6 +292,7 @@ COMMANDS = """commands:
   validate [--home DIR | FILE]      check a config.json (config_validator.py)"""
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """The ``trainingd`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)

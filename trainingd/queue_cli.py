@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .cli import quiet_broken_pipe
 from .controller import EXIT_ERROR, EXIT_OK, job_dict, send_request
 from .paths import JOB_STATES, PRIORITIES, Home
 from .queue import JobQueue, QueueError
@@ -152,6 +153,7 @@ def parser(prog: str = "training_queue.py") -> argparse.ArgumentParser:
     return top
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None, prog: str = "training_queue.py") -> int:
     args = parser(prog).parse_args(argv)
     home = Home.at(args.home)
