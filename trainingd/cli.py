@@ -268,14 +268,12 @@ def validator_main(argv: list[str] | None = None, prog: str = "config_validator.
 # --- trainingd init / dispatch ----------------------------------------------------------------------
 
 def init_home(home: Home) -> dict[str, Any]:
-    """Initialise a home with the daemon's ``init_home`` when it has one, else ``trainingd.home_init``.
+    """Initialise a home with the daemon's own ``init_home`` (one definition of a home's layout).
 
-    What was created is measured around the call, so the report does not depend on its return value.
+    What was created is measured around the call, so the report says exactly what changed.
     """
-    try:
-        from .daemon import init_home as _init
-    except ImportError:
-        from .home_init import init_home as _init
+    from .daemon import init_home as _init
+
     before = {str(d) for d in home.runtime_dirs() if d.is_dir()}
     had_config = home.config.exists()
     _init(home)
