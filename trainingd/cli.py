@@ -312,8 +312,13 @@ def main(argv: list[str] | None = None) -> int:
                        epilog=EXIT_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", help=HOME_HELP)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    for name in ("status", "pause", "resume", "stop", "skip", "queue", "validate"):
-        sub.add_parser(name, help="see the commands below", add_help=False)
+    # Listed for --help only: main() hands these to their own parsers before this one runs.
+    for name, text in (("status", "show the daemon's status (--json, --watch)"),
+                       ("pause", "pause training"), ("resume", "resume training"),
+                       ("stop", "checkpoint, requeue the job and stop the daemon"),
+                       ("skip", "abandon the current job"), ("queue", "add, list, retry, remove jobs"),
+                       ("validate", "check a config.json")):
+        sub.add_parser(name, help=text + f" (trainingd {name} --help)", add_help=False)
     args = parser.parse_args(argv)
     home = Home.at(args.home)
     try:
