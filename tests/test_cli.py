@@ -339,3 +339,12 @@ def test_a_closed_pipe_is_not_an_error(qhome):
 def test_usage_errors_exit_2(qhome):
     assert run("training_controller.py", "dance", home=qhome).returncode == 2
     assert run("training_queue.py", "add", "x", "--priority", "urgent", home=qhome).returncode == 2
+
+
+def test_trainingd_dispatches_to_every_tool(qhome, data):
+    assert run("trainingd", "queue", "add", str(data), home=qhome).returncode == 0
+    counts = json.loads(run("trainingd", "queue", "status", "--json", home=qhome).stdout)["counts"]
+    assert counts["pending"]["normal"] == 1
+    assert json.loads(run("trainingd", "status", "--json", home=qhome).stdout)["daemon_running"] is False
+    assert run("trainingd", "validate", home=qhome).stdout.startswith("ok")
+    assert run("trainingd", "pause", home=qhome).returncode == 1
