@@ -103,18 +103,56 @@ class Encoder:
         self.tok = tokenizer
         self.train_on = train_on
         self.eos = tokenizer.eos_token_id
+        self._compiled = self._compile()
+
+    def _compile(self):
+        """The tokenizer's compiled chat template, to render plain messages without apply_chat_template's
+        per-message normalisation (a third of the rendering time); None to always use apply_chat_template."""
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template
+
+            return _compile_jinja_template(self.tok.get_chat_template())
+        except Exception:  # noqa: BLE001 - no template, or a transformers without this helper: the slow path
+            return None
 
     def _render(self, convs: list[list[dict]], gen: bool) -> list[str]:
         if not convs:
             return []
         # A batched call renders all conversations in one go, and accepts an empty prefix (an assistant turn
         # that opens the conversation), which the unbatched form refuses.
-        return self.tok.apply_chat_template(convs, tokenize=False, add_generation_prompt=gen)
+        reference = self.tok.apply_chat_template(convs[:1], tokenize=False, add_generation_prompt=gen)
+        if self._compiled is not None:
+            extra = dict(self.tok.special_tokens_map)
+            texts = [self._compiled.render(messages=m, tools=None, documents=None, add_generation_prompt=gen,
+                                           **extra) for m in convs]
+            if texts[:1] == reference:
+                return texts
+            log.warning("direct chat-template rendering differs from apply_chat_template; using the latter")
+            self._compiled = None
+        return reference + self.tok.apply_chat_template(convs[1:], tokenize=False, add_generation_prompt=gen) \
+            if len(convs) > 1 else reference
+
+    def _backend(self):
+        """The `tokenizers` object when calling it directly gives what ``tokenizer(texts)`` gives (no padding or
+        truncation configured on it): that skips a per-text conversion costing as much as the encoding."""
+        backend = getattr(self.tok, "backend_tokenizer", None)
+        if backend is None or backend.truncation is not None or backend.padding is not None:
+            return None
+        return backend
+
+    def _encode(self, texts: list[str]) -> tuple[list[list[int]], list | None]:
+        """Token ids of each text (no special tokens added) and, from a fast tokenizer, its Encodings."""
+        if not texts:
+            return [], []
+        backend = self._backend()
+        if backend is not None:
+            encodings = backend.encode_batch(texts, add_special_tokens=False)
+            return [e.ids for e in encodings], encodings
+        out = self.tok(texts, add_special_tokens=False)
+        return [list(ids) for ids in out["input_ids"]], getattr(out, "encodings", None)
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return self.tok(texts, add_special_tokens=False)["input_ids"]
+        return self._encode(texts)[0]
 
     def encode_texts(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
         """Raw text: its tokens + eos, all trained (but the first, which nothing precedes)."""
@@ -129,44 +167,100 @@ class Encoder:
             out.append((ids, labels))
         return out
 
+    def _special_ids(self) -> set[int]:
+        ids = set(self.tok.all_special_ids)
+        ids.update(getattr(self.tok, "added_tokens_decoder", {}) or {})
+        return ids
+
+    def _prefix_lengths(self, fulls: list[list[int]], encodings: list | None, full_texts: list[str],
+                        prefixes: list[str], owners: list[int]) -> list[int | None]:
+        """For each prefix text of conversation ``owners[k]``: its token count when its token ids are exactly
+        a prefix of the conversation's ids, else None.
+
+        Tokenizing every prefix costs O(turns^2) text, so when the prefix is a string prefix ending on a token
+        boundary, only its tail from the last special token is re-tokenized: `tokenizers` splits added tokens
+        out before normalizing and pre-tokenizing, so the tokens before that special token cannot differ.
+        Whatever this shortcut cannot confirm is checked by tokenizing the whole prefix.
+        """
+        result: list[int | None] = [None] * len(prefixes)
+        exact: list[int] = []
+        tails: list[str] = []
+        tail_meta: list[tuple[int, list[int], int]] = []
+        special = self._special_ids() if encodings is not None else set()
+        for k, (text, c) in enumerate(zip(prefixes, owners)):
+            full_text, ids = full_texts[c], fulls[c]
+            if encodings is None or not full_text.startswith(text):
+                exact.append(k)
+                continue
+            b = len(text)
+            if b == len(full_text):
+                result[k] = len(ids)
+                continue
+            enc = encodings[c]
+            t = enc.char_to_token(b)
+            if t is None or enc.token_to_chars(t)[0] != b or (t > 0 and enc.token_to_chars(t - 1)[1] > b):
+                exact.append(k)  # the boundary falls inside a token: almost surely not prefix-stable
+                continue
+            j = t - 1
+            while j >= 0 and ids[j] not in special:
+                j -= 1
+            if j < 0:
+                tails.append(text)
+                tail_meta.append((k, ids[:t], t))
+            else:
+                tails.append(full_text[enc.token_to_chars(j)[0]:b])
+                tail_meta.append((k, ids[j:t], t))
+        for (k, expected, t), got in zip(tail_meta, self._ids(tails)):
+            if list(got) == expected:
+                result[k] = t
+            else:
+                exact.append(k)
+        for k, got in zip(exact, self._ids([prefixes[k] for k in exact])):
+            ids = fulls[owners[k]]
+            if ids[:len(got)] == list(got):
+                result[k] = len(got)
+        return result
+
     def encode_chats(self, convs: list[list[dict]], lines: list[int]) -> list[tuple[list[int], list[int]]]:
         """Chat conversations through the chat template; loss on assistant spans (or on all tokens)."""
-        fulls = self._ids(self._render(convs, gen=False))
+        full_texts = self._render(convs, gen=False)
         if self.train_on == "all":
             out = []
-            for ids in fulls:
+            for ids in self._ids(full_texts):
                 labels = list(ids)
                 if labels:
                     labels[0] = IGNORE
                 out.append((list(ids), labels))
             return out
+        fulls, encodings = self._encode(full_texts)
         # For each assistant message i: the prefix messages[:i] with the generation prompt (where its loss
-        # starts) and messages[:i+1] (where it ends). The last message's end is the full conversation.
-        starts, ends, where = [], [], []
+        # starts) and messages[:i+1] (where it ends).
+        starts, ends, owners, where = [], [], [], []
         for c, msgs in enumerate(convs):
             for i, m in enumerate(msgs):
                 if m["role"] == "assistant":
                     starts.append(msgs[:i])
-                    if i + 1 < len(msgs):
-                        ends.append(msgs[:i + 1])
-                        where.append((c, i, len(ends) - 1))
-                    else:
-                        where.append((c, i, None))
-        start_ids = self._ids(self._render(starts, gen=True))
-        end_ids = self._ids(self._render(ends, gen=False))
+                    ends.append(msgs[:i + 1] if i + 1 < len(msgs) else None)  # the last one is the whole
+                    owners.append(c)
+                    where.append(i)
+        rendered = iter(self._render([e for e in ends if e is not None], gen=False))
+        end_texts = [full_texts[c] if e is None else next(rendered) for c, e in zip(owners, ends)]
+        prefixes = self._render(starts, gen=True) + end_texts
+        lengths = self._prefix_lengths(fulls, encodings, full_texts, prefixes, owners + owners)
+        n = len(starts)
         labels_all = [[IGNORE] * len(ids) for ids in fulls]
-        for k, (c, i, e) in enumerate(where):
+        for k, c in enumerate(owners):
             full = fulls[c]
-            s_ids = start_ids[k]
-            e_ids = full if e is None else end_ids[e]
-            for name, prefix in ((f"messages[:{i}] with the generation prompt", s_ids), (f"messages[:{i + 1}]", e_ids)):
-                if full[:len(prefix)] != prefix:
+            i = where[k]
+            for name, length in ((f"messages[:{i}] with the generation prompt", lengths[k]),
+                                 (f"messages[:{i + 1}]", lengths[n + k])):
+                if length is None:
                     raise DataError(
                         f"the chat template of tokenizer {_tokenizer_name(self.tok)} is not prefix-stable: "
                         f"the tokens of {name} are not a prefix of the whole conversation (line {lines[c]}), "
                         "so the loss mask cannot be computed per message",
                         [{"line": lines[c], "error": "chat template is not prefix-stable"}], {"bad_lines": 1})
-            lo, hi = len(s_ids), len(e_ids)
+            lo, hi = lengths[k], lengths[n + k]
             span = full[lo:hi]
             # Keep the end-of-turn token (the model must learn to stop) but not the template's whitespace after
             # it: that is never generated.
@@ -245,7 +339,7 @@ def _tokenize_file(path: Path, scan: Scan, encoder: Encoder, cfg: Config, writer
                     continue
                 ids, labels = ids[:cfg.max_length], labels[:cfg.max_length]
                 stats.truncated += 1
-            trained = sum(1 for x in labels if x != IGNORE)
+            trained = len(labels) - labels.count(IGNORE)
             if trained == 0:
                 stats.no_trained_tokens += 1
                 continue
@@ -330,6 +424,10 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
 
     emit("validating", 0, None, force=True)
     scan = scan_file(path, progress=lambda n: emit("validating", n, None))
+    if scan.format != "text" and not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"tokenizer {_tokenizer_name(tokenizer)} has no chat template, which the {scan.format} "
+                        "format needs; use a model with one or convert the file to {\"text\": ...}",
+                        [], {"lines": scan.lines, "examples": scan.examples})
     eval_scan = None
     if eval_file is not None:
         try:
