@@ -134,3 +134,55 @@ def test_prepare_dataset_detects_and_reports_each_format(tokenizer, tmp_path, fm
     assert row["length"] == len(row["input_ids"]) == len(row["labels"])
     expected = 6 if fmt == "text" else 3
     assert prepared.report["trained_tokens"] == 4 * expected
+
+
+def reference_labels(tokenizer, msgs: list[dict]) -> tuple[list[int], list[int]]:
+    """The loss mask computed the slow, obvious way: tokenize every prefix in full and diff."""
+    def ids(conv: list[dict], gen: bool) -> list[int]:
+        text = tokenizer.apply_chat_template([conv], tokenize=False, add_generation_prompt=gen)[0]
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    full = ids(msgs, False)
+    labels = [IGNORE] * len(full)
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        start, end = ids(msgs[:i], True), ids(msgs[:i + 1], False)
+        assert full[:len(start)] == start and full[:len(end)] == end
+        hi = len(end)
+        while full[hi - 1] != tokenizer.eos_token_id:  # stop after the end-of-turn token
+            hi -= 1
+        labels[len(start):hi] = full[len(start):hi]
+    labels[0] = IGNORE
+    return full, labels
+
+
+def test_fast_masking_matches_tokenizing_every_prefix_in_full(tokenizer):
+    import random
+
+    rng = random.Random(11)
+    pieces = ["Hello", " world", "the queue", "😀", "数据", "  spaced  ", "\n\nnew lines\n", "", "<|im_end|>x",
+              "caf\u00e9", "tabs\tand\rreturns", "1234", "a" * 40]
+    convs = []
+    for _ in range(60):
+        msgs = [{"role": "system", "content": rng.choice(pieces)}] if rng.random() < 0.3 else []
+        for _ in range(rng.randint(1, 4)):
+            msgs.append({"role": "user", "content": "".join(rng.choice(pieces) for _ in range(rng.randint(0, 4)))})
+            msgs.append({"role": "assistant",
+                         "content": "".join(rng.choice(pieces) for _ in range(rng.randint(0, 4)))})
+        if rng.random() < 0.2:
+            msgs = msgs[1:] if msgs[0]["role"] == "user" else msgs
+        convs.append(msgs)
+    got = Encoder(tokenizer, "completion").encode_chats(convs, list(range(1, 61)))
+    for msgs, (ids, labels) in zip(convs, got):
+        assert (ids, labels) == reference_labels(tokenizer, msgs), msgs
+
+
+def test_prepare_refuses_a_chat_file_when_the_tokenizer_has_no_chat_template(tokenizer, tmp_path):
+    bare = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    bare.chat_template = None
+    path = write_jsonl(tmp_path / "chat.jsonl", [EXAMPLES["messages"]])
+    with pytest.raises(DataError, match=r"has no chat template, which the messages format needs"):
+        prepare_dataset(path, bare, Config(max_length=128), tmp_path / "cache")
+    text = write_jsonl(tmp_path / "text.jsonl", [EXAMPLES["text"]])
+    assert prepare_dataset(text, bare, Config(max_length=128), tmp_path / "cache").report["kept"] == 1

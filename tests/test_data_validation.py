@@ -227,3 +227,26 @@ def test_progress_reports_both_phases_with_line_counts(tokenizer, tmp_path):
     prepare_dataset(path, tokenizer, CFG, tmp_path / "cache", progress=seen.append)
     assert seen[0] == {"phase": "validating", "lines_done": 0, "lines_total": None}
     assert seen[-1] == {"phase": "tokenizing", "lines_done": 40, "lines_total": 40}
+
+
+def test_a_bad_eval_file_is_named_in_the_reason(tokenizer, tmp_path):
+    path = write_jsonl(tmp_path / "chat.jsonl", chat_lines(5))
+    eval_path = write_lines(tmp_path / "held.jsonl", [chat(), "{"])
+    with pytest.raises(DataError, match=r"^eval file held.jsonl: line 2: invalid JSON"):
+        prepare_dataset(path, tokenizer, CFG, tmp_path / "cache", eval_file=eval_path)
+
+
+def test_the_check_command_prints_the_reason_and_exits_nonzero(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    bad = write_lines(tmp_path / "bad.jsonl", [chat(), '{"messages": [1 2]}'])
+    good = write_lines(tmp_path / "good.jsonl", [chat(), chat()])
+    run = [sys.executable, "-m", "trainingd.train.formats", "--json"]
+    out = subprocess.run(run + [str(bad)], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert json.loads(out.stdout)["reason"] == "line 2: invalid JSON (Expecting ',' delimiter at column 17)"
+    out = subprocess.run(run + [str(good)], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0 and json.loads(out.stdout)["examples"] == 2
