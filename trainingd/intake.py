@@ -35,6 +35,7 @@ SYMLINK_REASON = "symlink refused: copy the file into inbox/ instead"
 FOLDER_REASON = "folder refused: drop .jsonl files into inbox/, not folders (move the files out of it and into inbox/)"
 SUFFIX_REASON = ("not a .jsonl file: training data must be JSON Lines named *.jsonl; rename it and drop it into "
                  "inbox/ again")
+UNREADABLE_REASON = "cannot read the file (permission denied): make it readable and drop it into inbox/ again"
 SPECIAL_REASON = "not a regular file (device, socket or pipe) refused: drop regular .jsonl files into inbox/"
 
 
@@ -198,6 +199,8 @@ class Intake:
             return None
         if not name.endswith(".jsonl"):
             return self.queue.reject(path, SUFFIX_REASON, source="inbox")
+        if not os.access(path, os.R_OK):
+            return self.queue.reject(path, UNREADABLE_REASON, source="inbox")
         return self.queue.add(path, priority="normal", source="inbox", move=True)
 
 

@@ -255,7 +255,20 @@ class JobQueue:
             _fsync_file(part)
             os.rename(part, dst)  # the final name appears only once the copy is complete
         fsync_dir(work)
-        meta = self._new_meta(job_id, dst, priority=priority, source=source, force=force)
+        try:
+            meta = self._new_meta(job_id, dst, priority=priority, source=source, force=force)
+        except OSError as e:
+            if not move:
+                shutil.rmtree(work, ignore_errors=True)  # a copy: the source is still there
+                raise QueueError(f"cannot read {src}: {e}") from None
+            # The file is already ours: keep it, as a failed job with the reason.
+            reason = f"cannot read {src.name}: {e}"
+            meta = {**self._new_meta(job_id, dst, priority=priority, source=source, force=force, hash_file=False),
+                    "state": "failed", "finished_at": now_iso(), "reason": reason, "rejected": True}
+            atomic_write_text(work / REASON_FILE, reason + "\n")
+            atomic_write_json(work / JOB_FILE, meta)
+            durable_rename(work, self.home.failed / job_id)
+            return self._load("failed", "", self.home.failed / job_id)
         atomic_write_json(work / JOB_FILE, meta)
         job = self._publish(work, meta)
         log.info("job %s added from %s (%s, priority %s, sha256 %s)", job.id, source, src.name, priority,
@@ -337,9 +350,16 @@ class JobQueue:
                 continue
             meta = read_json(work / JOB_FILE, None)
             if not isinstance(meta, dict) or meta.get("file") != data[0].name:
-                meta = self._new_meta(work.name, data[0], priority="normal", source="inbox", force=False)
+                try:
+                    meta = self._new_meta(work.name, data[0], priority="normal", source="inbox", force=False)
+                except OSError as e:
+                    # Unreadable: keep it (nothing is ever deleted) as a failed job a person can act on.
+                    meta = {**self._new_meta(work.name, data[0], priority="normal", source="inbox", force=False,
+                                             hash_file=False), "rejected": True,
+                            "reason": f"cannot read {data[0].name}: {e}"}
+                    atomic_write_text(work / REASON_FILE, meta["reason"] + "\n")
             for p in work.iterdir():
-                if p.name.startswith("."):
+                if p.name.startswith(".") and not p.is_dir():
                     p.unlink(missing_ok=True)  # a partial copy beside the complete file
             if meta.get("rejected") or (work / REASON_FILE).exists():
                 atomic_write_json(work / JOB_FILE, {**meta, "state": "failed"})
