@@ -432,3 +432,51 @@ def test_crash_recovery_finishes_the_job_exactly_once(home):
     assert folder_jobs(home, "processing") == [] and folder_jobs(home, "pending") == []
     assert trained_ids(home).count(job_id) == 1
     assert "resumed from" in (home / "logs" / "training_output.log").read_text(), "resumed from its checkpoint"
+
+
+# ---------------------------------------------------------------------------------------------- recovery, dedupe
+def write_trained(root: Path, entries: list[dict]) -> None:
+    state = root / "current_model" / "adapter_state.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"base_model": "x", "trained": entries}))
+
+
+def test_start_up_completes_published_jobs_and_recovers_incoming(tmp_path, contract_env):
+    root = bare_home(tmp_path)
+    q = JobQueue(Home.at(root))
+    q.ensure_dirs()
+    published = q.add(write_jsonl(tmp_path / "published.jsonl", [{"stand_in": {"exit": 1, "name": "crash"}}]))
+    q.claim_next()
+    write_trained(root, [{"job_id": published.id, "sha256": published.meta["sha256"]}])
+    leftover = q.incoming / "000009-left"
+    leftover.mkdir()
+    write_jsonl(leftover / "left.jsonl", [{"stand_in": {"exit": 0, "name": "ok"}}])
+    res = run_once(root, contract_env)
+    assert res.returncode == 0, res.stderr
+    assert folder_jobs(root, "done") == [published.id, "000009-left"]
+    assert "published before a crash" in res.stderr
+    assert res.stderr.count("trainer started") == 1, "the published job is not trained again"
+    assert list(q.incoming.iterdir()) == []
+
+
+def test_dedupe_skips_trained_content_unless_forced_or_disabled(tmp_path, contract_env):
+    root = bare_home(tmp_path)
+    q = JobQueue(Home.at(root))
+    q.ensure_dirs()
+    data = write_jsonl(tmp_path / "same.jsonl", [{"stand_in": {"exit": 0, "name": "ok"}}])
+    dup = q.add(data)
+    forced = q.add(data, force=True)
+    from trainingd.queue import sha256_file
+
+    write_trained(root, [{"job_id": "000000-earlier", "sha256": sha256_file(data)}])
+    res = run_once(root, contract_env)
+    assert res.returncode == 0, res.stderr
+    assert q.get(dup.id).meta["duplicate_of"] == "000000-earlier"
+    assert q.get(forced.id).meta["duplicate_of"] is None
+    assert res.stderr.count("trainer started") == 1 and f"job {forced.id}: trainer started" in res.stderr
+    write_config(root, dedupe=False)
+    again = q.add(data)
+    res = run_once(root, contract_env)
+    assert res.returncode == 0, res.stderr
+    assert q.get(again.id).state == "done" and q.get(again.id).meta["duplicate_of"] is None
+    assert f"job {again.id}: trainer started" in res.stderr

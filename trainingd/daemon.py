@@ -186,6 +186,7 @@ class Daemon:
         self.final_status = "stopped"
         self.final_detail: str | None = None
         self._signal: int | None = None
+        self._signals = 0
         previous = self.writer.previous
         prev_control = previous.get("control") if isinstance(previous.get("control"), dict) else {}
         # Acks outlive a restart so `--wait` on a stop finds its answer; pause state does not.
@@ -201,6 +202,7 @@ class Daemon:
     # -------------------------------------------------------------------------------------- life cycle
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self._signal = signum  # only record; the loop acts
+        self._signals += 1
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -211,8 +213,11 @@ class Daemon:
                 self.tick()
                 if self.finished:
                     break
-                # An inbox event wakes the loop early, so files are noticed well within a second.
-                self.intake.events.dirty.wait(self.tick_s)
+                if self.stopping:
+                    time.sleep(self.tick_s)  # the inbox is not read while stopping: its flag may stay set
+                else:
+                    # An inbox event wakes the loop early, so files are noticed well within a second.
+                    self.intake.events.dirty.wait(self.tick_s)
         finally:
             self.intake.stop()
             if self.running is not None and self.running.proc.poll() is None:
@@ -274,6 +279,11 @@ class Daemon:
     def tick(self) -> None:
         if self._signal is not None and not self.stopping:
             self.request_stop(f"signal {signal.Signals(self._signal).name}")
+        if self._signals >= 2 and self.running is not None and self.running.term_sent_at is None:
+            # A second SIGTERM/Ctrl-C means "now": skip the grace period of the stop ladder.
+            log.warning("second signal: terminating the trainer without waiting for its checkpoint")
+            self._signal_group(self.running, signal.SIGTERM)
+            self.running.term_sent_at = time.monotonic()
         self.apply_requests()
         if not self.stopping and is_emergency_stop(self.home):
             self.stop_file_seen = True
