@@ -480,3 +480,44 @@ def test_dedupe_skips_trained_content_unless_forced_or_disabled(tmp_path, contra
     assert res.returncode == 0, res.stderr
     assert q.get(again.id).state == "done" and q.get(again.id).meta["duplicate_of"] is None
     assert f"job {again.id}: trainer started" in res.stderr
+
+
+def test_a_trainer_left_by_a_killed_daemon_is_ended_before_the_job_resumes(tmp_path, contract_env):
+    root = bare_home(tmp_path)
+    drop(root, "long.jsonl", {"steps": 10**9})
+    first = start(root, contract_env)
+    try:
+        wait_for(lambda: (s := _try_status(root)) and s["status"] == "training", "training")
+        orphan = _try_progress(root)["pid"]
+    finally:
+        first.kill()
+        first.communicate(timeout=30)
+    os.kill(orphan, 0)  # the contract trainer does not watch its parent: it is still running
+    second = start(root, contract_env)
+    try:
+        wait_for(lambda: (p := _try_progress(root)) and p["pid"] != orphan, "a new trainer on the job")
+        assert not _alive(orphan)
+        assert [j.meta["original_name"] for j in JobQueue(Home.at(root)).jobs(["processing"])] == ["long.jsonl"]
+    finally:
+        second.terminate()
+        out, err = second.communicate(timeout=60)
+    assert "still running" in err and second.returncode == 0
+
+
+def _try_progress(root: Path) -> dict | None:
+    try:
+        return json.loads((root / "status" / "trainer_progress.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes (its parent, the killed daemon, cannot reap it any more)
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
