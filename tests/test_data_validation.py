@@ -171,7 +171,8 @@ def test_the_cache_key_covers_everything_that_changes_the_rows(tokenizer, tmp_pa
         write_jsonl(path, chat_lines(20, seed=1))
     elif change == "template":
         tok = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
-        tok.chat_template = tokenizer.chat_template.replace("'\\n' + message['content']", "'\\n\\n' + message['content']")
+        tok.chat_template = tokenizer.chat_template.replace("'\\n' + message['content']",
+                                                            "'\\n\\n' + message['content']")
         assert tok.chat_template != tokenizer.chat_template
     else:
         values = {"max_length": 100, "train_on": "all", "truncation": "truncate", "eval_fraction": 0.2, "seed": 7}
@@ -250,3 +251,26 @@ def test_the_check_command_prints_the_reason_and_exits_nonzero(tmp_path):
     assert json.loads(out.stdout)["reason"] == "line 2: invalid JSON (Expecting ',' delimiter at column 17)"
     out = subprocess.run(run + [str(good)], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0 and json.loads(out.stdout)["examples"] == 2
+
+
+def test_prune_cache_keeps_the_most_recent_caches_and_clears_dead_writers(tokenizer, tmp_path):
+    import os
+
+    from trainingd.train.data import prune_cache
+
+    cache = tmp_path / "cache"
+    folders = []
+    for i in range(4):
+        path = write_jsonl(tmp_path / f"f{i}.jsonl", chat_lines(3, seed=i))
+        p = prepare_dataset(path, tokenizer, CFG, cache, keep_cache=3)
+        folders.append(cache / p.report["cache_key"])
+        os.utime(folders[-1] / "report.json", (1000 + i, 1000 + i))
+    assert [f.exists() for f in folders] == [False, True, True, True]
+    # A hit counts as a use: f1 becomes the most recent and survives the next prune.
+    assert prepare_dataset(tmp_path / "f1.jsonl", tokenizer, CFG, cache).report["cache_hit"]
+    dead = cache / ".abc.tmp-999999999-x"  # no such pid
+    live = cache / f".abc.tmp-{os.getpid()}-y"
+    dead.mkdir()
+    live.mkdir()
+    assert set(prune_cache(cache, keep=1)) == {dead, folders[2], folders[3]}
+    assert folders[1].exists() and live.exists()

@@ -6,10 +6,14 @@
     batch = collate([prepared.train[i] for i in batches[0]], tokenizer.pad_token_id, packing=cfg.packing)
     loss = model(**batch, use_cache=False).loss    # no attention_mask: see ``collate``
 
-Loss masks are computed per message through the tokenizer's own chat template, so they are exact whatever the
-template: message i's tokens are the difference between rendering ``messages[:i]`` (with the generation prompt)
-and ``messages[:i+1]``; a template for which that is not a token prefix is refused. The label of every example's
-first token is -100 (it has no previous token in the example), so packed examples never learn from each other.
+Record shapes and validation live in ``formats.py``; loss masks in ``masking.py``: they are computed per message
+through the tokenizer's own chat template, so they are exact whatever the template (message i's tokens are the
+difference between rendering ``messages[:i]`` with the generation prompt and ``messages[:i+1]``; a template for
+which that is not a token prefix is refused). The label of every example's first token is -100 (nothing in the
+example precedes it), so packed examples never learn from each other.
+
+The cache under ``cache_dir/<key>/`` holds train.arrow, eval.arrow (if any) and report.json, written last into a
+temp folder that is then renamed, so a crash never leaves a cache that is later used.
 
 Check a file and print its report (tokenizes it, using the cache):
 
@@ -29,25 +33,26 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from trainingd.atomic_ops import fsync_dir
 from trainingd.config import Config
 from trainingd.train.formats import (FORMATS, DataError, Scan, bad_lines_reason, detect_format, file_sha256,
                                      iter_lines, parse_line, scan_file, to_messages)
+from trainingd.train.masking import IGNORE, Encoder, tokenizer_name
 
 if TYPE_CHECKING:
     import datasets
     import torch
 
-__all__ = ["FORMATS", "DataError", "PreparedData", "detect_format", "to_messages", "file_sha256",
-           "prepare_dataset", "plan_batches", "collate", "num_trained_tokens", "tokenizer_fingerprint"]
+__all__ = ["FORMATS", "DataError", "Encoder", "PreparedData", "detect_format", "to_messages", "file_sha256",
+           "prepare_dataset", "prune_cache", "plan_batches", "collate", "num_trained_tokens",
+           "tokenizer_fingerprint"]
 
 log = logging.getLogger(__name__)
 
 # Bump whenever the tokenized rows would change for the same inputs, so old caches are not reused.
 CODE_VERSION = "1"
-IGNORE = -100
 ENCODE_BATCH = 512  # conversations rendered and tokenized per call (one template call, one tokenizer call)
 PROGRESS_EVERY_S = 0.5
 
@@ -84,196 +89,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def _cache_key(sha: str, eval_sha: str | None, tokenizer, cfg: Config) -> str:
-    parts = {"code": CODE_VERSION, "sha256": sha, "eval_sha256": eval_sha, "tokenizer": tokenizer_fingerprint(tokenizer),
-             "max_length": cfg.max_length, "truncation": cfg.truncation, "train_on": cfg.train_on,
+    parts = {"code": CODE_VERSION, "sha256": sha, "eval_sha256": eval_sha,
+             "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": cfg.max_length, "truncation": cfg.truncation, "train_on": cfg.train_on,
              "eval_fraction": cfg.eval_fraction, "seed": cfg.seed}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _tokenizer_name(tokenizer) -> str:
-    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-
-
-class Encoder:
-    """Turns chat messages or raw text into (input_ids, labels) with per-message loss masks."""
-
-    def __init__(self, tokenizer, train_on: str):
-        if train_on not in ("completion", "all"):
-            raise ValueError(f"train_on must be 'completion' or 'all', got {train_on!r}")
-        self.tok = tokenizer
-        self.train_on = train_on
-        self.eos = tokenizer.eos_token_id
-        self._compiled = self._compile()
-
-    def _compile(self):
-        """The tokenizer's compiled chat template, to render plain messages without apply_chat_template's
-        per-message normalisation (a third of the rendering time); None to always use apply_chat_template."""
-        try:
-            from transformers.utils.chat_template_utils import _compile_jinja_template
-
-            return _compile_jinja_template(self.tok.get_chat_template())
-        except Exception:  # noqa: BLE001 - no template, or a transformers without this helper: the slow path
-            return None
-
-    def _render(self, convs: list[list[dict]], gen: bool) -> list[str]:
-        if not convs:
-            return []
-        # A batched call renders all conversations in one go, and accepts an empty prefix (an assistant turn
-        # that opens the conversation), which the unbatched form refuses.
-        reference = self.tok.apply_chat_template(convs[:1], tokenize=False, add_generation_prompt=gen)
-        if self._compiled is not None:
-            extra = dict(self.tok.special_tokens_map)
-            texts = [self._compiled.render(messages=m, tools=None, documents=None, add_generation_prompt=gen,
-                                           **extra) for m in convs]
-            if texts[:1] == reference:
-                return texts
-            log.warning("direct chat-template rendering differs from apply_chat_template; using the latter")
-            self._compiled = None
-        return reference + self.tok.apply_chat_template(convs[1:], tokenize=False, add_generation_prompt=gen) \
-            if len(convs) > 1 else reference
-
-    def _backend(self):
-        """The `tokenizers` object when calling it directly gives what ``tokenizer(texts)`` gives (no padding or
-        truncation configured on it): that skips a per-text conversion costing as much as the encoding."""
-        backend = getattr(self.tok, "backend_tokenizer", None)
-        if backend is None or backend.truncation is not None or backend.padding is not None:
-            return None
-        return backend
-
-    def _encode(self, texts: list[str]) -> tuple[list[list[int]], list | None]:
-        """Token ids of each text (no special tokens added) and, from a fast tokenizer, its Encodings."""
-        if not texts:
-            return [], []
-        backend = self._backend()
-        if backend is not None:
-            encodings = backend.encode_batch(texts, add_special_tokens=False)
-            return [e.ids for e in encodings], encodings
-        out = self.tok(texts, add_special_tokens=False)
-        return [list(ids) for ids in out["input_ids"]], getattr(out, "encodings", None)
-
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        return self._encode(texts)[0]
-
-    def encode_texts(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
-        """Raw text: its tokens + eos, all trained (but the first, which nothing precedes)."""
-        out = []
-        for ids in self.tok(texts, add_special_tokens=True)["input_ids"]:
-            ids = list(ids)
-            if self.eos is not None and (not ids or ids[-1] != self.eos):
-                ids.append(self.eos)
-            labels = list(ids)
-            if labels:
-                labels[0] = IGNORE
-            out.append((ids, labels))
-        return out
-
-    def _special_ids(self) -> set[int]:
-        ids = set(self.tok.all_special_ids)
-        ids.update(getattr(self.tok, "added_tokens_decoder", {}) or {})
-        return ids
-
-    def _prefix_lengths(self, fulls: list[list[int]], encodings: list | None, full_texts: list[str],
-                        prefixes: list[str], owners: list[int]) -> list[int | None]:
-        """For each prefix text of conversation ``owners[k]``: its token count when its token ids are exactly
-        a prefix of the conversation's ids, else None.
-
-        Tokenizing every prefix costs O(turns^2) text, so when the prefix is a string prefix ending on a token
-        boundary, only its tail from the last special token is re-tokenized: `tokenizers` splits added tokens
-        out before normalizing and pre-tokenizing, so the tokens before that special token cannot differ.
-        Whatever this shortcut cannot confirm is checked by tokenizing the whole prefix.
-        """
-        result: list[int | None] = [None] * len(prefixes)
-        exact: list[int] = []
-        tails: list[str] = []
-        tail_meta: list[tuple[int, list[int], int]] = []
-        special = self._special_ids() if encodings is not None else set()
-        for k, (text, c) in enumerate(zip(prefixes, owners)):
-            full_text, ids = full_texts[c], fulls[c]
-            if encodings is None or not full_text.startswith(text):
-                exact.append(k)
-                continue
-            b = len(text)
-            if b == len(full_text):
-                result[k] = len(ids)
-                continue
-            enc = encodings[c]
-            t = enc.char_to_token(b)
-            if t is None or enc.token_to_chars(t)[0] != b or (t > 0 and enc.token_to_chars(t - 1)[1] > b):
-                exact.append(k)  # the boundary falls inside a token: almost surely not prefix-stable
-                continue
-            j = t - 1
-            while j >= 0 and ids[j] not in special:
-                j -= 1
-            if j < 0:
-                tails.append(text)
-                tail_meta.append((k, ids[:t], t))
-            else:
-                tails.append(full_text[enc.token_to_chars(j)[0]:b])
-                tail_meta.append((k, ids[j:t], t))
-        for (k, expected, t), got in zip(tail_meta, self._ids(tails)):
-            if list(got) == expected:
-                result[k] = t
-            else:
-                exact.append(k)
-        for k, got in zip(exact, self._ids([prefixes[k] for k in exact])):
-            ids = fulls[owners[k]]
-            if ids[:len(got)] == list(got):
-                result[k] = len(got)
-        return result
-
-    def encode_chats(self, convs: list[list[dict]], lines: list[int]) -> list[tuple[list[int], list[int]]]:
-        """Chat conversations through the chat template; loss on assistant spans (or on all tokens)."""
-        full_texts = self._render(convs, gen=False)
-        if self.train_on == "all":
-            out = []
-            for ids in self._ids(full_texts):
-                labels = list(ids)
-                if labels:
-                    labels[0] = IGNORE
-                out.append((list(ids), labels))
-            return out
-        fulls, encodings = self._encode(full_texts)
-        # For each assistant message i: the prefix messages[:i] with the generation prompt (where its loss
-        # starts) and messages[:i+1] (where it ends).
-        starts, ends, owners, where = [], [], [], []
-        for c, msgs in enumerate(convs):
-            for i, m in enumerate(msgs):
-                if m["role"] == "assistant":
-                    starts.append(msgs[:i])
-                    ends.append(msgs[:i + 1] if i + 1 < len(msgs) else None)  # the last one is the whole
-                    owners.append(c)
-                    where.append(i)
-        rendered = iter(self._render([e for e in ends if e is not None], gen=False))
-        end_texts = [full_texts[c] if e is None else next(rendered) for c, e in zip(owners, ends)]
-        prefixes = self._render(starts, gen=True) + end_texts
-        lengths = self._prefix_lengths(fulls, encodings, full_texts, prefixes, owners + owners)
-        n = len(starts)
-        labels_all = [[IGNORE] * len(ids) for ids in fulls]
-        for k, c in enumerate(owners):
-            full = fulls[c]
-            i = where[k]
-            for name, length in ((f"messages[:{i}] with the generation prompt", lengths[k]),
-                                 (f"messages[:{i + 1}]", lengths[n + k])):
-                if length is None:
-                    raise DataError(
-                        f"the chat template of tokenizer {_tokenizer_name(self.tok)} is not prefix-stable: "
-                        f"the tokens of {name} are not a prefix of the whole conversation (line {lines[c]}), "
-                        "so the loss mask cannot be computed per message",
-                        [{"line": lines[c], "error": "chat template is not prefix-stable"}], {"bad_lines": 1})
-            lo, hi = lengths[k], lengths[n + k]
-            span = full[lo:hi]
-            # Keep the end-of-turn token (the model must learn to stop) but not the template's whitespace after
-            # it: that is never generated.
-            if self.eos in span:
-                hi = lo + len(span) - span[::-1].index(self.eos)
-            labels = labels_all[c]
-            labels[lo:hi] = full[lo:hi]
-        out = []
-        for ids, labels in zip(fulls, labels_all):
-            if labels:
-                labels[0] = IGNORE
-            out.append((list(ids), labels))
-        return out
 
 
 class _Stats:
@@ -387,7 +206,7 @@ def _load(folder: Path) -> tuple["datasets.Dataset", "datasets.Dataset | None"]:
 
 
 def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval_file: Path | None = None,
-                    progress: Callable[[dict], None] | None = None) -> PreparedData:
+                    progress: Callable[[dict], None] | None = None, keep_cache: int = 8) -> PreparedData:
     """Validate, tokenize (with loss masks), cache and split one training file.
 
     Raises DataError before tokenizing when the file is empty, binary, not UTF-8 or has any bad line, and after
@@ -395,7 +214,8 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
     tokenizer and settings loads the memory-mapped cache (``report["cache_hit"]``). ``progress`` gets
     ``{"phase": "validating"|"tokenizing", "lines_done": n, "lines_total": m|None}`` at most twice a second.
     With ``eval_file`` the eval rows come from that file; otherwise ``cfg.eval_fraction`` of the examples
-    (chosen with ``cfg.seed``) are held out.
+    (chosen with ``cfg.seed``) are held out. After a new cache is written, only the ``keep_cache`` most
+    recently used caches are kept under ``cache_dir`` (see ``prune_cache``).
     """
     t0 = time.monotonic()
     path, cache_dir = Path(path), Path(cache_dir)
@@ -408,6 +228,7 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
             train, ev = _load(folder)
             report = json.loads((folder / "report.json").read_text())
             report.update(cache_hit=True, seconds=round(time.monotonic() - t0, 3))
+            os.utime(folder / "report.json")  # "recently used", for prune_cache
             log.info("data cache hit for %s (%s)", path.name, key)
             return PreparedData(train, ev, report)
         except Exception as e:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
@@ -425,7 +246,7 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
     emit("validating", 0, None, force=True)
     scan = scan_file(path, progress=lambda n: emit("validating", n, None))
     if scan.format != "text" and not getattr(tokenizer, "chat_template", None):
-        raise DataError(f"tokenizer {_tokenizer_name(tokenizer)} has no chat template, which the {scan.format} "
+        raise DataError(f"tokenizer {tokenizer_name(tokenizer)} has no chat template, which the {scan.format} "
                         "format needs; use a model with one or convert the file to {\"text\": ...}",
                         [], {"lines": scan.lines, "examples": scan.examples})
     eval_scan = None
@@ -443,8 +264,10 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
 
     from datasets.arrow_writer import ArrowWriter
 
+    if scan.sha256 != sha:
+        raise DataError(f"{path.name} changed while it was being prepared; files must not change once queued")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.tmp-"))
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.tmp-{os.getpid()}-"))
     encoder = Encoder(tokenizer, cfg.train_on)
     stats = _Stats()
     eval_stats = _Stats()
@@ -491,11 +314,51 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    prune_cache(cache_dir, keep=keep_cache, protect=folder)
     train, ev = _load(folder)
     report["cache_hit"] = False
     report["seconds"] = round(time.monotonic() - t0, 3)
     log.info("prepared %s: %s", path.name, report)
     return PreparedData(train, ev, report)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prune_cache(cache_dir: Path, *, keep: int = 8, protect: Path | None = None) -> list[Path]:
+    """Delete what a long-running daemon would otherwise pile up under ``cache_dir``; returns what went.
+
+    Temp folders of writers that died (the pid in their name is gone) are removed, and complete caches beyond
+    the ``keep`` most recently used (by the mtime of their report.json, touched on every hit). Rows already
+    memory-mapped by another process stay readable: a deleted file lives on until it is unmapped.
+    """
+    cache_dir = Path(cache_dir)
+    removed: list[Path] = []
+    if not cache_dir.is_dir():
+        return removed
+    complete = []
+    for entry in cache_dir.iterdir():
+        if entry.name.startswith(".") and ".tmp-" in entry.name:
+            pid = entry.name.split(".tmp-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        elif (entry / "report.json").exists() and entry != protect:
+            complete.append(((entry / "report.json").stat().st_mtime, entry))
+    budget = keep - (1 if protect is not None else 0)
+    for _, entry in sorted(complete, reverse=True)[max(0, budget):]:
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    if removed:
+        log.info("pruned %d data cache folder(s) under %s", len(removed), cache_dir)
+    return removed
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, packing: bool = False,
