@@ -186,3 +186,22 @@ def test_prepare_refuses_a_chat_file_when_the_tokenizer_has_no_chat_template(tok
         prepare_dataset(path, bare, Config(max_length=128), tmp_path / "cache")
     text = write_jsonl(tmp_path / "text.jsonl", [EXAMPLES["text"]])
     assert prepare_dataset(text, bare, Config(max_length=128), tmp_path / "cache").report["kept"] == 1
+
+
+def test_conversations_the_template_rejects_are_bad_lines_with_numbers(tokenizer, tmp_path):
+    strict = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    strict.chat_template = (
+        "{%- for m in messages %}{%- if m['role'] == 'system' and not loop.first %}"
+        "{{- raise_exception('the system message must come first') }}{%- endif %}"
+        "{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endfor %}"
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+    late_system = {"messages": [{"role": "user", "content": "Say yes"}, {"role": "system", "content": "Be brief."},
+                                {"role": "assistant", "content": "Yes"}]}
+    path = write_jsonl(tmp_path / "chat.jsonl", [EXAMPLES["messages"], late_system, EXAMPLES["messages"],
+                                                 late_system])
+    with pytest.raises(DataError) as info:
+        prepare_dataset(path, strict, Config(max_length=128), tmp_path / "cache")
+    assert str(info.value).startswith("2 bad lines: line 2: chat template failed: ")
+    assert "the system message must come first" in str(info.value)
+    assert [d["line"] for d in info.value.details] == [2, 4]
+    assert not list((tmp_path / "cache").iterdir())
