@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""QLoRA training check on a Qwen3-0.6B-shaped model built from a config (no download): tokens/s, memory, MFU.
+
+    bench/gpu_check.sh                    # on a GPU box: 28 layers x 1024 hidden, ~300 optimizer steps
+    bench/gpu_check.sh --tiny             # anywhere (CPU too): a 2-layer model, a few steps, same code path
+    bench/gpu_check.sh --steps 100 --max-length 512 --batch-size 8
+
+The model has Qwen3-0.6B's shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head_dim 128, intermediate 3072)
+with a 32k vocabulary over the locally built tokenizer, random weights saved in bf16. The data are synthetic chat
+examples of spread lengths. Training goes through trainingd's own recipe (``trainingd.train.recipe.run``) with
+``use_qlora`` (4-bit NF4 base, bf16 compute on GPUs that support it), so this checks the real path.
+
+MFU counts 6 x parameters x tokens/s (the usual full-training count; LoRA-aware: 4 x frozen + 6 x LoRA is also
+printed) against the GPU's dense bf16 peak (``--peak-tflops``, default 989 for H100/H200 SXM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+WORDS = ("the a model data train loss step batch token adapter layer weight gradient learning rate question answer "
+         "user assistant explain why how what when where which number file folder queue daemon status pause "
+         "resume checkpoint python code function return value error line json example format fast slow").split()
+
+
+def build_model(out: Path, tiny: bool) -> tuple[Path, int]:
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from trainingd.tiny_model import build_tokenizer
+
+    tok = build_tokenizer(2048)
+    shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                 intermediate_size=192, vocab_size=len(tok)) if tiny else \
+        dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+             intermediate_size=3072, vocab_size=32768)
+    config = Qwen3Config(**shape, max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=1_000_000,
+                         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id,
+                         bos_token_id=None)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = Qwen3ForCausalLM(config)
+    model = model.to(torch.bfloat16)
+    n = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    del model
+    return out, n
+
+
+def write_data(path: Path, n: int, max_words: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for i in range(n):
+            nq = rng.randint(4, max(5, max_words // 6))
+            na = rng.randint(8, max(9, max_words))
+            q = " ".join(rng.choice(WORDS) for _ in range(nq))
+            a = " ".join(rng.choice(WORDS) for _ in range(na))
+            f.write(json.dumps({"messages": [{"role": "user", "content": f"{q} {i}?"},
+                                             {"role": "assistant", "content": a}]}) + "\n")
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="a 2-layer model and a few steps (runs on CPU)")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default 300, 6 with --tiny)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=1024)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU, for MFU")
+    ap.add_argument("--no-qlora", action="store_true", help="bf16 base + LoRA instead of 4-bit")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from trainingd.config import parse_config
+    from trainingd.train.recipe import RunSpec, run
+
+    cuda = torch.cuda.is_available()
+    steps = a.steps or (6 if a.tiny else 300)
+    max_length = min(a.max_length, 128) if a.tiny else a.max_length
+    with tempfile.TemporaryDirectory(prefix="trainingd-gpu-check-") as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        model, n_params = build_model(work / "model", a.tiny)
+        built_s = time.perf_counter() - t0
+        data = write_data(work / "data.jsonl", steps * a.batch_size, max_words=max_length // 2)
+        cfg = parse_config({"base_model": str(model), "use_qlora": not a.no_qlora, "max_length": max_length,
+                            "batch_size": a.batch_size, "gradient_accumulation": 1, "learning_rate": 2e-4,
+                            "save_steps": 10**6, "truncation": "truncate",
+                            "lora": {"r": a.lora_r, "alpha": 2 * a.lora_r}})
+        spec = RunSpec(dataset=data, base_model=model, output_dir=work / "out", checkpoint_dir=work / "ckpt",
+                       cfg=cfg, job_id="gpu-check", metrics_path=work / "metrics.jsonl", cache_dir=work / "cache")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        result = run(spec)
+        if result.exit_code != 0:
+            print(f"training failed: {result.reason}", file=sys.stderr)
+            return 1
+        s = result.summary
+        peak_gb = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+        gpu = torch.cuda.get_device_name() if cuda else "none (CPU)"
+    tps = s["tokens"] / s["seconds_training"]
+    n_lora = 0
+    # LoRA parameters: r x (in + out) per targeted linear; 7 linears per block.
+    if not a.tiny:
+        h, kv, inter, L = 1024, 8 * 128, 3072, 28
+        per_block = (h + 16 * 128) + (h + kv) * 2 + (16 * 128 + h) + (h + inter) * 2 + (inter + h)
+        n_lora = a.lora_r * per_block * L
+    mfu6 = 6 * n_params * tps / (a.peak_tflops * 1e12) if cuda else float("nan")
+    mfu_lora = (4 * n_params + 6 * n_lora) * tps / (a.peak_tflops * 1e12) if cuda else float("nan")
+    rows = [("device", gpu), ("model", f"{'tiny' if a.tiny else 'Qwen3-0.6B shape'}, {n_params / 1e6:.0f}M params, "
+                                       f"{'QLoRA nf4' if not a.no_qlora else 'LoRA bf16'} r={a.lora_r}"),
+            ("precision", s.get("precision")), ("steps", f"{s['steps']} x batch {a.batch_size}, max_length {max_length}"),
+            ("tokens", f"{s['tokens']} in {s['seconds_training']:.1f} s (model built in {built_s:.1f} s)"),
+            ("tokens/s", f"{tps:,.0f}"), ("final loss", f"{s['loss']:.4f}"),
+            ("peak GPU memory", f"{peak_gb:.2f} GiB"),
+            ("MFU (6N)", f"{mfu6:.1%}"), ("MFU (LoRA-aware)", f"{mfu_lora:.1%}")]
+    for k, v in rows:
+        print(f"{k:18s} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
