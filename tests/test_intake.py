@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from trainingd.config import Config
 from trainingd.control import write_request

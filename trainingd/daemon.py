@@ -637,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("config error: %s", e)
             StatusWriter(home).write(compose_status(
                 daemon={"pid": os.getpid(), "version": __version__, "started_at": now_iso(), "home": str(home.root)},
-                status="error", status_detail=f"config error: {e}",
+                status="error", status_detail=f"config error: {e}", queue=JobQueue(home).counts(),
                 last_error={"message": f"config error: {e}", "job_id": None, "at": now_iso()}), durable=True)
             return ec.CONFIG_ERROR
         return Daemon(home, cfg, once=args.once, max_jobs=args.max_jobs).run()
