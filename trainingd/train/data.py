@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from trainingd.atomic_ops import fsync_dir
 from trainingd.config import Config
-from trainingd.train.formats import (FORMATS, DataError, Scan, bad_lines_reason, detect_format, file_sha256,
-                                     iter_lines, parse_line, scan_file, to_messages)
+from trainingd.train.formats import (FORMATS, DataError, Scan, bad_lines_reason, check_record, detect_format,
+                                     file_sha256, iter_lines, parse_line, scan_file, to_messages)
 from trainingd.train.masking import IGNORE, Encoder, tokenizer_name
 
 if TYPE_CHECKING:
@@ -90,8 +90,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def _cache_key(sha: str, eval_sha: str | None, tokenizer, cfg: Config) -> str:
     parts = {"code": CODE_VERSION, "sha256": sha, "eval_sha256": eval_sha,
-             "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": cfg.max_length, "truncation": cfg.truncation, "train_on": cfg.train_on,
-             "eval_fraction": cfg.eval_fraction, "seed": cfg.seed}
+             "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": cfg.max_length,
+             "truncation": cfg.truncation, "train_on": cfg.train_on, "eval_fraction": cfg.eval_fraction,
+             "seed": cfg.seed}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -123,7 +124,10 @@ def _tokenize_file(path: Path, scan: Scan, encoder: Encoder, cfg: Config, writer
     for chunk in _chunks(iter_lines(path), ENCODE_BATCH):
         lines, items = [], []
         for number, raw in chunk:
-            record, _ = parse_line(raw)  # validated already
+            record, _ = parse_line(raw)  # validated by scan_file
+            if not isinstance(record, dict) or check_record(record, fmt) is not None:
+                raise DataError(f"{path.name} changed while it was being prepared (line {number}); "
+                                "files must not change once queued")
             items.append(record["text"] if fmt == "text" else to_messages(record, fmt))
             lines.append(number)
         try:
@@ -245,6 +249,8 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
 
     emit("validating", 0, None, force=True)
     scan = scan_file(path, progress=lambda n: emit("validating", n, None))
+    if scan.sha256 != sha:
+        raise DataError(f"{path.name} changed while it was being prepared; files must not change once queued")
     if scan.format != "text" and not getattr(tokenizer, "chat_template", None):
         raise DataError(f"tokenizer {tokenizer_name(tokenizer)} has no chat template, which the {scan.format} "
                         "format needs; use a model with one or convert the file to {\"text\": ...}",
@@ -264,8 +270,6 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
 
     from datasets.arrow_writer import ArrowWriter
 
-    if scan.sha256 != sha:
-        raise DataError(f"{path.name} changed while it was being prepared; files must not change once queued")
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.tmp-{os.getpid()}-"))
     encoder = Encoder(tokenizer, cfg.train_on)
