@@ -50,6 +50,11 @@ def prepare_error(path: Path, tokenizer, tmp_path: Path, cfg: Config = CFG) -> D
      'line 5: "messages"[1] has role "robot"; expected system, user or assistant'),
     ([chat(), b'{"t\xff": 1}'], "line 2: not valid UTF-8 (byte 0xff at column 4)"),
     ([chat(), "[1, 2]"], "line 2: expected a JSON object, got array"),
+    (['[{"text": "a"}, {"text": "b"}]'], "line 1: expected a JSON object, got array (JSONL holds one object per "
+                                         "line, not a JSON array)"),
+    (["{", '  "text": "a"', "}"], "3 bad lines: line 1: invalid JSON (Expecting property name enclosed in double "
+                                  "quotes at column 2) (JSONL holds one object per line; this looks like "
+                                  "pretty-printed JSON)"),
     ([chat(), '{"messages": [{"role": "user", "content": "hi"}]}'], 'line 2: "messages" has no assistant turn'),
     ([chat(), '{"messages": [{"role": "user", "content": 5}, {"role": "assistant", "content": "x"}]}'],
      'line 2: "messages"[0] "content" must be a string, got number'),

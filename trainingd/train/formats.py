@@ -251,6 +251,10 @@ def scan_file(path: Path, progress: Callable[[int], None] | None = None) -> Scan
             record, error = parse_line(raw.rstrip(b"\r\n"))
             if error is None and not isinstance(record, dict):
                 error = f"expected a JSON object, got {_json_type(record)}"
+                if isinstance(record, list) and scan.examples == 0 and scan.bad_lines == 0:
+                    error += " (JSONL holds one object per line, not a JSON array)"
+            elif error is not None and raw.strip() in (b"[", b"{") and scan.bad_lines == 0:
+                error += " (JSONL holds one object per line; this looks like pretty-printed JSON)"
             if error is None and scan.format is None:
                 try:
                     scan.format = detect_format(record)
