@@ -123,7 +123,8 @@ def main() -> int:
     mfu_lora = (4 * n_params + 6 * n_lora) * tps / (a.peak_tflops * 1e12) if cuda else float("nan")
     rows = [("device", gpu), ("model", f"{'tiny' if a.tiny else 'Qwen3-0.6B shape'}, {n_params / 1e6:.0f}M params, "
                                        f"{'QLoRA nf4' if not a.no_qlora else 'LoRA bf16'} r={a.lora_r}"),
-            ("precision", s.get("precision")), ("steps", f"{s['steps']} x batch {a.batch_size}, max_length {max_length}"),
+            ("precision", s.get("precision")),
+            ("steps", f"{s['steps']} x batch {a.batch_size}, max_length {max_length}"),
             ("tokens", f"{s['tokens']} in {s['seconds_training']:.1f} s (model built in {built_s:.1f} s)"),
             ("tokens/s", f"{tps:,.0f}"), ("final loss", f"{s['loss']:.4f}"),
             ("peak GPU memory", f"{peak_gb:.2f} GiB"),

@@ -120,7 +120,8 @@ def worker_trainingd(model: Path, chat_file: Path, work: Path, precision: str) -
     assert result.exit_code == 0, result
     s = result.summary
     losses = [r["loss"] for r in read_jsonl(out / "metrics.jsonl") if r.get("loss") is not None]
-    return {"tokens": s["tokens"], "seconds": s["seconds_training"], "tokens_per_s": s["tokens"] / s["seconds_training"],
+    return {"tokens": s["tokens"], "seconds": s["seconds_training"],
+            "tokens_per_s": s["tokens"] / s["seconds_training"],
             "mean_loss": sum(losses) / len(losses), "last_loss": sum(losses[-5:]) / len(losses[-5:]),
             "steps": s["steps"], "peak_rss_mb": peak_rss_mb()}
 

@@ -111,3 +111,15 @@ def test_daemon_mode_config_error_data_error_and_adapter_mismatch_write_the_reas
     assert r.returncode == exit_codes.CHECKPOINT_MISMATCH, r.stdout
     out = json.loads(reason.read_text())
     assert out["exit"] == "checkpoint_mismatch" and "'max_length'" in out["reason"]
+
+
+def test_daemon_mode_exits_stopped_when_its_parent_is_not_the_named_daemon(home, tmp_path):
+    """--parent-pid names the daemon; a trainer whose parent is someone else (the daemon died) does not train."""
+    reason = tmp_path / "result.json"
+    good = write_jsonl(tmp_path / "good.jsonl", chat_lines(4))
+    r = subprocess.run([PYTHON, "-m", "trainingd.train", "--home", str(home), "--job-id", "000002-x",
+                        "--dataset", str(good), "--reason-file", str(reason), "--parent-pid", str(os.getpid() + 10**6)],
+                       cwd=home, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert r.returncode == exit_codes.STOPPED, r.stdout
+    assert json.loads(reason.read_text())["exit"] == "stopped"
+    assert not (home / "current_model" / "adapter_model.safetensors").exists()

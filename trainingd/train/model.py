@@ -31,11 +31,12 @@ def cpu_has_native_bf16() -> bool:
 def choose_precision(requested: str, device: torch.device) -> str:
     """``"bf16"`` or ``"fp32"`` for autocast.
 
-    ``auto``: bf16 on GPUs that support it; fp32 on CPU. On this project's reference CPU
-    (avx512_bf16) bf16 autocast was measured slower than fp32 for LoRA training of small models
-    (see bench/train_throughput.py), because autocast re-casts the frozen weights every step; so
-    the CPU default stays fp32 and bf16 is an explicit choice (``TRAININGD_PRECISION=bf16`` or
-    ``--precision bf16``).
+    ``auto``: bf16 on GPUs that support it; fp32 on CPU. On the reference CPU (avx512_bf16, where a
+    plain bf16 matmul is ~2x fp32) bf16 autocast trained the benchmark model (hidden 256, 4 layers,
+    LoRA r=16) about 4x *slower* than fp32 with the same loss (``bench/train_throughput.py
+    --precisions fp32,bf16``): autocast re-casts every frozen weight and activation each step and
+    small matmuls do not win it back. So the CPU default stays fp32; bf16 is an explicit choice
+    (``TRAININGD_PRECISION=bf16`` in daemon mode, ``--precision bf16`` standalone).
     """
     requested = (requested or "auto").lower()
     if requested in ("bf16", "fp32"):

@@ -337,8 +337,6 @@ class Recipe:
     def train(self) -> dict:
         import torch
 
-        from . import data
-
         cfg, st = self.cfg, self.state
         k = cfg.gradient_accumulation
         autocast = self._autocast
