@@ -128,6 +128,8 @@ def test_too_long_examples_are_dropped_and_counted(tokenizer, tmp_path):
     assert report["kept"] + report["dropped_too_long"] == 23 == report["examples"]
     assert max(prepared.train["length"]) <= 64
     assert report["tokens"] == sum(prepared.train["length"])
+    assert [d["line"] for d in report["dropped"]][-3:] == [21, 22, 23]
+    assert report["dropped"][-1]["error"] == f"{report['dropped'][-1]['tokens']} tokens, longer than max_length 64"
 
 
 def test_truncation_cuts_and_drops_examples_whose_completion_is_cut_away(tokenizer, tmp_path):
@@ -137,6 +139,7 @@ def test_truncation_cuts_and_drops_examples_whose_completion_is_cut_away(tokeniz
     prepared = prepare_dataset(path, tokenizer, Config(max_length=64, truncation="truncate"), tmp_path / "cache")
     report = prepared.report
     assert (report["truncated"], report["no_trained_tokens"], report["kept"]) == (2, 1, 2)
+    assert report["dropped"] == [{"line": 2, "tokens": 64, "error": "no trained token after truncation"}]
     assert sorted(prepared.train["length"]) == [sorted(prepared.train["length"])[0], 64]
 
 
@@ -147,6 +150,7 @@ def test_a_file_with_nothing_trainable_fails_with_the_longest_length(tokenizer, 
     assert str(err) == ("no trainable example: all 12 examples are longer than max_length 128 tokens "
                         f"(longest {err.counts['longest']})")
     assert err.counts["longest"] > 128 and err.counts["dropped_too_long"] == 12
+    assert [d["line"] for d in err.details] == list(range(1, 13))
     assert not list((tmp_path / "cache").iterdir()), "a failed prepare leaves no cache behind"
     truncated = prepare_error(path, tokenizer, tmp_path, Config(max_length=128, truncation="truncate"))
     assert str(truncated) == ("no trainable example: all 12 examples have no trained token after truncation "

@@ -63,7 +63,8 @@ class PreparedData:
 
     ``train``/``eval`` columns: input_ids (list[int]), labels (list[int], -100 = no loss), length (int).
     ``report``: format, lines, examples, kept, dropped_too_long, truncated, no_trained_tokens, bad_lines,
-    tokens, trained_tokens, sha256, cache_hit, seconds (+ eval_examples, longest, cache_key).
+    tokens, trained_tokens, sha256, cache_hit, seconds (+ eval_examples, longest, cache_key, and ``dropped``:
+    the first 10 dropped examples as {"line", "tokens", "error"}; a DataError lists the first 50).
     """
 
     train: "datasets.Dataset"
@@ -101,6 +102,11 @@ class _Stats:
         self.kept = self.dropped_too_long = self.truncated = self.no_trained_tokens = 0
         self.tokens = self.trained_tokens = self.longest = 0
         self.eval_kept = 0
+        self.dropped: list[dict] = []  # the first 50 dropped examples: line, tokens, why
+
+    def drop(self, line: int, tokens: int, why: str) -> None:
+        if len(self.dropped) < 50:
+            self.dropped.append({"line": line, "tokens": tokens, "error": why})
 
 
 def _chunks(items: Iterable, n: int) -> Iterable[list]:
@@ -149,7 +155,7 @@ def _tokenize_file(path: Path, scan: Scan, encoder: Encoder, cfg: Config, writer
                     pairs.append(None)
         batch = {"train": {"input_ids": [], "labels": [], "length": []},
                  "eval": {"input_ids": [], "labels": [], "length": []}}
-        for pair in pairs:
+        for number, pair in zip(lines, pairs):
             split = "eval" if eval_all or index in eval_ids else "train"
             index += 1
             if pair is None:
@@ -159,12 +165,15 @@ def _tokenize_file(path: Path, scan: Scan, encoder: Encoder, cfg: Config, writer
             if len(ids) > cfg.max_length:
                 if cfg.truncation == "drop":
                     stats.dropped_too_long += 1
+                    stats.drop(number, len(ids), f"{len(ids)} tokens, longer than max_length {cfg.max_length}")
                     continue
                 ids, labels = ids[:cfg.max_length], labels[:cfg.max_length]
                 stats.truncated += 1
             trained = len(labels) - labels.count(IGNORE)
             if trained == 0:
                 stats.no_trained_tokens += 1
+                stats.drop(number, len(ids), "no trained token" + (" after truncation" if len(ids) < len(pair[0])
+                                                                   else ""))
                 continue
             if split == "train":
                 stats.kept += 1
@@ -198,7 +207,7 @@ def _nothing_trainable(stats: _Stats, examples: int, cfg: Config) -> DataError:
         parts.append(f"all {examples} examples are held out for evaluation")
     counts = {"examples": examples, "dropped_too_long": stats.dropped_too_long,
               "no_trained_tokens": stats.no_trained_tokens, "longest": stats.longest}
-    return DataError("no trainable example: " + "; ".join(parts), [], counts)
+    return DataError("no trainable example: " + "; ".join(parts), stats.dropped, counts)
 
 
 def _load(folder: Path) -> tuple["datasets.Dataset", "datasets.Dataset | None"]:
@@ -298,7 +307,8 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
                   "dropped_too_long": stats.dropped_too_long, "truncated": stats.truncated,
                   "no_trained_tokens": stats.no_trained_tokens, "bad_lines": 0, "tokens": stats.tokens,
                   "trained_tokens": stats.trained_tokens, "longest": stats.longest, "eval_examples": n_eval,
-                  "sha256": sha, "cache_key": key, "code_version": CODE_VERSION}
+                  "sha256": sha, "cache_key": key, "code_version": CODE_VERSION,
+                  "dropped": stats.dropped[:10]}
         # report.json is written last: a cache folder without it is never used.
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         for f in tmp.iterdir():
