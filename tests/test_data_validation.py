@@ -1,6 +1,6 @@
 """Validation, too-long examples, the tokenized cache and the eval split of ``prepare_dataset``.
 
-    .venv/bin/python -m pytest tests/test_data_validation.py -q
+    .venv/bin/pytest tests/test_data_validation.py -q
 """
 
 from __future__ import annotations

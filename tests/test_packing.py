@@ -3,7 +3,7 @@
 The key check runs the real tiny model: a packed row (restarting position_ids, no attention_mask,
 use_cache=False) gives the same token-weighted loss as the same examples run one by one.
 
-    .venv/bin/python -m pytest tests/test_packing.py -q
+    .venv/bin/pytest tests/test_packing.py -q
 """
 
 from __future__ import annotations
