@@ -14,8 +14,9 @@ lengths spread from 16 to 512 tokens, and trains one epoch of LoRA r=16 (AdamW, 
       the fastest counts as "TRL best".
 
 Each run is its own subprocess (clean peak RSS). Throughput is non-padding tokens per second of training
-(tokenization excluded for both). Loss is the mean training loss over the epoch (both compute a per-token mean
-over each accumulated batch). The last line is ``ratio_vs_trl_default=X ratio_vs_trl_best=Y``.
+(tokenization excluded for both). "held-out" is the per-token completion loss of the trained adapter on 10% more
+examples held out, computed by the same code for every run (fp32); "mean loss" is the mean training loss over the
+epoch (both compute a per-token mean over each accumulated batch, but see different batch orders). The last line is ``ratio_vs_trl_default=X ratio_vs_trl_best=Y``.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ HP = {"max_length": 512, "batch_size": 4, "gradient_accumulation": 4, "learning_
       "lora_alpha": 32, "seed": 42}
 TRL_VARIANTS = {
     "default": {},
-    "group_by_length": {"group_by_length": True},
-    "padding_free": {"padding_free": True},
+    "group_by_length": {"train_sampling_strategy": "group_by_length"},
+    "padding_free": {"padding_free": True, "max_length": None},  # TRL: max_length is not enforced without packing
     "packing": {"packing": True},
     "no_grad_ckpt": {"gradient_checkpointing": False},
-    "no_grad_ckpt_group_by_length": {"gradient_checkpointing": False, "group_by_length": True},
+    "no_grad_ckpt_group_by_length": {"gradient_checkpointing": False, "train_sampling_strategy": "group_by_length"},
 }
 
 WORDS = ("the a model data train loss step batch token adapter layer weight gradient learning rate question answer "
@@ -77,8 +78,10 @@ def build(work: Path, n_examples: int) -> tuple[Path, Path, Path]:
         return len(tok.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
 
     lengths = []
-    for i in range(n_examples):
-        target = 16 + (512 - 16) * i // max(1, n_examples - 1)  # evenly spread 16..512 tokens
+    n_eval = max(1, n_examples // 10)
+    total = n_examples + n_eval
+    for i in range(total):
+        target = 16 + (512 - 16) * i // max(1, total - 1)  # evenly spread 16..512 tokens
         nq = max(1, target // 6)
         na = max(1, target // 2)
         m = chat(nq, na)
@@ -94,17 +97,45 @@ def build(work: Path, n_examples: int) -> tuple[Path, Path, Path]:
         lengths.append(length(m))
         msgs.append({"messages": m})
         pc.append({"prompt": m[:1], "completion": m[1:]})
-    rng.shuffle(order := list(range(n_examples)))
-    chat_file, pc_file = work / "chat.jsonl", work / "pc.jsonl"
+    rng.shuffle(order := list(range(total)))
+    held_out, order = order[:n_eval], order[n_eval:]
+    chat_file, pc_file, eval_file = work / "chat.jsonl", work / "pc.jsonl", work / "eval.jsonl"
     chat_file.write_text("".join(json.dumps(msgs[i]) + "\n" for i in order))
     pc_file.write_text("".join(json.dumps(pc[i]) + "\n" for i in order))
-    print(f"data: {n_examples} examples, tokens min {min(lengths)} max {max(lengths)} "
-          f"mean {sum(lengths) / len(lengths):.0f}", flush=True)
-    return model, chat_file, pc_file
+    eval_file.write_text("".join(json.dumps(msgs[i]) + "\n" for i in held_out))
+    train_lengths = [lengths[i] for i in order]
+    print(f"data: {n_examples} examples (+{n_eval} held out), tokens min {min(train_lengths)} max "
+          f"{max(train_lengths)} mean {sum(train_lengths) / len(train_lengths):.0f}", flush=True)
+    return model, chat_file, pc_file, eval_file
+
+
+def held_out_loss(peft_model, tokenizer, eval_file: Path, work: Path) -> float:
+    """Per-token loss on the held-out completions, computed the same way (fp32, no autocast) for every run."""
+    import contextlib
+
+    import torch
+
+    from trainingd.config import parse_config
+    from trainingd.train import data
+    from trainingd.train.model import loss_parts
+    from trainingd.train.recipe import token_loss_sum
+
+    cfg = parse_config({"max_length": HP["max_length"]})
+    rows = data.prepare_dataset(eval_file, tokenizer, cfg, work / "eval-cache").train
+    parts = loss_parts(peft_model)
+    peft_model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(rows), 8):
+            batch = data.collate([rows[i] for i in range(start, min(len(rows), start + 8))], tokenizer.pad_token_id)
+            batch = {k: v.to(peft_model.device) for k, v in batch.items()}
+            total += float(token_loss_sum(peft_model, parts, batch, contextlib.nullcontext))
+            count += data.num_trained_tokens(batch)
+    return total / count
 
 
 # ---------------------------------------------------------------------------------------------- workers
-def worker_trainingd(model: Path, chat_file: Path, work: Path, precision: str) -> dict:
+def worker_trainingd(model: Path, chat_file: Path, eval_file: Path, work: Path, precision: str) -> dict:
     from trainingd.atomic_ops import read_jsonl
     from trainingd.config import parse_config
     from trainingd.train.recipe import RunSpec, run
@@ -120,13 +151,20 @@ def worker_trainingd(model: Path, chat_file: Path, work: Path, precision: str) -
     assert result.exit_code == 0, result
     s = result.summary
     losses = [r["loss"] for r in read_jsonl(out / "metrics.jsonl") if r.get("loss") is not None]
-    return {"tokens": s["tokens"], "seconds": s["seconds_training"],
+    rss = peak_rss_mb()  # before loading the trained adapter again for the held-out loss
+    import torch
+
+    from trainingd.train.model import load_model, load_tokenizer
+
+    trained = load_model(model, cfg, init_adapter=out, device=torch.device("cpu"), precision="fp32")
+    heldout = held_out_loss(trained, load_tokenizer(model), eval_file, out)
+    return {"tokens": s["tokens"], "seconds": s["seconds_training"], "held_out_loss": heldout,
             "tokens_per_s": s["tokens"] / s["seconds_training"],
             "mean_loss": sum(losses) / len(losses), "last_loss": sum(losses[-5:]) / len(losses[-5:]),
-            "steps": s["steps"], "peak_rss_mb": peak_rss_mb()}
+            "steps": s["steps"], "peak_rss_mb": rss}
 
 
-def worker_trl(model: Path, pc_file: Path, work: Path, variant: str) -> dict:
+def worker_trl(model: Path, pc_file: Path, eval_file: Path, work: Path, variant: str) -> dict:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
@@ -137,12 +175,12 @@ def worker_trl(model: Path, pc_file: Path, work: Path, variant: str) -> dict:
     torch.manual_seed(HP["seed"])
     m = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32, attn_implementation="sdpa")
     ds = load_dataset("json", data_files=str(pc_file), split="train")
+    options = {"max_length": HP["max_length"], **TRL_VARIANTS[variant]}
     args = SFTConfig(output_dir=str(work / f"trl-{variant}"), per_device_train_batch_size=HP["batch_size"],
                      gradient_accumulation_steps=HP["gradient_accumulation"], learning_rate=HP["learning_rate"],
-                     lr_scheduler_type="linear", warmup_steps=0, num_train_epochs=1, max_length=HP["max_length"],
-                     seed=HP["seed"], logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-                     use_cpu=not torch.cuda.is_available(),
-                     **TRL_VARIANTS[variant])
+                     lr_scheduler_type="linear", warmup_steps=0, num_train_epochs=1, seed=HP["seed"],
+                     logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+                     use_cpu=not torch.cuda.is_available(), **options)
     peft_cfg = LoraConfig(r=HP["lora_r"], lora_alpha=HP["lora_alpha"], lora_dropout=0.0, target_modules=TARGETS,
                           task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=m, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_cfg)
@@ -151,9 +189,12 @@ def worker_trl(model: Path, pc_file: Path, work: Path, variant: str) -> dict:
     out = trainer.train()
     seconds = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    rss = peak_rss_mb()
+    heldout = held_out_loss(trainer.model, tok, eval_file, work / f"trl-{variant}")
     return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "mean_loss": out.training_loss,
+            "held_out_loss": heldout,
             "last_loss": sum(losses[-5:]) / len(losses[-5:]), "steps": trainer.state.global_step,
-            "peak_rss_mb": peak_rss_mb(), "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing}
+            "peak_rss_mb": rss, "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing}
 
 
 def matmul_gflops(dtype_name: str, n: int = 1024, reps: int = 20) -> float:
@@ -206,9 +247,9 @@ def main() -> int:
     if a.worker:
         p = {k: Path(v) for k, v in json.loads(a.paths).items()}
         if a.worker == "trainingd":
-            res = worker_trainingd(p["model"], p["chat"], p["work"], a.worker_arg)
+            res = worker_trainingd(p["model"], p["chat"], p["eval"], p["work"], a.worker_arg)
         else:
-            res = worker_trl(p["model"], p["pc"], p["work"], a.worker_arg)
+            res = worker_trl(p["model"], p["pc"], p["eval"], p["work"], a.worker_arg)
         print("RESULT " + json.dumps(res), flush=True)
         return 0
 
@@ -217,8 +258,9 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu count {os.cpu_count()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="trainingd-bench-") as tmp:
         work = Path(tmp)
-        model, chat_file, pc_file = build(work, a.examples)
-        paths = {"model": str(model), "chat": str(chat_file), "pc": str(pc_file), "work": str(work)}
+        model, chat_file, pc_file, eval_file = build(work, a.examples)
+        paths = {"model": str(model), "chat": str(chat_file), "pc": str(pc_file), "eval": str(eval_file),
+                 "work": str(work)}
         n_all, n_lora = param_counts(model)
         gf32, gf16 = matmul_gflops("fp32"), matmul_gflops("bf16")
         print(f"model: {n_all / 1e6:.2f}M parameters, LoRA r={HP['lora_r']}: {n_lora / 1e6:.2f}M trainable; "
@@ -232,7 +274,7 @@ def main() -> int:
             print(f"  trl[{v}]: {results[f'trl[{v}]']}", flush=True)
 
     ok = {k: v for k, v in results.items() if "error" not in v}
-    print(f"\n{'run':34s} {'tokens/s':>9s} {'mean loss':>10s} {'last loss':>10s} {'steps':>6s} {'peak RSS MB':>12s} "
+    print(f"\n{'run':34s} {'tokens/s':>9s} {'mean loss':>10s} {'held-out':>9s} {'steps':>6s} {'peak RSS MB':>12s} "
           f"{'MFU 6N':>7s} {'MFU LoRA':>9s}")
     for name, r in results.items():
         if "error" in r:
@@ -243,7 +285,7 @@ def main() -> int:
         # (4 FLOPs per parameter per token), LoRA weights the full 6. Attention score FLOPs are left out.
         mfu6 = 6 * n_all * tps / (gf32 * 1e9)
         mfu_lora = (4 * n_all + 6 * n_lora) * tps / (gf32 * 1e9)
-        print(f"{name:34s} {tps:9.0f} {r['mean_loss']:10.4f} {r['last_loss']:10.4f} {r['steps']:6d} "
+        print(f"{name:34s} {tps:9.0f} {r['mean_loss']:10.4f} {r['held_out_loss']:9.4f} {r['steps']:6d} "
               f"{r['peak_rss_mb']:12.0f} {mfu6:7.1%} {mfu_lora:9.1%}")
     print("(MFU against the measured fp32 matmul rate of this CPU)")
     ours = {k: v for k, v in ok.items() if k.startswith("trainingd")}
@@ -255,8 +297,10 @@ def main() -> int:
     trl_best_name = max((k for k in ok if k.startswith("trl")), key=lambda k: ok[k]["tokens_per_s"])
     r_def = best_ours["tokens_per_s"] / ok["trl[default]"]["tokens_per_s"]
     r_best = best_ours["tokens_per_s"] / ok[trl_best_name]["tokens_per_s"]
-    print(f"trainingd best: {best_name}; TRL best: {trl_best_name}; mean loss {best_ours['mean_loss']:.4f} vs "
-          f"TRL default {ok['trl[default]']['mean_loss']:.4f}, TRL best {ok[trl_best_name]['mean_loss']:.4f}")
+    print(f"trainingd best: {best_name}; TRL best: {trl_best_name}; held-out loss after the epoch "
+          f"{best_ours['held_out_loss']:.4f} vs TRL default {ok['trl[default]']['held_out_loss']:.4f}, "
+          f"TRL best {ok[trl_best_name]['held_out_loss']:.4f} (mean training loss "
+          f"{best_ours['mean_loss']:.4f} vs {ok['trl[default]']['mean_loss']:.4f})")
     print(f"ratio_vs_trl_default={r_def:.2f} ratio_vs_trl_best={r_best:.2f}")
     return 0
 
