@@ -138,3 +138,31 @@ def test_daemon_mode_stop_file_checkpoints_then_the_rerun_resumes_and_publishes(
     assert (home / "current_model" / "adapter_model.safetensors").read_bytes() == before
     state = json.loads((home / "current_model" / "adapter_state.json").read_text())
     assert len(state["trained"]) == 1
+
+
+@pytest.mark.slow
+def test_a_crash_in_the_middle_of_publishing_republishes_the_same_weights_without_training_again(home, tmp_path):
+    from conftest import write_config
+
+    write_config(home, save_steps=100)
+    ds = write_jsonl(home / "job" / "a.jsonl", chat_lines(12))
+    reason = home / "job" / "result.json"
+    cmd = [PYTHON, "-m", "trainingd.train", "--home", str(home), "--job-id", "000007-a", "--dataset", str(ds),
+           "--reason-file", str(reason)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    crashed = subprocess.run(cmd, cwd=home, env={**env, "TRAININGD_CRASH_AT": "publish:1"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout
+    cm = home / "current_model"
+    published = (cm / "adapter_model.safetensors").read_bytes()  # the weights were replaced ...
+    assert not (cm / "adapter_state.json").exists()  # ... but the job is not recorded as trained
+    assert ckpt.latest_complete(cm / "checkpoints" / "000007-a") is not None
+    steps = [m["step"] for m in read_jsonl(home / "status" / "metrics.jsonl")]
+
+    proc = subprocess.run(cmd, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == exit_codes.OK, proc.stdout
+    assert (cm / "adapter_model.safetensors").read_bytes() == published
+    state = json.loads((cm / "adapter_state.json").read_text())
+    assert [t["job_id"] for t in state["trained"]] == ["000007-a"]
+    assert [m["step"] for m in read_jsonl(home / "status" / "metrics.jsonl")] == steps  # no step trained twice
+    assert not (cm / "checkpoints" / "000007-a").exists()

@@ -122,11 +122,11 @@ def check_manifest(manifest: dict, expected: dict) -> None:
     problems = []
     for key in ("job_id", "data_sha256", "base_model", "base_model_hash"):
         if key in expected and manifest.get(key) != expected[key]:
-            problems.append(f"{key} differs (checkpoint: {manifest.get(key)!r}, now: {expected[key]!r})")
+            problems.append(f"{key} differs (recorded: {manifest.get(key)!r}, now: {expected[key]!r})")
     rec, now = _json_norm(manifest.get("locked") or {}), _json_norm(expected.get("locked") or {})
     for key in sorted(set(rec) | set(now)):
         if rec.get(key, "<unset>") != now.get(key, "<unset>"):
-            problems.append(f"locked config key {key!r} differs (checkpoint: {json.dumps(rec.get(key))}, "
+            problems.append(f"locked config key {key!r} differs (recorded: {json.dumps(rec.get(key))}, "
                             f"now: {json.dumps(now.get(key))})")
     if problems:
         raise CheckpointMismatch("; ".join(problems))
@@ -201,7 +201,7 @@ def read_adapter_state(folder: Path) -> dict | None:
     return read_json(Path(folder) / ADAPTER_STATE)
 
 
-def publish_adapter(src: Path, dest: Path, adapter_state: dict) -> None:
+def publish_adapter(src: Path, dest: Path, adapter_state: dict, before_state=None) -> None:
     """Publish the adapter in ``src`` into ``dest`` atomically, ``adapter_state.json`` last.
 
     Each adapter file is copied to a temp file inside ``dest``, fsynced and ``os.replace``d; the state
@@ -223,4 +223,6 @@ def publish_adapter(src: Path, dest: Path, adapter_state: dict) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     fsync_dir(dest)
+    if before_state is not None:
+        before_state()  # a crash point in tests: weights replaced, state not yet written
     atomic_write_json(dest / ADAPTER_STATE, adapter_state)

@@ -43,6 +43,32 @@ PAUSE_POLL_S = 0.2
 EMA_BETA = 0.9
 
 
+def _crash_points() -> Callable[[str], None]:
+    """Fault injection for tests: ``TRAININGD_CRASH_AT=<point>:<n>`` SIGKILLs the trainer at the n-th hit of a point.
+
+    Points: ``step`` (an optimizer step applied, before its checkpoint), ``checkpoint`` (a checkpoint complete),
+    ``publish`` (adapter files replaced in the output folder, adapter_state.json not yet written).
+    Unset, this is a no-op.
+    """
+    raw = os.environ.get("TRAININGD_CRASH_AT", "")
+    if not raw:
+        return lambda point: None
+    name, _, n = raw.partition(":")
+    target, hits = int(n or 1), {"n": 0}
+
+    def crash(point: str) -> None:
+        if point == name:
+            hits["n"] += 1
+            if hits["n"] == target:
+                log.warning("crash point %s:%d reached: killing this process", name, target)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return crash
+
+
+crash_point = _crash_points()
+
+
 class StopSignal:
     """SIGTERM/SIGINT handler that only records; the loop acts at the next step boundary."""
 
@@ -205,8 +231,12 @@ class Recipe:
         if spec.init_adapter is not None:
             self.prev_state = ckpt.read_adapter_state(spec.init_adapter)
         if self.prev_state:
-            ckpt.check_manifest(self.prev_state, {k: v for k, v in self.expected.items()
-                                                  if k in ("base_model_hash", "locked")})
+            try:
+                ckpt.check_manifest(self.prev_state, {k: v for k, v in self.expected.items()
+                                                      if k in ("base_model_hash", "locked")})
+            except ckpt.CheckpointMismatch as e:
+                raise ckpt.CheckpointMismatch(f"the adapter in {spec.init_adapter} was made with other settings "
+                                              f"(change them back, or consolidate/move it away): {e}") from None
 
         resume_from = ckpt.latest_complete(spec.checkpoint_dir) if spec.resume else None
         if resume_from is not None:
@@ -389,6 +419,7 @@ class Recipe:
                 if st["mb_index"] >= len(plan):
                     st["epoch"] += 1
                     st["mb_index"] = 0
+                crash_point("step")
                 if cfg.eval_steps and st["step"] % cfg.eval_steps == 0 and st["step"] < self.total_steps:
                     self.evaluate()
                 if st["step"] % cfg.save_steps == 0 and st["step"] < self.total_steps:
@@ -466,6 +497,7 @@ class Recipe:
                                      keep=self.cfg.keep_checkpoints)
         self.last_saved_step = step
         log.info("checkpoint %s", final)
+        crash_point("checkpoint")
         if prev_status in ("training", "evaluating"):
             self.progress.update(status=prev_status, status_detail=f"step {step} of {self.total_steps}")
         return final
@@ -503,7 +535,7 @@ class Recipe:
         state = {"base_model": self.expected["base_model"], "base_model_hash": self.base_hash,
                  "locked": self.expected["locked"], "model_name": self.cfg.model_name, "trained": trained,
                  "updated_at": time.time()}
-        ckpt.publish_adapter(final, self.spec.output_dir, state)
+        ckpt.publish_adapter(final, self.spec.output_dir, state, before_state=lambda: crash_point("publish"))
         log.info("published the adapter to %s", self.spec.output_dir)
 
     def summary(self, extra: dict | None = None) -> dict:
