@@ -25,8 +25,8 @@ STATUSES = ("loading", "preparing", "training", "evaluating", "saving", "paused"
 
 def finite(value: Any) -> Any:
     """``None`` for NaN/inf (JSON readers expect null, never NaN); plain floats otherwise."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, (bool, int)):
+        return value  # counters stay integers in the JSON
     try:
         f = float(value)
     except (TypeError, ValueError):
