@@ -22,7 +22,7 @@ import pytest
 from conftest import chat_lines, write_jsonl
 from trainingd.atomic_ops import atomic_write_json
 from trainingd.control import read_requests
-from trainingd.controller import is_daemon_running
+from trainingd.instance import is_daemon_running
 from trainingd.paths import Home
 from trainingd.queue import JobQueue
 

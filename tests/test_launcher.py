@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trainingd.daemon import is_locked
+from trainingd.instance import is_daemon_running as is_locked
 from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent

@@ -272,7 +272,7 @@ def init_home(home: Home) -> dict[str, Any]:
 
     What was created is measured around the call, so the report says exactly what changed.
     """
-    from .daemon import init_home as _init
+    from .instance import init_home as _init
 
     before = {str(d) for d in home.runtime_dirs() if d.is_dir()}
     had_config = home.config.exists()

@@ -10,16 +10,14 @@ the flock on ``.daemon.lock``, not that a pid is alive (ARCHITECTURE.md, invaria
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from . import exit_codes
 from .atomic_ops import read_json
 from .control import ACTIONS, write_request
+from .instance import is_daemon_running
 from .paths import Home
 
 log = logging.getLogger(__name__)
@@ -32,27 +30,6 @@ EXIT_CONFIG = exit_codes.CONFIG_ERROR
 EXIT_TIMEOUT = 4
 
 DEFAULT_WAIT_TIMEOUT_S = 300.0
-
-
-def is_daemon_running(home: Home) -> bool:
-    """True when some process holds the daemon's flock on ``.daemon.lock``.
-
-    Probes with a non-blocking *shared* flock on a read-only descriptor, released at once; the file is
-    never created here (a missing lock file means no daemon ever started in this home).
-    """
-    try:
-        fd = os.open(home.lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def read_status(home: Home) -> dict[str, Any] | None:

@@ -17,7 +17,6 @@ arguments, same contract); useful for wrapping the trainer, e.g. under a profile
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import signal
@@ -30,9 +29,10 @@ from typing import Any
 
 from . import __version__
 from . import exit_codes as ec
-from .atomic_ops import atomic_write_text, read_json
-from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, default_config_json, load_config, resolve_base_model
+from .atomic_ops import read_json
+from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, resolve_base_model
 from .control import Request, consume, is_emergency_stop, read_requests, write_trainer_command
+from .instance import InstanceLock, init_home, read_pid
 from .intake import Intake
 from .logs import setup_logging
 from .paths import Home
@@ -52,71 +52,6 @@ EXIT_TABLE = """exit codes:
   0   stopped cleanly (stop request, .stop, SIGTERM/SIGINT), or the queue ran empty with --once / --max-jobs
   3   CONFIG_ERROR: config.json invalid or the base model missing (the message names the key); not retried
   75  ALREADY_RUNNING: another daemon holds the lock of this home (.daemon.lock)"""
-
-
-# ------------------------------------------------------------------------------------------------ home
-def init_home(home: Home) -> bool:
-    """Make ``home`` a usable home: every runtime folder and a default ``config.json`` if missing.
-
-    Returns True when anything was created. Never touches an existing config.json.
-    """
-    created = False
-    home.root.mkdir(parents=True, exist_ok=True)
-    for folder in [*home.runtime_dirs(), home.queue / ".incoming"]:
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            created = True
-    if not home.config.exists():
-        atomic_write_text(home.config, default_config_json())
-        created = True
-    return created
-
-
-def read_pid(home: Home) -> int | None:
-    try:
-        return int(home.pid.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-class InstanceLock:
-    """``fcntl.flock`` on ``.daemon.lock`` for the daemon's whole life: "running" means "the lock is held"."""
-
-    def __init__(self, home: Home):
-        self.home = home
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        # os.open descriptors are not inherited, so a trainer that outlives us never holds the lock.
-        fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self.fd = fd
-        atomic_write_text(self.home.pid, f"{os.getpid()}\n")
-        return True
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        if read_pid(self.home) == os.getpid():
-            self.home.pid.unlink(missing_ok=True)
-        os.close(self.fd)  # closing the descriptor drops the flock
-        self.fd = None
-
-
-def is_locked(home: Home) -> bool:
-    """True when a daemon holds this home's lock (does not take it)."""
-    fd = os.open(home.lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def trained_entries(home: Home) -> list[dict]:

@@ -1,0 +1,86 @@
+"""One daemon per home: the flock that makes a daemon "running", its pid file, and making a folder a home.
+
+"Running" means "holds an exclusive flock on ``.daemon.lock``", never "the pid in ``.daemon.pid`` is alive": a
+stale pid file cannot block a start, and a crashed daemon's lock is released by the kernel.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from .atomic_ops import atomic_create_text, atomic_write_text
+from .config import default_config_json
+from .paths import Home
+
+
+def init_home(home: Home) -> bool:
+    """Make ``home`` a usable home: every runtime folder and a default ``config.json`` if missing.
+
+    Returns True when anything was created. Never touches an existing config.json.
+    """
+    created = False
+    home.root.mkdir(parents=True, exist_ok=True)
+    for folder in [*home.runtime_dirs(), home.queue / ".incoming"]:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            created = True
+    if atomic_create_text(home.config, default_config_json()):
+        created = True
+    return created
+
+
+def read_pid(home: Home) -> int | None:
+    try:
+        return int(home.pid.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+class InstanceLock:
+    """``fcntl.flock`` on ``.daemon.lock`` for the daemon's whole life: "running" means "the lock is held"."""
+
+    def __init__(self, home: Home):
+        self.home = home
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        # os.open descriptors are not inherited, so a trainer that outlives us never holds the lock.
+        fd = os.open(self.home.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        atomic_write_text(self.home.pid, f"{os.getpid()}\n")
+        return True
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        if read_pid(self.home) == os.getpid():
+            self.home.pid.unlink(missing_ok=True)
+        os.close(self.fd)  # closing the descriptor drops the flock
+        self.fd = None
+
+
+def is_daemon_running(home: Home) -> bool:
+    """True when some process holds the daemon's flock on ``.daemon.lock``.
+
+    Probes with a non-blocking *shared* flock on a read-only descriptor, released at once; the file is
+    never created here (a missing lock file means no daemon ever started in this home).
+    """
+    try:
+        fd = os.open(home.lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
