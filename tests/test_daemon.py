@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import chat_lines, write_config, write_jsonl
+from conftest import chat_lines, wait_for, write_config, write_jsonl
 from trainingd.control import write_request
 from trainingd.paths import Home
 from trainingd.queue import JobQueue
@@ -83,15 +83,6 @@ while True:
 '''
 
 
-def wait_for(pred, what: str, limit_s: float = 60.0):
-    """Poll until ``pred()`` is truthy; the limit only keeps a broken build from hanging."""
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def strict_json(path: Path) -> dict:

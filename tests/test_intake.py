@@ -12,9 +12,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from conftest import wait_for
 
 from trainingd.config import Config
 from trainingd.control import write_request
@@ -44,15 +44,6 @@ def make_intake(tmp_path: Path, *, watch: bool = False) -> tuple[Intake, Clock, 
     return intake, clock, home
 
 
-def wait_for(pred, what: str, limit_s: float = 30.0):
-    """Poll until ``pred()`` is truthy; the limit only keeps a broken build from hanging."""
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def test_file_written_in_place_is_not_claimed_while_it_still_grows(tmp_path):

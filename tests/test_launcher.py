@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from trainingd.instance import is_daemon_running as is_locked
 from trainingd.paths import Home
+from conftest import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = REPO / "bin" / "launch_training_daemon.sh"
@@ -24,15 +24,6 @@ LAUNCHER = REPO / "bin" / "launch_training_daemon.sh"
 def launch(*args: str, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(["bash", str(LAUNCHER), *args], capture_output=True, text=True, timeout=120, env=env, **kw)
-
-
-def wait_for(pred, what: str, limit_s: float = 60.0):
-    end = time.monotonic() + limit_s
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def dead_pid() -> int:
