@@ -92,8 +92,26 @@ _CLI_KEYS = ["epochs", "learning_rate", "batch_size", "gradient_accumulation", "
              "lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"]
 
 
-def _field_doc(key: str) -> tuple[Any, str]:
-    """Type and help text of a config key, from the Config dataclass (its field docstrings live in config.py)."""
+def _field_docs() -> dict[str, str]:
+    """The docstring under each field of Config and LoraConfig in config.py (attribute docstrings are source-only)."""
+    import ast
+    import inspect
+
+    from .. import config
+
+    docs: dict[str, str] = {}
+    for node in ast.parse(inspect.getsource(config)).body:
+        if isinstance(node, ast.ClassDef) and node.name in ("Config", "LoraConfig"):
+            prefix = "lora." if node.name == "LoraConfig" else ""
+            for field, doc in zip(node.body, node.body[1:]):
+                if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)
+                        and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)):
+                    docs[prefix + field.target.id] = str(doc.value.value).strip()
+    return docs
+
+
+def _field_doc(key: str, docs: dict[str, str]) -> tuple[Any, str]:
+    """Type and help text of a config key: its docstring from config.py and its default."""
     import typing
 
     from ..config import LoraConfig
@@ -102,7 +120,7 @@ def _field_doc(key: str) -> tuple[Any, str]:
     tp = typing.get_type_hints(cls)[name]
     default = {f.name: f for f in dataclasses.fields(cls)}[name]
     value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
-    return tp, f"config key {key!r} (default {value!r})"
+    return tp, f"{docs.get(key, '')} (config key {key!r}, default {value!r})".replace("%", "%%")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,16 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job-id", default="standalone", help="name recorded in the checkpoints and adapter state")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="autocast precision (auto: bf16 on GPUs that support it, fp32 on CPU)")
+    docs = _field_docs()
     for key in _CLI_KEYS:
-        tp, doc = _field_doc(key)
+        tp, doc = _field_doc(key, docs)
         flag = "--" + key.replace("lora.", "lora-").replace("_", "-")
         dest = key.replace(".", "__")
         if tp is bool:
             p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=doc)
         elif key == "lora.target_modules":
-            p.add_argument(flag, dest=dest, nargs="+", default=None, help=doc + "; names or all-linear")
+            p.add_argument(flag, dest=dest, nargs="+", default=None, metavar="NAME", help=doc)
         else:
-            p.add_argument(flag, dest=dest, type=tp if tp in (int, float) else str, default=None, help=doc)
+            p.add_argument(flag, dest=dest, type=tp if tp in (int, float) else str, default=None, help=doc,
+                           metavar={int: "N", float: "X"}.get(tp, "VALUE"))
     return p
 
 
