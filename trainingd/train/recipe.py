@@ -211,6 +211,7 @@ class Recipe:
                                       "grad_norm": None, "learning_rate": None}
         self.last_saved_step: int | None = None
         self.t_start = time.time()
+        self.paused_s = 0.0
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> RunResult | None:
@@ -338,9 +339,11 @@ class Recipe:
         action = self._action()
         if action == "pause":
             self.progress.set_status("paused", f"paused at step {self.state['step']}")
+            paused_at = time.time()
             while action == "pause":
                 time.sleep(PAUSE_POLL_S)
                 action = self._action()
+            self.paused_s += time.time() - paused_at  # not training time: keeps tokens/s and the ETA honest
             self.progress.set_status("training", f"resumed at step {self.state['step']}")
         if action == "stop":
             self.progress.set_status("stopping", f"checkpointing at step {self.state['step']}")
@@ -404,7 +407,7 @@ class Recipe:
                 st["grad_norm"], st["learning_rate"] = grad_norm, lr
                 steps_here += 1
                 tokens_here += tokens
-                elapsed = time.time() - t0
+                elapsed = time.time() - t0 - self.paused_s
                 tps = tokens_here / elapsed if elapsed > 0 else None
                 sps = elapsed / steps_here
                 self.progress.update(
@@ -430,7 +433,7 @@ class Recipe:
         self.evaluate()
         self.progress.set_status("saving", "final checkpoint")
         final = self.save_checkpoint()
-        return {"final_checkpoint": str(final), "seconds_training": time.time() - t0}
+        return {"final_checkpoint": str(final), "seconds_training": time.time() - t0 - self.paused_s}
 
     def _autocast(self):
         import contextlib
