@@ -175,6 +175,8 @@ def append_history(home: Home, *, job_id: str, file: str | None, state: str, res
         "loss": first("loss", "final_loss", "train_loss"),
         "eval_loss": first("eval_loss", "final_eval_loss"),
         "tokens": first("tokens", "tokens_seen", "train_tokens"),
+        "format": (s.get("data") or {}).get("format") if isinstance(s.get("data"), dict) else None,
+        "examples": first("examples"),
         "seconds": first("seconds", "train_seconds", "elapsed_s") or seconds,
         "finished_at": now_iso(),
     })
