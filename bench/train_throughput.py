@@ -19,11 +19,11 @@ examples held out, computed by the same code for every run (fp32); "mean loss" i
 epoch (both compute a per-token mean over each accumulated batch, but see different batch orders).
 The last line is ``ratio_vs_trl_default=X ratio_vs_trl_best=Y``.
 
-Measured on the 2-core reference CPU (shared with other work; tokens/s of the same run):
-trainingd fp32 5,635 tok/s, TRL default 1,422, TRL fastest option (no gradient checkpointing + group_by_length)
-2,814 -> ratio_vs_trl_default=3.96 ratio_vs_trl_best=2.00; peak RSS 1.16 GB vs 2.3-3.0 GB. Held-out loss after
-the epoch: trainingd 7.152-7.159 over 4 seeds, TRL default 7.147-7.155 over 3 seeds, TRL group_by_length 7.161
-(length-grouped batches cost a little loss on this data; random batches in trainingd gave 7.150 at 3,340 tok/s).
+Measured on the 2-core reference CPU (tokens/s of the same run): trainingd fp32 5,805 tok/s, TRL default 1,387,
+TRL's fastest option (no gradient checkpointing + group_by_length) 2,856 -> ratio_vs_trl_default=4.18
+ratio_vs_trl_best=2.03; peak RSS 1.12 GB vs 2.3-3.0 GB. Held-out loss after the epoch: trainingd 7.1494, TRL
+default 7.1473, TRL group_by_length 7.1608 (earlier runs over seeds: trainingd 7.152-7.159 with a 50-batch
+grouping window, TRL default 7.147-7.155; random batches in trainingd gave 7.150 at 3,340 tok/s).
 bf16 autocast on this CPU: ~4x slower than fp32 with the same loss. torch.compile(dynamic=True) of the decoder:
 99 s for the epoch instead of 28 s (compile time dominates at this file size).
 """
