@@ -9,9 +9,6 @@ makes the world match the intent -- start the next job, tell the trainer to paus
 ``control/trainer_command.json``, walk the stop ladder, and map the trainer's named exit code onto a
 queue transition. Then it writes ``status/training_status.json``. The daemon never imports torch: the
 trainer is a separate process (``python -m trainingd.train``) in its own session.
-
-Set ``TRAININGD_TRAINER=/path/script.py`` to run that script instead of ``-m trainingd.train`` (same
-arguments, same contract); useful for wrapping the trainer, e.g. under a profiler.
 """
 
 from __future__ import annotations
@@ -20,11 +17,8 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -38,14 +32,13 @@ from .logs import setup_logging
 from .paths import Home
 from .queue import Job, JobQueue, QueueError, now_iso
 from .status import StatusWriter, append_history, compose_status, empty_control, read_progress, status_from_trainer
+from .trainer_process import Running, end_orphan_trainer, tail
 
 log = logging.getLogger("trainingd.daemon")
 
 TICK_S = 0.25
 KILL_AFTER_TERM_S = 10.0
 MAX_ACKS = 20
-TRAINER_ENV = "TRAININGD_TRAINER"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SKIP_REASON = "skipped by user request; adapter changes discarded"
 
 EXIT_TABLE = """exit codes:
@@ -65,33 +58,7 @@ def trained_entries(home: Home) -> list[dict]:
     return [t for t in trained if isinstance(t, dict)] if isinstance(trained, list) else []
 
 
-def tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:])
-
-
 # ------------------------------------------------------------------------------------------------ daemon
-@dataclass
-class Running:
-    """The one trainer process group of this daemon."""
-
-    job: Job
-    proc: subprocess.Popen
-    started_at: str
-    started_mono: float
-    action: str = "run"
-    stop_sent_at: float | None = None
-    term_sent_at: float | None = None
-    kill_sent_at: float | None = None
-
-
 class Daemon:
     """One daemon's loop; ``run()`` returns the exit code. The caller holds the instance lock."""
 
@@ -171,7 +138,7 @@ class Daemon:
             # A .stop left behind by a crashed daemon must not block every later start.
             log.warning("removing a stale .stop left by an earlier run")
             self.home.emergency_stop.unlink(missing_ok=True)
-        self._reap_orphan_trainer()
+        end_orphan_trainer(self.home, self.cfg.stop_grace_s)
         trained_ids = {t.get("job_id") for t in trained_entries(self.home)}
         for job in self.queue.jobs(["processing"]):
             if job.id in trained_ids:
@@ -186,38 +153,13 @@ class Daemon:
         self.intake.poll(force=True)
         self.write_status()
 
-    def _reap_orphan_trainer(self) -> None:
-        """A trainer of a killed daemon may still be finishing; end it before starting another."""
-        import psutil  # stdlib-free but torch-free; only needed here
-
-        progress = read_progress(self.home) or {}
-        pid = progress.get("pid")
-        if not isinstance(pid, int) or pid == os.getpid():
-            return
-        try:
-            proc = psutil.Process(pid)
-            cmdline = " ".join(proc.cmdline())
-        except (psutil.Error, OSError):
-            return
-        if "trainingd.train" not in cmdline and (os.environ.get(TRAINER_ENV) or "\0") not in cmdline:
-            return
-        log.warning("a trainer from an earlier daemon is still running (pid %d); stopping it", pid)
-        try:
-            pgid = os.getpgid(pid)
-            os.killpg(pgid, signal.SIGTERM)
-            proc.wait(timeout=self.cfg.stop_grace_s)
-        except psutil.TimeoutExpired:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, psutil.Error, OSError):
-            pass
-
     def tick(self) -> None:
         if self._signal is not None and not self.stopping:
             self.request_stop(f"signal {signal.Signals(self._signal).name}")
         if self._signals >= 2 and self.running is not None and self.running.term_sent_at is None:
             # A second SIGTERM/Ctrl-C means "now": skip the grace period of the stop ladder.
             log.warning("second signal: terminating the trainer without waiting for its checkpoint")
-            self._signal_group(self.running, signal.SIGTERM)
+            self.running.signal_group(signal.SIGTERM)
             self.running.term_sent_at = time.monotonic()
         self.apply_requests()
         if not self.stopping and is_emergency_stop(self.home):
@@ -352,29 +294,12 @@ class Daemon:
         self.jobs_ended += 1
         return True
 
-    def trainer_argv(self, job: Job) -> list[str]:
-        script = os.environ.get(TRAINER_ENV)
-        head = [sys.executable, script] if script else [sys.executable, "-m", "trainingd.train"]
-        return head + ["--home", str(self.home.root), "--job-id", job.id, "--dataset", str(job.data_file),
-                       "--reason-file", str(job.dir / "result.json"), "--parent-pid", str(os.getpid())]
-
     def start_trainer(self, job: Job) -> None:
-        (job.dir / "result.json").unlink(missing_ok=True)  # never read an earlier attempt's result
         self.cmd_seq += 1
         write_trainer_command(self.home, job.id, "run", self.cmd_seq)
-        env = dict(os.environ)
-        # cwd is the home, so the package must be importable from the repository.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        self.home.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.home.training_log, "ab") as out:
-            out.write(f"\n===== {now_iso()} job {job.id} ({job.meta.get('original_name')}) attempt "
-                      f"{job.meta.get('attempts', 0) + 1} =====\n".encode())
-            out.flush()
-            proc = subprocess.Popen(self.trainer_argv(job), cwd=self.home.root, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.running = Running(job=job, proc=proc, started_at=now_iso(), started_mono=time.monotonic())
-        log.info("job %s: trainer started (pid %d) on %s", job.id, proc.pid, job.meta.get("original_name"))
+        self.running = Running.start(self.home, job)
+        log.info("job %s: trainer started (pid %d) on %s", job.id, self.running.proc.pid,
+                 job.meta.get("original_name"))
 
     def _send(self, r: Running, action: str) -> None:
         self.cmd_seq += 1
@@ -394,11 +319,11 @@ class Daemon:
             since = now - (r.stop_sent_at or now)
             if r.term_sent_at is None and since >= self.cfg.stop_grace_s:
                 log.warning("job %s: trainer did not stop within %.0fs; sending SIGTERM", r.job.id, since)
-                self._signal_group(r, signal.SIGTERM)
+                r.signal_group(signal.SIGTERM)
                 r.term_sent_at = now
             elif r.term_sent_at is not None and r.kill_sent_at is None and now - r.term_sent_at >= KILL_AFTER_TERM_S:
                 log.warning("job %s: trainer ignored SIGTERM; sending SIGKILL", r.job.id)
-                self._signal_group(r, signal.SIGKILL)
+                r.signal_group(signal.SIGKILL)
                 r.kill_sent_at = now
         progress = read_progress(self.home, r.job.id)
         trainer_state = (progress or {}).get("status")
@@ -406,12 +331,6 @@ class Daemon:
             self._ack_all("pause", "paused")
         elif progress is not None and not self.paused:
             self._ack_all("resume", "resumed")
-
-    def _signal_group(self, r: Running, sig: int) -> None:
-        try:
-            os.killpg(r.proc.pid, sig)  # start_new_session: the group id is the trainer's pid
-        except ProcessLookupError:
-            pass
 
     # -------------------------------------------------------------------------------------- trainer exit
     def on_trainer_exit(self, r: Running, code: int) -> None:
