@@ -21,10 +21,11 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "bootstrap: installing $TORCH_PIN"
   .venv/bin/python -m pip install -q "$TORCH_PIN"
 fi
-# Reinstall the project only when its dependency list changed.
+# Reinstall the project only when its dependency list changed (an install with the test extras covers a plain one).
 stamp=".venv/.trainingd-installed${extras:+-test}"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+installed() { [ -f "$1" ] && [ "$(cat "$1")" = "$want" ]; }
+if ! installed "$stamp" && ! { [ -z "$extras" ] && installed ".venv/.trainingd-installed-test"; }; then
   echo "bootstrap: installing trainingd${extras} and its dependencies"
   .venv/bin/python -m pip install -q -e ".${extras}"
   echo "$want" > "$stamp"
