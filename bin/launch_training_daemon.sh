@@ -15,6 +15,7 @@ home="${TRAININGD_HOME:-$PWD}"
 args=()  # the daemon's other options, passed through
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --home) home="${2:-}"; shift 2 || shift ;;
     --home=*) home="${1#--home=}"; shift ;;
     *) args+=("$1"); shift ;;
