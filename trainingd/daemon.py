@@ -38,6 +38,7 @@ log = logging.getLogger("trainingd.daemon")
 
 TICK_S = 0.25
 KILL_AFTER_TERM_S = 10.0
+IO_RETRY_S = 5.0
 MAX_ACKS = 20
 SKIP_REASON = "skipped by user request; adapter changes discarded"
 
@@ -112,7 +113,11 @@ class Daemon:
         self.startup()
         try:
             while not self.finished:
-                self.tick()
+                try:
+                    self.tick()
+                except OSError as e:  # a full disk, a vanished folder: wait and try again, never die
+                    self.wait_out_io_error(e)
+                    continue
                 if self.finished:
                     break
                 if self.stopping:
@@ -127,6 +132,17 @@ class Daemon:
                 log.error("daemon loop failed with a trainer running; asking it to stop")
                 self._send(self.running, "stop")
         return self.exit_code
+
+    def wait_out_io_error(self, e: OSError) -> None:
+        """Log an I/O error of the loop (ENOSPC above all), record it for the status, and back off."""
+        self._error(f"I/O error in the daemon loop: {e}; retrying in {IO_RETRY_S:.0f}s", None)
+        try:
+            self.write_status()
+        except OSError:
+            pass  # the status file cannot be written either; the log has the error
+        end = time.monotonic() + IO_RETRY_S
+        while time.monotonic() < end and self._signal is None:
+            time.sleep(self.tick_s)
 
     def startup(self) -> None:
         log.info("trainingd %s daemon starting for %s (pid %d)", __version__, self.home.root, os.getpid())
@@ -233,7 +249,13 @@ class Daemon:
                 self.steer(r)
                 return
             self.running = None
-            self.on_trainer_exit(r, code)
+            try:
+                self.on_trainer_exit(r, code)
+            except OSError:
+                # The job could not be moved out of processing/: run it again first once the disk recovers
+                # (the trainer republishes or fails the same way; a trained job is never trained twice).
+                self.resume_first.insert(0, r.job.id)
+                raise
         # No trainer runs from here on.
         self._ack_all("pause", "paused")
         self._ack_all("resume", "resumed")
