@@ -457,7 +457,7 @@ def test_dedupe_skips_trained_content_unless_forced_or_disabled(tmp_path, contra
     data = write_jsonl(tmp_path / "same.jsonl", [{"stand_in": {"exit": 0, "name": "ok"}}])
     dup = q.add(data)
     forced = q.add(data, force=True)
-    from trainingd.queue import sha256_file
+    from trainingd.atomic_ops import file_sha256 as sha256_file
 
     write_trained(root, [{"job_id": "000000-earlier", "sha256": sha256_file(data)}])
     res = run_once(root, contract_env)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from trainingd.paths import Home
-from trainingd.queue import JobQueue, QueueError, safe_stem, sha256_file
+from trainingd.atomic_ops import file_sha256 as sha256_file
+from trainingd.queue import JobQueue, QueueError, safe_stem
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ cut. Moves between queue states are one ``rename`` on one filesystem, with both 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -71,6 +73,28 @@ def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
 def atomic_write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
     """Write ``obj`` as indented JSON atomically. NaN/Infinity are refused: readers expect strict JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False, sort_keys=False) + "\n", durable=durable)
+
+
+def json_safe(obj: Any) -> Any:
+    """A strict-JSON copy of ``obj``: NaN and infinities become None, other non-JSON values their ``str``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return str(obj)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: Path, default: Any = None) -> Any:

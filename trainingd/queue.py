@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -33,7 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .atomic_ops import append_jsonl, atomic_write_json, atomic_write_text, durable_rename, fsync_dir, read_json
+from .atomic_ops import (append_jsonl, atomic_write_json, atomic_write_text, durable_rename, file_sha256, fsync_dir,
+                         read_json)
 from .paths import JOB_STATES, PRIORITIES, Home
 
 log = logging.getLogger(__name__)
@@ -65,14 +65,6 @@ def job_number(job_id: str) -> int:
     """The counter part of a job id (``000012-chat`` -> 12)."""
     m = _ID_RE.match(job_id)
     return int(m.group(1)) if m else -1
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -304,7 +296,7 @@ class JobQueue:
             "id": job_id,
             "original_name": data.name,
             "file": data.name,
-            "sha256": sha256_file(data) if hash_file and regular else None,
+            "sha256": file_sha256(data) if hash_file and regular else None,
             "size_bytes": data.lstat().st_size if regular else None,
             "priority": priority,
             "source": source,
@@ -492,5 +484,5 @@ def _move_file(src: Path, dst: Path) -> None:
         fsync_dir(Path(src).parent)
 
 
-__all__ = ["Job", "JobQueue", "QueueError", "PRIORITIES", "SOURCES", "job_number", "safe_stem", "sha256_file",
+__all__ = ["Job", "JobQueue", "QueueError", "PRIORITIES", "SOURCES", "job_number", "safe_stem",
            "now_iso"]

@@ -10,11 +10,10 @@ Units are in the names, unknown values are ``null``, never NaN. Finished jobs ar
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
-from .atomic_ops import append_jsonl, atomic_write_json, read_json
+from .atomic_ops import append_jsonl, atomic_write_json, json_safe, read_json
 from .paths import PRIORITIES, Home
 from .queue import now_iso
 
@@ -38,17 +37,6 @@ JOB_KEYS = ("id", "file", "sha256", "priority", "started_at", "epoch", "step", "
 METRIC_KEYS = ("loss", "loss_ema", "learning_rate", "grad_norm", "eval_loss", "tokens_per_s", "seconds_per_step",
                "eta_seconds")
 PREPARE_KEYS = ("phase", "lines_done", "lines_total")
-
-
-def clean(obj: Any) -> Any:
-    """Replace NaN and infinities by None, recursively: the status file is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean(v) for v in obj]
-    return obj
 
 
 def _home(home: Home | str | os.PathLike) -> Home:
@@ -123,7 +111,7 @@ def compose_status(*, daemon: dict, status: str, status_detail: str | None = Non
         "current_file": job_doc["file"] if job_doc else None,
         "model_display_name": model.get("model_display_name"),
     }
-    return clean(doc)
+    return json_safe(doc)
 
 
 def status_from_trainer(progress: dict | None) -> tuple[str, str | None]:
@@ -149,7 +137,7 @@ class StatusWriter:
 
     def write(self, doc: dict, *, durable: bool = False) -> dict:
         self.seq += 1
-        doc = clean({**doc, "seq": self.seq, "updated_at": now_iso()})
+        doc = json_safe({**doc, "seq": self.seq, "updated_at": now_iso()})
         atomic_write_json(self.home.status, doc, durable=durable)
         return doc
 
@@ -165,7 +153,7 @@ def append_history(home: Home, *, job_id: str, file: str | None, state: str, res
                 return s[k]
         return None
 
-    entry = clean({
+    entry = json_safe({
         "job_id": job_id,
         "file": file,
         "state": state,
@@ -191,4 +179,4 @@ def read_history(home: Home | str | os.PathLike) -> list[dict]:
 
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "StatusWriter", "compose_status", "read_status", "read_progress",
-           "append_history", "read_history", "status_from_trainer", "clean", "empty_control"]
+           "append_history", "read_history", "status_from_trainer", "empty_control"]

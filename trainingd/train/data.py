@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from trainingd.atomic_ops import fsync_dir
+from trainingd.atomic_ops import file_sha256, fsync_dir
 from trainingd.config import Config
 from trainingd.train.formats import (FORMATS, DataError, Scan, bad_lines_reason, check_record, detect_format,
-                                     file_sha256, iter_lines, parse_line, scan_file, to_messages)
+                                     iter_lines, parse_line, scan_file, to_messages)
 from trainingd.train.masking import IGNORE, Encoder, tokenizer_name
 
 if TYPE_CHECKING:

@@ -159,15 +159,6 @@ def to_messages(record: dict, fmt: str) -> list[dict] | None:
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def parse_line(raw: bytes) -> tuple[Any, str | None]:
     """Decode and parse one JSONL line: (value, None) or (None, error without the line number)."""
     try:

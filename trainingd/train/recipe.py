@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import exit_codes
-from ..atomic_ops import atomic_write_json
+from ..atomic_ops import atomic_write_json, json_safe
 from ..config import Config
 from . import checkpoint as ckpt
 from .progress import Progress
@@ -264,7 +264,7 @@ class Recipe:
                                                  eval_file=spec.eval_file, progress=self._on_prepare)
         except data.DataError as e:
             return RunResult(exit_codes.DATA_ERROR, reason=str(e), details=list(getattr(e, "details", []) or []))
-        self.progress.update(prepare=None, data=_jsonable(self.prepared.report))
+        self.progress.update(prepare=None, data=json_safe(self.prepared.report))
         self._check_stop_before_load()
 
         import accelerate
@@ -547,15 +547,10 @@ class Recipe:
                 "loss_ema": st["loss_ema"], "eval_loss": st["eval_loss"], "tokens": st["tokens_seen"],
                 "trained_tokens": st["trained_tokens"], "examples": st["examples_done"],
                 "seconds": time.time() - self.t_start,
-                "data": _jsonable(self.prepared.report) if hasattr(self, "prepared") else None, **(extra or {})}
+                "data": json_safe(self.prepared.report) if hasattr(self, "prepared") else None, **(extra or {})}
 
     def cleanup(self) -> None:
         self.progress.stop_heartbeat()
-
-
-def _jsonable(obj: Any) -> Any:
-    """Make a report JSON-safe (NaN -> None, paths -> str)."""
-    return json.loads(json.dumps(obj, default=str).replace("NaN", "null").replace("Infinity", "null"))
 
 
 def run(spec: RunSpec) -> RunResult:
@@ -570,9 +565,9 @@ def run(spec: RunSpec) -> RunResult:
         ckpt.remove_checkpoints(spec.checkpoint_dir)
         summary = recipe.summary({"seconds_training": out["seconds_training"], "precision": recipe.precision})
         recipe.progress.update(status="saving", status_detail="published")
-        return RunResult(exit_codes.OK, summary=_jsonable(summary))
+        return RunResult(exit_codes.OK, summary=json_safe(summary))
     except _Exit as e:
-        return RunResult(e.code, reason=e.reason, summary=_jsonable(recipe.summary()))
+        return RunResult(e.code, reason=e.reason, summary=json_safe(recipe.summary()))
     except ckpt.CheckpointMismatch as e:
         return RunResult(exit_codes.CHECKPOINT_MISMATCH, reason=str(e))
     finally:
@@ -590,5 +585,5 @@ def execute(spec: RunSpec, reason_file: Path | None) -> int:
     if result.exit_code != exit_codes.OK:
         log.warning("trainer exit %s: %s", exit_codes.name_of(result.exit_code), result.reason)
     if reason_file is not None:
-        atomic_write_json(Path(reason_file), _jsonable(result.to_json()))
+        atomic_write_json(Path(reason_file), json_safe(result.to_json()))
     return result.exit_code
