@@ -219,7 +219,8 @@ def _load(folder: Path) -> tuple["datasets.Dataset", "datasets.Dataset | None"]:
 
 
 def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval_file: Path | None = None,
-                    progress: Callable[[dict], None] | None = None, keep_cache: int = 8) -> PreparedData:
+                    progress: Callable[[dict], None] | None = None, keep_cache: int = 8,
+                    sha256: str | None = None) -> PreparedData:
     """Validate, tokenize (with loss masks), cache and split one training file.
 
     Raises DataError before tokenizing when the file is empty, binary, not UTF-8 or has any bad line, and after
@@ -228,11 +229,12 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
     ``{"phase": "validating"|"tokenizing", "lines_done": n, "lines_total": m|None}`` at most twice a second.
     With ``eval_file`` the eval rows come from that file; otherwise ``cfg.eval_fraction`` of the examples
     (chosen with ``cfg.seed``) are held out. After a new cache is written, only the ``keep_cache`` most
-    recently used caches are kept under ``cache_dir`` (see ``prune_cache``).
+    recently used caches are kept under ``cache_dir`` (see ``prune_cache``). ``sha256`` is the file's hash when
+    the caller already has it (it is checked again while validating, so a file that changed is still refused).
     """
     t0 = time.monotonic()
     path, cache_dir = Path(path), Path(cache_dir)
-    sha = file_sha256(path)
+    sha = sha256 or file_sha256(path)
     eval_sha = file_sha256(eval_file) if eval_file is not None else None
     key = _cache_key(sha, eval_sha, tokenizer, cfg)
     folder = cache_dir / key

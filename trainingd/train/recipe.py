@@ -261,7 +261,8 @@ class Recipe:
         cache_dir = spec.cache_dir or (Path(spec.output_dir) / ".cache")
         try:
             self.prepared = data.prepare_dataset(spec.dataset, self.tokenizer, cfg, cache_dir,
-                                                 eval_file=spec.eval_file, progress=self._on_prepare)
+                                                 eval_file=spec.eval_file, progress=self._on_prepare,
+                                                 sha256=self.data_sha256)
         except data.DataError as e:
             return RunResult(exit_codes.DATA_ERROR, reason=str(e), details=list(getattr(e, "details", []) or []))
         self.progress.update(prepare=None, data=json_safe(self.prepared.report))
