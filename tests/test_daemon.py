@@ -119,6 +119,13 @@ def run_once(root: Path, env: dict | None = None, *extra: str, limit_s: float = 
                           env=env or {**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=limit_s)
 
 
+def reap(proc: subprocess.Popen) -> tuple[str, str]:
+    """Kill a daemon a test left running (a failed assertion) and collect its output."""
+    if proc.poll() is None:
+        proc.kill()
+    return proc.communicate(timeout=30)
+
+
 def start(root: Path, env: dict | None = None, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([*DAEMON, "--home", str(root), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env or {**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -246,9 +253,7 @@ def test_training_status_merges_progress_without_nan_and_steering_is_acknowledge
         stop = write_request(Home.at(root), "stop")
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        out, err = proc.communicate(timeout=30)
+        out, err = reap(proc)
     assert proc.returncode == 0, err
     final = status(root)
     assert final["status"] == "stopped"
@@ -311,9 +316,7 @@ def test_skip_fails_the_job_with_the_skip_reason_and_the_next_job_runs(tmp_path,
         assert wait_for(lambda: acked(root, skip.id), "skip ack")["result"] == "skipped"
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
+        reap(proc)
     assert proc.returncode == 0
     q = JobQueue(Home.at(root))
     by_name = {j.meta["original_name"]: j for j in q.jobs()}
@@ -332,9 +335,7 @@ def test_stop_ladder_terminates_a_trainer_that_ignores_stop(tmp_path, contract_e
         (root / ".stop").touch()
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        out, err = proc.communicate(timeout=30)
+        out, err = reap(proc)
     assert proc.returncode == 0, err
     assert "sending SIGTERM" in err
     (job,) = JobQueue(Home.at(root)).jobs(["pending"])
@@ -352,9 +353,7 @@ def test_sigterm_to_the_daemon_stops_the_trainer_and_requeues_at_the_head(tmp_pa
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
+        reap(proc)
     assert proc.returncode == 0
     pending = JobQueue(Home.at(root)).jobs(["pending"])
     assert [j.meta["original_name"] for j in pending] == ["1-first.jsonl", "2-second.jsonl"]
@@ -411,9 +410,7 @@ def test_crash_recovery_finishes_the_job_exactly_once(home):
         proc.kill()
         os.killpg(trainer_pid, signal.SIGKILL)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
+        reap(proc)
     (job_id,) = folder_jobs(home, "processing")
     assert not (home / "current_model" / "adapter_state.json").exists() or job_id not in trained_ids(home)
     res = run_once(home)
