@@ -10,6 +10,7 @@ import pytest
 from conftest import write_jsonl
 from trainingd.config import Config
 from trainingd.train.data import FORMATS, DataError, Encoder, detect_format, prepare_dataset, to_messages
+from trainingd.train.masking import trained_text
 
 IGNORE = -100
 
@@ -108,20 +109,21 @@ def test_an_assistant_turn_opening_the_conversation_is_trained_without_its_heade
     assert trained == ["Hello", " world", "<|im_end|>"]
 
 
-def test_a_template_that_is_not_prefix_stable_is_refused_with_the_tokenizer_name(tokenizer, tmp_path):
-    # Renders the last message differently from the same message followed by others: the tokens of a
-    # conversation prefix are then not a prefix of the whole, and a per-message mask would be a guess.
+def test_a_template_that_is_not_prefix_stable_still_trains_exactly_each_assistant_message(tokenizer, tmp_path):
+    # Renders the last message differently from the same message followed by others (as Qwen3's template
+    # does with its think block): prefix renders are then not token prefixes of the whole conversation.
     unstable = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
     unstable.chat_template = (
         "{%- for m in messages %}{%- if loop.last %}{{- 'LAST ' }}{%- endif %}"
         "{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endfor %}"
         "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
-    path = write_jsonl(tmp_path / "chat.jsonl", [EXAMPLES["messages"]] * 3)
-    with pytest.raises(DataError, match=r"chat template of tokenizer .*tiny-qwen3 is not prefix-stable.*line 1"):
-        prepare_dataset(path, unstable, Config(max_length=128), tmp_path / "cache")
-    # Training on every token needs no per-message split, so the same template works there.
-    prepared = prepare_dataset(path, unstable, Config(max_length=128, train_on="all"), tmp_path / "cache")
-    assert prepared.report["kept"] == 3
+    record = {"messages": [{"role": "user", "content": "Say yes"}, {"role": "assistant", "content": "Yes"},
+                           {"role": "user", "content": "Explain the queue"},
+                           {"role": "assistant", "content": "A tiny dog."}]}
+    ((ids, labels),) = Encoder(unstable, "completion").encode_chats([to_messages(record, "messages")], [1])
+    assert trained_text(unstable, ids, labels) == ["Yes<|im_end|>", "A tiny dog.<|im_end|>"]
+    path = write_jsonl(tmp_path / "chat.jsonl", [record] * 3)
+    assert prepare_dataset(path, unstable, Config(max_length=128), tmp_path / "cache").report["kept"] == 3
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -136,8 +138,15 @@ def test_prepare_dataset_detects_and_reports_each_format(tokenizer, tmp_path, fm
     assert prepared.report["trained_tokens"] == 4 * expected
 
 
+CHATML = ("{%- for message in messages %}"
+          "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+          "{%- endfor %}"
+          "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
 def reference_labels(tokenizer, msgs: list[dict]) -> tuple[list[int], list[int]]:
-    """The loss mask computed the slow, obvious way: tokenize every prefix in full and diff."""
+    """The loss mask computed the slow, obvious way for a prefix-stable template: tokenize every prefix in full
+    and diff."""
     def ids(conv: list[dict], gen: bool) -> list[int]:
         text = tokenizer.apply_chat_template([conv], tokenize=False, add_generation_prompt=gen)[0]
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -157,8 +166,11 @@ def reference_labels(tokenizer, msgs: list[dict]) -> tuple[list[int], list[int]]
     return full, labels
 
 
-def test_fast_masking_matches_tokenizing_every_prefix_in_full(tokenizer):
+def test_masking_matches_tokenizing_every_prefix_on_a_prefix_stable_template(tokenizer):
     import random
+
+    tokenizer = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    tokenizer.chat_template = CHATML
 
     rng = random.Random(11)
     pieces = ["Hello", " world", "the queue", "😀", "数据", "  spaced  ", "\n\nnew lines\n", "", "<|im_end|>x",

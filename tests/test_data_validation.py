@@ -180,8 +180,8 @@ def test_the_cache_key_covers_everything_that_changes_the_rows(tokenizer, tmp_pa
         write_jsonl(path, chat_lines(20, seed=1))
     elif change == "template":
         tok = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
-        tok.chat_template = tokenizer.chat_template.replace("'\\n' + message['content']",
-                                                            "'\\n\\n' + message['content']")
+        tok.chat_template = tokenizer.chat_template.replace("'<|im_start|>' + message.role + '\\n'",
+                                                            "'<|im_start|>' + message.role + '\\n\\n'")
         assert tok.chat_template != tokenizer.chat_template
     else:
         values = {"max_length": 100, "train_on": "all", "truncation": "truncate", "eval_fraction": 0.2, "seed": 7}

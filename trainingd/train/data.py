@@ -52,7 +52,7 @@ __all__ = ["FORMATS", "DataError", "Encoder", "PreparedData", "detect_format", "
 log = logging.getLogger(__name__)
 
 # Bump whenever the tokenized rows would change for the same inputs, so old caches are not reused.
-CODE_VERSION = "1"
+CODE_VERSION = "2"  # bump when the tokenization or masking changes: old caches are then not reused
 ENCODE_BATCH = 512  # conversations rendered and tokenized per call (one template call, one tokenizer call)
 PROGRESS_EVERY_S = 0.5
 
