@@ -90,6 +90,18 @@ def _num(value: Any, fmt: str = "") -> str:
     return format(value, fmt)
 
 
+def format_data_counts(data: dict[str, Any]) -> str:
+    """``500 chat examples, 480 kept, 20 dropped as longer than max_length 512, 0 truncated``."""
+    text = f"{_num(data.get('examples'))} {data.get('format') or ''} examples, {_num(data.get('kept'))} kept"
+    if data.get("dropped_too_long"):
+        text += f", {data['dropped_too_long']} dropped as longer than max_length {_num(data.get('max_length'))}"
+    if data.get("truncated"):
+        text += f", {data['truncated']} truncated to max_length {_num(data.get('max_length'))}"
+    if data.get("no_trained_tokens"):
+        text += f", {data['no_trained_tokens']} without a trained token"
+    return text
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable view of ``controller.status_summary``."""
     st = summary.get("status") or {}
@@ -114,6 +126,9 @@ def format_summary(summary: dict[str, Any]) -> str:
                 fraction = step / total
             lines.append(f"progress:  {progress_bar(fraction)}  step {_num(step)}/{_num(total)}"
                          f"  epoch {_num(job.get('epoch'))}")
+            data = job.get("data")
+            if data:
+                lines.append("data:      " + format_data_counts(data))
         m = st.get("metrics") or {}
         lines.append(f"loss:      {_num(m.get('loss'), '.4f')} (ema {_num(m.get('loss_ema'), '.4f')})"
                      f"  eval {_num(m.get('eval_loss'), '.4f')}  lr {_num(m.get('learning_rate'), '.2e')}")

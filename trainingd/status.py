@@ -37,6 +37,13 @@ JOB_KEYS = ("id", "file", "sha256", "priority", "started_at", "epoch", "step", "
 METRIC_KEYS = ("loss", "loss_ema", "learning_rate", "grad_norm", "eval_loss", "tokens_per_s", "seconds_per_step",
                "eta_seconds")
 PREPARE_KEYS = ("phase", "lines_done", "lines_total")
+# What the trainer's data preparation found, shown so that no example is dropped in silence.
+DATA_KEYS = ("format", "examples", "kept", "dropped_too_long", "truncated", "no_trained_tokens", "max_length")
+
+
+def data_counts(report: Any) -> dict | None:
+    """The counts of a data report (the trainer's progress ``data`` or a result's ``summary.data``)."""
+    return {k: report.get(k) for k in DATA_KEYS} if isinstance(report, dict) else None
 
 
 def _home(home: Home | str | os.PathLike) -> Home:
@@ -85,6 +92,7 @@ def compose_status(*, daemon: dict, status: str, status_detail: str | None = Non
         job_doc = {k: job.get(k) for k in JOB_KEYS}
         for k in ("epoch", "step", "total_steps", "progress", "examples_done", "tokens_seen"):
             job_doc[k] = progress.get(k)
+        job_doc["data"] = data_counts(progress.get("data"))
     metrics = {k: progress.get(k) for k in METRIC_KEYS}
     prep = progress.get("prepare")
     prepare = {k: prep.get(k) for k in PREPARE_KEYS} if isinstance(prep, dict) else None
@@ -153,6 +161,7 @@ def append_history(home: Home, *, job_id: str, file: str | None, state: str, res
                 return s[k]
         return None
 
+    data = data_counts(s.get("data")) or {}
     entry = json_safe({
         "job_id": job_id,
         "file": file,
@@ -163,8 +172,12 @@ def append_history(home: Home, *, job_id: str, file: str | None, state: str, res
         "loss": first("loss", "final_loss", "train_loss"),
         "eval_loss": first("eval_loss", "final_eval_loss"),
         "tokens": first("tokens", "tokens_seen", "train_tokens"),
-        "format": (s.get("data") or {}).get("format") if isinstance(s.get("data"), dict) else None,
+        "format": data.get("format"),
         "examples": first("examples"),
+        "kept": data.get("kept"),
+        "dropped_too_long": data.get("dropped_too_long"),
+        "truncated": data.get("truncated"),
+        "no_trained_tokens": data.get("no_trained_tokens"),
         "seconds": first("seconds", "train_seconds", "elapsed_s") or seconds,
         "finished_at": now_iso(),
     })
@@ -179,4 +192,4 @@ def read_history(home: Home | str | os.PathLike) -> list[dict]:
 
 
 __all__ = ["SCHEMA_VERSION", "STATUSES", "StatusWriter", "compose_status", "read_status", "read_progress",
-           "append_history", "read_history", "status_from_trainer", "empty_control"]
+           "append_history", "read_history", "status_from_trainer", "empty_control", "data_counts"]

@@ -52,6 +52,7 @@ __all__ = ["FORMATS", "DataError", "Encoder", "PreparedData", "detect_format", "
 log = logging.getLogger(__name__)
 
 # Bump whenever the tokenized rows would change for the same inputs, so old caches are not reused.
+LOSS_WARN_FRACTION = 0.02  # a file losing more than this share of its examples gets a warning in the log
 CODE_VERSION = "2"  # bump when the tokenization or masking changes: old caches are then not reused
 ENCODE_BATCH = 512  # conversations rendered and tokenized per call (one template call, one tokenizer call)
 PROGRESS_EVERY_S = 0.5
@@ -245,6 +246,7 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
             report.update(cache_hit=True, seconds=round(time.monotonic() - t0, 3))
             os.utime(folder / "report.json")  # "recently used", for prune_cache
             log.info("data cache hit for %s (%s)", path.name, key)
+            warn_losses(path.name, report)
             return PreparedData(train, ev, report)
         except Exception as e:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
             log.warning("data cache %s unreadable (%s); rebuilding", folder, e)
@@ -307,7 +309,8 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
             (tmp / "eval.arrow").unlink()
         report = {"format": scan.format, "lines": scan.lines, "examples": scan.examples, "kept": stats.kept,
                   "dropped_too_long": stats.dropped_too_long, "truncated": stats.truncated,
-                  "no_trained_tokens": stats.no_trained_tokens, "bad_lines": 0, "tokens": stats.tokens,
+                  "no_trained_tokens": stats.no_trained_tokens, "max_length": cfg.max_length, "bad_lines": 0,
+                  "tokens": stats.tokens,
                   "trained_tokens": stats.trained_tokens, "longest": stats.longest, "eval_examples": n_eval,
                   "sha256": sha, "cache_key": key, "code_version": CODE_VERSION,
                   "dropped": stats.dropped[:10]}
@@ -335,7 +338,20 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
     report["cache_hit"] = False
     report["seconds"] = round(time.monotonic() - t0, 3)
     log.info("prepared %s: %s", path.name, report)
+    warn_losses(path.name, report)
     return PreparedData(train, ev, report)
+
+
+def warn_losses(name: str, report: dict) -> None:
+    """Log a warning when more than LOSS_WARN_FRACTION of a file's examples are dropped or cut short."""
+    examples = report.get("examples") or 0
+    lost = (report.get("dropped_too_long") or 0) + (report.get("truncated") or 0) + \
+        (report.get("no_trained_tokens") or 0)
+    if examples and lost / examples > LOSS_WARN_FRACTION:
+        log.warning("%s: %d of %d examples dropped as longer than max_length %s, %d truncated, %d without a "
+                    "trained token; raise max_length (or set truncation) to keep them", name,
+                    report.get("dropped_too_long") or 0, examples, report.get("max_length"),
+                    report.get("truncated") or 0, report.get("no_trained_tokens") or 0)
 
 
 def _pid_alive(pid: int) -> bool:
