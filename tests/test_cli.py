@@ -303,8 +303,11 @@ def test_status_json_carries_status_queue_and_daemon_flag(qhome, data, lock_hold
 
 
 def test_status_watch_redraws_until_ctrl_c(qhome):
+    # A shell's background job starts with SIGINT ignored, and Python then keeps ignoring it: give the
+    # command the default disposition a terminal would.
     proc = subprocess.Popen([PY, str(REPO / "training_controller.py"), "status", "--watch", "--home", str(qhome)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = ""
         while seen.count("\033[2J") < 2:  # two full redraws
