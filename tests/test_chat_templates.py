@@ -231,3 +231,21 @@ def test_a_message_the_template_does_not_render_is_refused_with_its_line(tiny_to
         "{{- '<|im_start|>user\\n' + m['content'] + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"))
     with pytest.raises(DataError, match=r"line 7: .*assistant message 1"):
         Encoder(drops, "completion").encode_chats([SINGLE], [7])
+
+
+def test_a_file_with_unmaskable_lines_fails_naming_each_line_and_why(tiny_tokenizer, tmp_path):
+    from conftest import write_jsonl
+    from trainingd.config import Config
+    from trainingd.train.data import prepare_dataset
+
+    hides = tokenizer_for(tiny_tokenizer, (
+        "{%- for m in messages %}{%- if m['content'] != 'hidden' %}"
+        "{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"))
+    good = {"messages": SINGLE}
+    bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hidden"}]}
+    path = write_jsonl(tmp_path / "chat.jsonl", [good, bad, good, bad])
+    with pytest.raises(DataError) as e:
+        prepare_dataset(path, hides, Config(max_length=128), tmp_path / "cache")
+    assert "2 bad lines: line 2: the chat template of tokenizer" in str(e.value)
+    assert "does not render assistant message 1" in str(e.value)
+    assert [d["line"] for d in e.value.details] == [2, 4]

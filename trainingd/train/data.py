@@ -139,16 +139,18 @@ def _tokenize_file(path: Path, scan: Scan, encoder: Encoder, cfg: Config, writer
             lines.append(number)
         try:
             pairs = encoder.encode_texts(items) if fmt == "text" else encoder.encode_chats(items, lines)
-        except DataError:
-            raise
-        except Exception:
-            # A template may reject a conversation (e.g. roles out of order): find which ones, one by one.
+        except Exception:  # noqa: BLE001
+            # A template may reject a conversation (e.g. roles out of order), or a message may not be locatable
+            # in its render: find which lines, one by one, so the reason lists them all.
             pairs = []
             for number, item in zip(lines, items):
                 try:
                     pairs += encoder.encode_texts([item]) if fmt == "text" else encoder.encode_chats([item], [number])
-                except DataError:
-                    raise
+                except DataError as e:
+                    n_errors += 1
+                    if len(errors) < 50:
+                        errors.append({"line": number, "error": e.reason.removeprefix(f"line {number}: ")})
+                    pairs.append(None)
                 except Exception as e:  # noqa: BLE001 - any template error is this line's problem
                     n_errors += 1
                     if len(errors) < 50:
