@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 FORMATS = ("messages", "prompt_completion", "alpaca", "sharegpt", "text")
-ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system"}
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+# ShareGPT's plain roles, and LLaMA-Factory's tool roles (a function_call turn becomes an assistant message
+# with tool_calls; an observation turn becomes a tool message).
+SHAREGPT_PLAIN = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+SHAREGPT_ROLES = {**SHAREGPT_PLAIN, "function_call": "assistant", "observation": "tool"}
 MAX_DETAILS = 50  # bad lines kept in DataError.details; the total is always in .counts
 REASON_LINES = 3  # bad lines quoted in the one-line reason
 
@@ -88,26 +90,291 @@ def _check_str(record: dict, key: str, optional: bool = False) -> str | None:
     return None
 
 
-def _check_turns(turns: Any, key: str, role_key: str, text_key: str, roles: Any, expected: str) -> str | None:
+# ------------------------------------------------------------------------------- message parts
+def _parse_json_text(text: str) -> tuple[Any, str | None]:
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, f"{e.msg} at column {e.colno}"
+    except RecursionError:
+        return None, "nested too deeply"
+
+
+def _check_content(content: Any, where: str) -> str | None:
+    """A message's text: a string, or OpenAI content parts that are all ``{"type": "text", "text": str}``."""
+    if isinstance(content, str):
+        return None
+    if not isinstance(content, list):
+        return f"{where} must be a string, got {_json_type(content)} (or an array of {{\"type\": \"text\"}} parts)"
+    for j, part in enumerate(content):
+        if not isinstance(part, dict):
+            return f"{where}[{j}] must be an object like {{\"type\": \"text\", \"text\": \"...\"}}, got {_json_type(part)}"
+        kind = part.get("type")
+        if kind != "text":
+            return (f"{where}[{j}] has type {json.dumps(kind)}; this trainer is text-only: keep only "
+                    f"{{\"type\": \"text\"}} parts")
+        if not isinstance(part.get("text"), str):
+            return f"{where}[{j}] \"text\" must be a string, got {_json_type(part.get('text'))}"
+    return None
+
+
+def _text(content: Any) -> str:
+    """A valid content as one string: parts joined with a newline, as vLLM's OpenAI server joins them for a
+    text-only chat template (so training sees what serving sees)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(part["text"] for part in content)
+
+
+def _check_call(call: Any, where: str) -> str | None:
+    """One tool call: ``{"type": "function", "function": {"name", "arguments"}}`` or the flat
+    ``{"name", "arguments"}``; arguments an object, a (JSON) string, or absent."""
+    if not isinstance(call, dict):
+        return f"{where} must be an object, got {_json_type(call)}"
+    if "function" in call:
+        if call.get("type", "function") != "function":
+            return f"{where} has type {json.dumps(call.get('type'))}; only \"function\" tool calls are supported"
+        fn, where = call["function"], f"{where} \"function\""
+        if not isinstance(fn, dict):
+            return f"{where} must be an object, got {_json_type(fn)}"
+    else:
+        fn = call
+    if not isinstance(fn.get("name"), str) or not fn["name"]:
+        return f"{where} needs a \"name\" string, got {_json_type(fn.get('name'))}"
+    args = fn.get("arguments")
+    if args is not None and not isinstance(args, (dict, str)):
+        return f"{where} \"arguments\" must be an object or a JSON string, got {_json_type(args)}"
+    return None
+
+
+def _call(call: dict) -> dict:
+    """A valid tool call in the one shape the masking code sees; JSON-string arguments parsed."""
+    fn = call["function"] if "function" in call else call
+    args = fn.get("arguments")
+    if args is None or (isinstance(args, str) and not args.strip()):
+        args = {}
+    elif isinstance(args, str):
+        parsed, error = _parse_json_text(args)
+        if error is None and isinstance(parsed, dict):
+            args = parsed
+    return {"type": "function", "function": {"name": fn["name"], "arguments": args}}
+
+
+def _check_train(turn: dict, where: str) -> str | None:
+    """The per-message loss switch: Axolotl's ``"train": bool`` and LLaMA-Factory's ``"loss_weight": 0|1``."""
+    train = turn.get("train")
+    if train is not None and not isinstance(train, bool):
+        return f"{where} \"train\" must be true or false, got {_json_type(train)}"
+    weight = turn.get("loss_weight")
+    if weight is None:
+        return None
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight not in (0, 1):
+        return f"{where} \"loss_weight\" must be 0 or 1 (only 0 or 1 are supported), got {json.dumps(weight)}"
+    if train is not None and train != bool(weight):
+        return f"{where} has \"train\": {json.dumps(train)} but \"loss_weight\": {json.dumps(weight)}; give one"
+    return None
+
+
+def _train_flag(turn: dict) -> bool | None:
+    if turn.get("train") is not None:
+        return turn["train"]
+    weight = turn.get("loss_weight")
+    return None if weight is None else bool(weight)
+
+
+def _parse_tools(value: Any) -> tuple[list | None, str | None]:
+    """A record's ``tools``: an array (or the JSON string of one, as LLaMA-Factory writes it) of OpenAI tools
+    ``{"type": "function", "function": {...}}`` or bare function schemas ``{"name", "description",
+    "parameters"}``. Returns (normalised list or None, error)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, None
+    if isinstance(value, str):
+        value, error = _parse_json_text(value)
+        if error is not None:
+            return None, f"\"tools\" is a string but not valid JSON ({error})"
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        return None, f"\"tools\" must be an array of tools (or a JSON string of one), got {_json_type(value)}"
+    tools = []
+    for i, tool in enumerate(value):
+        where = f"\"tools\"[{i}]"
+        if not isinstance(tool, dict):
+            return None, f"{where} must be an object, got {_json_type(tool)}"
+        if "function" in tool or "type" in tool:
+            if tool.get("type", "function") != "function":
+                return None, f"{where} has type {json.dumps(tool.get('type'))}; only \"function\" tools are supported"
+            fn = tool.get("function")
+            where += " \"function\""
+        else:
+            fn = tool  # a bare function schema
+        if not isinstance(fn, dict):
+            return None, f"{where} must be an object, got {_json_type(fn)}"
+        if not isinstance(fn.get("name"), str) or not fn["name"]:
+            return None, f"{where} needs a \"name\" string, got {_json_type(fn.get('name'))}"
+        tools.append({"type": "function", "function": dict(fn)})
+    return tools or None, None
+
+
+# ------------------------------------------------------------------------------- chat records
+def _check_messages(turns: Any) -> str | None:
     if not isinstance(turns, list):
-        return f"\"{key}\" must be an array, got {_json_type(turns)}"
+        return f"\"messages\" must be an array, got {_json_type(turns)}"
     if not turns:
-        return f"\"{key}\" is empty"
+        return "\"messages\" is empty"
     has_assistant = False
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            return f"\"{key}\"[{i}] must be an object, got {_json_type(turn)}"
-        for k in (role_key, text_key):
-            if k not in turn:
-                return f"\"{key}\"[{i}] has no \"{k}\""
-        role = turn[role_key]
-        if not isinstance(role, str) or role not in roles:
-            return f"\"{key}\"[{i}] has {role_key} {json.dumps(role)}; expected {expected}"
-        if not isinstance(turn[text_key], str):
-            return f"\"{key}\"[{i}] \"{text_key}\" must be a string, got {_json_type(turn[text_key])}"
-        has_assistant = has_assistant or roles[role] == "assistant"
+    for i, m in enumerate(turns):
+        if type(m) is dict and len(m) == 2 and type(m.get("content")) is str and m.get("role") in MESSAGE_ROLES:
+            has_assistant = has_assistant or m["role"] == "assistant"  # the common case, checked cheaply
+            continue
+        where = f"\"messages\"[{i}]"
+        if not isinstance(m, dict):
+            return f"{where} must be an object, got {_json_type(m)}"
+        if "role" not in m:
+            return f"{where} has no \"role\""
+        role = m["role"]
+        if not isinstance(role, str) or role not in MESSAGE_ROLES:
+            return f"{where} has role {json.dumps(role)}; expected system, user, assistant or tool"
+        calls = m.get("tool_calls")
+        if calls is not None:
+            if role != "assistant":
+                return f"{where} has \"tool_calls\" but role \"{role}\"; only assistant messages call tools"
+            if not isinstance(calls, list):
+                return f"{where} \"tool_calls\" must be an array, got {_json_type(calls)}"
+            for j, call in enumerate(calls):
+                error = _check_call(call, f"{where} \"tool_calls\"[{j}]")
+                if error:
+                    return error
+        if m.get("content") is None and not calls:
+            if "content" not in m:
+                return f"{where} has no \"content\""
+            return f"{where} \"content\" must be a string, got null (null is allowed only beside \"tool_calls\")"
+        if m.get("content") is not None:
+            error = _check_content(m["content"], f"{where} \"content\"")
+            if error:
+                return error
+        reasoning = m.get("reasoning_content")
+        if reasoning is not None:
+            if role != "assistant":
+                return f"{where} has \"reasoning_content\" but role \"{role}\"; only assistant messages reason"
+            if not isinstance(reasoning, str):
+                return f"{where} \"reasoning_content\" must be a string, got {_json_type(reasoning)}"
+        if role == "tool":
+            for key in ("name", "tool_call_id"):
+                if m.get(key) is not None and not isinstance(m[key], str):
+                    return f"{where} \"{key}\" must be a string, got {_json_type(m[key])}"
+        error = _check_train(m, where)
+        if error:
+            return error
+        has_assistant = has_assistant or role == "assistant"
     if not has_assistant:
-        return f"\"{key}\" has no assistant turn"
+        return "\"messages\" has no assistant turn"
+    return None
+
+
+def _message(m: dict) -> dict:
+    """One valid ``messages`` entry in the normalised shape (see ``to_messages``)."""
+    content = m.get("content")
+    if type(content) is str and len(m) == 2:
+        return {"role": m["role"], "content": content}
+    role = m["role"]
+    out: dict[str, Any] = {"role": role, "content": _text(content)}
+    if role == "assistant":
+        if m.get("tool_calls"):
+            out["tool_calls"] = [_call(c) for c in m["tool_calls"]]
+        if m.get("reasoning_content") is not None:
+            out["reasoning_content"] = m["reasoning_content"]
+    elif role == "tool":
+        for key in ("name", "tool_call_id"):
+            if m.get(key) is not None:
+                out[key] = m[key]
+    train = _train_flag(m)
+    if train is not None:
+        out["train"] = train
+    return out
+
+
+def _function_calls(value: Any) -> tuple[list | None, str | None]:
+    """A ShareGPT ``function_call`` turn's value: the JSON (string or value) of one call ``{"name",
+    "arguments"}`` or an array of them (parallel calls)."""
+    if isinstance(value, str):
+        value, error = _parse_json_text(value)
+        if error is not None:
+            return None, (f"\"value\" is not JSON ({error}); a function_call turn holds "
+                          "{\"name\": ..., \"arguments\": {...}}")
+    calls = value if isinstance(value, list) else [value]
+    if not calls:
+        return None, "\"value\" is an empty array; a function_call turn holds at least one call"
+    for j, call in enumerate(calls):
+        error = _check_call(call, f"\"value\"[{j}]" if isinstance(value, list) else "\"value\"")
+        if error:
+            return None, error
+    return [_call(c) for c in calls], None
+
+
+def _check_conversations(turns: Any) -> str | None:
+    if not isinstance(turns, list):
+        return f"\"conversations\" must be an array, got {_json_type(turns)}"
+    if not turns:
+        return "\"conversations\" is empty"
+    has_assistant = False
+    for i, t in enumerate(turns):
+        if (type(t) is dict and len(t) == 2 and type(t.get("value")) is str and type(t.get("from")) is str
+                and t["from"] in SHAREGPT_PLAIN):
+            has_assistant = has_assistant or SHAREGPT_PLAIN[t["from"]] == "assistant"
+            continue
+        where = f"\"conversations\"[{i}]"
+        if not isinstance(t, dict):
+            return f"{where} must be an object, got {_json_type(t)}"
+        for k in ("from", "value"):
+            if k not in t:
+                return f"{where} has no \"{k}\""
+        role = t["from"]
+        if not isinstance(role, str) or role not in SHAREGPT_ROLES:
+            return (f"{where} has from {json.dumps(role)}; expected human, user, gpt, assistant, system, "
+                    "function_call or observation")
+        if role == "function_call":
+            error = _function_calls(t["value"])[1]
+            if error:
+                return f"{where} {error}"
+        elif not isinstance(t["value"], str):
+            return f"{where} \"value\" must be a string, got {_json_type(t['value'])}"
+        error = _check_train(t, where)
+        if error:
+            return error
+        has_assistant = has_assistant or SHAREGPT_ROLES[role] == "assistant"
+    if not has_assistant:
+        return "\"conversations\" has no assistant turn"
+    return None
+
+
+def _turn(t: dict) -> dict:
+    """One valid ShareGPT turn as a normalised message."""
+    role = t["from"]
+    if role == "function_call":
+        out: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": _function_calls(t["value"])[0]}
+    else:
+        out = {"role": SHAREGPT_ROLES[role], "content": t["value"]}
+    if len(t) > 2:
+        train = _train_flag(t)
+        if train is not None:
+            out["train"] = train
+    return out
+
+
+def _check_history(history: Any) -> str | None:
+    if history is None:
+        return None
+    if not isinstance(history, list):
+        return f"\"history\" must be an array of [instruction, response] pairs, got {_json_type(history)}"
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            got = f"an array of {len(pair)}" if isinstance(pair, list) else _json_type(pair)
+            if isinstance(pair, list) and len(pair) == 2:
+                got = f"[{_json_type(pair[0])}, {_json_type(pair[1])}]"
+            return f"\"history\"[{i}] must be an [instruction, response] pair of strings, got {got}"
     return None
 
 
@@ -118,45 +385,61 @@ def check_record(record: Any, fmt: str) -> str | None:
     if fmt == "messages":
         if "messages" not in record:
             return "missing key \"messages\""
-        return _check_str(record, "system", optional=True) or _check_turns(
-            record["messages"], "messages", "role", "content", {r: r for r in ROLES}, "system, user or assistant")
+        return (_check_str(record, "system", optional=True) or _check_messages(record["messages"])
+                or ("tools" in record and _parse_tools(record["tools"])[1]) or None)
     if fmt == "sharegpt":
         if "conversations" not in record:
             return "missing key \"conversations\""
-        return _check_str(record, "system", optional=True) or _check_turns(
-            record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES,
-            "human, user, gpt, assistant or system")
+        return (_check_str(record, "system", optional=True) or _check_conversations(record["conversations"])
+                or ("tools" in record and _parse_tools(record["tools"])[1]) or None)
     if fmt == "prompt_completion":
         return _check_str(record, "prompt") or _check_str(record, "completion")
     if fmt == "alpaca":
-        return _check_str(record, "instruction") or _check_str(record, "input", optional=True) or _check_str(
-            record, "output")
+        return (_check_str(record, "instruction") or _check_str(record, "input", optional=True)
+                or _check_str(record, "output") or _check_str(record, "system", optional=True)
+                or _check_history(record.get("history")))
     if fmt == "text":
         return _check_str(record, "text")
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 def to_messages(record: dict, fmt: str) -> list[dict] | None:
-    """A valid record as chat messages ``[{"role", "content"}]``; None for raw ``text``."""
+    """A valid record as normalised chat messages; None for raw ``text``.
+
+    Each message is ``{"role": "system"|"user"|"assistant"|"tool", "content": str}`` (content "" when an
+    assistant message only calls tools), plus, only when present: ``tool_calls`` (a list of ``{"type":
+    "function", "function": {"name": str, "arguments": dict}}``; arguments stay a string when they are not a
+    JSON object), ``reasoning_content`` (assistant), ``name`` / ``tool_call_id`` (tool) and ``train`` (bool,
+    only when the record sets the per-message loss switch).
+    """
     if fmt == "text":
         return None
     if fmt == "messages":
-        msgs = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
-        if record.get("system"):
-            msgs.insert(0, {"role": "system", "content": record["system"]})
-        return msgs
-    if fmt == "sharegpt":
-        msgs = [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in record["conversations"]]
-        if record.get("system"):
-            msgs.insert(0, {"role": "system", "content": record["system"]})
-        return msgs
-    if fmt == "prompt_completion":
+        msgs = [_message(m) for m in record["messages"]]
+    elif fmt == "sharegpt":
+        msgs = [_turn(t) for t in record["conversations"]]
+    elif fmt == "prompt_completion":
         return [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["completion"]}]
-    if fmt == "alpaca":
+    elif fmt == "alpaca":
         extra = record.get("input") or ""
         user = f"{record['instruction']}\n\n{extra}" if extra else record["instruction"]
-        return [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
-    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        msgs = []
+        for prompt, response in record.get("history") or ():
+            msgs += [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
+    else:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if record.get("system"):
+        msgs.insert(0, {"role": "system", "content": record["system"]})
+    return msgs
+
+
+def to_tools(record: dict, fmt: str) -> list[dict] | None:
+    """A valid record's tools as OpenAI tools ``[{"type": "function", "function": {"name", "description",
+    "parameters"}}]`` (bare function schemas wrapped, a JSON string parsed); None when it has none."""
+    if fmt not in ("messages", "sharegpt"):
+        return None
+    return _parse_tools(record.get("tools"))[0]
 
 
 def parse_line(raw: bytes) -> tuple[Any, str | None]:
