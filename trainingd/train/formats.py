@@ -1,14 +1,34 @@
 """Training-file formats: detection, per-record validation and streaming validation of a JSONL file.
 
-Five record shapes are accepted (one per file, detected from the first valid record):
+Five record shapes are accepted (one per file, detected from the first valid record's keys):
 
-    messages           {"messages": [{"role": "user", "content": "..."}, ...], "system": "..." (optional)}
+    messages           {"messages": [{"role": "user", "content": "..."}, ...], "system": "...", "tools": [...]}
     prompt_completion  {"prompt": "...", "completion": "..."}
-    alpaca             {"instruction": "...", "input": "..." (optional), "output": "..."}
-    sharegpt           {"conversations": [{"from": "human", "value": "..."}, ...], "system": "..." (optional)}
+    alpaca             {"instruction": "...", "input": "...", "output": "...", "system": "...",
+                        "history": [["earlier instruction", "earlier response"], ...]}
+    sharegpt           {"conversations": [{"from": "human", "value": "..."}, ...], "system": "...", "tools": "..."}
     text               {"text": "..."}
 
-Stdlib only, so the daemon could check a file without importing torch. Check a file from the shell:
+Everything but ``messages``/``conversations`` (or ``instruction``+``output``, ``prompt``+``completion``,
+``text``) is optional. Within a chat:
+
+- ``messages`` roles are system, user, assistant and tool. ``content`` is a string or OpenAI content parts
+  ``[{"type": "text", "text": "..."}]``, joined with "\n" (as vLLM joins them for a text-only template);
+  any other part (``image_url``, audio) is refused: the trainer is text-only. An assistant message may carry
+  ``tool_calls`` (OpenAI ``{"type": "function", "function": {"name", "arguments"}}`` or the flat ``{"name",
+  "arguments"}``; ``content`` may then be null or absent) and ``reasoning_content``; a tool message may carry
+  ``name`` and ``tool_call_id``.
+- ShareGPT ``from`` is human/user, gpt/assistant, system, and LLaMA-Factory's ``function_call`` (its value the
+  JSON of ``{"name", "arguments"}`` or of an array of them) and ``observation`` (a tool result).
+- ``tools`` is an array of OpenAI tools or of bare function schemas ``{"name", "description", "parameters"}``,
+  or the JSON string of one (LLaMA-Factory's glaive_toolcall layout).
+- Any message or ShareGPT turn may switch its loss on or off: ``"train": true|false`` (Axolotl) or
+  ``"loss_weight": 0|1`` (LLaMA-Factory; 0.0/1.0 too, no other weight).
+- Alpaca joins instruction and input with a blank line; ``history`` pairs come first, as earlier turns.
+
+``to_messages`` turns any chat record into one normalised message list and ``to_tools`` gives its tools (the
+shapes are in their docstrings): the masking code sees nothing else. Stdlib only, so the daemon could check a
+file without importing torch. Check a file from the shell:
 
     python -m trainingd.train.formats FILE.jsonl
 """
