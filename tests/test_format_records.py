@@ -84,6 +84,9 @@ def test_tool_call_arguments_are_parsed_when_json_and_kept_when_not():
     assert args({"arguments": "not json"}) == "not json"
     assert args({"arguments": "[1, 2]"}) == "[1, 2]"  # JSON, but not an object: kept as given
     assert args({}) == {} and args({"arguments": ""}) == {}
+    empty = {"messages": [{"role": "user", "content": "q", "tool_calls": []},
+                          {"role": "assistant", "content": "a", "tool_calls": [], "reasoning_content": None}]}
+    assert normalised(empty)[0] == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     flat = {"messages": [{"role": "user", "content": "go"},
                          {"role": "assistant", "content": "", "tool_calls": [{"name": "f", "arguments": {"a": 1}}]}]}
     assert normalised(flat)[0][1] == {"role": "assistant", "content": "",

@@ -258,6 +258,8 @@ def _check_messages(turns: Any) -> str | None:
         if not isinstance(role, str) or role not in MESSAGE_ROLES:
             return f"{where} has role {json.dumps(role)}; expected system, user, assistant or tool"
         calls = m.get("tool_calls")
+        if calls == []:  # exports write an empty list on every message: the same as none
+            calls = None
         if calls is not None:
             if role != "assistant":
                 return f"{where} has \"tool_calls\" but role \"{role}\"; only assistant messages call tools"
@@ -277,10 +279,10 @@ def _check_messages(turns: Any) -> str | None:
                 return error
         reasoning = m.get("reasoning_content")
         if reasoning is not None:
-            if role != "assistant":
-                return f"{where} has \"reasoning_content\" but role \"{role}\"; only assistant messages reason"
             if not isinstance(reasoning, str):
                 return f"{where} \"reasoning_content\" must be a string, got {_json_type(reasoning)}"
+            if reasoning and role != "assistant":
+                return f"{where} has \"reasoning_content\" but role \"{role}\"; only assistant messages reason"
         if role == "tool":
             for key in ("name", "tool_call_id"):
                 if m.get(key) is not None and not isinstance(m[key], str):
