@@ -13,7 +13,7 @@ Everything but ``messages``/``conversations`` (or ``instruction``+``output``, ``
 ``text``) is optional. Within a chat:
 
 - ``messages`` roles are system, user, assistant and tool. ``content`` is a string or OpenAI content parts
-  ``[{"type": "text", "text": "..."}]``, joined with "\n" (as vLLM joins them for a text-only template);
+  ``[{"type": "text", "text": "..."}]``, joined by a newline (as vLLM joins them for a text-only template);
   any other part (``image_url``, audio) is refused: the trainer is text-only. An assistant message may carry
   ``tool_calls`` (OpenAI ``{"type": "function", "function": {"name", "arguments"}}`` or the flat ``{"name",
   "arguments"}``; ``content`` may then be null or absent) and ``reasoning_content``; a tool message may carry
@@ -24,11 +24,13 @@ Everything but ``messages``/``conversations`` (or ``instruction``+``output``, ``
   or the JSON string of one (LLaMA-Factory's glaive_toolcall layout).
 - Any message or ShareGPT turn may switch its loss on or off: ``"train": true|false`` (Axolotl) or
   ``"loss_weight": 0|1`` (LLaMA-Factory; 0.0/1.0 too, no other weight).
-- Alpaca joins instruction and input with a blank line; ``history`` pairs come first, as earlier turns.
+- Alpaca joins instruction and input with a blank line (LLaMA-Factory uses one newline); ``history`` pairs
+  come first, as earlier turns.
 
 ``to_messages`` turns any chat record into one normalised message list and ``to_tools`` gives its tools (the
-shapes are in their docstrings): the masking code sees nothing else. Stdlib only, so the daemon could check a
-file without importing torch. Check a file from the shell:
+shapes are in their docstrings): the masking code sees nothing else. The message fields themselves (content
+parts, tool calls, tools, the loss switch) are checked and normalised in ``chat_fields.py``. Stdlib only, so
+the daemon could check a file without importing torch. Check a file from the shell:
 
     python -m trainingd.train.formats FILE.jsonl
 """
@@ -42,6 +44,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from trainingd.train.chat_fields import (check_call, check_content, check_loss_switch, content_text, json_type,
+                                         loss_switch, parse_json_text, parse_tools, tool_call)
 
 FORMATS = ("messages", "prompt_completion", "alpaca", "sharegpt", "text")
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
@@ -78,7 +83,7 @@ def _keys(record: dict) -> str:
 def detect_format(record: dict) -> str:
     """The format of one record, from its keys; raises ValueError naming the keys it saw."""
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {_json_type(record)}")
+        raise ValueError(f"expected a JSON object, got {json_type(record)}")
     if "messages" in record:
         return "messages"
     if "conversations" in record:
@@ -95,153 +100,18 @@ def detect_format(record: dict) -> str:
     )
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-            float: "number"}.get(type(value), type(value).__name__)
-
-
 def _check_str(record: dict, key: str, optional: bool = False) -> str | None:
     if key not in record or (optional and record[key] is None):
         return None if optional else f"missing key \"{key}\""
     if not isinstance(record[key], str):
-        return f"\"{key}\" must be a string, got {_json_type(record[key])}"
+        return f"\"{key}\" must be a string, got {json_type(record[key])}"
     return None
-
-
-# ------------------------------------------------------------------------------- message parts
-def _parse_json_text(text: str) -> tuple[Any, str | None]:
-    try:
-        return json.loads(text), None
-    except json.JSONDecodeError as e:
-        return None, f"{e.msg} at column {e.colno}"
-    except RecursionError:
-        return None, "nested too deeply"
-
-
-def _check_content(content: Any, where: str) -> str | None:
-    """A message's text: a string, or OpenAI content parts that are all ``{"type": "text", "text": str}``."""
-    if isinstance(content, str):
-        return None
-    if not isinstance(content, list):
-        return f"{where} must be a string, got {_json_type(content)} (or an array of {{\"type\": \"text\"}} parts)"
-    for j, part in enumerate(content):
-        if not isinstance(part, dict):
-            return f"{where}[{j}] must be an object like {{\"type\": \"text\", \"text\": \"...\"}}, got {_json_type(part)}"
-        kind = part.get("type")
-        if kind != "text":
-            return (f"{where}[{j}] has type {json.dumps(kind)}; this trainer is text-only: keep only "
-                    f"{{\"type\": \"text\"}} parts")
-        if not isinstance(part.get("text"), str):
-            return f"{where}[{j}] \"text\" must be a string, got {_json_type(part.get('text'))}"
-    return None
-
-
-def _text(content: Any) -> str:
-    """A valid content as one string: parts joined with a newline, as vLLM's OpenAI server joins them for a
-    text-only chat template (so training sees what serving sees)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(part["text"] for part in content)
-
-
-def _check_call(call: Any, where: str) -> str | None:
-    """One tool call: ``{"type": "function", "function": {"name", "arguments"}}`` or the flat
-    ``{"name", "arguments"}``; arguments an object, a (JSON) string, or absent."""
-    if not isinstance(call, dict):
-        return f"{where} must be an object, got {_json_type(call)}"
-    if "function" in call:
-        if call.get("type", "function") != "function":
-            return f"{where} has type {json.dumps(call.get('type'))}; only \"function\" tool calls are supported"
-        fn, where = call["function"], f"{where} \"function\""
-        if not isinstance(fn, dict):
-            return f"{where} must be an object, got {_json_type(fn)}"
-    else:
-        fn = call
-    if not isinstance(fn.get("name"), str) or not fn["name"]:
-        return f"{where} needs a \"name\" string, got {_json_type(fn.get('name'))}"
-    args = fn.get("arguments")
-    if args is not None and not isinstance(args, (dict, str)):
-        return f"{where} \"arguments\" must be an object or a JSON string, got {_json_type(args)}"
-    return None
-
-
-def _call(call: dict) -> dict:
-    """A valid tool call in the one shape the masking code sees; JSON-string arguments parsed."""
-    fn = call["function"] if "function" in call else call
-    args = fn.get("arguments")
-    if args is None or (isinstance(args, str) and not args.strip()):
-        args = {}
-    elif isinstance(args, str):
-        parsed, error = _parse_json_text(args)
-        if error is None and isinstance(parsed, dict):
-            args = parsed
-    return {"type": "function", "function": {"name": fn["name"], "arguments": args}}
-
-
-def _check_train(turn: dict, where: str) -> str | None:
-    """The per-message loss switch: Axolotl's ``"train": bool`` and LLaMA-Factory's ``"loss_weight": 0|1``."""
-    train = turn.get("train")
-    if train is not None and not isinstance(train, bool):
-        return f"{where} \"train\" must be true or false, got {_json_type(train)}"
-    weight = turn.get("loss_weight")
-    if weight is None:
-        return None
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight not in (0, 1):
-        return f"{where} \"loss_weight\" must be 0 or 1 (only 0 or 1 are supported), got {json.dumps(weight)}"
-    if train is not None and train != bool(weight):
-        return f"{where} has \"train\": {json.dumps(train)} but \"loss_weight\": {json.dumps(weight)}; give one"
-    return None
-
-
-def _train_flag(turn: dict) -> bool | None:
-    if turn.get("train") is not None:
-        return turn["train"]
-    weight = turn.get("loss_weight")
-    return None if weight is None else bool(weight)
-
-
-def _parse_tools(value: Any) -> tuple[list | None, str | None]:
-    """A record's ``tools``: an array (or the JSON string of one, as LLaMA-Factory writes it) of OpenAI tools
-    ``{"type": "function", "function": {...}}`` or bare function schemas ``{"name", "description",
-    "parameters"}``. Returns (normalised list or None, error)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None, None
-    if isinstance(value, str):
-        value, error = _parse_json_text(value)
-        if error is not None:
-            return None, f"\"tools\" is a string but not valid JSON ({error})"
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list):
-        return None, f"\"tools\" must be an array of tools (or a JSON string of one), got {_json_type(value)}"
-    tools = []
-    for i, tool in enumerate(value):
-        where = f"\"tools\"[{i}]"
-        if not isinstance(tool, dict):
-            return None, f"{where} must be an object, got {_json_type(tool)}"
-        if "function" in tool or "type" in tool:
-            if tool.get("type", "function") != "function":
-                return None, f"{where} has type {json.dumps(tool.get('type'))}; only \"function\" tools are supported"
-            fn = tool.get("function")
-            where += " \"function\""
-        else:
-            fn = tool  # a bare function schema
-        if not isinstance(fn, dict):
-            return None, f"{where} must be an object, got {_json_type(fn)}"
-        if not isinstance(fn.get("name"), str) or not fn["name"]:
-            return None, f"{where} needs a \"name\" string, got {_json_type(fn.get('name'))}"
-        tools.append({"type": "function", "function": dict(fn)})
-    return tools or None, None
 
 
 # ------------------------------------------------------------------------------- chat records
 def _check_messages(turns: Any) -> str | None:
     if not isinstance(turns, list):
-        return f"\"messages\" must be an array, got {_json_type(turns)}"
+        return f"\"messages\" must be an array, got {json_type(turns)}"
     if not turns:
         return "\"messages\" is empty"
     has_assistant = False
@@ -251,7 +121,7 @@ def _check_messages(turns: Any) -> str | None:
             continue
         where = f"\"messages\"[{i}]"
         if not isinstance(m, dict):
-            return f"{where} must be an object, got {_json_type(m)}"
+            return f"{where} must be an object, got {json_type(m)}"
         if "role" not in m:
             return f"{where} has no \"role\""
         role = m["role"]
@@ -264,9 +134,9 @@ def _check_messages(turns: Any) -> str | None:
             if role != "assistant":
                 return f"{where} has \"tool_calls\" but role \"{role}\"; only assistant messages call tools"
             if not isinstance(calls, list):
-                return f"{where} \"tool_calls\" must be an array, got {_json_type(calls)}"
+                return f"{where} \"tool_calls\" must be an array, got {json_type(calls)}"
             for j, call in enumerate(calls):
-                error = _check_call(call, f"{where} \"tool_calls\"[{j}]")
+                error = check_call(call, f"{where} \"tool_calls\"[{j}]")
                 if error:
                     return error
         if m.get("content") is None and not calls:
@@ -274,20 +144,20 @@ def _check_messages(turns: Any) -> str | None:
                 return f"{where} has no \"content\""
             return f"{where} \"content\" must be a string, got null (null is allowed only beside \"tool_calls\")"
         if m.get("content") is not None:
-            error = _check_content(m["content"], f"{where} \"content\"")
+            error = check_content(m["content"], f"{where} \"content\"")
             if error:
                 return error
         reasoning = m.get("reasoning_content")
         if reasoning is not None:
             if not isinstance(reasoning, str):
-                return f"{where} \"reasoning_content\" must be a string, got {_json_type(reasoning)}"
+                return f"{where} \"reasoning_content\" must be a string, got {json_type(reasoning)}"
             if reasoning and role != "assistant":
                 return f"{where} has \"reasoning_content\" but role \"{role}\"; only assistant messages reason"
         if role == "tool":
             for key in ("name", "tool_call_id"):
                 if m.get(key) is not None and not isinstance(m[key], str):
-                    return f"{where} \"{key}\" must be a string, got {_json_type(m[key])}"
-        error = _check_train(m, where)
+                    return f"{where} \"{key}\" must be a string, got {json_type(m[key])}"
+        error = check_loss_switch(m, where)
         if error:
             return error
         has_assistant = has_assistant or role == "assistant"
@@ -302,17 +172,17 @@ def _message(m: dict) -> dict:
     if type(content) is str and len(m) == 2:
         return {"role": m["role"], "content": content}
     role = m["role"]
-    out: dict[str, Any] = {"role": role, "content": _text(content)}
+    out: dict[str, Any] = {"role": role, "content": content_text(content)}
     if role == "assistant":
         if m.get("tool_calls"):
-            out["tool_calls"] = [_call(c) for c in m["tool_calls"]]
+            out["tool_calls"] = [tool_call(c) for c in m["tool_calls"]]
         if m.get("reasoning_content") is not None:
             out["reasoning_content"] = m["reasoning_content"]
     elif role == "tool":
         for key in ("name", "tool_call_id"):
             if m.get(key) is not None:
                 out[key] = m[key]
-    train = _train_flag(m)
+    train = loss_switch(m)
     if train is not None:
         out["train"] = train
     return out
@@ -322,7 +192,7 @@ def _function_calls(value: Any) -> tuple[list | None, str | None]:
     """A ShareGPT ``function_call`` turn's value: the JSON (string or value) of one call ``{"name",
     "arguments"}`` or an array of them (parallel calls)."""
     if isinstance(value, str):
-        value, error = _parse_json_text(value)
+        value, error = parse_json_text(value)
         if error is not None:
             return None, (f"\"value\" is not JSON ({error}); a function_call turn holds "
                           "{\"name\": ..., \"arguments\": {...}}")
@@ -330,15 +200,15 @@ def _function_calls(value: Any) -> tuple[list | None, str | None]:
     if not calls:
         return None, "\"value\" is an empty array; a function_call turn holds at least one call"
     for j, call in enumerate(calls):
-        error = _check_call(call, f"\"value\"[{j}]" if isinstance(value, list) else "\"value\"")
+        error = check_call(call, f"\"value\"[{j}]" if isinstance(value, list) else "\"value\"")
         if error:
             return None, error
-    return [_call(c) for c in calls], None
+    return [tool_call(c) for c in calls], None
 
 
 def _check_conversations(turns: Any) -> str | None:
     if not isinstance(turns, list):
-        return f"\"conversations\" must be an array, got {_json_type(turns)}"
+        return f"\"conversations\" must be an array, got {json_type(turns)}"
     if not turns:
         return "\"conversations\" is empty"
     has_assistant = False
@@ -349,7 +219,7 @@ def _check_conversations(turns: Any) -> str | None:
             continue
         where = f"\"conversations\"[{i}]"
         if not isinstance(t, dict):
-            return f"{where} must be an object, got {_json_type(t)}"
+            return f"{where} must be an object, got {json_type(t)}"
         for k in ("from", "value"):
             if k not in t:
                 return f"{where} has no \"{k}\""
@@ -362,8 +232,8 @@ def _check_conversations(turns: Any) -> str | None:
             if error:
                 return f"{where} {error}"
         elif not isinstance(t["value"], str):
-            return f"{where} \"value\" must be a string, got {_json_type(t['value'])}"
-        error = _check_train(t, where)
+            return f"{where} \"value\" must be a string, got {json_type(t['value'])}"
+        error = check_loss_switch(t, where)
         if error:
             return error
         has_assistant = has_assistant or SHAREGPT_ROLES[role] == "assistant"
@@ -380,7 +250,7 @@ def _turn(t: dict) -> dict:
     else:
         out = {"role": SHAREGPT_ROLES[role], "content": t["value"]}
     if len(t) > 2:
-        train = _train_flag(t)
+        train = loss_switch(t)
         if train is not None:
             out["train"] = train
     return out
@@ -390,12 +260,12 @@ def _check_history(history: Any) -> str | None:
     if history is None:
         return None
     if not isinstance(history, list):
-        return f"\"history\" must be an array of [instruction, response] pairs, got {_json_type(history)}"
+        return f"\"history\" must be an array of [instruction, response] pairs, got {json_type(history)}"
     for i, pair in enumerate(history):
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-            got = f"an array of {len(pair)}" if isinstance(pair, list) else _json_type(pair)
+            got = f"an array of {len(pair)}" if isinstance(pair, list) else json_type(pair)
             if isinstance(pair, list) and len(pair) == 2:
-                got = f"[{_json_type(pair[0])}, {_json_type(pair[1])}]"
+                got = f"[{json_type(pair[0])}, {json_type(pair[1])}]"
             return f"\"history\"[{i}] must be an [instruction, response] pair of strings, got {got}"
     return None
 
@@ -403,17 +273,17 @@ def _check_history(history: Any) -> str | None:
 def check_record(record: Any, fmt: str) -> str | None:
     """Why ``record`` is not a valid ``fmt`` record, or None when it is."""
     if not isinstance(record, dict):
-        return f"expected a JSON object, got {_json_type(record)}"
+        return f"expected a JSON object, got {json_type(record)}"
     if fmt == "messages":
         if "messages" not in record:
             return "missing key \"messages\""
         return (_check_str(record, "system", optional=True) or _check_messages(record["messages"])
-                or ("tools" in record and _parse_tools(record["tools"])[1]) or None)
+                or ("tools" in record and parse_tools(record["tools"])[1]) or None)
     if fmt == "sharegpt":
         if "conversations" not in record:
             return "missing key \"conversations\""
         return (_check_str(record, "system", optional=True) or _check_conversations(record["conversations"])
-                or ("tools" in record and _parse_tools(record["tools"])[1]) or None)
+                or ("tools" in record and parse_tools(record["tools"])[1]) or None)
     if fmt == "prompt_completion":
         return _check_str(record, "prompt") or _check_str(record, "completion")
     if fmt == "alpaca":
@@ -461,7 +331,7 @@ def to_tools(record: dict, fmt: str) -> list[dict] | None:
     "parameters"}}]`` (bare function schemas wrapped, a JSON string parsed); None when it has none."""
     if fmt not in ("messages", "sharegpt"):
         return None
-    return _parse_tools(record.get("tools"))[0]
+    return parse_tools(record.get("tools"))[0]
 
 
 def parse_line(raw: bytes) -> tuple[Any, str | None]:
@@ -546,7 +416,7 @@ def scan_file(path: Path, progress: Callable[[int], None] | None = None) -> Scan
                 continue
             record, error = parse_line(raw.rstrip(b"\r\n"))
             if error is None and not isinstance(record, dict):
-                error = f"expected a JSON object, got {_json_type(record)}"
+                error = f"expected a JSON object, got {json_type(record)}"
                 if isinstance(record, list) and scan.examples == 0 and scan.bad_lines == 0:
                     error += " (JSONL holds one object per line, not a JSON array)"
             elif error is not None and raw.strip() in (b"[", b"{") and scan.bad_lines == 0:
