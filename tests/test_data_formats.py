@@ -217,3 +217,41 @@ def test_conversations_the_template_rejects_are_bad_lines_with_numbers(tokenizer
     assert "the system message must come first" in str(info.value)
     assert [d["line"] for d in info.value.details] == [2, 4]
     assert not list((tmp_path / "cache").iterdir())
+
+
+# Formats as people have them: each file prepares, and the loss falls on the answers only.
+PEOPLE_HAVE = {
+    "content_parts": {"messages": [{"role": "user", "content": [{"type": "text", "text": "Explain"},
+                                                                {"type": "text", "text": "the queue"}]},
+                                   {"role": "assistant", "content": [{"type": "text", "text": "Hello world"}]}]},
+    "alpaca_history": {"instruction": "Say yes", "input": "", "output": "Hello world", "system": "Be brief.",
+                       "history": [["Add two numbers", "A tiny dog."]]},
+    "messages_tools": {"messages": [
+        {"role": "user", "content": "Explain the queue"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"type": "function", "function": {"name": "lookup", "arguments": "{\"q\": \"queue\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "the queue data"},
+        {"role": "assistant", "content": "Hello world"}],
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]},
+    "sharegpt_tools": {"conversations": [
+        {"from": "human", "value": "Explain the queue"},
+        {"from": "function_call", "value": "{\"name\": \"lookup\", \"arguments\": {\"q\": \"queue\"}}"},
+        {"from": "observation", "value": "the queue data"},
+        {"from": "gpt", "value": "Hello world"}],
+        "tools": "[{\"name\": \"lookup\", \"parameters\": {\"type\": \"object\"}}]"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PEOPLE_HAVE))
+def test_formats_people_have_prepare_and_train_only_answers(tokenizer, tmp_path, name):
+    record = PEOPLE_HAVE[name]
+    path = write_jsonl(tmp_path / f"{name}.jsonl", [record] * 3)
+    prepared = prepare_dataset(path, tokenizer, Config(max_length=256), tmp_path / "cache")
+    assert prepared.report["examples"] == prepared.report["kept"] == 3
+    trained, everything = trained_strings(tokenizer, detect_format(record), record, "completion")
+    text = "".join(trained)
+    assert text.endswith("Hello world<|im_end|>")
+    for context in ("Explain", "queue", "Say yes", "Be brief"):
+        assert context not in text, (context, text)
+    if name == "alpaca_history":
+        assert text == "A tiny dog.<|im_end|>Hello world<|im_end|>"

@@ -47,7 +47,7 @@ def prepare_error(path: Path, tokenizer, tmp_path: Path, cfg: Config = CFG) -> D
     ([chat(), chat(), '{"messages": [1 2]}'], "line 3: invalid JSON (Expecting ',' delimiter at column 17)"),
     ([chat(), chat(), chat(), chat(),
       '{"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]}'],
-     'line 5: "messages"[1] has role "robot"; expected system, user or assistant'),
+     'line 5: "messages"[1] has role "robot"; expected system, user, assistant or tool'),
     ([chat(), b'{"t\xff": 1}'], "line 2: not valid UTF-8 (byte 0xff at column 4)"),
     ([chat(), "[1, 2]"], "line 2: expected a JSON object, got array"),
     (['[{"text": "a"}, {"text": "b"}]'], "line 1: expected a JSON object, got array (JSONL holds one object per "
@@ -66,7 +66,8 @@ def prepare_error(path: Path, tokenizer, tmp_path: Path, cfg: Config = CFG) -> D
     (['{"prompt": "p", "completion": null}'], 'line 1: "completion" must be a string, got null'),
     (['{"instruction": "i", "input": 3, "output": "o"}'], 'line 1: "input" must be a string, got number'),
     (['{"conversations": [{"from": "human", "value": "q"}, {"from": "bot", "value": "a"}]}'],
-     'line 1: "conversations"[1] has from "bot"; expected human, user, gpt, assistant or system'),
+     ('line 1: "conversations"[1] has from "bot"; expected human, user, gpt, assistant, system, '
+      'function_call or observation')),
     ([], "file is empty"),
     (["", "   ", ""], "file is empty (only blank lines)"),
 ])

@@ -162,3 +162,111 @@ def test_running_daemon_notices_a_dropped_file(tmp_path):
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+# ------------------------------------------------------------------------------- JSON array files
+RECORDS = [{"instruction": "Add 1 and 1", "input": "", "output": "2", "history": [["Hi", "Hello"]]},
+           {"instruction": "Café ☕?", "output": "Oui, données 日本", "system": "Be brief."},
+           {"instruction": "Nested", "output": "x", "meta": {"a": [1, 2.5, None, True]}}]
+
+
+def test_a_json_array_is_converted_to_jsonl_and_queued_and_the_inbox_is_left_empty(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    (home.inbox / "alpaca data.json").write_text(json.dumps(RECORDS, indent=2, ensure_ascii=False),
+                                                 encoding="utf-8")
+    assert intake.poll(force=True) == []  # written in place: not complete until stable
+    clock.t += 1.5
+    (job,) = intake.poll(force=True)
+    assert job.state == "pending" and job.data_file.name == "alpaca data.jsonl"
+    lines = job.data_file.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == RECORDS
+    assert job.meta["converted_from"] == "alpaca data.json" and job.meta["converted_records"] == 3
+    assert job.meta["original_name"] == "alpaca data.jsonl" and job.meta["sha256"]
+    assert list(home.inbox.iterdir()) == []  # no .json, no .jsonl, no hidden temporary file
+    # The converted file is one the trainer's validation accepts.
+    from trainingd.train.formats import scan_file
+
+    scan = scan_file(job.data_file)
+    assert (scan.format, scan.examples) == ("alpaca", 3)
+
+
+def test_a_json_array_renamed_in_is_converted_at_once(tmp_path):
+    intake, clock, home = make_intake(tmp_path, watch=True)
+    try:
+        tmp = home.inbox / "batch.json.tmp"
+        tmp.write_text(json.dumps([{"text": "a"}, {"text": "b"}]))
+        intake.poll(force=True)
+        tmp.rename(home.inbox / "batch.json")
+        jobs = wait_for(lambda: intake.poll(), "the renamed .json to be converted")
+        assert [j.data_file.name for j in jobs] == ["batch.jsonl"]
+        assert jobs[0].data_file.read_text() == '{"text": "a"}\n{"text": "b"}\n'
+    finally:
+        intake.stop()
+
+
+def test_a_converted_json_never_replaces_a_jsonl_of_the_same_name(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    (home.inbox / "data.jsonl").write_text('{"text": "from the jsonl"}\n')
+    (home.inbox / "data.json").write_text('[{"text": "from the json"}]')
+    intake.poll(force=True)
+    clock.t += 1.5
+    jobs = {j.data_file.name: j for j in intake.poll(force=True)}
+    jobs.update({j.data_file.name: j for j in intake.poll(force=True)})
+    assert set(jobs) == {"data.jsonl", "data-2.jsonl"}
+    assert jobs["data.jsonl"].data_file.read_text() == '{"text": "from the jsonl"}\n'
+    assert jobs["data-2.jsonl"].data_file.read_text() == '{"text": "from the json"}\n'
+    assert jobs["data-2.jsonl"].meta["converted_from"] == "data.json"
+    assert list(home.inbox.iterdir()) == []
+
+
+BAD_JSON = {
+    "object.json": ('{"text": "a"}\n{"text": "b"}\n', "holds a JSON object, not an array of records"),
+    "invalid.json": ('[{"text": "a"},\n {"text": }]', "is not valid JSON (Expecting value at line 2 column 11)"),
+    "strings.json": ('["a", "b"]', "record 1 is a string, not an object"),
+    "empty.json": ("", "is empty"),
+    "empty array.json": ("[ ]", "is an empty array"),
+}
+
+
+def test_a_json_file_that_is_not_an_array_of_objects_fails_with_how_to_convert_it(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    for name, (text, _) in BAD_JSON.items():
+        (home.inbox / name).write_text(text)
+    intake.poll(force=True)
+    clock.t += 1.5
+    jobs = {j.meta["original_name"]: j for j in intake.poll(force=True)}
+    assert set(jobs) == set(BAD_JSON)
+    for name, (text, problem) in BAD_JSON.items():
+        job = jobs[name]
+        reason = (job.dir / "reason.txt").read_text()
+        assert job.state == "failed" and reason.startswith(f"{name} {problem}"), reason
+        assert "jq -c '.[]'" in reason and "\n" not in reason.rstrip("\n")
+        assert job.data_file.read_text() == text  # the file itself is kept, byte for byte
+    assert "jq -c '.[]' 'empty array.json' > 'empty array.jsonl'" in (jobs["empty array.json"].dir
+                                                                     / "reason.txt").read_text()
+    assert list(home.inbox.iterdir()) == []
+
+
+def test_a_conversion_left_half_done_by_a_crash_is_cleaned_up_and_redone(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    (home.inbox / ".trainingd-convert-abc123.tmp").write_text('{"text": "a"}\n')  # what a crash left
+    (home.inbox / "data.json").write_text('[{"text": "a"}, {"text": "b"}]')
+    intake.start()  # as the daemon does at start-up
+    assert [p.name for p in home.inbox.iterdir()] == ["data.json"]
+    intake.poll(force=True)
+    clock.t += 1.5
+    (job,) = intake.poll(force=True)
+    assert job.data_file.read_text() == '{"text": "a"}\n{"text": "b"}\n'
+
+
+def test_other_suffixes_are_still_refused_naming_both_accepted_forms(tmp_path):
+    intake, clock, home = make_intake(tmp_path)
+    (home.inbox / "data.csv").write_text("a,b\n")
+    (home.inbox / "data.json.gz").write_bytes(b"\x1f\x8b")
+    intake.poll(force=True)
+    clock.t += 1.5
+    jobs = intake.poll(force=True)
+    assert sorted(j.meta["original_name"] for j in jobs) == ["data.csv", "data.json.gz"]
+    for job in jobs:
+        reason = (job.dir / "reason.txt").read_text()
+        assert "not a .jsonl file" in reason and "*.json" in reason

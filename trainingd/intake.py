@@ -6,9 +6,11 @@ rescans the folder when the flag is set, when files await stability, or every ``
 (so no event is ever needed). A file is complete when it arrived by a rename (the producer wrote
 ``name.tmp`` and renamed it) or when its size and mtime have not changed for ``stable_seconds``.
 
-Names starting with ``.`` or ending ``.tmp``/``.part`` are ignored. Anything else that must not be
-trained (a symlink, a folder, a file not ending ``.jsonl``) becomes a failed job with a reason, so
-nothing dropped into the inbox is ever lost.
+Names starting with ``.`` or ending ``.tmp``/``.part`` are ignored. A complete ``*.json`` file holding a
+JSON array of objects is converted to ``<stem>.jsonl`` beside it (written to a hidden temporary file,
+fsynced, linked into place; the ``.json`` is removed only then) and queued. Anything else that must not be
+trained (a symlink, a folder, a file ending neither ``.jsonl`` nor ``.json``, a ``.json`` that is not an
+array of objects) becomes a failed job with a reason, so nothing dropped into the inbox is ever lost.
 
     intake = Intake(home, JobQueue(home), cfg); intake.start()
     while running: intake.poll(); ...
@@ -19,13 +21,17 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import stat
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
+from .atomic_ops import fsync_dir
 from .config import Config
+from .json_array import NotConvertible, convert
 from .paths import Home
 from .queue import Job, JobQueue, QueueError
 
@@ -33,8 +39,10 @@ log = logging.getLogger(__name__)
 
 SYMLINK_REASON = "symlink refused: copy the file into inbox/ instead"
 FOLDER_REASON = "folder refused: drop .jsonl files into inbox/, not folders (move the files out of it and into inbox/)"
-SUFFIX_REASON = ("not a .jsonl file: training data must be JSON Lines named *.jsonl; rename it and drop it into "
-                 "inbox/ again")
+SUFFIX_REASON = ("not a .jsonl file: training data must be JSON Lines named *.jsonl (or a JSON array of records "
+                 "named *.json); rename it and drop it into inbox/ again")
+# Hidden, so scans ignore it; start() removes what a crash left.
+CONVERT_PREFIX = ".trainingd-convert-"
 UNREADABLE_REASON = "cannot read the file (permission denied): make it readable and drop it into inbox/ again"
 SPECIAL_REASON = "not a regular file (device, socket or pipe) refused: drop regular .jsonl files into inbox/"
 
@@ -102,6 +110,9 @@ class Intake:
     def start(self) -> None:
         """Start the file watcher (native, else polling). Intake still works by rescans if both fail."""
         self.home.inbox.mkdir(parents=True, exist_ok=True)
+        for leftover in self.home.inbox.glob(f"{CONVERT_PREFIX}*.tmp"):
+            log.info("inbox: removing %s, left by an interrupted .json conversion", leftover.name)
+            leftover.unlink(missing_ok=True)
         if not self.watch:
             return
         from watchdog.observers import Observer
@@ -197,11 +208,57 @@ class Intake:
             return self.queue.reject(path, SPECIAL_REASON, source="inbox")
         if not (stable or name in self._renamed):
             return None
-        if not name.endswith(".jsonl"):
+        if not name.endswith((".jsonl", ".json")):
             return self.queue.reject(path, SUFFIX_REASON, source="inbox")
         if not os.access(path, os.R_OK):
             return self.queue.reject(path, UNREADABLE_REASON, source="inbox")
+        if name.endswith(".json"):
+            return self._convert(path)
         return self.queue.add(path, priority="normal", source="inbox", move=True)
 
+    def _convert(self, path: Path) -> Job:
+        """A complete ``x.json``: converted to ``x.jsonl`` (or ``x-2.jsonl``... when taken) and queued, or
+        refused into failed/ with how to convert it by hand. The .json goes only once the .jsonl is durable."""
+        stem = path.name[:-len(".json")]
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=CONVERT_PREFIX, suffix=".tmp")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            try:
+                records = convert(path, tmp)
+            except NotConvertible as e:
+                hint = f"jq -c '.[]' {shlex.quote(path.name)} > {shlex.quote(stem + '.jsonl')}"
+                reason = (f"{path.name} {e}. A .json file in inbox/ must be one JSON array of objects; fix it, or "
+                          f"convert it to JSON Lines yourself ({hint}) and drop the .jsonl into inbox/")
+                return self.queue.reject(path, reason, source="inbox")
+            target = self._link_free_name(tmp, stem)
+        finally:
+            tmp.unlink(missing_ok=True)
+        path.unlink()
+        fsync_dir(path.parent)
+        log.info("inbox: converted %s (%d records) to %s", path.name, records, target.name)
+        job = self.queue.add(target, priority="normal", source="inbox", move=True)
+        return self.queue.update_meta(job, converted_from=path.name, converted_records=records)
 
-__all__ = ["Intake", "is_ignored", "SYMLINK_REASON", "FOLDER_REASON", "SUFFIX_REASON"]
+    @staticmethod
+    def _link_free_name(tmp: Path, stem: str) -> Path:
+        """Give ``tmp`` the name ``<stem>.jsonl``, or ``<stem>-N.jsonl`` when a file has it (link, unlike
+        rename, never replaces one); durable once this returns."""
+        while len(os.fsencode(stem)) > 200:  # room for "-N.jsonl" within the 255-byte name limit
+            stem = stem[:-1]
+        for n in range(1, 1000):
+            target = tmp.parent / (f"{stem}.jsonl" if n == 1 else f"{stem}-{n}.jsonl")
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                continue
+            except OSError:  # a filesystem without hard links: rename, after checking the name is free
+                if target.exists():
+                    continue
+                os.rename(tmp, target)
+            fsync_dir(tmp.parent)
+            return target
+        raise FileExistsError(f"{stem}.jsonl and 998 numbered variants already exist in {tmp.parent}")
+
+
+__all__ = ["Intake", "is_ignored", "SYMLINK_REASON", "FOLDER_REASON", "SUFFIX_REASON", "CONVERT_PREFIX"]

@@ -1,14 +1,36 @@
 """Training-file formats: detection, per-record validation and streaming validation of a JSONL file.
 
-Five record shapes are accepted (one per file, detected from the first valid record):
+Five record shapes are accepted (one per file, detected from the first valid record's keys):
 
-    messages           {"messages": [{"role": "user", "content": "..."}, ...], "system": "..." (optional)}
+    messages           {"messages": [{"role": "user", "content": "..."}, ...], "system": "...", "tools": [...]}
     prompt_completion  {"prompt": "...", "completion": "..."}
-    alpaca             {"instruction": "...", "input": "..." (optional), "output": "..."}
-    sharegpt           {"conversations": [{"from": "human", "value": "..."}, ...], "system": "..." (optional)}
+    alpaca             {"instruction": "...", "input": "...", "output": "...", "system": "...",
+                        "history": [["earlier instruction", "earlier response"], ...]}
+    sharegpt           {"conversations": [{"from": "human", "value": "..."}, ...], "system": "...", "tools": "..."}
     text               {"text": "..."}
 
-Stdlib only, so the daemon could check a file without importing torch. Check a file from the shell:
+Everything but ``messages``/``conversations`` (or ``instruction``+``output``, ``prompt``+``completion``,
+``text``) is optional. Within a chat:
+
+- ``messages`` roles are system, user, assistant and tool. ``content`` is a string or OpenAI content parts
+  ``[{"type": "text", "text": "..."}]``, joined by a newline (as vLLM joins them for a text-only template);
+  any other part (``image_url``, audio) is refused: the trainer is text-only. An assistant message may carry
+  ``tool_calls`` (OpenAI ``{"type": "function", "function": {"name", "arguments"}}`` or the flat ``{"name",
+  "arguments"}``; ``content`` may then be null or absent) and ``reasoning_content``; a tool message may carry
+  ``name`` and ``tool_call_id``.
+- ShareGPT ``from`` is human/user, gpt/assistant, system, and LLaMA-Factory's ``function_call`` (its value the
+  JSON of ``{"name", "arguments"}`` or of an array of them) and ``observation`` (a tool result).
+- ``tools`` is an array of OpenAI tools or of bare function schemas ``{"name", "description", "parameters"}``,
+  or the JSON string of one (LLaMA-Factory's glaive_toolcall layout).
+- Any message or ShareGPT turn may switch its loss on or off: ``"train": true|false`` (Axolotl) or
+  ``"loss_weight": 0|1`` (LLaMA-Factory; 0.0/1.0 too, no other weight).
+- Alpaca joins instruction and input with a blank line (LLaMA-Factory uses one newline); ``history`` pairs
+  come first, as earlier turns.
+
+``to_messages`` turns any chat record into one normalised message list and ``to_tools`` gives its tools (the
+shapes are in their docstrings): the masking code sees nothing else. The message fields themselves (content
+parts, tool calls, tools, the loss switch) are checked and normalised in ``chat_fields.py``. Stdlib only, so
+the daemon could check a file without importing torch. Check a file from the shell:
 
     python -m trainingd.train.formats FILE.jsonl
 """
@@ -23,10 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from trainingd.train.chat_fields import (check_call, check_content, check_loss_switch, content_text, json_type,
+                                         loss_switch, parse_json_text, parse_tools, tool_call)
+
 FORMATS = ("messages", "prompt_completion", "alpaca", "sharegpt", "text")
-ROLES = ("system", "user", "assistant")
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system"}
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+# ShareGPT's plain roles, and LLaMA-Factory's tool roles (a function_call turn becomes an assistant message
+# with tool_calls; an observation turn becomes a tool message).
+SHAREGPT_PLAIN = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+SHAREGPT_ROLES = {**SHAREGPT_PLAIN, "function_call": "assistant", "observation": "tool"}
 MAX_DETAILS = 50  # bad lines kept in DataError.details; the total is always in .counts
 REASON_LINES = 3  # bad lines quoted in the one-line reason
 
@@ -56,7 +83,7 @@ def _keys(record: dict) -> str:
 def detect_format(record: dict) -> str:
     """The format of one record, from its keys; raises ValueError naming the keys it saw."""
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {_json_type(record)}")
+        raise ValueError(f"expected a JSON object, got {json_type(record)}")
     if "messages" in record:
         return "messages"
     if "conversations" in record:
@@ -73,90 +100,238 @@ def detect_format(record: dict) -> str:
     )
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-            float: "number"}.get(type(value), type(value).__name__)
-
-
 def _check_str(record: dict, key: str, optional: bool = False) -> str | None:
     if key not in record or (optional and record[key] is None):
         return None if optional else f"missing key \"{key}\""
     if not isinstance(record[key], str):
-        return f"\"{key}\" must be a string, got {_json_type(record[key])}"
+        return f"\"{key}\" must be a string, got {json_type(record[key])}"
     return None
 
 
-def _check_turns(turns: Any, key: str, role_key: str, text_key: str, roles: Any, expected: str) -> str | None:
+# ------------------------------------------------------------------------------- chat records
+def _check_messages(turns: Any) -> str | None:
     if not isinstance(turns, list):
-        return f"\"{key}\" must be an array, got {_json_type(turns)}"
+        return f"\"messages\" must be an array, got {json_type(turns)}"
     if not turns:
-        return f"\"{key}\" is empty"
+        return "\"messages\" is empty"
     has_assistant = False
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict):
-            return f"\"{key}\"[{i}] must be an object, got {_json_type(turn)}"
-        for k in (role_key, text_key):
-            if k not in turn:
-                return f"\"{key}\"[{i}] has no \"{k}\""
-        role = turn[role_key]
-        if not isinstance(role, str) or role not in roles:
-            return f"\"{key}\"[{i}] has {role_key} {json.dumps(role)}; expected {expected}"
-        if not isinstance(turn[text_key], str):
-            return f"\"{key}\"[{i}] \"{text_key}\" must be a string, got {_json_type(turn[text_key])}"
-        has_assistant = has_assistant or roles[role] == "assistant"
+    for i, m in enumerate(turns):
+        if type(m) is dict and len(m) == 2 and type(m.get("content")) is str and m.get("role") in MESSAGE_ROLES:
+            has_assistant = has_assistant or m["role"] == "assistant"  # the common case, checked cheaply
+            continue
+        where = f"\"messages\"[{i}]"
+        if not isinstance(m, dict):
+            return f"{where} must be an object, got {json_type(m)}"
+        if "role" not in m:
+            return f"{where} has no \"role\""
+        role = m["role"]
+        if not isinstance(role, str) or role not in MESSAGE_ROLES:
+            return f"{where} has role {json.dumps(role)}; expected system, user, assistant or tool"
+        calls = m.get("tool_calls")
+        if calls == []:  # exports write an empty list on every message: the same as none
+            calls = None
+        if calls is not None:
+            if role != "assistant":
+                return f"{where} has \"tool_calls\" but role \"{role}\"; only assistant messages call tools"
+            if not isinstance(calls, list):
+                return f"{where} \"tool_calls\" must be an array, got {json_type(calls)}"
+            for j, call in enumerate(calls):
+                error = check_call(call, f"{where} \"tool_calls\"[{j}]")
+                if error:
+                    return error
+        if m.get("content") is None and not calls:
+            if "content" not in m:
+                return f"{where} has no \"content\""
+            return f"{where} \"content\" must be a string, got null (null is allowed only beside \"tool_calls\")"
+        if m.get("content") is not None:
+            error = check_content(m["content"], f"{where} \"content\"")
+            if error:
+                return error
+        reasoning = m.get("reasoning_content")
+        if reasoning is not None:
+            if not isinstance(reasoning, str):
+                return f"{where} \"reasoning_content\" must be a string, got {json_type(reasoning)}"
+            if reasoning and role != "assistant":
+                return f"{where} has \"reasoning_content\" but role \"{role}\"; only assistant messages reason"
+        if role == "tool":
+            for key in ("name", "tool_call_id"):
+                if m.get(key) is not None and not isinstance(m[key], str):
+                    return f"{where} \"{key}\" must be a string, got {json_type(m[key])}"
+        error = check_loss_switch(m, where)
+        if error:
+            return error
+        has_assistant = has_assistant or role == "assistant"
     if not has_assistant:
-        return f"\"{key}\" has no assistant turn"
+        return "\"messages\" has no assistant turn"
+    return None
+
+
+def _message(m: dict) -> dict:
+    """One valid ``messages`` entry in the normalised shape (see ``to_messages``)."""
+    content = m.get("content")
+    if type(content) is str and len(m) == 2:
+        return {"role": m["role"], "content": content}
+    role = m["role"]
+    out: dict[str, Any] = {"role": role, "content": content_text(content)}
+    if role == "assistant":
+        if m.get("tool_calls"):
+            out["tool_calls"] = [tool_call(c) for c in m["tool_calls"]]
+        if m.get("reasoning_content") is not None:
+            out["reasoning_content"] = m["reasoning_content"]
+    elif role == "tool":
+        for key in ("name", "tool_call_id"):
+            if m.get(key) is not None:
+                out[key] = m[key]
+    train = loss_switch(m)
+    if train is not None:
+        out["train"] = train
+    return out
+
+
+def _function_calls(value: Any) -> tuple[list | None, str | None]:
+    """A ShareGPT ``function_call`` turn's value: the JSON (string or value) of one call ``{"name",
+    "arguments"}`` or an array of them (parallel calls)."""
+    if isinstance(value, str):
+        value, error = parse_json_text(value)
+        if error is not None:
+            return None, (f"\"value\" is not JSON ({error}); a function_call turn holds "
+                          "{\"name\": ..., \"arguments\": {...}}")
+    calls = value if isinstance(value, list) else [value]
+    if not calls:
+        return None, "\"value\" is an empty array; a function_call turn holds at least one call"
+    for j, call in enumerate(calls):
+        error = check_call(call, f"\"value\"[{j}]" if isinstance(value, list) else "\"value\"")
+        if error:
+            return None, error
+    return [tool_call(c) for c in calls], None
+
+
+def _check_conversations(turns: Any) -> str | None:
+    if not isinstance(turns, list):
+        return f"\"conversations\" must be an array, got {json_type(turns)}"
+    if not turns:
+        return "\"conversations\" is empty"
+    has_assistant = False
+    for i, t in enumerate(turns):
+        if (type(t) is dict and len(t) == 2 and type(t.get("value")) is str and type(t.get("from")) is str
+                and t["from"] in SHAREGPT_PLAIN):
+            has_assistant = has_assistant or SHAREGPT_PLAIN[t["from"]] == "assistant"
+            continue
+        where = f"\"conversations\"[{i}]"
+        if not isinstance(t, dict):
+            return f"{where} must be an object, got {json_type(t)}"
+        for k in ("from", "value"):
+            if k not in t:
+                return f"{where} has no \"{k}\""
+        role = t["from"]
+        if not isinstance(role, str) or role not in SHAREGPT_ROLES:
+            return (f"{where} has from {json.dumps(role)}; expected human, user, gpt, assistant, system, "
+                    "function_call or observation")
+        if role == "function_call":
+            error = _function_calls(t["value"])[1]
+            if error:
+                return f"{where} {error}"
+        elif not isinstance(t["value"], str):
+            return f"{where} \"value\" must be a string, got {json_type(t['value'])}"
+        error = check_loss_switch(t, where)
+        if error:
+            return error
+        has_assistant = has_assistant or SHAREGPT_ROLES[role] == "assistant"
+    if not has_assistant:
+        return "\"conversations\" has no assistant turn"
+    return None
+
+
+def _turn(t: dict) -> dict:
+    """One valid ShareGPT turn as a normalised message."""
+    role = t["from"]
+    if role == "function_call":
+        out: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": _function_calls(t["value"])[0]}
+    else:
+        out = {"role": SHAREGPT_ROLES[role], "content": t["value"]}
+    if len(t) > 2:
+        train = loss_switch(t)
+        if train is not None:
+            out["train"] = train
+    return out
+
+
+def _check_history(history: Any) -> str | None:
+    if history is None:
+        return None
+    if not isinstance(history, list):
+        return f"\"history\" must be an array of [instruction, response] pairs, got {json_type(history)}"
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            got = f"an array of {len(pair)}" if isinstance(pair, list) else json_type(pair)
+            if isinstance(pair, list) and len(pair) == 2:
+                got = f"[{json_type(pair[0])}, {json_type(pair[1])}]"
+            return f"\"history\"[{i}] must be an [instruction, response] pair of strings, got {got}"
     return None
 
 
 def check_record(record: Any, fmt: str) -> str | None:
     """Why ``record`` is not a valid ``fmt`` record, or None when it is."""
     if not isinstance(record, dict):
-        return f"expected a JSON object, got {_json_type(record)}"
+        return f"expected a JSON object, got {json_type(record)}"
     if fmt == "messages":
         if "messages" not in record:
             return "missing key \"messages\""
-        return _check_str(record, "system", optional=True) or _check_turns(
-            record["messages"], "messages", "role", "content", {r: r for r in ROLES}, "system, user or assistant")
+        return (_check_str(record, "system", optional=True) or _check_messages(record["messages"])
+                or ("tools" in record and parse_tools(record["tools"])[1]) or None)
     if fmt == "sharegpt":
         if "conversations" not in record:
             return "missing key \"conversations\""
-        return _check_str(record, "system", optional=True) or _check_turns(
-            record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES,
-            "human, user, gpt, assistant or system")
+        return (_check_str(record, "system", optional=True) or _check_conversations(record["conversations"])
+                or ("tools" in record and parse_tools(record["tools"])[1]) or None)
     if fmt == "prompt_completion":
         return _check_str(record, "prompt") or _check_str(record, "completion")
     if fmt == "alpaca":
-        return _check_str(record, "instruction") or _check_str(record, "input", optional=True) or _check_str(
-            record, "output")
+        return (_check_str(record, "instruction") or _check_str(record, "input", optional=True)
+                or _check_str(record, "output") or _check_str(record, "system", optional=True)
+                or _check_history(record.get("history")))
     if fmt == "text":
         return _check_str(record, "text")
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 def to_messages(record: dict, fmt: str) -> list[dict] | None:
-    """A valid record as chat messages ``[{"role", "content"}]``; None for raw ``text``."""
+    """A valid record as normalised chat messages; None for raw ``text``.
+
+    Each message is ``{"role": "system"|"user"|"assistant"|"tool", "content": str}`` (content "" when an
+    assistant message only calls tools), plus, only when present: ``tool_calls`` (a list of ``{"type":
+    "function", "function": {"name": str, "arguments": dict}}``; arguments stay a string when they are not a
+    JSON object), ``reasoning_content`` (assistant), ``name`` / ``tool_call_id`` (tool) and ``train`` (bool,
+    only when the record sets the per-message loss switch).
+    """
     if fmt == "text":
         return None
     if fmt == "messages":
-        msgs = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
-        if record.get("system"):
-            msgs.insert(0, {"role": "system", "content": record["system"]})
-        return msgs
-    if fmt == "sharegpt":
-        msgs = [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in record["conversations"]]
-        if record.get("system"):
-            msgs.insert(0, {"role": "system", "content": record["system"]})
-        return msgs
-    if fmt == "prompt_completion":
+        msgs = [_message(m) for m in record["messages"]]
+    elif fmt == "sharegpt":
+        msgs = [_turn(t) for t in record["conversations"]]
+    elif fmt == "prompt_completion":
         return [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["completion"]}]
-    if fmt == "alpaca":
+    elif fmt == "alpaca":
         extra = record.get("input") or ""
         user = f"{record['instruction']}\n\n{extra}" if extra else record["instruction"]
-        return [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
-    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        msgs = []
+        for prompt, response in record.get("history") or ():
+            msgs += [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
+    else:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if record.get("system"):
+        msgs.insert(0, {"role": "system", "content": record["system"]})
+    return msgs
+
+
+def to_tools(record: dict, fmt: str) -> list[dict] | None:
+    """A valid record's tools as OpenAI tools ``[{"type": "function", "function": {"name", "description",
+    "parameters"}}]`` (bare function schemas wrapped, a JSON string parsed); None when it has none."""
+    if fmt not in ("messages", "sharegpt"):
+        return None
+    return parse_tools(record.get("tools"))[0]
 
 
 def parse_line(raw: bytes) -> tuple[Any, str | None]:
@@ -241,7 +416,7 @@ def scan_file(path: Path, progress: Callable[[int], None] | None = None) -> Scan
                 continue
             record, error = parse_line(raw.rstrip(b"\r\n"))
             if error is None and not isinstance(record, dict):
-                error = f"expected a JSON object, got {_json_type(record)}"
+                error = f"expected a JSON object, got {json_type(record)}"
                 if isinstance(record, list) and scan.examples == 0 and scan.bad_lines == 0:
                     error += " (JSONL holds one object per line, not a JSON array)"
             elif error is not None and raw.strip() in (b"[", b"{") and scan.bad_lines == 0:
