@@ -249,3 +249,22 @@ def test_a_file_with_unmaskable_lines_fails_naming_each_line_and_why(tiny_tokeni
     assert "2 bad lines: line 2: the chat template of tokenizer" in str(e.value)
     assert "does not render assistant message 1" in str(e.value)
     assert [d["line"] for d in e.value.details] == [2, 4]
+
+
+def test_sharegpt_with_tools_trains_the_call_and_renders_the_tool_list_on_qwen3(qwen3):
+    import json
+
+    from trainingd.train.formats import to_messages, to_tools
+
+    tool = {"name": "lookup", "description": "Look a word up",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}
+    record = {"conversations": [
+        {"from": "human", "value": "Look up USERX"},
+        {"from": "function_call", "value": json.dumps({"name": "lookup", "arguments": {"q": "word"}})},
+        {"from": "observation", "value": json.dumps({"meaning": "TOOLX a word"})},
+        {"from": "gpt", "value": "It is a word."}], "tools": json.dumps([tool])}
+    messages, tools = to_messages(record, "sharegpt"), to_tools(record, "sharegpt")
+    got, ids, _ = runs(qwen3, messages, tools)
+    assert got == ['<tool_call>\n{"name": "lookup", "arguments": {"q": "word"}}\n</tool_call><|im_end|>',
+                   "It is a word.<|im_end|>"]
+    assert "# Tools" in qwen3.decode(ids) and '"name": "lookup"' in qwen3.decode(ids)

@@ -10,6 +10,7 @@ import pytest
 from conftest import write_jsonl
 from trainingd.config import Config
 from trainingd.train.data import FORMATS, DataError, Encoder, detect_format, prepare_dataset, to_messages
+from trainingd.train.formats import to_tools
 from trainingd.train.masking import trained_text
 
 IGNORE = -100
@@ -40,7 +41,7 @@ def trained_strings(tokenizer, fmt: str, record: dict, train_on: str) -> tuple[l
     if fmt == "text":
         ((ids, labels),) = enc.encode_texts([record["text"]])
     else:
-        ((ids, labels),) = enc.encode_chats([to_messages(record, fmt)], [1])
+        ((ids, labels),) = enc.encode_chats([to_messages(record, fmt)], [1], [to_tools(record, fmt)])
     assert len(ids) == len(labels)
     assert all(lab in (IGNORE, i) for i, lab in zip(ids, labels)), "labels must be the input ids or -100"
     return ([tokenizer.decode([i]) for i, lab in zip(ids, labels) if lab != IGNORE],
@@ -246,11 +247,17 @@ PEOPLE_HAVE = {
 def test_formats_people_have_prepare_and_train_only_answers(tokenizer, tmp_path, name):
     record = PEOPLE_HAVE[name]
     path = write_jsonl(tmp_path / f"{name}.jsonl", [record] * 3)
-    prepared = prepare_dataset(path, tokenizer, Config(max_length=256), tmp_path / "cache")
+    # Qwen3's template writes the tool list into a long system prompt: room for it.
+    prepared = prepare_dataset(path, tokenizer, Config(max_length=1024), tmp_path / "cache")
     assert prepared.report["examples"] == prepared.report["kept"] == 3
     trained, everything = trained_strings(tokenizer, detect_format(record), record, "completion")
     text = "".join(trained)
     assert text.endswith("Hello world<|im_end|>")
+    if name.endswith("_tools"):  # the call is the model's output; the tool list and the result are context
+        assert text == ('<tool_call>\n{"name": "lookup", "arguments": {"q": "queue"}}\n</tool_call><|im_end|>'
+                        "Hello world<|im_end|>")
+        assert "# Tools" in "".join(everything)
+        return
     for context in ("Explain", "queue", "Say yes", "Be brief"):
         assert context not in text, (context, text)
     if name == "alpaca_history":

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 from trainingd.atomic_ops import file_sha256, fsync_dir
 from trainingd.config import Config
 from trainingd.train.formats import (FORMATS, DataError, Scan, bad_lines_reason, check_record, detect_format,
-                                     iter_lines, parse_line, scan_file, to_messages)
+                                     iter_lines, parse_line, scan_file, to_messages, to_tools)
 from trainingd.train.masking import IGNORE, Encoder, tokenizer_name
 
 if TYPE_CHECKING:
@@ -129,23 +129,25 @@ def _tokenize_file(path: Path, scan: Scan, encoder: Encoder, cfg: Config, writer
     errors: list[dict] = []
     n_errors = 0
     for chunk in _chunks(iter_lines(path), ENCODE_BATCH):
-        lines, items = [], []
+        lines, items, tools = [], [], []
         for number, raw in chunk:
             record, _ = parse_line(raw)  # validated by scan_file
             if not isinstance(record, dict) or check_record(record, fmt) is not None:
                 raise DataError(f"{path.name} changed while it was being prepared (line {number}); "
                                 "files must not change once queued")
             items.append(record["text"] if fmt == "text" else to_messages(record, fmt))
+            tools.append(None if fmt == "text" else to_tools(record, fmt))
             lines.append(number)
         try:
-            pairs = encoder.encode_texts(items) if fmt == "text" else encoder.encode_chats(items, lines)
+            pairs = encoder.encode_texts(items) if fmt == "text" else encoder.encode_chats(items, lines, tools)
         except Exception:  # noqa: BLE001
             # A template may reject a conversation (e.g. roles out of order), or a message may not be locatable
             # in its render: find which lines, one by one, so the reason lists them all.
             pairs = []
-            for number, item in zip(lines, items):
+            for number, item, item_tools in zip(lines, items, tools):
                 try:
-                    pairs += encoder.encode_texts([item]) if fmt == "text" else encoder.encode_chats([item], [number])
+                    pairs += (encoder.encode_texts([item]) if fmt == "text" else
+                              encoder.encode_chats([item], [number], [item_tools]))
                 except DataError as e:
                     n_errors += 1
                     if len(errors) < 50:
