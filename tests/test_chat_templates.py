@@ -268,3 +268,32 @@ def test_sharegpt_with_tools_trains_the_call_and_renders_the_tool_list_on_qwen3(
     assert got == ['<tool_call>\n{"name": "lookup", "arguments": {"q": "word"}}\n</tool_call><|im_end|>',
                    "It is a word.<|im_end|>"]
     assert "# Tools" in qwen3.decode(ids) and '"name": "lookup"' in qwen3.decode(ids)
+
+
+class _ByDifferenceOnly(Encoder):
+    """Locates every message by difference renders, never by the template's skeleton."""
+
+    def _verbatim_spans(self, messages, tools, full):
+        return None
+
+
+@pytest.mark.parametrize("name", ["qwen3.jinja", "llama3_2.jinja", "gemma3.jinja", "phi3_5.jinja", "gptoss.jinja"])
+def test_skeleton_shortcut_gives_the_masks_of_difference_renders(tiny_tokenizer, name):
+    import random
+
+    tok = tokenizer_for(tiny_tokenizer, (TRL_TEMPLATES / name).read_text())
+    rng = random.Random(5)
+    pieces = ["Hello", " world", "the queue", "数据", "  spaced  ", "\n\nnew lines\n", "<think>x</think>y",
+              "1234", "a" * 30, "<tool_response>r</tool_response>"]
+    convs = []
+    for _ in range(40):
+        msgs = [{"role": "system", "content": rng.choice(pieces)}] if rng.random() < 0.3 else []
+        for _ in range(rng.randint(1, 3)):
+            msgs.append({"role": "user", "content": "".join(rng.choice(pieces) for _ in range(rng.randint(1, 3)))})
+            msgs.append({"role": "assistant",
+                         "content": "".join(rng.choice(pieces) for _ in range(rng.randint(1, 3)))})
+        convs.append(msgs)
+    convs = [c for c in convs if _accepts(tok, c)]
+    fast = Encoder(tok, "completion").encode_chats(convs, list(range(len(convs))))
+    slow = _ByDifferenceOnly(tok, "completion").encode_chats(convs, list(range(len(convs))))
+    assert len(convs) >= 20 and fast == slow

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import re
 from trainingd.train.formats import DataError
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class Encoder:
         self._compiled = self._compile()
         self._turn_end: str | None = None
         self._checked = False  # whether the direct render was compared with apply_chat_template
+        self._skeletons: dict[tuple[str, ...], list[str] | None] = {}
 
     def _compile(self):
         """The tokenizer's compiled chat template, to render plain messages without apply_chat_template's
@@ -193,8 +195,13 @@ class Encoder:
         ``marker_end``."""
         spans = []
         end_marker = self.turn_end()
+        verbatim = self._verbatim_spans(messages, tools, full)
         for i, m in enumerate(messages):
             if not is_trained(m):
+                continue
+            if verbatim is not None:
+                lo, hi = verbatim[i]
+                spans.append((lo, hi, hi + len(end_marker) if full.startswith(end_marker, hi) else hi))
                 continue
             sentinel = next((s for s in SENTINELS if s not in full), None)
             if sentinel is None:
@@ -230,6 +237,44 @@ class Encoder:
             marker_end = hi + len(end_marker) if full.startswith(end_marker, hi) else hi
             spans.append((lo, hi, marker_end))
         return spans
+
+    def _skeleton(self, roles: tuple[str, ...]) -> list[str] | None:
+        """The template's text around the messages of a conversation with these roles: ``[P0, ..., Pn]`` such
+        that a conversation whose contents the template writes verbatim renders as ``P0 c0 P1 c1 ... Pn``.
+        None when the template does not write placeholder contents verbatim, in order, once each."""
+        if roles not in self._skeletons:
+            if len(self._skeletons) >= 1024:
+                self._skeletons.clear()
+            marks = [f"\ue010{i}\ue011" for i in range(len(roles))]
+            try:
+                text = self.render([{"role": r, "content": c} for r, c in zip(roles, marks)])
+            except Exception:  # noqa: BLE001 - the template refuses this shape: every line takes the slow path
+                text = ""
+            parts = re.split("\ue010\\d+\ue011", text)
+            ok = re.findall("\ue010\\d+\ue011", text) == marks
+            self._skeletons[roles] = parts if ok else None
+        return self._skeletons[roles]
+
+    def _verbatim_spans(self, messages: list[dict], tools: list | None, full: str) -> list[tuple[int, int]] | None:
+        """Where each message's content lies in ``full``, when the conversation is plain text (no tools, tool
+        calls or reasoning) and ``full`` is exactly the template's skeleton for its roles with each content
+        written verbatim: one string comparison instead of a render per message. None otherwise (the caller
+        then locates each message by difference)."""
+        if tools or any(len(m) > 2 + ("train" in m) for m in messages):
+            return None
+        skeleton = self._skeleton(tuple(m["role"] for m in messages))
+        if skeleton is None or len(skeleton) != len(messages) + 1:
+            return None
+        spans, pos = [], 0
+        for part, m in zip(skeleton, messages):
+            if not full.startswith(part, pos):
+                return None
+            pos += len(part)
+            if not full.startswith(m["content"], pos):
+                return None
+            spans.append((pos, pos + len(m["content"])))
+            pos += len(m["content"])
+        return spans if full.startswith(skeleton[-1], pos) and pos + len(skeleton[-1]) == len(full) else None
 
     def _locate(self, messages: list[dict], i: int, tools: list | None, full: str, sentinel: str,
                 line: int) -> tuple[int, int, bool]:
