@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from trainingd import exit_codes
+from trainingd import cli, exit_codes
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "trainingd"
@@ -110,8 +111,6 @@ def test_validator_refuses_a_file_and_home_together(home):
 
 def _leaves(parser) -> dict[str, object]:
     """``{"queue list": <parser>, ...}`` for every leaf command of an argparse tree."""
-    import argparse
-
     found: dict[str, object] = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -126,8 +125,6 @@ def _options(parser) -> set[str]:
 
 
 def test_trainingd_holds_each_scripts_commands_with_the_same_options():
-    from trainingd import cli
-
     tree = _leaves(cli.trainingd_parser())
     for prefix, script in (("", cli.controller_parser()), ("queue ", cli.queue_parser())):
         for name, leaf in _leaves(script).items():
