@@ -3,7 +3,7 @@
 
     python3 config_validator.py [--home DIR | FILE] [--json]
 
-Prints "ok" (exit 0) or one line naming the offending key (exit 3).
+Prints "ok" (exit 0) or one line naming the offending key (exit 3); see --help.
 """
 
 import sys

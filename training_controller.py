@@ -4,7 +4,7 @@
     python3 training_controller.py status [--json | --watch] [--home DIR]
     python3 training_controller.py pause|resume|stop|skip [--wait [--timeout S]] [--home DIR]
 
-Exit codes: 0 ok, 1 error/refused (no daemon running), 2 usage, 4 timeout (see --help).
+--home and --json go before or after the command. Exit codes: see --help.
 """
 
 import sys

@@ -7,12 +7,12 @@
     python3 training_queue.py retry ID
     python3 training_queue.py remove ID [--skip-if-running]
 
-Exit codes: 0 ok, 1 error/refused, 2 usage (see --help).
+--home and --json go before or after the command. Exit codes: see --help.
 """
 
 import sys
 
-from trainingd.queue_cli import main
+from trainingd.cli import queue_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(queue_main())

@@ -160,7 +160,7 @@ def test_mistyped_config_key_exits_3_naming_the_key(tmp_path):
     res = run_once(root)
     assert res.returncode == 3
     assert "learnig_rate" in res.stderr and "learning_rate" in res.stderr
-    log = next((root / "logs").glob("daemon_*.log")).read_text()
+    log = Home(root).daemon_log.read_text()
     assert "learnig_rate" in log
     st = status(root)
     assert st["status"] == "error" and "learnig_rate" in st["last_error"]["message"]

@@ -1,4 +1,4 @@
-"""``python -m trainingd init [--home DIR]`` (and every other ``trainingd`` subcommand; see trainingd.cli)."""
+"""``python -m trainingd [--home DIR] COMMAND`` (``init``, ``status``, ``queue list``...: see trainingd.cli)."""
 
 import sys
 

@@ -1,21 +1,28 @@
-"""Command-line entry points: ``trainingd`` (console script / ``python -m trainingd``), and the logic behind
-``training_controller.py`` and ``config_validator.py``.
+"""The command lines of trainingd, as one argparse tree.
 
-    trainingd init [--home DIR]                    create the runtime folders and a default config.json
-    trainingd status [--json | --watch]            same as training_controller.py status
-    trainingd pause|resume|stop|skip [--wait]      same as training_controller.py
-    trainingd queue add|list|status|retry|remove   same as training_queue.py
-    trainingd validate [--home DIR | FILE]         same as config_validator.py
+    trainingd [--home DIR] [--json] COMMAND ...      the console script; also ``python -m trainingd``
+        init                                        create the runtime folders and a default config.json
+        status [--watch]                            = training_controller.py status
+        pause|resume|stop|skip [--wait [--timeout S]]   = training_controller.py pause|...
+        queue add|list|status|retry|remove          = training_queue.py add|...
+        validate [FILE]                             = config_validator.py
+    training_controller.py, training_queue.py and config_validator.py are the same subcommands under
+    their own names (``controller_main``, ``queue_main``, ``validator_main``).
 
-Handlers return dicts (``trainingd.controller``, ``trainingd.queue_cli``); this module only parses
-arguments and formats. ``--json`` prints the handler's dict.
+``--home`` and ``--json`` work before or after the subcommand: the top parser declares them with real
+defaults, and every subparser declares them again (through parent parsers) with ``default=SUPPRESS``, so a
+subcommand that does not see the option leaves the value given before it alone.
+
+How it fits: each script's parser and ``trainingd``'s are built by the same ``add_*_commands`` functions;
+each leaf sets ``run`` to a function here that calls a handler (``trainingd.controller``,
+``trainingd.queue_cli``, or ``initialise``/``validate_config`` below; each returns a dict), prints it as JSON
+or through ``trainingd.formatting``, and returns an exit code from ``trainingd.exit_codes``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import sys
@@ -25,19 +32,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
+from . import exit_codes as ec
 from .config import ConfigError, load_config, resolve_base_model
-from .controller import (DEFAULT_WAIT_TIMEOUT_S, EXIT_CONFIG, EXIT_ERROR, EXIT_OK, send_request,
-                         status_summary)
-from .paths import PRIORITIES, Home
-
-EXIT_TABLE = """exit codes:
-  0  ok
-  1  error or refused (bad input, unknown id, no daemon running)
-  2  usage error (bad command line)
-  3  config error (config.json invalid or base model missing)
-  4  timeout (--wait: the daemon did not acknowledge in time)"""
+from .controller import DEFAULT_WAIT_TIMEOUT_S, send_request, status_summary
+from .formatting import (format_counts, format_init, format_jobs, format_summary, format_validation,
+                         format_watch_frame, print_json)
+from .instance import init_home
+from .paths import JOB_STATES, PRIORITIES, Home
+from .queue import QueueError
+from .queue_cli import CliError, add, counts, list_jobs, remove, retry
 
 HOME_HELP = "home folder (default: $TRAININGD_HOME, else the current directory)"
+JSON_HELP = "print the result as JSON"
+FORMATTER = argparse.RawDescriptionHelpFormatter
+REQUESTS = (("pause", "pause training after the current optimizer step (model stays loaded)"),
+            ("resume", "resume a paused daemon"),
+            ("stop", "checkpoint the current job, put it back at the head of its queue, exit"),
+            ("skip", "abandon the current job (to queue/failed/, adapter unchanged)"))
+NO_DAEMON_NOTE = ("With no daemon running, pause/resume/skip write nothing and exit 1; stop exits 0 (nothing to "
+                  "stop).")
 
 
 def _setup_logging() -> None:
@@ -53,183 +66,24 @@ def quiet_broken_pipe(main: Callable[..., int]) -> Callable[..., int]:
         except BrokenPipeError:
             # Python would complain again while flushing stdout at exit; point it at /dev/null first.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_OK
+            return ec.OK
     return wrapper
 
 
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+# --- handlers of init and validate (the others live in controller.py and queue_cli.py) --------------
 
+def initialise(home: Home) -> dict[str, Any]:
+    """Initialise a home with the daemon's own ``init_home`` (one definition of a home's layout).
 
-# --- formatting of the status summary -------------------------------------------------------------
+    What was created is measured around the call, so the report says exactly what changed.
+    """
+    before = {str(d) for d in home.runtime_dirs() if d.is_dir()}
+    had_config = home.config.exists()
+    init_home(home)
+    created = [str(d) for d in home.runtime_dirs() if d.is_dir() and str(d) not in before]
+    return {"home": str(home.root), "created": created, "config_path": str(home.config),
+            "config": "kept" if had_config else ("written" if home.config.exists() else "missing")}
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-
-
-def progress_bar(fraction: float | None, width: int = 30) -> str:
-    if fraction is None:
-        return "[" + "?" * width + "]"
-    fraction = min(max(fraction, 0.0), 1.0)
-    filled = int(round(fraction * width))
-    return "[" + "#" * filled + "-" * (width - filled) + f"] {fraction * 100:5.1f}%"
-
-
-def _num(value: Any, fmt: str = "") -> str:
-    if value is None:
-        return "-"
-    if not fmt and isinstance(value, float) and value.is_integer():
-        value = int(value)  # counters (step, epoch) may arrive as JSON floats
-    return format(value, fmt)
-
-
-def format_data_counts(data: dict[str, Any]) -> str:
-    """``500 chat examples, 480 kept, 20 dropped as longer than max_length 512, 0 truncated``."""
-    text = f"{_num(data.get('examples'))} {data.get('format') or ''} examples, {_num(data.get('kept'))} kept"
-    if data.get("dropped_too_long"):
-        text += f", {data['dropped_too_long']} dropped as longer than max_length {_num(data.get('max_length'))}"
-    if data.get("truncated"):
-        text += f", {data['truncated']} truncated to max_length {_num(data.get('max_length'))}"
-    if data.get("no_trained_tokens"):
-        text += f", {data['no_trained_tokens']} without a trained token"
-    return text
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """The human-readable view of ``controller.status_summary``."""
-    st = summary.get("status") or {}
-    lines = [f"home:      {summary.get('home')}"]
-    daemon = st.get("daemon") or {}
-    if summary.get("daemon_running"):
-        lines.append(f"daemon:    running (pid {daemon.get('pid', '?')}, version {daemon.get('version', '?')})")
-    else:
-        lines.append("daemon:    daemon not running" + (" (last known status below)" if st else ""))
-    if not st:
-        lines.append("status:    no status file yet")
-    else:
-        state = st.get("status") or "unknown"
-        detail = st.get("status_detail")
-        lines.append(f"state:     {state}" + (f" - {detail}" if detail else ""))
-        job = st.get("job")
-        if job:
-            lines.append(f"job:       {job.get('id')}  file {job.get('file')}  priority {job.get('priority')}")
-            step, total = job.get("step"), job.get("total_steps")
-            fraction = job.get("progress")
-            if fraction is None and step is not None and total:
-                fraction = step / total
-            lines.append(f"progress:  {progress_bar(fraction)}  step {_num(step)}/{_num(total)}"
-                         f"  epoch {_num(job.get('epoch'))}")
-            data = job.get("data")
-            if data:
-                lines.append("data:      " + format_data_counts(data))
-        m = st.get("metrics") or {}
-        lines.append(f"loss:      {_num(m.get('loss'), '.4f')} (ema {_num(m.get('loss_ema'), '.4f')})"
-                     f"  eval {_num(m.get('eval_loss'), '.4f')}  lr {_num(m.get('learning_rate'), '.2e')}")
-        lines.append(f"speed:     {_num(m.get('tokens_per_s'), '.0f')} tokens/s"
-                     f"  {_num(m.get('seconds_per_step'), '.2f')} s/step  ETA {format_duration(m.get('eta_seconds'))}")
-        prep = st.get("prepare")
-        if prep:
-            lines.append(f"prepare:   {prep.get('phase')} {_num(prep.get('lines_done'))}"
-                         f"/{_num(prep.get('lines_total'))} lines")
-        control = st.get("control") or {}
-        lines.append(f"paused:    {'yes' if control.get('paused') else 'no'}"
-                     + ("  (stopping)" if control.get("stopping") else ""))
-        err = st.get("last_error")
-        if err:
-            lines.append(f"last error: {err.get('message')} (job {err.get('job_id')}, {err.get('at')})")
-        lines.append(f"updated:   {st.get('updated_at')} (seq {st.get('seq')})")
-    lines.append("queue:     " + _format_queue_counts(summary))
-    return "\n".join(lines)
-
-
-def _format_queue_counts(summary: dict[str, Any]) -> str:
-    counts = {"high": 0, "normal": 0, "low": 0, "processing": 0, "done": 0, "failed": 0}
-    for job in summary.get("queue") or []:
-        key = job.get("priority") if job.get("state") == "pending" else job.get("state")
-        if key in counts:
-            counts[key] += 1
-    pending = sum(counts[p] for p in PRIORITIES)
-    by_priority = ", ".join(f"{p} {counts[p]}" for p in PRIORITIES)
-    return (f"pending {pending} ({by_priority})  processing {counts['processing']}  done {counts['done']}"
-            f"  failed {counts['failed']}")
-
-
-# --- training_controller.py ------------------------------------------------------------------------
-
-def controller_parser(prog: str = "training_controller.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Steer the training daemon of a home, or show its status.",
-        epilog=EXIT_TABLE + "\n\nWith no daemon running, pause/resume/skip write nothing and exit 1; "
-               "stop exits 0 (nothing to stop).",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for action, text in (("pause", "pause training after the current optimizer step (model stays loaded)"),
-                         ("resume", "resume a paused daemon"),
-                         ("stop", "checkpoint the current job, put it back at the head of its queue, exit"),
-                         ("skip", "abandon the current job (to queue/failed/, adapter unchanged)")):
-        p = sub.add_parser(action, help=text, description=text, epilog=EXIT_TABLE,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--home", help=HOME_HELP)
-        p.add_argument("--wait", action="store_true", help="wait until the daemon acknowledges the request")
-        p.add_argument("--timeout", type=float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
-                       help=f"with --wait: give up after S seconds, exit 4 (default {DEFAULT_WAIT_TIMEOUT_S:g})")
-        p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p = sub.add_parser("status", help="show state, job, progress, metrics and queue",
-                       epilog=EXIT_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--home", help=HOME_HELP)
-    view = p.add_mutually_exclusive_group()
-    view.add_argument("--json", action="store_true",
-                      help='print {"status": {...}, "queue": [...], "daemon_running": bool} as JSON')
-    view.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
-    return parser
-
-
-@quiet_broken_pipe
-def controller_main(argv: list[str] | None = None, prog: str = "training_controller.py") -> int:
-    """``training_controller.py``: see ``controller_parser``."""
-    _setup_logging()
-    args = controller_parser(prog).parse_args(argv)
-    home = Home.at(args.home)
-    if args.command == "status":
-        if args.watch:
-            return _watch(home)
-        summary = status_summary(home)
-        if args.json:
-            _print_json({k: summary[k] for k in ("status", "queue", "daemon_running")})
-        else:
-            print(format_summary(summary))
-        return EXIT_OK
-    if args.wait and args.timeout <= 0:
-        print("--timeout must be positive", file=sys.stderr)
-        return 2
-    result = send_request(home, args.command, wait=args.wait, timeout_s=args.timeout)
-    if args.json:
-        _print_json(result)
-    else:
-        print(result["message"], file=sys.stdout if result["ok"] else sys.stderr)
-    return result["exit_code"]
-
-
-def _watch(home: Home) -> int:
-    try:
-        while True:
-            text = format_summary(status_summary(home))
-            sys.stdout.write("\033[2J\033[H" + text + f"\n\n(refreshed {datetime.now():%H:%M:%S}; Ctrl-C quits)\n")
-            sys.stdout.flush()
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        print()
-        return EXIT_OK
-
-
-# --- config_validator.py ---------------------------------------------------------------------------
 
 def validate_config(path: Path, home_root: Path) -> dict[str, Any]:
     """``{"ok", "path", "error", "base_model"}``: parses the config and checks its base model exists."""
@@ -248,19 +102,86 @@ def validate_config(path: Path, home_root: Path) -> dict[str, Any]:
     return out
 
 
-@quiet_broken_pipe
-def validator_main(argv: list[str] | None = None, prog: str = "config_validator.py") -> int:
-    """``config_validator.py [--home DIR | FILE] [--json]``: exit 0 when valid, 3 with the reason when not."""
-    _setup_logging()
-    parser = argparse.ArgumentParser(
-        prog=prog, description="Check a trainingd config.json: every key known, every type right, the base "
-                               "model folder present.",
-        epilog=EXIT_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--home", help=HOME_HELP + "; checks HOME/config.json")
-    where.add_argument("file", nargs="?", type=Path, help="a config file (or a folder holding config.json)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
+# --- what each leaf of the tree runs ---------------------------------------------------------------
+
+def _run_init(args: argparse.Namespace) -> int:
+    home = Home.at(args.home)
+    try:
+        result = initialise(home)
+    except OSError as e:
+        print(f"cannot initialise {home.root}: {e}", file=sys.stderr)
+        return ec.ERROR
+    if args.json:
+        print_json(result)
+    else:
+        print(format_init(result))
+    return ec.OK
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    if args.json and args.watch:  # --json may come before the subcommand, out of reach of its group
+        args.command_parser.error("argument --watch: not allowed with argument --json")
+    home = Home.at(args.home)
+    if args.watch:
+        return _watch(home)
+    summary = status_summary(home)
+    if args.json:
+        print_json({k: summary[k] for k in ("status", "queue", "daemon_running")})
+    else:
+        print(format_summary(summary))
+    return ec.OK
+
+
+def _watch(home: Home) -> int:
+    try:
+        while True:
+            sys.stdout.write(format_watch_frame(status_summary(home), datetime.now()))
+            sys.stdout.flush()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print()
+        return ec.OK
+
+
+def _run_request(args: argparse.Namespace) -> int:
+    if args.wait and args.timeout <= 0:
+        print("--timeout must be positive", file=sys.stderr)
+        return ec.USAGE
+    result = send_request(Home.at(args.home), args.action, wait=args.wait, timeout_s=args.timeout)
+    if args.json:
+        print_json(result)
+    else:
+        print(result["message"], file=sys.stdout if result["ok"] else sys.stderr)
+    return result["exit_code"]
+
+
+def _run_queue(handler: Callable[[Home, argparse.Namespace], dict[str, Any]],
+               text: Callable[[dict[str, Any]], str]) -> Callable[[argparse.Namespace], int]:
+    """A queue leaf: refusals (and I/O errors) exit 1 with ``error: ...`` or ``{"ok": false, "error"}``."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            result = handler(Home.at(args.home), args)
+        except (CliError, QueueError, OSError) as e:
+            if args.json:
+                print_json({"ok": False, "error": str(e)})
+            else:
+                print(f"error: {e}", file=sys.stderr)
+            return ec.ERROR
+        if args.json:
+            print_json({"ok": True, **result})
+        else:
+            print(text(result))
+        return ec.OK
+    return run
+
+
+def _message(result: dict[str, Any]) -> str:
+    return result["message"]
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    if args.file is not None and args.home is not None:
+        args.command_parser.error("argument file: not allowed with argument --home")
     if args.file is not None:
         path = args.file.expanduser().resolve()
         if path.is_dir():
@@ -271,84 +192,160 @@ def validator_main(argv: list[str] | None = None, prog: str = "config_validator.
         home = Home.at(args.home)
         result = validate_config(home.config, home.root)
     if args.json:
-        _print_json(result)
-    elif result["ok"]:
-        note = " (no config.json: defaults)" if result.get("defaults") else ""
-        print(f"ok: {result['path']}{note}")
+        print_json(result)
     else:
-        print(result["error"], file=sys.stderr)
-    return EXIT_OK if result["ok"] else EXIT_CONFIG
+        print(format_validation(result), file=sys.stdout if result["ok"] else sys.stderr)
+    return ec.OK if result["ok"] else ec.CONFIG_ERROR
 
 
-# --- trainingd init / dispatch ----------------------------------------------------------------------
+# --- the tree --------------------------------------------------------------------------------------
 
-def init_home(home: Home) -> dict[str, Any]:
-    """Initialise a home with the daemon's own ``init_home`` (one definition of a home's layout).
-
-    What was created is measured around the call, so the report says exactly what changed.
-    """
-    from .instance import init_home as _init
-
-    before = {str(d) for d in home.runtime_dirs() if d.is_dir()}
-    had_config = home.config.exists()
-    _init(home)
-    created = [str(d) for d in home.runtime_dirs() if d.is_dir() and str(d) not in before]
-    return {"home": str(home.root), "created": created,
-            "config": "kept" if had_config else ("written" if home.config.exists() else "missing")}
+@functools.cache
+def _shared(option: str, suppress: bool) -> argparse.ArgumentParser:
+    """A parent parser holding one shared option; ``suppress`` for the copy inside a subcommand."""
+    parent = argparse.ArgumentParser(add_help=False)
+    if option == "--home":
+        parent.add_argument("--home", metavar="DIR", help=HOME_HELP,
+                            default=argparse.SUPPRESS if suppress else None)
+    else:
+        parent.add_argument("--json", action="store_true", help=JSON_HELP,
+                            default=argparse.SUPPRESS if suppress else False)
+    return parent
 
 
-COMMANDS = """commands:
-  init                              create the runtime folders and a default config.json
-  status [--json | --watch]         show the daemon's status (training_controller.py status)
-  pause | resume | stop | skip      steer the daemon (training_controller.py)
-  queue add|list|status|retry|remove  manage the job queue (training_queue.py)
-  validate [--home DIR | FILE]      check a config.json (config_validator.py)"""
+def _top(prog: str, description: str, epilog: str, *, with_json: bool = True) -> argparse.ArgumentParser:
+    parents = [_shared("--home", False)] + ([_shared("--json", False)] if with_json else [])
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, parents=parents,
+                                   formatter_class=FORMATTER)
+
+
+def _leaf(sub: argparse._SubParsersAction, name: str, text: str, epilog: str, run: Callable[..., int], *,
+          with_json: bool = True, **defaults: Any) -> argparse.ArgumentParser:
+    parents = [_shared("--home", True)] + ([_shared("--json", True)] if with_json else [])
+    p = sub.add_parser(name, help=text, description=text, epilog=epilog, parents=parents,
+                       formatter_class=FORMATTER)
+    p.set_defaults(run=run, command_parser=p, **defaults)
+    return p
+
+
+def add_controller_commands(sub: argparse._SubParsersAction) -> None:
+    """status, pause, resume, stop, skip: ``training_controller.py`` and ``trainingd``."""
+    epilog = ec.CONTROLLER_HELP
+    p = _leaf(sub, "status", "show state, job, progress, metrics and queue", epilog, _run_status, with_json=False)
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                      help='print {"status": {...}, "queue": [...], "daemon_running": bool} as JSON')
+    view.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
+    for action, text in REQUESTS:
+        p = _leaf(sub, action, text, NO_DAEMON_NOTE + "\n\n" + epilog, _run_request, action=action)
+        p.add_argument("--wait", action="store_true", help="wait until the daemon acknowledges the request")
+        p.add_argument("--timeout", type=float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
+                       help=f"with --wait: give up after S seconds, exit {ec.TIMEOUT} "
+                            f"(default {DEFAULT_WAIT_TIMEOUT_S:g})")
+
+
+def add_queue_commands(sub: argparse._SubParsersAction) -> None:
+    """add, list, status, retry, remove: ``training_queue.py`` and ``trainingd queue``."""
+    epilog = ec.QUEUE_HELP
+    p = _leaf(sub, "add", "copy a JSONL file into the queue", epilog, _run_queue(
+        lambda home, a: add(home, a.file, priority=a.priority, force=a.force), _message))
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--priority", choices=PRIORITIES, default="normal")
+    p.add_argument("--force", action="store_true", help="train it even if the same content was trained before")
+    p = _leaf(sub, "list", "list jobs (pending in claim order first)", epilog, _run_queue(
+        lambda home, a: list_jobs(home, a.state), lambda r: format_jobs(r["jobs"])))
+    p.add_argument("--state", choices=JOB_STATES, action="append", help="only this state (repeatable)")
+    _leaf(sub, "status", "count jobs per state and priority", epilog, _run_queue(
+        lambda home, a: counts(home), lambda r: format_counts(r["counts"])))
+    p = _leaf(sub, "retry", "move a failed job back to pending", epilog, _run_queue(
+        lambda home, a: retry(home, a.job_id), _message))
+    p.add_argument("job_id", metavar="ID")
+    p = _leaf(sub, "remove", "move a pending job to failed/ (nothing is deleted)", epilog, _run_queue(
+        lambda home, a: remove(home, a.job_id, skip_if_running=a.skip_if_running), _message))
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--skip-if-running", action="store_true",
+                   help="if the job is being trained, ask the daemon to skip it instead of refusing")
+
+
+VALIDATE_TEXT = "Check a trainingd config.json: every key known, every type right, the base model folder present."
+
+
+def add_validate_arguments(p: argparse.ArgumentParser) -> None:
+    """``config_validator.py`` and ``trainingd validate`` (``--home`` comes from the shared options)."""
+    p.add_argument("file", nargs="?", type=Path, help="a config file (or a folder holding config.json); "
+                                                      "without it, checks HOME/config.json")
+    p.set_defaults(run=_run_validate, command_parser=p)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def controller_parser(prog: str = "training_controller.py") -> argparse.ArgumentParser:
+    parser = _top(prog, "Steer the training daemon of a home, or show its status.",
+                  NO_DAEMON_NOTE + "\n\n" + ec.CONTROLLER_HELP)
+    add_controller_commands(_subcommands(parser))
+    return parser
+
+
+def queue_parser(prog: str = "training_queue.py") -> argparse.ArgumentParser:
+    parser = _top(prog, "Add, list, retry and remove training jobs.", ec.QUEUE_HELP)
+    add_queue_commands(_subcommands(parser))
+    return parser
+
+
+def validator_parser(prog: str = "config_validator.py") -> argparse.ArgumentParser:
+    parser = _top(prog, VALIDATE_TEXT, ec.VALIDATOR_HELP)
+    add_validate_arguments(parser)
+    return parser
+
+
+def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
+    parser = _top(prog, "Continuous LoRA/QLoRA fine-tuning from a folder.\n\nstatus, pause, resume, stop and skip "
+                        "are training_controller.py's commands,\nqueue is training_queue.py, validate is "
+                        "config_validator.py.", ec.TRAININGD_HELP)
+    parser.add_argument("--version", action="version", version=f"trainingd {__version__}")
+    sub = _subcommands(parser)
+    _leaf(sub, "init", "create the runtime folders and a default config.json (kept if present)",
+          ec.INIT_HELP, _run_init)
+    add_controller_commands(sub)
+    text = "add, list, retry, remove jobs (training_queue.py)"
+    queue = sub.add_parser("queue", help=text, description=text, epilog=ec.QUEUE_HELP,
+                           parents=[_shared("--home", True), _shared("--json", True)], formatter_class=FORMATTER)
+    add_queue_commands(queue.add_subparsers(dest="queue_command", required=True, metavar="COMMAND"))
+    validate = _leaf(sub, "validate", "check a config.json (config_validator.py)", ec.VALIDATOR_HELP,
+                     _run_validate)
+    add_validate_arguments(validate)
+    return parser
+
+
+# --- entry points ----------------------------------------------------------------------------------
+
+def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    _setup_logging()
+    args = parser.parse_args(argv)
+    return args.run(args)
 
 
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
-    """The ``trainingd`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("status", "pause", "resume", "stop", "skip"):
-        return controller_main(argv, prog="trainingd")
-    if argv and argv[0] == "queue":
-        from .queue_cli import main as queue_main
+    """``trainingd`` (the console script and ``python -m trainingd``)."""
+    return _run(trainingd_parser(), argv)
 
-        return queue_main(argv[1:], prog="trainingd queue")
-    if argv and argv[0] == "validate":
-        return validator_main(argv[1:], prog="trainingd validate")
-    _setup_logging()
-    parser = argparse.ArgumentParser(prog="trainingd", description="Continuous LoRA/QLoRA fine-tuning from a folder.",
-                                     epilog=COMMANDS + "\n\n" + EXIT_TABLE,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"trainingd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("init", help="create the runtime folders and a default config.json (kept if present)",
-                       epilog=EXIT_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--home", help=HOME_HELP)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    # Listed for --help only: main() hands these to their own parsers before this one runs.
-    for name, text in (("status", "show the daemon's status (--json, --watch)"),
-                       ("pause", "pause training"), ("resume", "resume training"),
-                       ("stop", "checkpoint, requeue the job and stop the daemon"),
-                       ("skip", "abandon the current job"), ("queue", "add, list, retry, remove jobs"),
-                       ("validate", "check a config.json")):
-        sub.add_parser(name, help=text + f" (trainingd {name} --help)", add_help=False)
-    args = parser.parse_args(argv)
-    home = Home.at(args.home)
-    try:
-        result = init_home(home)
-    except OSError as e:
-        print(f"cannot initialise {home.root}: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    if args.json:
-        _print_json(result)
-        return EXIT_OK
-    print(f"initialised {result['home']}")
-    for folder in result["created"]:
-        print(f"  created {folder}")
-    if result["config"] == "written":
-        print(f"  wrote default config {home.config}")
-    else:
-        print(f"  kept existing config {home.config}")
-    return EXIT_OK
+
+@quiet_broken_pipe
+def controller_main(argv: list[str] | None = None, prog: str = "training_controller.py") -> int:
+    """``training_controller.py``."""
+    return _run(controller_parser(prog), argv)
+
+
+@quiet_broken_pipe
+def queue_main(argv: list[str] | None = None, prog: str = "training_queue.py") -> int:
+    """``training_queue.py``."""
+    return _run(queue_parser(prog), argv)
+
+
+@quiet_broken_pipe
+def validator_main(argv: list[str] | None = None, prog: str = "config_validator.py") -> int:
+    """``config_validator.py [--home DIR | FILE] [--json]``: exit 0 when valid, 3 with the reason when not."""
+    return _run(validator_parser(prog), argv)

@@ -14,20 +14,14 @@ import logging
 import time
 from typing import Any, Callable
 
-from . import exit_codes
 from .atomic_ops import read_json
 from .control import ACTIONS, write_request
+from .exit_codes import ERROR, OK, TIMEOUT
 from .instance import is_daemon_running
 from .paths import Home
+from .queue import JobQueue
 
 log = logging.getLogger(__name__)
-
-# Exit codes of the command-line tools (documented in each tool's --help epilog).
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_CONFIG = exit_codes.CONFIG_ERROR
-EXIT_TIMEOUT = 4
 
 DEFAULT_WAIT_TIMEOUT_S = 300.0
 
@@ -58,8 +52,6 @@ def find_ack(status: dict[str, Any] | None, request_id: str) -> dict[str, Any] |
 
 def queue_jobs(home: Home) -> list[dict[str, Any]]:
     """Every job of the queue as a plain dict (pending in claim order first)."""
-    from .queue import JobQueue  # imported late: the queue module lands separately from this one
-
     return [job_dict(job) for job in JobQueue(home).jobs()]
 
 
@@ -74,7 +66,7 @@ def status_summary(home: Home) -> dict[str, Any]:
     """``{"status": {...} | None, "queue": [...jobs], "daemon_running": bool, "home": str}``."""
     try:
         jobs = queue_jobs(home)
-    except (ImportError, OSError) as e:
+    except OSError as e:
         log.warning("cannot list the queue of %s: %s", home.root, e)
         jobs = []
     return {
@@ -105,15 +97,15 @@ def send_request(
     result: dict[str, Any] = {"action": action, "id": None, "acked": False, "ack": None, "home": str(home.root)}
     if not is_daemon_running(home):
         if action == "stop":
-            return {**result, "ok": True, "exit_code": EXIT_OK,
+            return {**result, "ok": True, "exit_code": OK,
                     "message": f"no daemon running for {home.root}: nothing to stop"}
-        return {**result, "ok": False, "exit_code": EXIT_ERROR, "message": f"no daemon running for {home.root}"}
+        return {**result, "ok": False, "exit_code": ERROR, "message": f"no daemon running for {home.root}"}
 
     request = write_request(home, action)
     result["id"] = request.id
     log.info("wrote %s request %s to %s", action, request.id, request.path)
     if not wait:
-        return {**result, "ok": True, "exit_code": EXIT_OK, "message": f"{action} requested (id {request.id})"}
+        return {**result, "ok": True, "exit_code": OK, "message": f"{action} requested (id {request.id})"}
     return _wait_for_ack(home, result, timeout_s, poll_interval_s, sleep)
 
 
@@ -125,7 +117,7 @@ def _wait_for_ack(home: Home, result: dict[str, Any], timeout_s: float, poll_int
         ack = find_ack(read_status(home), request_id)
         if ack is not None:
             outcome = ack.get("result") or "done"
-            return {**result, "ok": True, "exit_code": EXIT_OK, "acked": True, "ack": ack,
+            return {**result, "ok": True, "exit_code": OK, "acked": True, "ack": ack,
                     "message": f"{action} acknowledged (id {request_id}): {outcome}"}
         if not is_daemon_running(home):
             # The daemon writes its final status (carrying a stop's ack) before it releases the lock:
@@ -133,10 +125,10 @@ def _wait_for_ack(home: Home, result: dict[str, Any], timeout_s: float, poll_int
             ack = find_ack(read_status(home), request_id)
             if ack is not None:
                 continue
-            return {**result, "ok": False, "exit_code": EXIT_ERROR,
+            return {**result, "ok": False, "exit_code": ERROR,
                     "message": f"daemon for {home.root} exited before acknowledging {action} (id {request_id})"}
         if time.monotonic() >= deadline:
-            return {**result, "ok": False, "exit_code": EXIT_TIMEOUT,
+            return {**result, "ok": False, "exit_code": TIMEOUT,
                     "message": f"timed out after {timeout_s:g} s waiting for the daemon to acknowledge "
                                f"{action} (id {request_id}); the request stays queued"}
         sleep(poll_interval_s)

@@ -42,10 +42,7 @@ IO_RETRY_S = 5.0
 MAX_ACKS = 20
 SKIP_REASON = "skipped by user request; adapter changes discarded"
 
-EXIT_TABLE = """exit codes:
-  0   stopped cleanly (stop request, .stop, SIGTERM/SIGINT), or the queue ran empty with --once / --max-jobs
-  3   CONFIG_ERROR: config.json invalid or the base model missing (the message names the key); not retried
-  75  ALREADY_RUNNING: another daemon holds the lock of this home (.daemon.lock)"""
+EXIT_TABLE = ec.DAEMON_HELP
 
 
 def trained_entries(home: Home) -> list[dict]:

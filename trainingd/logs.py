@@ -1,7 +1,17 @@
-"""Logging of the daemon: stderr plus ``logs/daemon_YYYYMMDD.log`` (one file per UTC day), stdlib only.
+"""Logging of the daemon: stderr plus ``logs/daemon.log``, rotated at UTC midnight, stdlib only.
 
     from trainingd.logs import setup_logging
     setup_logging(home, "INFO")
+
+Rotation is the standard library's ``TimedRotatingFileHandler``: today's lines go to ``logs/daemon.log``;
+at the first record after UTC midnight it is renamed to ``logs/daemon.YYYY-MM-DD.log`` (the day it holds)
+and the oldest dated files beyond ``keep_days`` are deleted. A daemon started on a later day rotates the
+file it finds first (the handler dates it by its modification time).
+
+Why not the ``daemon_YYYYMMDD.log`` names of earlier versions: the stdlib handler writes the current day to
+a fixed name and renames it at midnight; on Python 3.10/3.11 it recognises old files for deletion only by
+the ``daemon.`` prefix; and it replaces a file already holding the rotated name, which would erase an
+earlier version's log of the same day. Files of the old name are left alone.
 """
 
 from __future__ import annotations
@@ -9,56 +19,35 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from logging.handlers import TimedRotatingFileHandler
+from pathlib import Path
 
 from .paths import Home
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+KEEP_DAYS = 30
 
 
-class DailyFileHandler(logging.Handler):
-    """Appends to ``logs/daemon_<UTC date>.log``, switching files when the date changes."""
+def dated_name(default_name: str) -> str:
+    """``logs/daemon.log.2026-11-30`` (the stdlib's rotated name) -> ``logs/daemon.2026-11-30.log``.
 
-    def __init__(self, home: Home):
-        super().__init__()
-        self.home = home
-        self._day: str | None = None
-        self._stream = None
-
-    def _open_for_today(self) -> None:
-        day = time.strftime("%Y%m%d", time.gmtime())
-        if day != self._day or self._stream is None:
-            if self._stream is not None:
-                self._stream.close()
-            path = self.home.daemon_log(day)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._stream = open(path, "a", encoding="utf-8")
-            self._day = day
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = self.format(record)
-            self.acquire()
-            try:
-                self._open_for_today()
-                self._stream.write(msg + "\n")
-                self._stream.flush()
-            finally:
-                self.release()
-        except Exception:  # noqa: BLE001 - logging must never take the daemon down
-            self.handleError(record)
-
-    def close(self) -> None:
-        self.acquire()
-        try:
-            if self._stream is not None:
-                self._stream.close()
-                self._stream = None
-        finally:
-            self.release()
-        super().close()
+    The extension stays last, so the file still opens as a log; the stdlib's clean-up recognises this form.
+    """
+    path = Path(default_name)
+    stem, day = path.name.rsplit(".", 1)  # "daemon.log", "2026-11-30"
+    base = Path(stem)
+    return str(path.with_name(f"{base.stem}.{day}{base.suffix}"))
 
 
-def setup_logging(home: Home | None, level: str | int = "INFO") -> None:
+def daily_file_handler(path: Path, keep_days: int = KEEP_DAYS) -> TimedRotatingFileHandler:
+    """``path`` rotated at UTC midnight into ``<stem>.YYYY-MM-DD<suffix>``, keeping ``keep_days`` of those."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = TimedRotatingFileHandler(path, when="midnight", utc=True, backupCount=keep_days, encoding="utf-8")
+    handler.namer = dated_name
+    return handler
+
+
+def setup_logging(home: Home | None, level: str | int = "INFO", keep_days: int = KEEP_DAYS) -> None:
     """Log to stderr, and to the home's daily log file when ``home`` is given. Safe to call twice."""
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -66,10 +55,10 @@ def setup_logging(home: Home | None, level: str | int = "INFO") -> None:
             root.removeHandler(handler)
             handler.close()
     formatter = logging.Formatter(FORMAT)
-    formatter.converter = time.gmtime  # UTC everywhere, like the status file
+    formatter.converter = time.gmtime  # UTC everywhere, like the status file and the rotation
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if home is not None:
-        handlers.append(DailyFileHandler(home))
+        handlers.append(daily_file_handler(home.daemon_log, keep_days))
     for handler in handlers:
         handler.setFormatter(formatter)
         handler._trainingd = True  # type: ignore[attr-defined]

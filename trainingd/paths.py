@@ -114,8 +114,10 @@ class Home:
     def training_log(self) -> Path:
         return self.logs / "training_output.log"
 
-    def daemon_log(self, yyyymmdd: str) -> Path:
-        return self.logs / f"daemon_{yyyymmdd}.log"
+    @property
+    def daemon_log(self) -> Path:
+        """Today's daemon log; earlier days are ``daemon.YYYY-MM-DD.log`` beside it (``trainingd.logs``)."""
+        return self.logs / "daemon.log"
 
     # control
     @property

@@ -1,4 +1,4 @@
-"""The queue from the shell (``training_queue.py`` and ``trainingd queue``): handlers return dicts.
+"""The queue commands' handlers (``training_queue.py`` and ``trainingd queue``): each returns a dict.
 
     python3 training_queue.py add FILE [--priority high|normal|low] [--force] [--home DIR]
     python3 training_queue.py list [--state S] [--json]
@@ -6,31 +6,20 @@
     python3 training_queue.py retry ID
     python3 training_queue.py remove ID [--skip-if-running]
 
-Every change goes through ``trainingd.queue.JobQueue`` (the only code that moves job files), so these
-commands are safe while the daemon runs. Nothing is ever deleted: ``remove`` moves a pending job to
-``queue/failed/`` with the reason "removed by user".
+The command line itself (arguments, output, exit codes) is ``trainingd.cli``; the text views are in
+``trainingd.formatting``. Every change goes through ``trainingd.queue.JobQueue`` (the only code that moves
+job files), so these commands are safe while the daemon runs. Nothing is ever deleted: ``remove`` moves a
+pending job to ``queue/failed/`` with the reason "removed by user".
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .cli import quiet_broken_pipe
-from .controller import EXIT_ERROR, EXIT_OK, job_dict, send_request
-from .paths import JOB_STATES, PRIORITIES, Home
-from .queue import JobQueue, QueueError
-
-EXIT_TABLE = """exit codes:
-  0  ok
-  1  error or refused (missing file, a folder, unknown id, running job, no daemon for --skip-if-running)
-  2  usage error (bad command line)"""
-
-HOME_HELP = "home folder (default: $TRAININGD_HOME, else the current directory)"
+from .controller import job_dict, send_request
+from .paths import Home
+from .queue import JobQueue
 
 
 class CliError(Exception):
@@ -80,109 +69,3 @@ def remove(home: Home, job_id: str, *, skip_if_running: bool = False) -> dict[st
                 "message": f"{job.id} is running: skip requested (id {result['id']}); it will land in failed/"}
     job = q.remove(job_id)
     return {"job": job_dict(job), "message": f"removed {job.id} (now in failed/, reason: removed by user)"}
-
-
-# --- formatting ------------------------------------------------------------------------------------
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
-
-
-def _when(value: Any) -> str:
-    if not value:
-        return "-"
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
-    return str(value).replace("T", " ")[:19]
-
-
-def format_jobs(jobs: list[dict[str, Any]]) -> str:
-    if not jobs:
-        return "no jobs"
-    rows = [("ID", "STATE", "PRIORITY", "NAME", "SIZE", "SHA256", "ENQUEUED", "REASON")]
-    for j in jobs:
-        reason = (j.get("reason") or "") if j.get("state") == "failed" else ""
-        rows.append((j["id"], j["state"], j.get("priority") or "-", j.get("original_name") or "-",
-                     _size(j.get("size_bytes")), (j.get("sha256") or "-")[:12], _when(j.get("enqueued_at")),
-                     reason.splitlines()[0] if reason else ""))
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]).rstrip() for r in rows)
-
-
-def format_counts(c: dict[str, Any]) -> str:
-    pending = c.get("pending") or {}
-    lines = [f"pending     {sum(pending.values())}"]
-    lines += [f"  {p:<9} {pending.get(p, 0)}" for p in PRIORITIES]
-    lines += [f"{s:<11} {c.get(s, 0)}" for s in ("processing", "done", "failed")]
-    return "\n".join(lines)
-
-
-# --- argument parsing ------------------------------------------------------------------------------
-
-def parser(prog: str = "training_queue.py") -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    top = argparse.ArgumentParser(prog=prog, description="Add, list, retry and remove training jobs.",
-                                  epilog=EXIT_TABLE, formatter_class=fmt)
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def cmd(name: str, text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=text, description=text, epilog=EXIT_TABLE, formatter_class=fmt)
-        p.add_argument("--home", help=HOME_HELP)
-        p.add_argument("--json", action="store_true", help="print the result as JSON")
-        return p
-
-    p = cmd("add", "copy a JSONL file into the queue")
-    p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--priority", choices=PRIORITIES, default="normal")
-    p.add_argument("--force", action="store_true", help="train it even if the same content was trained before")
-    p = cmd("list", "list jobs (pending in claim order first)")
-    p.add_argument("--state", choices=JOB_STATES, action="append", help="only this state (repeatable)")
-    cmd("status", "count jobs per state and priority")
-    p = cmd("retry", "move a failed job back to pending")
-    p.add_argument("job_id", metavar="ID")
-    p = cmd("remove", "move a pending job to failed/ (nothing is deleted)")
-    p.add_argument("job_id", metavar="ID")
-    p.add_argument("--skip-if-running", action="store_true",
-                   help="if the job is being trained, ask the daemon to skip it instead of refusing")
-    return top
-
-
-@quiet_broken_pipe
-def main(argv: list[str] | None = None, prog: str = "training_queue.py") -> int:
-    args = parser(prog).parse_args(argv)
-    home = Home.at(args.home)
-    try:
-        if args.command == "add":
-            result = add(home, args.file, priority=args.priority, force=args.force)
-        elif args.command == "list":
-            result = list_jobs(home, args.state)
-        elif args.command == "status":
-            result = counts(home)
-        elif args.command == "retry":
-            result = retry(home, args.job_id)
-        else:
-            result = remove(home, args.job_id, skip_if_running=args.skip_if_running)
-    except (CliError, QueueError) as e:
-        if args.json:
-            print(json.dumps({"ok": False, "error": str(e)}, indent=2))
-        else:
-            print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    if args.json:
-        print(json.dumps({"ok": True, **result}, indent=2, default=str))
-    elif args.command == "list":
-        print(format_jobs(result["jobs"]))
-    elif args.command == "status":
-        print(format_counts(result["counts"]))
-    else:
-        print(result["message"])
-    return EXIT_OK

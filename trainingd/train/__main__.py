@@ -125,10 +125,9 @@ def _field_doc(key: str, docs: dict[str, str]) -> tuple[Any, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train.py",
-        description="Fine-tune a LoRA/QLoRA adapter on one JSONL file (chat messages, prompt/completion, alpaca, "
-                    "sharegpt or text). Exit codes: 0 ok, 1 crash, 3 config error, 4 data error, 5 stopped "
-                    "(checkpoint written; rerun with --resume), 7 checkpoint mismatch.")
+        prog="train.py", epilog=exit_codes.TRAINER_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fine-tune a LoRA/QLoRA adapter on one JSONL file (chat messages, prompt/completion, alpaca,\n"
+                    "sharegpt or text).")
     p.add_argument("--dataset", type=Path, required=True, help="training JSONL file")
     p.add_argument("--model", type=Path, required=True,
                    help="base model folder, or an adapter folder (e.g. current_model) to train further")
