@@ -111,6 +111,25 @@ def test_queue_add_copies_the_file_and_list_shows_it(qhome, data):
     assert job.id in text and data.name in text and listed[0]["sha256"][:12] in text
 
 
+def test_queue_add_converts_a_json_array_and_refuses_other_json_with_how(qhome, tmp_path):
+    records = [{"instruction": f"Add {i} and 1", "input": "", "output": str(i + 1)} for i in range(3)]
+    array = tmp_path / "alpaca.json"
+    array.write_text(json.dumps(records, indent=2))
+    r = run("training_queue.py", "add", str(array), home=qhome)
+    assert r.returncode == 0, r.stderr
+    assert "converted alpaca.json (3 records)" in r.stdout and array.exists()
+    (job,) = JobQueue(Home(qhome)).jobs()
+    assert job.data_file.name == "alpaca.jsonl" and job.meta["converted_from"] == "alpaca.json"
+    assert [json.loads(line) for line in job.data_file.read_text().splitlines()] == records
+    assert not list(qhome.glob(".trainingd-convert-*"))
+
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps(records[0]))
+    r = run("training_queue.py", "add", str(single), home=qhome)
+    assert r.returncode == 1 and "jq -c '.[]' one.json > one.jsonl" in r.stderr, r.stderr
+    assert len(JobQueue(Home(qhome)).jobs()) == 1
+
+
 @pytest.mark.parametrize("bad, message", [("missing.jsonl", "no such file"), ("", "is a folder")])
 def test_queue_add_refuses_missing_files_and_folders(qhome, tmp_path, bad, message):
     r = run("training_queue.py", "add", str(tmp_path / bad), home=qhome)

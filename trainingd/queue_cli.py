@@ -14,10 +14,13 @@ pending job to ``queue/failed/`` with the reason "removed by user".
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from .controller import job_dict, send_request
+from .json_array import NotConvertible, convert
 from .paths import Home
 from .queue import JobQueue
 
@@ -37,8 +40,28 @@ def add(home: Home, src: Path, *, priority: str = "normal", force: bool = False)
         raise CliError(f"{src} is not a regular file")
     q = JobQueue(home)
     q.ensure_dirs()
+    if src.name.endswith(".json"):
+        return _add_json_array(q, src, priority=priority, force=force)
     job = q.add(src, priority=priority, source="cli", force=force)
     return {"job": job_dict(job), "message": f"queued {src.name} as {job.id} (priority {job.priority})"}
+
+
+def _add_json_array(q: JobQueue, src: Path, *, priority: str, force: bool) -> dict[str, Any]:
+    """A JSON array file, converted to JSON Lines and queued as ``<stem>.jsonl`` (the original stays)."""
+    work = Path(tempfile.mkdtemp(dir=q.home.root, prefix=".trainingd-convert-"))
+    try:
+        converted = work / (src.name[:-len(".json")] + ".jsonl")
+        try:
+            records = convert(src, converted)
+        except NotConvertible as e:
+            raise CliError(f"{src.name} {e}; a .json file must be one JSON array of objects (or convert it "
+                           f"yourself: jq -c '.[]' {src.name} > {converted.name})") from None
+        job = q.add(converted, priority=priority, source="cli", force=force)
+        job = q.update_meta(job, converted_from=src.name, converted_records=records)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"job": job_dict(job), "message": f"converted {src.name} ({records} records) and queued it as "
+                                             f"{job.id} (priority {job.priority})"}
 
 
 def list_jobs(home: Home, states: list[str] | None = None) -> dict[str, Any]:
