@@ -10,6 +10,7 @@
 | 5    | STOPPED           | stop requested; checkpoint written                          | job -> head of its queue |
 | 6    | SKIPPED           | skip requested; adapter changes discarded                   | job -> failed (skipped) |
 | 7    | CHECKPOINT_MISMATCH | a checkpoint exists but belongs to other data/base/config | job -> failed          |
+| 8    | ADAPTER_MISMATCH  | the adapter to continue has another base or LoRA shape      | job back to queue; daemon holds (a condition of the home) |
 | 75   | ALREADY_RUNNING   | (daemon) another daemon holds the lock of this home         |                        |
 """
 
@@ -21,6 +22,7 @@ DATA_ERROR = 4
 STOPPED = 5
 SKIPPED = 6
 CHECKPOINT_MISMATCH = 7
+ADAPTER_MISMATCH = 8
 ALREADY_RUNNING = 75
 
 NAMES = {
@@ -32,6 +34,7 @@ NAMES = {
     STOPPED: "stopped",
     SKIPPED: "skipped",
     CHECKPOINT_MISMATCH: "checkpoint_mismatch",
+    ADAPTER_MISMATCH: "adapter_mismatch",
     ALREADY_RUNNING: "already_running",
 }
 
