@@ -58,6 +58,7 @@ def finish(code, name, reason="", summary=None):
     sys.exit(code)
 
 print("contract trainer started for", a.job_id, flush=True)
+time.sleep(spec.get("start_delay", 0))  # a trainer still loading: no progress file yet
 if "exit" in spec:
     print(spec.get("print", ""), flush=True)
     finish(spec["exit"], spec.get("name", "x"), spec.get("reason", ""), {"steps": 1})
@@ -70,7 +71,9 @@ while True:
     action = cmd.get("action", "run") if cmd.get("job_id") == a.job_id else "run"
     if action == "stop" and not spec.get("ignore_stop"):
         finish(5, "stopped", "stop requested")
-    if action == "skip":
+    if action == "skip" and "on_skip_exit" in spec:  # ended (stopped, crashed) before honouring the skip
+        finish(spec["on_skip_exit"], "x", "ended before the skip")
+    if action == "skip" and not spec.get("ignore_skip"):
         finish(6, "skipped", "skip requested")
     if action == "pause":
         progress("paused", step)

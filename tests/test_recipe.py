@@ -103,7 +103,7 @@ def test_stop_writes_a_checkpoint_and_a_resume_with_other_data_or_settings_is_re
 
     assert execute(make_spec(tmp_path, tiny_model, ds, lora={"r": 4}), reason) == exit_codes.CHECKPOINT_MISMATCH
     out = json.loads(reason.read_text())
-    assert "'lora'" in out["reason"] and "step-000003" in out["reason"]
+    assert "'lora.r'" in out["reason"] and "step-000003" in out["reason"]
     assert ckpt.latest_complete(spec.checkpoint_dir) == newest  # a refusal never destroys the checkpoint
 
 
@@ -156,7 +156,8 @@ def test_qlora_trains_on_cpu_and_changes_the_adapter(tiny_model, tmp_path):
     assert lora_b and any(float(v.abs().max()) > 0 for v in lora_b)  # lora_B starts at zero: it trained
     assert result.summary["loss"] is not None
     state = json.loads((spec.output_dir / "adapter_state.json").read_text())
-    assert state["locked"]["use_qlora"] is True and state["trained"][0]["job_id"] == "job-1"
+    assert state["locked"]["lora.r"] == 4 and state["trained"][0]["job_id"] == "job-1"
+    assert state["generation"] == 1 and state["trained"][0]["generation"] == 1
     assert not spec.checkpoint_dir.exists()
 
 

@@ -72,8 +72,8 @@ def test_standalone_trains_and_model_adapter_dir_continues_that_adapter(tiny_mod
     # Changing a locked setting of an existing adapter is refused, naming the key.
     r = standalone("--dataset", str(second), "--model", str(out2), "--output-dir", str(tmp_path / "out3"),
                    "--lora-r", "8", "--max-length", "96")
-    assert r.returncode == exit_codes.CHECKPOINT_MISMATCH, r.stdout
-    assert "'lora'" in r.stdout
+    assert r.returncode == exit_codes.ADAPTER_MISMATCH, r.stdout
+    assert "'lora.r'" in r.stdout
 
 
 def test_daemon_mode_config_error_data_error_and_adapter_mismatch_write_the_reason_file(home, tmp_path):
@@ -103,14 +103,14 @@ def test_daemon_mode_config_error_data_error_and_adapter_mismatch_write_the_reas
     from trainingd.config import load_config
     from trainingd.train.checkpoint import base_model_hash
 
-    locked = {**load_config(home / "config.json").locked_values(), "max_length": 512}
+    locked = {**load_config(home / "config.json").locked_values(), "lora.r": 64}
     (cm / "adapter_state.json").write_text(json.dumps({
         "base_model": str(home / "models" / "tiny-qwen3"),
         "base_model_hash": base_model_hash(home / "models" / "tiny-qwen3"), "locked": locked, "trained": []}))
     r = daemon_mode(home, good, reason)
-    assert r.returncode == exit_codes.CHECKPOINT_MISMATCH, r.stdout
+    assert r.returncode == exit_codes.ADAPTER_MISMATCH, r.stdout
     out = json.loads(reason.read_text())
-    assert out["exit"] == "checkpoint_mismatch" and "'max_length'" in out["reason"]
+    assert out["exit"] == "adapter_mismatch" and "'lora.r'" in out["reason"]
 
 
 def test_daemon_mode_exits_stopped_when_its_parent_is_not_the_named_daemon(home, tmp_path):

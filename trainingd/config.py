@@ -5,7 +5,11 @@ suggestion for a likely typo; a value of the wrong type is an error naming the k
 working: new keys are only ever added beside the existing ones, with a default.
 
 ``locked_keys`` names the settings that a checkpoint or a live adapter was made with and that must not
-change under it: a checkpoint whose recorded values differ is refused rather than silently resumed.
+change under it. Only what makes an adapter a different thing can be locked (``LOCKABLE_KEYS``: the base
+model and the LoRA shape and targets); other names, which older configs list (``use_qlora``,
+``max_length``, ``train_on``), are accepted and not enforced: continuing a LoRA adapter on a 4-bit base,
+or with longer examples, is ordinary training. ``"lora"`` stands for ``lora.r``, ``lora.alpha`` and
+``lora.target_modules``.
 
 Check a config from the shell: ``python3 config_validator.py [--home DIR | FILE]``.
 """
@@ -115,16 +119,51 @@ class Config:
     """Seconds a trainer gets to checkpoint and exit after a stop request before SIGTERM, then SIGKILL."""
     auto_generate: AutoGenerateConfig = field(default_factory=AutoGenerateConfig)
     """Asking a local generator service for data when the queue runs dry."""
-    locked_keys: list[str] = field(default_factory=lambda: ["base_model", "use_qlora", "lora", "max_length", "train_on"])
-    """Keys recorded in checkpoints and the adapter; a mismatch refuses the checkpoint."""
+    locked_keys: list[str] = field(default_factory=lambda: list(LOCKABLE_KEYS))
+    """Keys recorded in checkpoints and the adapter; a changed one holds the daemon (see LOCKABLE_KEYS)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def locked_values(self) -> dict[str, Any]:
-        """The values of ``locked_keys``, as recorded in checkpoint manifests."""
-        d = self.to_dict()
-        return {k: d[k] for k in self.locked_keys}
+        """The values of the lockable ``locked_keys`` (dotted names), as recorded in checkpoints and the adapter."""
+        flat = _flatten(self.to_dict())
+        return {k: flat[k] for k in _expand(self.locked_keys)}
+
+
+# What makes an adapter a different thing; only these are ever enforced.
+LOCKABLE_KEYS = ("base_model", "lora.r", "lora.alpha", "lora.target_modules")
+
+
+def _expand(keys: list[str]) -> list[str]:
+    """Lockable dotted names in ``keys`` ("lora" stands for its shape keys); others are dropped."""
+    out: list[str] = []
+    for key in keys:
+        for k in ([k for k in LOCKABLE_KEYS if k.startswith("lora.")] if key == "lora" else [key]):
+            if k in LOCKABLE_KEYS and k not in out:
+                out.append(k)
+    return out
+
+
+def _flatten(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    if isinstance(values.get("lora"), dict):
+        out.update({f"lora.{k}": v for k, v in values["lora"].items()})
+    return out
+
+
+def normalize_locked(recorded: dict | None) -> dict[str, Any]:
+    """Locked values as recorded by any version (``{"lora": {...}, "use_qlora": ...}`` or dotted) -> lockable only."""
+    flat = _flatten(recorded or {})
+    return {k: flat[k] for k in LOCKABLE_KEYS if k in flat}
+
+
+def locked_changes(recorded: dict | None, now: dict | None) -> list[dict[str, Any]]:
+    """``[{"key", "adapter", "config"}]`` for each lockable key both record and that differs."""
+    rec, cur = normalize_locked(recorded), normalize_locked(now)
+    norm = lambda v: json.loads(json.dumps(v))  # noqa: E731 - tuples/lists and int/float compare as stored
+    return [{"key": k, "adapter": rec[k], "config": cur[k]} for k in LOCKABLE_KEYS
+            if k in rec and k in cur and norm(rec[k]) != norm(cur[k])]
 
 
 _CHOICES = {
@@ -193,7 +232,7 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"config key 'warmup_ratio' must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.lora.r < 1:
         raise ConfigError(f"config key 'lora.r' must be at least 1, got {cfg.lora.r}")
-    known = {f.name for f in dataclasses.fields(Config)}
+    known = {f.name for f in dataclasses.fields(Config)} | {f"lora.{f.name}" for f in dataclasses.fields(LoraConfig)}
     for key in cfg.locked_keys:
         if key not in known:
             raise ConfigError(f"config key 'locked_keys' names unknown key {key!r}")

@@ -17,7 +17,11 @@ Wire format (all files written atomically, JSON):
 
 3. ``control/trainer_command.json`` -- the daemon's standing order to the running trainer::
 
-       {"job_id": "...", "action": "run", "seq": 3, "updated_at": 1764470000.5}
+       {"job_id": "...", "action": "run", "seq": 3, "updated_at": 1764470000.5, "config": {...}}
+
+   ``config`` is the configuration the daemon holds (config.json as of its start or its last SIGHUP
+   reload); the trainer of that job trains with it, so a config.json edited but not yet reloaded, or
+   refused at reload, never reaches a trainer.
 
    ``action`` is ``run``, ``pause``, ``stop`` or ``skip``. The trainer reads it at every optimizer-step
    boundary (a stat, and a read only when it changed): ``pause`` keeps the model loaded and waits,
@@ -83,10 +87,22 @@ def is_emergency_stop(home: Home) -> bool:
     return home.emergency_stop.exists()
 
 
-def write_trainer_command(home: Home, job_id: str, action: str, seq: int) -> None:
+def write_trainer_command(home: Home, job_id: str, action: str, seq: int, config: dict | None = None) -> None:
     if action not in TRAINER_ACTIONS:
         raise ValueError(f"unknown trainer action {action!r}")
-    atomic_write_json(home.trainer_command, {"job_id": job_id, "action": action, "seq": seq, "updated_at": time.time()})
+    doc = {"job_id": job_id, "action": action, "seq": seq, "updated_at": time.time()}
+    if config is not None:
+        doc["config"] = config
+    atomic_write_json(home.trainer_command, doc)
+
+
+def read_trainer_command(home: Home) -> dict:
+    """The standing order (``{}`` when there is none or it cannot be read)."""
+    try:
+        data = read_json(home.trainer_command, {})
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class TrainerCommandReader:

@@ -14,6 +14,7 @@ trainer is a separate process (``python -m trainingd.train``) in its own session
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -22,9 +23,10 @@ import time
 from typing import Any
 
 from . import __version__
+from . import adapter_state
 from . import exit_codes as ec
 from .atomic_ops import read_json
-from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, resolve_base_model
+from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
 from .control import Request, consume, is_emergency_stop, read_requests, write_trainer_command
 from .instance import InstanceLock, init_home, read_pid
 from .intake import Intake
@@ -45,15 +47,39 @@ SKIP_REASON = "skipped by user request; adapter changes discarded"
 EXIT_TABLE = ec.DAEMON_HELP
 
 
-def trained_entries(home: Home) -> list[dict]:
-    """The ``trained`` list of ``current_model/adapter_state.json`` (jobs durably in the adapter)."""
+def read_live_adapter_state(home: Home) -> dict | None:
+    """``current_model/adapter_state.json``, or None when there is none or it is unreadable."""
     try:
-        state = read_json(home.current_model / "adapter_state.json", {}) or {}
+        return adapter_state.read_adapter_state(home.current_model)
     except (ValueError, OSError):
         log.warning("current_model/adapter_state.json is unreadable; treating the adapter as empty")
-        return []
-    trained = state.get("trained") if isinstance(state, dict) else None
-    return [t for t in trained if isinstance(t, dict)] if isinstance(trained, list) else []
+        return None
+
+
+def trained_entries(home: Home) -> list[dict]:
+    """The ``trained`` list of ``current_model/adapter_state.json`` (jobs durably in the adapter)."""
+    return adapter_state.trained_entries(read_live_adapter_state(home))
+
+
+def adapter_condition(home: Home, cfg: Config, pid: int) -> dict | None:
+    """A locked key of config.json that differs from the live adapter: a condition of the whole home.
+
+    Returns ``{"kind", "message", "changes": [{"key", "adapter", "config"}], "ways_out"}`` or None.
+    """
+    state = read_live_adapter_state(home)
+    changes = locked_changes((state or {}).get("locked"), cfg.locked_values())
+    if not changes:
+        return None
+    what = "; ".join(f"config key {c['key']!r} is {json.dumps(c['config'])} in config.json but the live adapter "
+                     f"was made with {json.dumps(c['adapter'])}" for c in changes)
+    return {"kind": "adapter_mismatch", "message": f"{what}: no job starts until this is resolved",
+            "changes": changes, "ways_out": ways_out(pid)}
+
+
+def ways_out(pid: int) -> list[str]:
+    return [f"set it back in config.json, then reload: kill -HUP {pid} (or systemctl reload trainingd)",
+            "or keep the old adapter and start a fresh one: stop the daemon, move current_model/ aside "
+            "(e.g. into snapshots/), start the daemon again"]
 
 
 # ------------------------------------------------------------------------------------------------ daemon
@@ -71,6 +97,11 @@ class Daemon:
         self.intake = Intake(home, self.queue, cfg)
         self.writer = StatusWriter(home)
         self.started_at = now_iso()
+        self.started_wall = time.time()  # control requests written before this are stale
+        self.config_loaded_at = self.started_at
+        self.config_reload_error: str | None = None
+        self.condition: dict | None = None  # a condition of the whole home that holds every job
+        self._condition_stamp: tuple | None = None
         self.running: Running | None = None
         self.resume_first: list[str] = []
         self.paused = False
@@ -87,6 +118,7 @@ class Daemon:
         self.final_detail: str | None = None
         self._signal: int | None = None
         self._signals = 0
+        self._reload = False
         previous = self.writer.previous
         prev_control = previous.get("control") if isinstance(previous.get("control"), dict) else {}
         # Acks outlive a restart so `--wait` on a stop finds its answer; pause state does not.
@@ -104,16 +136,29 @@ class Daemon:
         self._signal = signum  # only record; the loop acts
         self._signals += 1
 
+    def _on_hup(self, _signum: int, _frame: Any) -> None:
+        self._reload = True  # only record; the loop reloads config.json
+
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        self.startup()
+        signal.signal(signal.SIGHUP, self._on_hup)
+        while True:
+            try:
+                self.startup()
+                break
+            except Exception as e:  # noqa: BLE001 - a start-up fault (a full disk) is waited out, never fatal
+                self.wait_out_error(e, "daemon start-up")
+                if self._signal is not None:
+                    self.finish("stopped", f"signal {signal.Signals(self._signal).name} during start-up")
+                    self.write_status(final=True)
+                    return self.exit_code
         try:
             while not self.finished:
                 try:
                     self.tick()
-                except OSError as e:  # a full disk, a vanished folder: wait and try again, never die
-                    self.wait_out_io_error(e)
+                except Exception as e:  # noqa: BLE001 - no fault of one tick may end the daemon
+                    self.wait_out_error(e, "the daemon loop")
                     continue
                 if self.finished:
                     break
@@ -130,19 +175,25 @@ class Daemon:
                 self._send(self.running, "stop")
         return self.exit_code
 
-    def wait_out_io_error(self, e: OSError) -> None:
-        """Log an I/O error of the loop (ENOSPC above all), record it for the status, and back off."""
-        self._error(f"I/O error in the daemon loop: {e}; retrying in {IO_RETRY_S:.0f}s", None)
+    def wait_out_error(self, e: Exception, where: str) -> None:
+        """Log an error of the loop (ENOSPC above all), record it for the status, and back off."""
+        if isinstance(e, OSError):
+            self._error(f"I/O error in {where}: {e}; retrying in {IO_RETRY_S:.0f}s", None)
+        else:
+            log.exception("unexpected error in %s", where)
+            self._error(f"internal error in {where}: {type(e).__name__}: {e}; retrying in {IO_RETRY_S:.0f}s "
+                        "(traceback in the daemon log)", None)
         try:
             self.write_status()
-        except OSError:
-            pass  # the status file cannot be written either; the log has the error
+        except Exception:  # noqa: BLE001 - the status file cannot be written either; the log has the error
+            pass
         end = time.monotonic() + IO_RETRY_S
         while time.monotonic() < end and self._signal is None:
             time.sleep(self.tick_s)
 
     def startup(self) -> None:
         log.info("trainingd %s daemon starting for %s (pid %d)", __version__, self.home.root, os.getpid())
+        self.resume_first = []
         self.queue.ensure_dirs()
         for job in self.queue.recover_incoming():
             log.info("recovered %s from queue/.incoming -> %s", job.id, job.state)
@@ -162,11 +213,15 @@ class Daemon:
             else:
                 log.info("job %s was being trained when the last daemon ended; resuming it first", job.id)
                 self.resume_first.append(job.id)
-        self.intake.start()
+        if self.intake.observer is None:
+            self.intake.start()
         self.intake.poll(force=True)
         self.write_status()
 
     def tick(self) -> None:
+        if self._reload:
+            self._reload = False
+            self.reload_config()
         if self._signal is not None and not self.stopping:
             self.request_stop(f"signal {signal.Signals(self._signal).name}")
         if self._signals >= 2 and self.running is not None and self.running.term_sent_at is None:
@@ -184,6 +239,46 @@ class Daemon:
                     self._error(f"{job.meta.get('original_name')}: {job.meta.get('reason')}", job.id)
         self.reconcile()
         self.write_status(final=self.finished)
+
+    def reload_config(self) -> None:
+        """SIGHUP: take config.json again; an invalid one is refused (the reason in the status), the old kept."""
+        try:
+            new = check_config(self.home)
+        except ConfigError as e:
+            self.config_reload_error = str(e)
+            self._error(f"config.json reload refused, keeping the running configuration: {e}", None)
+            return
+        old, now = self.cfg.to_dict(), new.to_dict()
+        changed = [f"{k}: {json.dumps(old[k])} -> {json.dumps(now[k])}" for k in now if old.get(k) != now[k]]
+        log.info("config reloaded%s", (": " + "; ".join(changed)) if changed else " (no change)")
+        self.cfg = new
+        self.intake.cfg = new
+        self.config_reload_error = None
+        self.config_loaded_at = now_iso()
+        self._condition_stamp = None  # check the adapter against the new config
+
+    def update_condition(self) -> None:
+        """Re-check the home's condition when the config or the live adapter changed since the last look."""
+        stamp = self._adapter_stamp()
+        if stamp == self._condition_stamp:
+            return
+        trainer_said = self.condition is not None and self.condition.get("source") == "trainer"
+        if trainer_said and self._condition_stamp is not None:
+            log.info("the live adapter changed; trying again")
+        self._condition_stamp = stamp
+        before = self.condition
+        self.condition = adapter_condition(self.home, self.cfg, os.getpid())
+        if self.condition is not None and self.condition != before:
+            self._error(self.condition["message"], None)
+        elif self.condition is None and before is not None:
+            log.info("the condition of the home is resolved; jobs start again")
+
+    def _adapter_stamp(self) -> tuple:
+        try:
+            st = (self.home.current_model / adapter_state.FILE).stat()
+        except FileNotFoundError:
+            return ()
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def request_stop(self, why: str) -> None:
         if not self.stopping:
@@ -203,6 +298,12 @@ class Daemon:
             consume(req)
             if req.action == "invalid":
                 log.warning("dropped an invalid control request file %s", req.path.name)
+                continue
+            if req.created_at < self.started_wall:
+                # Written for an earlier daemon (e.g. just as it exited): answered, never applied.
+                log.warning("control request %s (%s) was written before this daemon started; not applied",
+                            req.id, req.action)
+                self.ack(req, "stale: written before this daemon started; not applied")
                 continue
             log.info("control request %s: %s", req.id, req.action)
             self.control["last_request"] = {"id": req.id, "action": req.action, "at": now_iso()}
@@ -246,6 +347,7 @@ class Daemon:
                 self.steer(r)
                 return
             self.running = None
+            r.reaped(self.home)
             try:
                 self.on_trainer_exit(r, code)
             except OSError:
@@ -272,6 +374,12 @@ class Daemon:
             return
         if self.paused:
             return
+        self.update_condition()
+        if self.condition is not None:
+            if self.once:  # nothing will change while we wait: say why and leave (never retried in a loop)
+                self.exit_code = ec.CONFIG_ERROR
+                self.finish("error", self.condition["message"])
+            return
         while not self.finished:
             job = self._next_job()
             if job is None:
@@ -279,12 +387,35 @@ class Daemon:
                 if self.once and not self.intake.has_candidates() and not sum(counts["pending"].values()):
                     self.finish("stopped", "queue empty (--once)")
                 return
+            broken = job.meta.get("broken")
+            if broken:
+                reason = (f"{broken}\nThe data file is kept in this folder. Fix or delete job.json "
+                          f"(the unreadable one is kept as job.json.broken), then: training_queue.py retry {job.id}")
+                self.queue.fail(job, reason)
+                self._error(f"job {job.id}: {broken}", job.id)
+                append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="failed",
+                               result="bad_job_json", reason=reason, summary={})
+                self.jobs_ended += 1
+                continue
             if self._is_duplicate(job):
                 if self.max_jobs is not None and self.jobs_ended >= self.max_jobs:
                     self.finish("stopped", f"--max-jobs {self.max_jobs} reached")
                 continue
-            self.start_trainer(job)
+            try:
+                self.start_trainer(job)
+            except BaseException:
+                self._put_back(job)
+                raise
             return
+
+    def _put_back(self, job: Job) -> None:
+        """A claimed job whose trainer could not be started goes back to the head of its queue."""
+        try:
+            self.queue.requeue(job)
+        except Exception as e:  # noqa: BLE001 - still in processing/: take it first next time, claim no other
+            log.error("job %s could not be put back into pending (%s); it is retried first", job.id, e)
+            if job.id not in self.resume_first:
+                self.resume_first.insert(0, job.id)
 
     def _next_job(self) -> Job | None:
         while self.resume_first:
@@ -315,14 +446,14 @@ class Daemon:
 
     def start_trainer(self, job: Job) -> None:
         self.cmd_seq += 1
-        write_trainer_command(self.home, job.id, "run", self.cmd_seq)
+        write_trainer_command(self.home, job.id, "run", self.cmd_seq, config=self.cfg.to_dict())
         self.running = Running.start(self.home, job)
         log.info("job %s: trainer started (pid %d) on %s", job.id, self.running.proc.pid,
                  job.meta.get("original_name"))
 
     def _send(self, r: Running, action: str) -> None:
         self.cmd_seq += 1
-        write_trainer_command(self.home, r.job.id, action, self.cmd_seq)
+        write_trainer_command(self.home, r.job.id, action, self.cmd_seq, config=self.cfg.to_dict())
         r.action = action
         log.info("job %s: trainer command -> %s", r.job.id, action)
 
@@ -373,11 +504,31 @@ class Daemon:
                            summary=summary, seconds=seconds)
             self.jobs_ended += 1
 
+        if summary.get("notice"):
+            log.warning("job %s: %s", job.id, summary["notice"])
         if code == ec.OK:
             self.queue.complete(job, result=summary)
             ended("done", "ok")
             if skip_wanted:
                 self._ack_all("skip", "too late: the job had already finished")
+        elif skip_wanted and code not in (ec.DATA_ERROR, ec.CHECKPOINT_MISMATCH, ec.USAGE):
+            # The trainer ended (stopped, crashed, killed) before it honoured the skip: the skip still holds.
+            self.queue.fail(job, SKIP_REASON)
+            self._retire_checkpoints(job)
+            ended("failed", "skipped", SKIP_REASON)
+            self._ack_all("skip", "skipped" if code == ec.SKIPPED else f"skipped (the trainer ended first: {name})")
+            if code == ec.CONFIG_ERROR:
+                self.exit_code = ec.CONFIG_ERROR
+                self._error(f"trainer refused the configuration: {self._reason_text(result, name)}", job.id)
+                self.request_stop("configuration error")
+        elif code == ec.ADAPTER_MISMATCH:
+            # A condition of the home, not of this job: it goes back to the head of its queue and nothing starts.
+            self.queue.requeue(job)
+            message = f"{self._reason_text(result, name)}: no job starts until this is resolved"
+            self.condition = {"kind": "adapter_mismatch", "message": message, "changes": [],
+                              "ways_out": ways_out(os.getpid()), "source": "trainer"}
+            self._condition_stamp = self._adapter_stamp()  # held until the adapter or the config changes
+            self._error(message, job.id)
         elif code in (ec.DATA_ERROR, ec.CHECKPOINT_MISMATCH, ec.USAGE):
             reason = self._reason_text(result, name)
             self.queue.fail(job, reason, result=result or None)
@@ -417,6 +568,12 @@ class Daemon:
             if skip_wanted:
                 self._ack_all("skip", f"the trainer ended first ({name})")
 
+    def _retire_checkpoints(self, job: Job) -> None:
+        """A skipped job's checkpoints are discarded, as the trainer does when it honours the skip."""
+        from .train.checkpoint import remove_checkpoints  # stdlib only, like the daemon
+
+        remove_checkpoints(self.home.job_checkpoints(job.id))
+
     @staticmethod
     def _reason_text(result: dict, name: str) -> str:
         reason = str(result.get("reason") or f"trainer exited {name} without a reason; see logs/training_output.log")
@@ -448,6 +605,9 @@ class Daemon:
             state, detail = "stopping", self.stop_reason
         elif self.paused:
             state, detail = "paused", "no job will start until resume"
+        elif self.condition is not None:
+            state, detail = "paused", self.condition["message"] + ". Ways out: " + "; ".join(
+                self.condition["ways_out"])
         else:
             state, detail = "idle", "waiting for files in inbox/"
         if r is not None:
@@ -458,11 +618,13 @@ class Daemon:
         control = {**self.control, "paused": self.paused, "stopping": self.stopping}
         doc = compose_status(
             daemon={"pid": os.getpid(), "version": __version__, "started_at": self.started_at,
-                    "home": str(self.home.root)},
+                    "home": str(self.home.root), "config_loaded_at": self.config_loaded_at,
+                    "config_reload_error": self.config_reload_error},
             status=state, status_detail=detail, job=job_doc, progress=progress, queue=self.queue.counts(),
             model={"base": self.cfg.base_model, "adapter": str(adapter.parent) if adapter.exists() else None,
                    "model_display_name": self.cfg.model_display_name},
             control=control, last_error=self.last_error)
+        doc["condition"] = self.condition
         return self.writer.write(doc, durable=final)
 
 
@@ -471,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="training_daemon.py",
         description="Run the trainingd daemon of a home in the foreground: watch inbox/, train queued files, "
-                    "write status/training_status.json.",
+                    "write status/training_status.json. SIGHUP re-reads config.json (an invalid one is refused, "
+                    "the running configuration kept).",
         epilog=EXIT_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", help="home folder (default: $TRAININGD_HOME, else the current directory)")
     p.add_argument("--once", action="store_true", help="process the queue and the inbox until empty, then exit 0")

@@ -23,6 +23,7 @@ TIMEOUT = 4              # command lines: --wait gave up
 STOPPED = 5
 SKIPPED = 6
 CHECKPOINT_MISMATCH = 7
+ADAPTER_MISMATCH = 8     # trainer: the adapter to continue has another base or LoRA shape
 ALREADY_RUNNING = 75     # daemon: another daemon holds the lock of this home (EX_TEMPFAIL)
 
 NAMES = {
@@ -34,6 +35,7 @@ NAMES = {
     STOPPED: "stopped",
     SKIPPED: "skipped",
     CHECKPOINT_MISMATCH: "checkpoint_mismatch",
+    ADAPTER_MISMATCH: "adapter_mismatch",
     ALREADY_RUNNING: "already_running",
 }
 
@@ -61,15 +63,17 @@ TRAINER = (
     Row(STOPPED, "stopped: stop requested, checkpoint written; resume with --resume "
                  "(daemon: job -> head of its queue)"),
     Row(SKIPPED, "skipped: skip requested, adapter changes discarded (daemon: job -> failed)"),
-    Row(CHECKPOINT_MISMATCH, "checkpoint mismatch: a checkpoint or adapter made with other data, base or locked "
-                             "settings (daemon: job -> failed)"),
+    Row(CHECKPOINT_MISMATCH, "checkpoint mismatch: a checkpoint made with other data, base or locked settings "
+                             "(daemon: job -> failed)"),
+    Row(ADAPTER_MISMATCH, "adapter mismatch: the adapter to continue has another base or LoRA shape (daemon: job "
+                          "back to its queue; the daemon holds, a condition of the home, and fails no job)"),
 )
 
 DAEMON = (
     Row(OK, "stopped cleanly (stop request, .stop, SIGTERM/SIGINT), or the queue ran empty with --once / "
             "--max-jobs"),
-    Row(CONFIG_ERROR, "CONFIG_ERROR: config.json invalid or the base model missing (the message names the key); "
-                      "not retried"),
+    Row(CONFIG_ERROR, "CONFIG_ERROR: config.json invalid or the base model missing (the message names the key), "
+                      "or with --once a locked key that no longer matches the live adapter; not retried"),
     Row(ALREADY_RUNNING, "ALREADY_RUNNING: another daemon holds the lock of this home (.daemon.lock)"),
 )
 

@@ -143,6 +143,8 @@ def format_jobs(jobs: list[dict[str, Any]]) -> str:
     rows = [("ID", "STATE", "PRIORITY", "NAME", "SIZE", "SHA256", "ENQUEUED", "REASON")]
     for j in jobs:
         reason = (j.get("reason") or "") if j.get("state") == "failed" else ""
+        if j.get("broken") and j.get("state") != "failed":
+            reason = f"{j['broken']}: the daemon will fail this job (data file kept)"
         rows.append((j["id"], j["state"], j.get("priority") or "-", j.get("original_name") or "-",
                      _size(j.get("size_bytes")), (j.get("sha256") or "-")[:12], _when(j.get("enqueued_at")),
                      reason.splitlines()[0] if reason else ""))

@@ -45,6 +45,11 @@ class Home:
         return self.root / ".daemon.pid"
 
     @property
+    def trainer_record(self) -> Path:
+        """The running trainer's pid and process group, written at spawn (see ``trainer_process``)."""
+        return self.root / ".trainer.json"
+
+    @property
     def emergency_stop(self) -> Path:
         return self.root / ".stop"
 

@@ -7,8 +7,14 @@ a failed job also holds ``reason.txt``. Every transition is one ``rename`` of th
 folders are the truth: a job's state is where its folder is; ``job.json["state"]`` is a copy for readers.
 
 New jobs are assembled in ``queue/.incoming/<job_id>/`` and renamed into ``pending/`` when complete;
-``recover_incoming()`` finishes (or discards) what a crash left there. Mutations hold an flock on
-``queue/.lock`` so the daemon and the CLI never interleave a metadata write with a move.
+``recover_incoming()`` finishes (or discards) what a crash left there. An add holds a shared flock on
+``queue/.incoming.lock`` while it assembles, and ``recover_incoming()`` takes it exclusively, so a daemon
+starting never "recovers" an add that is still in progress. Mutations hold an flock on ``queue/.lock`` so
+the daemon and the CLI never interleave a metadata write with a move.
+
+A ``job.json`` that cannot be read (a hand edit gone wrong) does not stop anything: the job is loaded
+with ``meta["broken"]`` saying why, ``list`` shows it, the daemon fails it with that reason, and the
+unreadable file is kept as ``job.json.broken`` when the job's metadata is next written.
 
     from trainingd.paths import Home
     from trainingd.queue import JobQueue
@@ -25,8 +31,10 @@ import errno
 import fcntl
 import logging
 import os
+import json
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +48,9 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("inbox", "cli", "generator")
 JOB_FILE = "job.json"
+BROKEN_JOB_FILE = "job.json.broken"
 REASON_FILE = "reason.txt"
+INCOMING_WAIT_LOG_S = 5.0
 _ID_RE = re.compile(r"^(\d{6,})-")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -114,6 +124,30 @@ class JobQueue:
         return [("", self.home.queue / state)]
 
     @contextlib.contextmanager
+    def _assembling(self, exclusive: bool = False) -> Iterator[None]:
+        """Shared while an add assembles in .incoming/; exclusive while recover_incoming() looks there."""
+        self.home.queue.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.home.queue / ".incoming.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if exclusive:
+                waited = 0.0
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if waited % INCOMING_WAIT_LOG_S < 0.05:
+                            log.info("waiting for a job being added (training_queue.py add) to finish")
+                        time.sleep(0.05)
+                        waited += 0.05
+            else:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialise queue mutations between processes (daemon, CLI) with an flock on queue/.lock."""
         self.home.queue.mkdir(parents=True, exist_ok=True)
@@ -158,9 +192,23 @@ class JobQueue:
 
     # ----------------------------------------------------------------------------------------- reading
     def _load(self, state: str, priority: str, job_dir: Path) -> Job:
-        meta = read_json(job_dir / JOB_FILE, None)
-        if not isinstance(meta, dict):
-            meta = {"id": job_dir.name, "file": _guess_data_file(job_dir), "priority": priority or "normal"}
+        broken = None
+        try:
+            meta = read_json(job_dir / JOB_FILE, None)
+        except ValueError as e:
+            meta, broken = None, f"job.json is not valid JSON ({e})"
+        if meta is not None and not isinstance(meta, dict):
+            meta, broken = None, "job.json does not hold a JSON object"
+        if isinstance(meta, dict) and not (isinstance(meta.get("file"), str) and meta["file"]
+                                           and "/" not in meta["file"] and meta["file"] not in ("..", ".")):
+            meta, broken = None, f"job.json names no data file (\"file\": {json.dumps(meta.get('file'))})"
+        if meta is None:
+            # Missing (an old crash) or unreadable (a hand edit): rebuilt from the folder, so the job stays visible.
+            name = _guess_data_file(job_dir)
+            meta = {"id": job_dir.name, "file": name, "original_name": name, "priority": priority or "normal",
+                    "attempts": 0}
+            if broken is not None:
+                meta["broken"] = broken
         meta["state"] = state  # the folder is the truth
         prio = priority or meta.get("priority") or "normal"
         if prio not in PRIORITIES:
@@ -234,6 +282,10 @@ class JobQueue:
         if not src.is_file():
             raise QueueError(f"{src} is not a regular file")
         self.ensure_dirs()
+        with self._assembling():
+            return self._assemble(src, priority=priority, source=source, force=force, move=move)
+
+    def _assemble(self, src: Path, *, priority: str, source: str, force: bool, move: bool) -> Job:
         job_id = self._next_id(src.name)
         work = self.incoming / job_id
         work.mkdir()
@@ -273,6 +325,10 @@ class JobQueue:
         """
         src = Path(src)
         self.ensure_dirs()
+        with self._assembling():
+            return self._assemble_rejected(src, reason, source=source)
+
+    def _assemble_rejected(self, src: Path, reason: str, *, source: str) -> Job:
         job_id = self._next_id(src.name)
         work = self.incoming / job_id
         work.mkdir()
@@ -327,9 +383,13 @@ class JobQueue:
         without one (the move never happened, or only a partial copy) is removed -- its source is
         still where it was.
         """
-        out: list[Job] = []
         if not self.incoming.is_dir():
-            return out
+            return []
+        with self._assembling(exclusive=True):  # an add still assembling is waited for, never "recovered"
+            return self._recover_incoming()
+
+    def _recover_incoming(self) -> list[Job]:
+        out: list[Job] = []
         self._reserve_numbers_on_disk()  # a discarded leftover's number must not be handed out again
         for work in sorted(self.incoming.iterdir()):
             if not work.is_dir():
@@ -339,7 +399,10 @@ class JobQueue:
                 shutil.rmtree(work, ignore_errors=True)
                 log.warning("removed an incomplete new job %s left by a crash (its source was not taken)", work.name)
                 continue
-            meta = read_json(work / JOB_FILE, None)
+            try:
+                meta = read_json(work / JOB_FILE, None)
+            except ValueError:
+                meta = None  # torn by the crash: rebuilt below
             if not isinstance(meta, dict) or meta.get("file") != data[0].name:
                 try:
                     meta = self._new_meta(work.name, data[0], priority="normal", source="inbox", force=False)
@@ -373,7 +436,13 @@ class JobQueue:
             if current.state not in allowed_from:
                 raise QueueError(f"job {job.id} is {current.state}; cannot move it to {to} "
                                  f"(only from {' or '.join(allowed_from)})")
+            if current.meta.get("broken") and not (current.dir / BROKEN_JOB_FILE).exists():
+                # Keep the hand-edited file a person may want to look at; job.json is rewritten below.
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(current.dir / JOB_FILE, current.dir / BROKEN_JOB_FILE)
             new_meta = {**current.meta, **meta, "state": to}
+            if to == "pending":
+                new_meta.pop("broken", None)  # a retry: the rebuilt job.json is good now
             if to != "failed":
                 new_meta["reason"] = None
             if current.state == "failed" and to != "failed":

@@ -93,6 +93,7 @@ def compose_status(*, daemon: dict, status: str, status_detail: str | None = Non
         for k in ("epoch", "step", "total_steps", "progress", "examples_done", "tokens_seen"):
             job_doc[k] = progress.get(k)
         job_doc["data"] = data_counts(progress.get("data"))
+        job_doc["notice"] = progress.get("notice")  # e.g. a checkpoint refused because the adapter moved on
     metrics = {k: progress.get(k) for k in METRIC_KEYS}
     prep = progress.get("prepare")
     prepare = {k: prep.get(k) for k in PREPARE_KEYS} if isinstance(prep, dict) else None

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic_ops import atomic_write_json, read_json
 from .paths import Home
 from .queue import Job, now_iso
 from .status import read_progress
@@ -67,6 +68,7 @@ class Running:
     def start(cls, home: Home, job: Job) -> "Running":
         """Start the trainer for ``job`` in a new session; its output goes to the training log."""
         (job.dir / "result.json").unlink(missing_ok=True)  # never read an earlier attempt's result
+        home.trainer_progress.unlink(missing_ok=True)  # nor show an earlier attempt's progress
         env = dict(os.environ)
         # cwd is the home, so the package must be importable from the repository.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
@@ -78,7 +80,20 @@ class Running:
             out.flush()
             proc = subprocess.Popen(trainer_argv(home, job), cwd=home.root, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        return cls(job=job, proc=proc, started_at=now_iso(), started_mono=time.monotonic())
+        running = cls(job=job, proc=proc, started_at=now_iso(), started_mono=time.monotonic())
+        try:
+            # Durable before anything else happens: a daemon killed now leaves a trainer the next one can find.
+            atomic_write_json(home.trainer_record, {"pid": proc.pid, "pgid": proc.pid, "job_id": job.id,
+                                                    "started_at": running.started_at, "daemon_pid": os.getpid()})
+        except BaseException:
+            running.signal_group(signal.SIGKILL)
+            proc.wait()
+            raise
+        return running
+
+    def reaped(self, home: Home) -> None:
+        """The trainer has exited and been waited for: forget its record."""
+        home.trainer_record.unlink(missing_ok=True)
 
     def signal_group(self, sig: int) -> None:
         try:
@@ -88,18 +103,29 @@ class Running:
 
 
 def end_orphan_trainer(home: Home, grace_s: float) -> None:
-    """A trainer of a killed daemon may still be finishing; end it before starting another."""
-    import psutil  # stdlib-free but torch-free; only needed here
+    """A trainer of a killed daemon may still be finishing (or still loading); end it before starting another.
 
-    progress = read_progress(home) or {}
-    pid = progress.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return
+    It is found by the record written at spawn (``.trainer.json``), else by the pid in its progress file.
+    """
+    try:
+        record = read_json(home.trainer_record, {}) or {}
+    except (OSError, ValueError):
+        record = {}
+    candidates = [record.get("pid"), (read_progress(home) or {}).get("pid")]
+    for pid in dict.fromkeys(p for p in candidates if isinstance(p, int) and p != os.getpid()):
+        _end_trainer(pid, grace_s)
+    home.trainer_record.unlink(missing_ok=True)
+
+
+def _end_trainer(pid: int, grace_s: float) -> None:
+    import psutil  # torch-free; only needed here
+
     try:
         proc = psutil.Process(pid)
         cmdline = " ".join(proc.cmdline())
     except (psutil.Error, OSError):
         return
+    # The pid may have been reused since: only a trainer's command line counts.
     if "trainingd.train" not in cmdline and (os.environ.get(TRAINER_ENV) or "\0") not in cmdline:
         return
     log.warning("a trainer from an earlier daemon is still running (pid %d); stopping it", pid)
@@ -108,6 +134,10 @@ def end_orphan_trainer(home: Home, grace_s: float) -> None:
         os.killpg(pgid, signal.SIGTERM)
         proc.wait(timeout=grace_s)
     except psutil.TimeoutExpired:
-        os.killpg(pgid, signal.SIGKILL)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            proc.wait(timeout=grace_s)
+        except (ProcessLookupError, psutil.Error, OSError):
+            pass
     except (ProcessLookupError, psutil.Error, OSError):
         pass

@@ -25,7 +25,8 @@ from typing import Any
 
 from .. import exit_codes
 from ..atomic_ops import atomic_write_json
-from ..config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, parse_config, resolve_base_model
+from ..config import (EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, normalize_locked, parse_config,
+                      resolve_base_model)
 from ..paths import Home
 from . import checkpoint as ckpt
 
@@ -62,8 +63,14 @@ def daemon_main(argv: list[str] | None = None) -> int:
 
     stop = StopSignal().install()  # before the slow imports: a SIGTERM during load is recorded, not fatal
     home = Home.at(a.home)
+    from ..control import read_trainer_command
+
+    order = read_trainer_command(home)
     try:
-        cfg = load_config(home.config)
+        if order.get("job_id") == a.job_id and isinstance(order.get("config"), dict):
+            cfg = parse_config(order["config"])  # what the daemon holds (see trainingd.control)
+        else:
+            cfg = load_config(home.config)
         base = Path(resolve_base_model(cfg, home.root))
         if cfg.base_model == EMBEDDED_BASE_MODEL:
             from ..tiny_model import ensure_tiny_model
@@ -158,12 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _standalone_config(a: argparse.Namespace, locked_from_adapter: dict | None) -> Config:
     data: dict[str, Any] = json.loads(a.config.read_text()) if a.config else {}
-    explicit = set()
+    # Dotted names of the settings given explicitly (in --config or as options).
+    explicit = {k for k in data if k != "lora"} | {f"lora.{k}" for k in data.get("lora") or {}}
     for key in _CLI_KEYS:
         value = getattr(a, key.replace(".", "__"))
         if value is None:
             continue
-        explicit.add(key.split(".")[0])
+        explicit.add(key)
         if key == "lora.target_modules" and value == ["all-linear"]:
             value = "all-linear"
         if key.startswith("lora."):
@@ -172,8 +180,12 @@ def _standalone_config(a: argparse.Namespace, locked_from_adapter: dict | None) 
             data[key] = value
     # Training an existing adapter further: its locked settings are the defaults (what it was made with);
     # an explicit option that contradicts them is reported as a mismatch, not silently ignored.
-    for key, value in (locked_from_adapter or {}).items():
-        if key not in explicit and not (a.config and key in json.loads(a.config.read_text())):
+    for key, value in normalize_locked(locked_from_adapter).items():
+        if key in explicit:
+            continue
+        if key.startswith("lora."):
+            data.setdefault("lora", {})[key.split(".")[1]] = value
+        else:
             data[key] = value
     return parse_config(data)
 

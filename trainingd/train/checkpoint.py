@@ -24,9 +24,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from ..atomic_ops import atomic_write_json, fsync_dir, read_json
+from ..adapter_state import FILE as ADAPTER_STATE  # noqa: F401 - re-exported for the trainer's callers
+from ..adapter_state import read_adapter_state, write_adapter_state  # noqa: F401
+from ..atomic_ops import fsync_dir
+from ..config import locked_changes
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,16 @@ COMPLETE = "COMPLETE"
 MANIFEST = "manifest.json"
 STATE = "state.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-ADAPTER_STATE = "adapter_state.json"
+RETIRED = ".retired-"
 _STEP_RE = re.compile(r"^step-(\d{6,})$")
 
 
 class CheckpointMismatch(Exception):
     """A checkpoint or adapter exists but was made with other data, base model or locked settings."""
+
+
+class AdapterMismatch(Exception):
+    """The adapter to continue was made with another base model or LoRA shape: a condition of the home."""
 
 
 def step_dir_name(step: int) -> str:
@@ -109,11 +115,6 @@ def latest_complete(checkpoint_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _json_norm(value: Any) -> Any:
-    """Round-trip through JSON so tuples/lists and int/float compare as they are stored."""
-    return json.loads(json.dumps(value))
-
-
 def check_manifest(manifest: dict, expected: dict) -> None:
     """Raise CheckpointMismatch naming every field of ``expected`` that the manifest records differently.
 
@@ -123,11 +124,9 @@ def check_manifest(manifest: dict, expected: dict) -> None:
     for key in ("job_id", "data_sha256", "base_model", "base_model_hash"):
         if key in expected and manifest.get(key) != expected[key]:
             problems.append(f"{key} differs (recorded: {manifest.get(key)!r}, now: {expected[key]!r})")
-    rec, now = _json_norm(manifest.get("locked") or {}), _json_norm(expected.get("locked") or {})
-    for key in sorted(set(rec) | set(now)):
-        if rec.get(key, "<unset>") != now.get(key, "<unset>"):
-            problems.append(f"locked config key {key!r} differs (recorded: {json.dumps(rec.get(key))}, "
-                            f"now: {json.dumps(now.get(key))})")
+    for change in locked_changes(manifest.get("locked"), expected.get("locked")):
+        problems.append(f"locked config key {change['key']!r} differs (recorded: {json.dumps(change['adapter'])}, "
+                        f"now: {json.dumps(change['config'])})")
     if problems:
         raise CheckpointMismatch("; ".join(problems))
 
@@ -175,13 +174,35 @@ def save_checkpoint(checkpoint_dir: Path, step: int, *, write_files, manifest: d
     return final
 
 
+def retire(folder: Path) -> None:
+    """Delete a checkpoint folder (or a job's folder of them) marker-first: renamed out of sight, then removed.
+
+    A kill during the removal leaves a ``.retired-*`` folder that no reader counts (never a folder still
+    named ``step-*`` and marked COMPLETE with half its files gone); the next prune removes it.
+    """
+    folder = Path(folder)
+    gone = folder.parent / f"{RETIRED}{folder.name}-{time.time_ns()}"
+    try:
+        os.rename(folder, gone)
+    except FileNotFoundError:
+        return
+    fsync_dir(folder.parent)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def _remove_retired(folder: Path) -> None:
+    for p in folder.iterdir() if folder.is_dir() else ():
+        if p.name.startswith(RETIRED) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def prune(checkpoint_dir: Path, keep: int) -> None:
     """Keep the newest ``keep`` complete checkpoints; remove older ones and leftover temp folders."""
     complete = list_complete(checkpoint_dir)
     for p in complete[:-keep] if keep > 0 else complete:
-        shutil.rmtree(p, ignore_errors=True)
+        retire(p)
     for p in Path(checkpoint_dir).iterdir():
-        if p.name.startswith((".tmp-step-", ".old-step-")) and p.is_dir():
+        if p.name.startswith((".tmp-step-", ".old-step-", RETIRED)) and p.is_dir():
             # Leftovers of a crashed save (a running save of this job is the caller itself).
             shutil.rmtree(p, ignore_errors=True)
         elif _STEP_RE.match(p.name) and p.is_dir() and not (p / COMPLETE).exists():
@@ -189,16 +210,10 @@ def prune(checkpoint_dir: Path, keep: int) -> None:
 
 
 def remove_checkpoints(checkpoint_dir: Path) -> None:
-    """Delete all checkpoints of one job (after publishing, or on skip)."""
+    """Delete all checkpoints of one job (after publishing, on skip, or when refused), marker-first."""
     checkpoint_dir = Path(checkpoint_dir)
-    if checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        if checkpoint_dir.parent.exists():
-            fsync_dir(checkpoint_dir.parent)
-
-
-def read_adapter_state(folder: Path) -> dict | None:
-    return read_json(Path(folder) / ADAPTER_STATE)
+    retire(checkpoint_dir)
+    _remove_retired(checkpoint_dir.parent)  # what a kill left of earlier retirements
 
 
 def publish_adapter(src: Path, dest: Path, adapter_state: dict, before_state=None) -> None:
@@ -225,4 +240,4 @@ def publish_adapter(src: Path, dest: Path, adapter_state: dict, before_state=Non
     fsync_dir(dest)
     if before_state is not None:
         before_state()  # a crash point in tests: weights replaced, state not yet written
-    atomic_write_json(dest / ADAPTER_STATE, adapter_state)
+    write_adapter_state(dest, adapter_state)

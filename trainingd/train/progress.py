@@ -53,7 +53,7 @@ class Progress:
             "epoch": None, "step": None, "total_steps": None, "progress": None, "examples_done": None,
             "tokens_seen": None, "loss": None, "loss_ema": None, "learning_rate": None, "grad_norm": None,
             "eval_loss": None, "tokens_per_s": None, "seconds_per_step": None, "eta_seconds": None,
-            "prepare": None, "data": None, "updated_at": time.time(),
+            "prepare": None, "data": None, "notice": None, "updated_at": time.time(),
         }
 
     def update(self, write: bool = True, **fields: Any) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import exit_codes
+from .. import adapter_state, exit_codes
 from ..atomic_ops import atomic_write_json, json_safe
 from ..config import Config
 from . import checkpoint as ckpt
@@ -210,6 +210,7 @@ class Recipe:
                                       "examples_done": 0, "loss": None, "loss_ema": None, "eval_loss": None,
                                       "grad_norm": None, "learning_rate": None}
         self.last_saved_step: int | None = None
+        self.notice: str | None = None
         self.t_start = time.time()
         self.paused_s = 0.0
 
@@ -223,35 +224,48 @@ class Recipe:
         self.progress.set_status("loading", "checking data, base model and checkpoints")
         self.data_sha256 = data.file_sha256(spec.dataset)
         self.base_hash = ckpt.base_model_hash(spec.base_model)
-        self.expected = {"job_id": spec.job_id, "data_sha256": self.data_sha256,
-                         "base_model": str(Path(spec.base_model).resolve()), "base_model_hash": self.base_hash,
-                         "locked": cfg.locked_values()}
-
         # The adapter we continue must have been made with the same base and locked settings.
         self.prev_state = None
         if spec.init_adapter is not None:
             self.prev_state = ckpt.read_adapter_state(spec.init_adapter)
+        self.expected = {"job_id": spec.job_id, "data_sha256": self.data_sha256,
+                         "base_model": str(Path(spec.base_model).resolve()), "base_model_hash": self.base_hash,
+                         "locked": cfg.locked_values(),
+                         # The adapter this job starts from is part of its checkpoints' identity.
+                         "adapter_generation": adapter_state.generation_id(self.prev_state)}
         if self.prev_state:
             try:
                 ckpt.check_manifest(self.prev_state, {k: v for k, v in self.expected.items()
                                                       if k in ("base_model_hash", "locked")})
             except ckpt.CheckpointMismatch as e:
-                raise ckpt.CheckpointMismatch(f"the adapter in {spec.init_adapter} was made with other settings "
-                                              f"(change them back, or consolidate/move it away): {e}") from None
+                raise ckpt.AdapterMismatch(f"the adapter in {spec.init_adapter} was made with other settings "
+                                           f"(change them back, or move it away and start a fresh adapter): {e}"
+                                           ) from None
+
+        if spec.skip_if_trained and any((t.get("job_id"), t.get("sha256")) == (spec.job_id, self.data_sha256)
+                                        for t in adapter_state.trained_entries(self.prev_state)):
+            # Published before a crash that came before the daemon moved the job: never train twice.
+            log.info("job %s is already trained into %s", spec.job_id, spec.init_adapter)
+            ckpt.remove_checkpoints(spec.checkpoint_dir)
+            return RunResult(exit_codes.OK, summary={"already_trained": True, "steps": 0})
 
         resume_from = ckpt.latest_complete(spec.checkpoint_dir) if spec.resume else None
         if resume_from is not None:
             manifest = json.loads((resume_from / ckpt.MANIFEST).read_text())
-            try:
-                ckpt.check_manifest(manifest, self.expected)
-            except ckpt.CheckpointMismatch as e:
-                raise ckpt.CheckpointMismatch(f"checkpoint {resume_from} does not match this run: {e}") from None
-        elif spec.skip_if_trained and self.prev_state and any(
-                (t.get("job_id"), t.get("sha256")) == (spec.job_id, self.data_sha256)
-                for t in self.prev_state.get("trained", [])):
-            # Published before a crash that came before the daemon moved the job: never train twice.
-            log.info("job %s is already trained into %s", spec.job_id, spec.init_adapter)
-            return RunResult(exit_codes.OK, summary={"already_trained": True, "steps": 0})
+            if manifest.get("adapter_generation") != self.expected["adapter_generation"]:
+                # Another job published since this checkpoint was made: resuming would overwrite its training.
+                self.notice = (f"checkpoint {resume_from.name} was made on another adapter (generation "
+                               f"{manifest.get('adapter_generation')}, now {self.expected['adapter_generation']}): "
+                               "retraining it on the current adapter")
+                log.warning("job %s: %s", spec.job_id, self.notice)
+                self.progress.update(notice=self.notice)
+                ckpt.remove_checkpoints(spec.checkpoint_dir)
+                resume_from = None
+            else:
+                try:
+                    ckpt.check_manifest(manifest, self.expected)
+                except ckpt.CheckpointMismatch as e:
+                    raise ckpt.CheckpointMismatch(f"checkpoint {resume_from} does not match this run: {e}") from None
         self.resume_from = resume_from
 
         from .model import load_tokenizer
@@ -530,15 +544,11 @@ class Recipe:
 
     # --------------------------------------------------------------- publish
     def publish(self, final: Path) -> None:
-        prev = self.prev_state or {}
-        # Republishing after a crash must not list the job twice.
-        trained = [t for t in prev.get("trained", [])
-                   if (t.get("job_id"), t.get("sha256")) != (self.spec.job_id, self.data_sha256)]
-        trained.append({"job_id": self.spec.job_id, "sha256": self.data_sha256, "file": Path(self.spec.dataset).name,
-                        "steps": self.state["step"], "finished_at": time.time()})
-        state = {"base_model": self.expected["base_model"], "base_model_hash": self.base_hash,
-                 "locked": self.expected["locked"], "model_name": self.cfg.model_name, "trained": trained,
-                 "updated_at": time.time()}
+        entry = {"job_id": self.spec.job_id, "sha256": self.data_sha256, "file": Path(self.spec.dataset).name,
+                 "steps": self.state["step"], "finished_at": time.time()}
+        state = adapter_state.next_state(self.prev_state, entry=entry, base_model=self.expected["base_model"],
+                                         base_model_hash=self.base_hash, locked=self.expected["locked"],
+                                         model_name=self.cfg.model_name)
         ckpt.publish_adapter(final, self.spec.output_dir, state, before_state=lambda: crash_point("publish"))
         log.info("published the adapter to %s", self.spec.output_dir)
 
@@ -548,7 +558,8 @@ class Recipe:
                 "loss_ema": st["loss_ema"], "eval_loss": st["eval_loss"], "tokens": st["tokens_seen"],
                 "trained_tokens": st["trained_tokens"], "examples": st["examples_done"],
                 "seconds": time.time() - self.t_start,
-                "data": json_safe(self.prepared.report) if hasattr(self, "prepared") else None, **(extra or {})}
+                "data": json_safe(self.prepared.report) if hasattr(self, "prepared") else None,
+                **({"notice": self.notice} if self.notice else {}), **(extra or {})}
 
     def cleanup(self) -> None:
         self.progress.stop_heartbeat()
@@ -569,6 +580,8 @@ def run(spec: RunSpec) -> RunResult:
         return RunResult(exit_codes.OK, summary=json_safe(summary))
     except _Exit as e:
         return RunResult(e.code, reason=e.reason, summary=json_safe(recipe.summary()))
+    except ckpt.AdapterMismatch as e:
+        return RunResult(exit_codes.ADAPTER_MISMATCH, reason=str(e))
     except ckpt.CheckpointMismatch as e:
         return RunResult(exit_codes.CHECKPOINT_MISMATCH, reason=str(e))
     finally:
