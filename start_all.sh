@@ -17,7 +17,7 @@ case "${1:-}" in
   *) echo "start_all.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
 esac
 
-"$repo/bin/bootstrap.sh"
+"$repo/bin/bootstrap.sh" --config "$(realpath -m "$home/config.json")"  # it installs what that config asks for
 "$repo/.venv/bin/python" -m trainingd init --home "$home"
 "$repo/bin/launch_training_daemon.sh" --home "$home"
 echo "trainingd: drop *.jsonl files into $home/inbox/ ; status: $repo/.venv/bin/python $repo/training_controller.py --home $home status"

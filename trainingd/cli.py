@@ -90,7 +90,7 @@ def validate_config(path: Path, home_root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"ok": False, "path": str(path), "error": None, "base_model": None}
     try:
         cfg = load_config(path)
-        out["base_model"] = str(resolve_base_model(cfg, home_root))
+        out["base_model"] = resolve_base_model(cfg, home_root).describe()
     except ConfigError as e:
         out["error"] = str(e)
         return out

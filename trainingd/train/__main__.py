@@ -25,8 +25,8 @@ from typing import Any
 
 from .. import exit_codes
 from ..atomic_ops import atomic_write_json
-from ..config import (EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, normalize_locked, parse_config,
-                      resolve_base_model)
+from ..base_model import fetch, resolve
+from ..config import Config, ConfigError, load_config, normalize_locked, parse_config, resolve_base_model
 from ..paths import Home
 from . import checkpoint as ckpt
 
@@ -36,7 +36,6 @@ log = logging.getLogger("trainingd.train")
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -71,11 +70,8 @@ def daemon_main(argv: list[str] | None = None) -> int:
             cfg = parse_config(order["config"])  # what the daemon holds (see trainingd.control)
         else:
             cfg = load_config(home.config)
-        base = Path(resolve_base_model(cfg, home.root))
-        if cfg.base_model == EMBEDDED_BASE_MODEL:
-            from ..tiny_model import ensure_tiny_model
-
-            ensure_tiny_model(base)
+        ref = resolve_base_model(cfg, home.root)
+        base = fetch(ref)  # builds an embedded base, or downloads a hub id, once
     except ConfigError as e:
         return _fail(exit_codes.CONFIG_ERROR, str(e), a.reason_file)
     from ..control import TrainerCommandReader
@@ -84,7 +80,8 @@ def daemon_main(argv: list[str] | None = None) -> int:
     spec = RunSpec(
         dataset=a.dataset.resolve(), base_model=base, output_dir=home.current_model,
         checkpoint_dir=home.job_checkpoints(a.job_id), cfg=cfg, job_id=a.job_id,
-        init_adapter=home.current_model if ckpt.has_adapter(home.current_model) else None,
+        # The home's adapter keeps growing; a base_model naming an adapter folder only seeds the first one.
+        init_adapter=home.current_model if ckpt.has_adapter(home.current_model) else ref.adapter,
         progress_path=home.trainer_progress, metrics_path=home.metrics, commands=reader.action, resume=True,
         parent_pid=a.parent_pid, cache_dir=home.cache, precision=a.precision, stop_signal=stop,
         skip_if_trained=True)
@@ -125,6 +122,9 @@ def _field_doc(key: str, docs: dict[str, str]) -> tuple[Any, str]:
 
     cls, name = (LoraConfig, key.split(".")[1]) if key.startswith("lora.") else (Config, key)
     tp = typing.get_type_hints(cls)[name]
+    args = [t for t in typing.get_args(tp) if t is not type(None)]
+    if type(None) in typing.get_args(tp) and len(args) == 1:
+        tp = args[0]  # "int | None" (null: from the model) takes an int on the command line
     default = {f.name: f for f in dataclasses.fields(cls)}[name]
     value = default.default if default.default is not dataclasses.MISSING else default.default_factory()
     return tp, f"{docs.get(key, '')} (config key {key!r}, default {value!r})".replace("%", "%%")
@@ -136,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune a LoRA/QLoRA adapter on one JSONL file (chat messages, prompt/completion, alpaca,\n"
                     "sharegpt or text).")
     p.add_argument("--dataset", type=Path, required=True, help="training JSONL file")
-    p.add_argument("--model", type=Path, required=True,
-                   help="base model folder, or an adapter folder (e.g. current_model) to train further")
+    p.add_argument("--model", required=True,
+                   help="the base model: a model folder; embedded:tiny-qwen3 or embedded:smollm2-135m (built once "
+                        "under $TRAININGD_HOME/models, default ./models); a Hugging Face id such as Qwen/Qwen3-0.6B "
+                        "(downloaded once); or an adapter folder (e.g. current_model) to train further on its base")
     p.add_argument("--output-dir", type=Path, required=True,
                    help="where the adapter is written; checkpoints go to OUTPUT_DIR/checkpoints/")
     p.add_argument("--config", type=Path, default=None, help="a config.json to start from (options override it)")
@@ -198,37 +200,29 @@ def standalone_main(argv: list[str] | None = None) -> int:
     stop = StopSignal().install()
     if not a.dataset.is_file():
         return _fail(exit_codes.USAGE, f"no such file: {a.dataset}", None)
-    model = a.model.expanduser().resolve()
-    init_adapter = None
-    locked = None
-    if ckpt.has_adapter(model):
-        init_adapter = model
-        from .model import adapter_base
-
-        base_name = adapter_base(model)
-        if not base_name:
-            return _fail(exit_codes.CONFIG_ERROR, f"{model}/adapter_config.json names no base_model_name_or_path", None)
-        base = Path(base_name).expanduser()
-        if not base.is_absolute():
-            base = (model / base).resolve()
-        locked = (ckpt.read_adapter_state(model) or {}).get("locked")
-    else:
-        base = model
-    if not (base / "config.json").is_file():
-        return _fail(exit_codes.CONFIG_ERROR, f"no model at {base} (expected a folder with config.json)", None)
+    try:
+        ref = resolve(a.model, Path.cwd(), models_dir=Home.at(None).models, key="--model")
+    except ConfigError as e:
+        return _fail(exit_codes.CONFIG_ERROR, str(e), None)
+    # Training an existing adapter further: it is continued, with the locked settings it was made with.
+    locked = (ckpt.read_adapter_state(ref.adapter) or {}).get("locked") if ref.adapter else None
     try:
         cfg = _standalone_config(a, locked)
     except (ConfigError, OSError, json.JSONDecodeError) as e:
         return _fail(exit_codes.CONFIG_ERROR, str(e), None)
+    try:
+        base = fetch(ref, key="--model")
+    except ConfigError as e:
+        return _fail(exit_codes.CONFIG_ERROR, str(e), None)
     if locked is None or "base_model" not in locked:
-        cfg.base_model = str(base)
+        cfg = dataclasses.replace(cfg, base_model=str(base) if ref.kind == "folder" else ref.base)
     out = a.output_dir.expanduser().resolve()
     ckpt_dir = out / "checkpoints"
     if not a.resume and ckpt.latest_complete(ckpt_dir) is not None:
         return _fail(exit_codes.USAGE, f"{ckpt_dir} holds checkpoints of an earlier run: pass --resume to "
                                        "continue it, or delete them to start over", None)
     spec = RunSpec(dataset=a.dataset.resolve(), base_model=base, output_dir=out, checkpoint_dir=ckpt_dir, cfg=cfg,
-                   job_id=a.job_id, init_adapter=init_adapter, progress_path=out / "progress.json",
+                   job_id=a.job_id, init_adapter=ref.adapter, progress_path=out / "progress.json",
                    metrics_path=out / "metrics.jsonl", resume=a.resume, cache_dir=out / ".cache",
                    eval_file=a.eval_file.resolve() if a.eval_file else None, precision=a.precision,
                    stop_signal=stop)

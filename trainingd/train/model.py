@@ -1,13 +1,12 @@
 """Loading the base model (full precision or 4-bit QLoRA), the tokenizer, and the LoRA adapter.
 
-The base is loaded from a local folder only (no hub). The adapter is either a new LoRA from the
-config (seeded, so the same seed gives the same initial adapter) or an existing adapter folder
-(``current_model/`` or a checkpoint) loaded trainable.
+The base is loaded from a local folder only (``trainingd.base_model.fetch`` builds or downloads it first).
+The adapter is either a new LoRA from the config (seeded, so the same seed gives the same initial adapter)
+or an existing adapter folder (``current_model/`` or a checkpoint) loaded trainable.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -44,15 +43,6 @@ def choose_precision(requested: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "fp32"
-
-
-def adapter_base(adapter_dir: Path) -> str | None:
-    """The base model an adapter folder was trained on (``base_model_name_or_path``)."""
-    try:
-        data = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data.get("base_model_name_or_path")
 
 
 def load_tokenizer(base: Path):

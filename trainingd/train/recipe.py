@@ -19,6 +19,7 @@ What the loop guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -205,6 +206,13 @@ class Recipe:
     def __init__(self, spec: RunSpec):
         self.spec = spec
         self.cfg = spec.cfg
+        if self.cfg.max_length is None:
+            # Resolved here, before anything reads it: the data cache key, the batch plans and the locked values
+            # recorded in checkpoints and the adapter all see the number, never "from the model".
+            from ..base_model import default_max_length
+
+            self.cfg = dataclasses.replace(self.cfg, max_length=default_max_length(spec.base_model))
+            log.info("max_length %d (from the model's context length, capped)", self.cfg.max_length)
         self.progress = Progress(spec.progress_path, spec.metrics_path, spec.job_id)
         self.state: dict[str, Any] = {"epoch": 0, "mb_index": 0, "step": 0, "tokens_seen": 0, "trained_tokens": 0,
                                       "examples_done": 0, "loss": None, "loss_ema": None, "eval_loss": None,
