@@ -95,9 +95,10 @@ def test_train_py_takes_an_embedded_name_and_max_length_follows_the_model(tmp_pa
     assert r.returncode == exit_codes.OK, r.stdout
     assert (tmp_path / "models" / "tiny-qwen3" / "config.json").is_file()  # built under ./models on first use
     state = json.loads((tmp_path / "out" / "adapter_state.json").read_text())
-    # max_length unset: the tiny model's 4096 positions, capped -- the number itself is what gets locked.
-    assert state["locked"]["max_length"] == MAX_LENGTH_CAP
     assert state["locked"]["base_model"] == "embedded:tiny-qwen3"
+    # max_length unset: the tiny model's 4096 positions, capped; the data report shows the number used.
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["summary"]["data"]["max_length"] == MAX_LENGTH_CAP
 
 
 def test_train_py_with_a_hub_id_offline_exits_with_a_config_error_saying_how_to_fetch(tmp_path):
