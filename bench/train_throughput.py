@@ -30,7 +30,10 @@ two steps is reported from the start of training, and one that finished none as 
 not end within the time box). Each run is its own subprocess (clean peak RSS). "held-out" is the per-token
 completion loss of the trained adapter on 10% more examples, computed by the same code for every run (fp32), after
 the steps shown (compare it between runs with the same number of steps); "mean loss" is the mean training loss
-of the steps run. The last line is ``ratio_vs_trl_default=X ratio_vs_trl_best=Y`` (from the same windows).
+of the steps run. The last line is ``ratio_vs_trl_default=X ratio_vs_trl_best=Y`` (from the same windows). The
+fp32 matmul rate is probed right before each run and each run's tokens/s is divided by it before the ratios are
+taken, so a load that comes or goes on a shared machine during the bench does not decide them (a warning says
+when the probes differ by more than 20%).
 
 Measured on the 2-core reference CPU, tiny model, whole epoch (tokens/s of the same run): trainingd fp32 5,805
 tok/s, TRL default 1,387, TRL's fastest option (no gradient checkpointing + group_by_length) 2,856 ->
@@ -419,46 +422,56 @@ def main() -> int:
               f"{opts['steps'] or 'all'} steps after 1 warm-up step, at most {opts['seconds']:.0f} s each",
               flush=True)
         results: dict[str, dict] = {}
-        for prec in a.precisions.split(","):
-            results[f"trainingd[{prec}]"] = run_worker("trainingd", prec, paths, opts)
-            print(f"  trainingd[{prec}]: {results[f'trainingd[{prec}]']}", flush=True)
-        for v in variants:
-            results[f"trl[{v}]"] = run_worker("trl", v, paths, opts)
-            print(f"  trl[{v}]: {results[f'trl[{v}]']}", flush=True)
+        runs = [(f"trainingd[{prec}]", "trainingd", prec) for prec in a.precisions.split(",")] + \
+            [(f"trl[{v}]", "trl", v) for v in variants]
+        for name, kind, arg in runs:
+            # The machine's speed is probed right before each run: a load that comes or goes during the bench
+            # (another job on a shared CPU) then shows, and the ratios compare each run against its own probe.
+            probe = matmul_gflops("fp32", reps=10)
+            results[name] = {**run_worker(kind, arg, paths, opts), "matmul_gflops": probe}
+            print(f"  {name}: {results[name]}", flush=True)
 
     print(f"\n{'run':40s} {'tokens/s':>9s} {'mean loss':>10s} {'held-out':>9s} {'steps':>6s} {'peak RSS MB':>12s} "
-          f"{'MFU 6N':>7s} {'MFU LoRA':>9s}  window")
+          f"{'MFU 6N':>7s} {'MFU LoRA':>9s} {'matmul':>7s}  window")
     for name, r in results.items():
         tps = r["tokens_per_s"]
         # 6N: every parameter as if fully trained; LoRA-aware: frozen weights need forward + input-gradient
         # (4 FLOPs per parameter per token), LoRA weights the full 6. Attention score FLOPs are left out.
-        mfu6 = 6 * n_all * tps / (gf32 * 1e9) if tps else None
-        mfu_lora = (4 * n_all + 6 * n_lora) * tps / (gf32 * 1e9) if tps else None
+        mfu6 = 6 * n_all * tps / (r["matmul_gflops"] * 1e9) if tps else None
+        mfu_lora = (4 * n_all + 6 * n_lora) * tps / (r["matmul_gflops"] * 1e9) if tps else None
         note = r["window"] + (f"; {r['error']}" if "error" in r else "")
         print(f"{name:40s} {fmt(tps, '.0f', 9)} {fmt(r.get('mean_loss'), '.4f', 10)} "
               f"{fmt(r.get('held_out_loss'), '.4f', 9)} {r['steps']:6d} {fmt(r.get('peak_rss_mb'), '.0f', 12)} "
-              f"{fmt(mfu6, '.1%', 7)} {fmt(mfu_lora, '.1%', 9)}  {note}")
-    print("(MFU against the measured fp32 matmul rate of this CPU)")
+              f"{fmt(mfu6, '.1%', 7)} {fmt(mfu_lora, '.1%', 9)} {r['matmul_gflops']:7.0f}  {note}")
+    print("(MFU against the fp32 matmul rate in GFLOP/s probed right before each run: the matmul column)")
+    probes = [r["matmul_gflops"] for r in results.values()]
+    if max(probes) > 1.2 * min(probes):
+        print(f"warning: the machine's speed changed during the bench (matmul {min(probes):.0f} to "
+              f"{max(probes):.0f} GFLOP/s); ratios below compare each run against its own probe")
     ours = {k: v for k, v in results.items() if k.startswith("trainingd") and v["tokens_per_s"]}
     trl = {k: v for k, v in results.items() if k.startswith("trl")}
     if not ours or not trl:
         print("ratio_vs_trl_default=nan ratio_vs_trl_best=nan")
         return 1
-    best_name = max(ours, key=lambda k: ours[k]["tokens_per_s"])
-    best = ours[best_name]["tokens_per_s"]
+    def speed(r: dict) -> float:
+        """Tokens/s per GFLOP/s of matmul the machine had at the time: load drift cancels out."""
+        return r["tokens_per_s"] / r["matmul_gflops"]
+
+    best_name = max(ours, key=lambda k: speed(ours[k]))
+    best = speed(ours[best_name])
 
     def ratio(name: str) -> str:
         r = trl.get(name)
         if r is None:
             return "nan"
         if r["tokens_per_s"]:
-            return f"{best / r['tokens_per_s']:.2f}"
+            return f"{best / speed(r):.2f}"
         # Not one step within the time box: its rate is below one step's tokens over the box.
         per_step = m["batch_size"] * m["gradient_accumulation"] * (m["min_len"] + m["max_length"]) / 2
-        return f">{best / (per_step / opts['seconds']):.2f}"
+        return f">{best / (per_step / opts['seconds'] / r['matmul_gflops']):.2f}"
 
     measured = {k: v for k, v in trl.items() if v["tokens_per_s"]}
-    trl_best = max(measured, key=lambda k: measured[k]["tokens_per_s"]) if measured else None
+    trl_best = max(measured, key=lambda k: speed(measured[k])) if measured else None
     print(f"trainingd best: {best_name}; TRL best: {trl_best}; held-out loss "
           + ", ".join(f"{k} {fmt(v.get('held_out_loss'), '.4f', 0)} after {v['steps']} steps"
                       for k, v in results.items() if k in (best_name, "trl[default]", trl_best)))
