@@ -23,7 +23,7 @@ import pytest
 from conftest import chat_lines, wait_for, write_config, write_jsonl
 from trainingd.control import write_request
 from trainingd.paths import Home
-from trainingd.queue import JobQueue
+from trainingd.jobqueue import JobQueue
 
 REPO = Path(__file__).resolve().parent.parent
 DAEMON = [sys.executable, str(REPO / "training_daemon.py")]

@@ -20,7 +20,7 @@ from trainingd.config import Config
 from trainingd.control import write_request
 from trainingd.intake import SYMLINK_REASON, Intake
 from trainingd.paths import Home
-from trainingd.queue import JobQueue
+from trainingd.jobqueue import JobQueue
 
 REPO = Path(__file__).resolve().parent.parent
 

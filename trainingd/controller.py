@@ -19,7 +19,7 @@ from .control import ACTIONS, write_request
 from .exit_codes import ERROR, OK, TIMEOUT
 from .instance import is_daemon_running
 from .paths import Home
-from .queue import JobQueue
+from .jobqueue import JobQueue
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from .instance import InstanceLock, init_home, read_pid
 from .intake import Intake
 from .logs import setup_logging
 from .paths import Home
-from .queue import Job, JobQueue, QueueError, now_iso
+from .jobqueue import Job, JobQueue, QueueError, now_iso
 from .status import StatusWriter, append_history, compose_status, empty_control, read_progress, status_from_trainer
-from .trainer_process import Running, end_orphan_trainer, tail
+from .trainer_process import TrainerProcess, end_orphan_trainer, tail
 
 log = logging.getLogger("trainingd.daemon")
 
@@ -102,7 +102,7 @@ class Daemon:
         self.config_reload_error: str | None = None
         self.condition: dict | None = None  # a condition of the whole home that holds every job
         self._condition_stamp: tuple | None = None
-        self.running: Running | None = None
+        self.running: TrainerProcess | None = None
         self.resume_first: list[str] = []
         self.paused = False
         self.stopping = False
@@ -447,17 +447,17 @@ class Daemon:
     def start_trainer(self, job: Job) -> None:
         self.cmd_seq += 1
         write_trainer_command(self.home, job.id, "run", self.cmd_seq, config=self.cfg.to_dict())
-        self.running = Running.start(self.home, job)
+        self.running = TrainerProcess.start(self.home, job)
         log.info("job %s: trainer started (pid %d) on %s", job.id, self.running.proc.pid,
                  job.meta.get("original_name"))
 
-    def _send(self, r: Running, action: str) -> None:
+    def _send(self, r: TrainerProcess, action: str) -> None:
         self.cmd_seq += 1
         write_trainer_command(self.home, r.job.id, action, self.cmd_seq, config=self.cfg.to_dict())
         r.action = action
         log.info("job %s: trainer command -> %s", r.job.id, action)
 
-    def steer(self, r: Running) -> None:
+    def steer(self, r: TrainerProcess) -> None:
         """Make the running trainer match the intent, walk the stop ladder, acknowledge what took effect."""
         desired = "stop" if self.stopping else "skip" if self.skip_requested else "pause" if self.paused else "run"
         now = time.monotonic()
@@ -483,7 +483,7 @@ class Daemon:
             self._ack_all("resume", "resumed")
 
     # -------------------------------------------------------------------------------------- trainer exit
-    def on_trainer_exit(self, r: Running, code: int) -> None:
+    def on_trainer_exit(self, r: TrainerProcess, code: int) -> None:
         job = r.job
         name = ec.name_of(code)
         seconds = round(time.monotonic() - r.started_mono, 3)

@@ -15,7 +15,7 @@ from typing import Any
 
 from .atomic_ops import append_jsonl, atomic_write_json, json_safe, read_json
 from .paths import PRIORITIES, Home
-from .queue import now_iso
+from .jobqueue import now_iso
 
 SCHEMA_VERSION = 1
 STATUSES = ("idle", "loading", "training", "evaluating", "saving", "paused", "stopping", "stopped", "error")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .atomic_ops import atomic_write_json, read_json
 from .paths import Home
-from .queue import Job, now_iso
+from .jobqueue import Job, now_iso
 from .status import read_progress
 
 log = logging.getLogger("trainingd.daemon")
@@ -52,7 +52,7 @@ def tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
 
 
 @dataclass
-class Running:
+class TrainerProcess:
     """The one trainer process group of this daemon."""
 
     job: Job
@@ -65,7 +65,7 @@ class Running:
     kill_sent_at: float | None = None
 
     @classmethod
-    def start(cls, home: Home, job: Job) -> "Running":
+    def start(cls, home: Home, job: Job) -> "TrainerProcess":
         """Start the trainer for ``job`` in a new session; its output goes to the training log."""
         (job.dir / "result.json").unlink(missing_ok=True)  # never read an earlier attempt's result
         home.trainer_progress.unlink(missing_ok=True)  # nor show an earlier attempt's progress

@@ -17,7 +17,7 @@ with ``meta["broken"]`` saying why, ``list`` shows it, the daemon fails it with 
 unreadable file is kept as ``job.json.broken`` when the job's metadata is next written.
 
     from trainingd.paths import Home
-    from trainingd.queue import JobQueue
+    from trainingd.jobqueue import JobQueue
     q = JobQueue(Home.at("/srv/trainingd")); q.ensure_dirs()
     job = q.add(Path("data.jsonl"), priority="high")     # copy (CLI); move=True for the inbox
     job = q.claim_next()                                  # pending -> processing
