@@ -21,7 +21,7 @@ import pytest
 
 from conftest import chat_lines, write_jsonl
 from trainingd.atomic_ops import atomic_write_json
-from trainingd.control import read_requests
+from trainingd.contracts.requests import read_requests
 from trainingd.instance import is_daemon_running
 from trainingd.paths import Home
 from trainingd.jobqueue import JobQueue

@@ -25,7 +25,7 @@ from conftest import PYTHON, REPO, chat_lines, wait_for, write_config, write_jso
 from test_daemon import (_alive, _try_status, acked, bare_home, contract_env, drop, folder_jobs, reap,  # noqa: F401
                          run_once, start, status)
 from trainingd import exit_codes
-from trainingd.control import write_request
+from trainingd.contracts.requests import write_request
 from trainingd.paths import Home
 from trainingd.jobqueue import JobQueue
 
