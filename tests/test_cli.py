@@ -21,10 +21,10 @@ import pytest
 
 from conftest import chat_lines, write_jsonl
 from trainingd.atomic_ops import atomic_write_json
-from trainingd.control import read_requests
+from trainingd.contracts.requests import read_requests
 from trainingd.instance import is_daemon_running
 from trainingd.paths import Home
-from trainingd.queue import JobQueue
+from trainingd.jobqueue import JobQueue
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import chat_lines, wait_for, write_config, write_jsonl
-from trainingd.control import write_request
+from trainingd.contracts.requests import write_request
 from trainingd.paths import Home
-from trainingd.queue import JobQueue
+from trainingd.jobqueue import JobQueue
 
 REPO = Path(__file__).resolve().parent.parent
 DAEMON = [sys.executable, str(REPO / "training_daemon.py")]
@@ -152,7 +152,7 @@ def folder_jobs(root: Path, state: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- start-up
 def test_daemon_never_imports_torch():
-    code = "import sys, trainingd.daemon, trainingd.intake, trainingd.status; print('torch' in sys.modules)"
+    code = "import sys, trainingd.daemon, trainingd.intake, trainingd.contracts.status; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
 

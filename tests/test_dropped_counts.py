@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, chat_lines, write_jsonl
 from trainingd.formatting import format_summary
-from trainingd.status import compose_status
+from trainingd.contracts.status import compose_status
 
 
 def test_status_and_controller_show_dropped_and_truncated_counts():

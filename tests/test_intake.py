@@ -17,10 +17,10 @@ from pathlib import Path
 from conftest import wait_for
 
 from trainingd.config import Config
-from trainingd.control import write_request
+from trainingd.contracts.requests import write_request
 from trainingd.intake import SYMLINK_REASON, Intake
 from trainingd.paths import Home
-from trainingd.queue import JobQueue
+from trainingd.jobqueue import JobQueue
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,9 +25,9 @@ from conftest import PYTHON, REPO, chat_lines, wait_for, write_config, write_jso
 from test_daemon import (_alive, _try_status, acked, bare_home, contract_env, drop, folder_jobs, reap,  # noqa: F401
                          run_once, start, status)
 from trainingd import exit_codes
-from trainingd.control import write_request
+from trainingd.contracts.requests import write_request
 from trainingd.paths import Home
-from trainingd.queue import JobQueue
+from trainingd.jobqueue import JobQueue
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
 
@@ -206,7 +206,7 @@ def test_an_io_error_right_after_a_claim_puts_the_job_back_at_the_head(tmp_path,
 SLOW_ADD = textwrap.dedent('''
     import sys, time
     from pathlib import Path
-    import trainingd.queue as queue
+    import trainingd.jobqueue as queue
     from trainingd.paths import Home
     real, go = queue.file_sha256, Path(sys.argv[3])
 

@@ -10,7 +10,7 @@ import pytest
 
 from trainingd.paths import Home
 from trainingd.atomic_ops import file_sha256 as sha256_file
-from trainingd.queue import JobQueue, QueueError, safe_stem
+from trainingd.jobqueue import JobQueue, QueueError, safe_stem
 
 
 @pytest.fixture

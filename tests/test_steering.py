@@ -24,7 +24,7 @@ import pytest
 from conftest import chat_lines, write_config, write_jsonl
 from trainingd.atomic_ops import read_json, read_jsonl
 from trainingd.paths import Home
-from trainingd.queue import JobQueue
+from trainingd.jobqueue import JobQueue
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

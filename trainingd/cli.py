@@ -39,7 +39,7 @@ from .formatting import (format_counts, format_init, format_jobs, format_summary
                          format_watch_frame, print_json)
 from .instance import init_home
 from .paths import JOB_STATES, PRIORITIES, Home
-from .queue import QueueError
+from .jobqueue import QueueError
 from .queue_cli import CliError, add, counts, list_jobs, remove, retry
 
 HOME_HELP = "home folder (default: $TRAININGD_HOME, else the current directory)"

@@ -3,7 +3,7 @@
     python3 training_controller.py status [--json | --watch] [--home DIR]
     python3 training_controller.py pause|resume|stop|skip [--wait [--timeout S]] [--home DIR]
 
-A request is a file written with ``trainingd.control.write_request``; the daemon applies it and
+A request is a file written with ``trainingd.contracts.requests.write_request``; the daemon applies it and
 acknowledges it in ``status/training_status.json`` (``control.acks``). "Running" means the daemon holds
 the flock on ``.daemon.lock``, not that a pid is alive (ARCHITECTURE.md, invariant 3).
 """
@@ -14,26 +14,16 @@ import logging
 import time
 from typing import Any, Callable
 
-from .atomic_ops import read_json
-from .control import ACTIONS, write_request
+from .contracts.requests import ACTIONS, write_request
+from .contracts.status import read_status
 from .exit_codes import ERROR, OK, TIMEOUT
 from .instance import is_daemon_running
 from .paths import Home
-from .queue import JobQueue
+from .jobqueue import JobQueue
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WAIT_TIMEOUT_S = 300.0
-
-
-def read_status(home: Home) -> dict[str, Any] | None:
-    """The daemon's last status view, or None when there is none (or it cannot be parsed)."""
-    try:
-        data = read_json(home.status)
-    except (ValueError, OSError) as e:  # a torn file cannot happen (atomic writes), a hand-edited one can
-        log.warning("cannot read %s: %s", home.status, e)
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def find_ack(status: dict[str, Any] | None, request_id: str) -> dict[str, Any] | None:

@@ -23,18 +23,21 @@ import time
 from typing import Any
 
 from . import __version__
-from . import adapter_state
 from . import exit_codes as ec
-from .atomic_ops import read_json
 from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
-from .control import Request, consume, is_emergency_stop, read_requests, write_trainer_command
+from .contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
+from .contracts.job import now_iso
+from .contracts.progress import read_progress
+from .contracts.requests import Request, clear_emergency_stop, consume, is_emergency_stop, read_requests
+from .contracts.result import read_result, result_path, summary_of
+from .contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
+from .contracts.trainer_command import clear_trainer_command, write_trainer_command
 from .instance import InstanceLock, init_home, read_pid
 from .intake import Intake
 from .logs import setup_logging
 from .paths import Home
-from .queue import Job, JobQueue, QueueError, now_iso
-from .status import StatusWriter, append_history, compose_status, empty_control, read_progress, status_from_trainer
-from .trainer_process import Running, end_orphan_trainer, tail
+from .jobqueue import Job, JobQueue, QueueError
+from .trainer_process import TrainerProcess, end_orphan_trainer, tail
 
 log = logging.getLogger("trainingd.daemon")
 
@@ -50,7 +53,7 @@ EXIT_TABLE = ec.DAEMON_HELP
 def read_live_adapter_state(home: Home) -> dict | None:
     """``current_model/adapter_state.json``, or None when there is none or it is unreadable."""
     try:
-        return adapter_state.read_adapter_state(home.current_model)
+        return read_adapter_state(home.current_model)
     except (ValueError, OSError):
         log.warning("current_model/adapter_state.json is unreadable; treating the adapter as empty")
         return None
@@ -58,7 +61,7 @@ def read_live_adapter_state(home: Home) -> dict | None:
 
 def trained_entries(home: Home) -> list[dict]:
     """The ``trained`` list of ``current_model/adapter_state.json`` (jobs durably in the adapter)."""
-    return adapter_state.trained_entries(read_live_adapter_state(home))
+    return adapter_trained(read_live_adapter_state(home))
 
 
 def adapter_condition(home: Home, cfg: Config, pid: int) -> dict | None:
@@ -102,7 +105,7 @@ class Daemon:
         self.config_reload_error: str | None = None
         self.condition: dict | None = None  # a condition of the whole home that holds every job
         self._condition_stamp: tuple | None = None
-        self.running: Running | None = None
+        self.running: TrainerProcess | None = None
         self.resume_first: list[str] = []
         self.paused = False
         self.stopping = False
@@ -197,11 +200,11 @@ class Daemon:
         self.queue.ensure_dirs()
         for job in self.queue.recover_incoming():
             log.info("recovered %s from queue/.incoming -> %s", job.id, job.state)
-        self.home.trainer_command.unlink(missing_ok=True)
+        clear_trainer_command(self.home)
         if is_emergency_stop(self.home):
             # A .stop left behind by a crashed daemon must not block every later start.
             log.warning("removing a stale .stop left by an earlier run")
-            self.home.emergency_stop.unlink(missing_ok=True)
+            clear_emergency_stop(self.home)
         end_orphan_trainer(self.home, self.cfg.stop_grace_s)
         trained_ids = {t.get("job_id") for t in trained_entries(self.home)}
         for job in self.queue.jobs(["processing"]):
@@ -274,11 +277,7 @@ class Daemon:
             log.info("the condition of the home is resolved; jobs start again")
 
     def _adapter_stamp(self) -> tuple:
-        try:
-            st = (self.home.current_model / adapter_state.FILE).stat()
-        except FileNotFoundError:
-            return ()
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return adapter_state_stamp(self.home.current_model)
 
     def request_stop(self, why: str) -> None:
         if not self.stopping:
@@ -363,7 +362,7 @@ class Daemon:
         if self.stopping:
             self._ack_all("stop", "stopped")
             if self.stop_file_seen or is_emergency_stop(self.home):
-                self.home.emergency_stop.unlink(missing_ok=True)
+                clear_emergency_stop(self.home)
             if self.exit_code == ec.CONFIG_ERROR:
                 self.finish("error", (self.last_error or {}).get("message"))
             else:
@@ -447,17 +446,17 @@ class Daemon:
     def start_trainer(self, job: Job) -> None:
         self.cmd_seq += 1
         write_trainer_command(self.home, job.id, "run", self.cmd_seq, config=self.cfg.to_dict())
-        self.running = Running.start(self.home, job)
+        self.running = TrainerProcess.start(self.home, job)
         log.info("job %s: trainer started (pid %d) on %s", job.id, self.running.proc.pid,
                  job.meta.get("original_name"))
 
-    def _send(self, r: Running, action: str) -> None:
+    def _send(self, r: TrainerProcess, action: str) -> None:
         self.cmd_seq += 1
         write_trainer_command(self.home, r.job.id, action, self.cmd_seq, config=self.cfg.to_dict())
         r.action = action
         log.info("job %s: trainer command -> %s", r.job.id, action)
 
-    def steer(self, r: Running) -> None:
+    def steer(self, r: TrainerProcess) -> None:
         """Make the running trainer match the intent, walk the stop ladder, acknowledge what took effect."""
         desired = "stop" if self.stopping else "skip" if self.skip_requested else "pause" if self.paused else "run"
         now = time.monotonic()
@@ -483,17 +482,12 @@ class Daemon:
             self._ack_all("resume", "resumed")
 
     # -------------------------------------------------------------------------------------- trainer exit
-    def on_trainer_exit(self, r: Running, code: int) -> None:
+    def on_trainer_exit(self, r: TrainerProcess, code: int) -> None:
         job = r.job
         name = ec.name_of(code)
         seconds = round(time.monotonic() - r.started_mono, 3)
-        try:
-            result = read_json(job.dir / "result.json", {}) or {}
-        except (ValueError, OSError):
-            result = {}
-        if not isinstance(result, dict):
-            result = {}
-        summary = result.get("summary") if isinstance(result.get("summary"), dict) else {}
+        result = read_result(result_path(job.dir))
+        summary = summary_of(result)
         log.info("job %s: trainer exited %s (%d) after %.1fs", job.id, name, code, seconds)
         file = job.meta.get("original_name")
         skip_wanted = self.skip_requested

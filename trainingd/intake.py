@@ -33,7 +33,7 @@ from .atomic_ops import fsync_dir
 from .config import Config
 from .json_array import NotConvertible, convert
 from .paths import Home
-from .queue import Job, JobQueue, QueueError
+from .jobqueue import Job, JobQueue, QueueError
 
 log = logging.getLogger(__name__)
 

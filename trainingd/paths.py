@@ -135,7 +135,7 @@ class Home:
 
     @property
     def trainer_command(self) -> Path:
-        """The daemon's standing order to the running trainer (see ``trainingd.control``)."""
+        """The daemon's standing order to the running trainer (see ``trainingd.contracts.trainer_command``)."""
         return self.control / "trainer_command.json"
 
     # models

@@ -7,7 +7,7 @@
     python3 training_queue.py remove ID [--skip-if-running]
 
 The command line itself (arguments, output, exit codes) is ``trainingd.cli``; the text views are in
-``trainingd.formatting``. Every change goes through ``trainingd.queue.JobQueue`` (the only code that moves
+``trainingd.formatting``. Every change goes through ``trainingd.jobqueue.JobQueue`` (the only code that moves
 job files), so these commands are safe while the daemon runs. Nothing is ever deleted: ``remove`` moves a
 pending job to ``queue/failed/`` with the reason "removed by user".
 """
@@ -22,7 +22,7 @@ from typing import Any
 from .controller import job_dict, send_request
 from .json_array import NotConvertible, convert
 from .paths import Home
-from .queue import JobQueue
+from .jobqueue import JobQueue
 
 
 class CliError(Exception):

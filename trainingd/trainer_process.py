@@ -4,7 +4,8 @@ The trainer runs as ``python -m trainingd.train --home H --job-id ID --dataset F
 <job>/result.json --parent-pid <daemon>`` in its own session (so a signal to the group reaches every process it
 starts, and a terminal's Ctrl-C does not), with the home as working directory and its output appended to
 ``logs/training_output.log``. What it is told to do goes through ``control/trainer_command.json``
-(``trainingd.control``); signals are only the stop ladder's last rungs.
+(``trainingd.contracts.trainer_command``); signals are only the stop ladder's last rungs. Its pid and group are
+recorded in ``.trainer.json`` (``trainingd.contracts.trainer_record``) so a later daemon can find it.
 
 Set ``TRAININGD_TRAINER=/path/script.py`` to run that script instead of ``-m trainingd.train`` (same
 arguments, same contract); useful for wrapping the trainer, e.g. under a profiler.
@@ -21,10 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic_ops import atomic_write_json, read_json
+from .contracts.job import now_iso
+from .contracts.progress import clear_progress, read_progress
+from .contracts.result import clear_result, result_path
+from .contracts.trainer_record import TrainerRecord, clear_trainer_record, read_trainer_record, write_trainer_record
+from .jobqueue import Job
 from .paths import Home
-from .queue import Job, now_iso
-from .status import read_progress
 
 log = logging.getLogger("trainingd.daemon")
 
@@ -36,7 +39,7 @@ def trainer_argv(home: Home, job: Job) -> list[str]:
     script = os.environ.get(TRAINER_ENV)
     head = [sys.executable, script] if script else [sys.executable, "-m", "trainingd.train"]
     return head + ["--home", str(home.root), "--job-id", job.id, "--dataset", str(job.data_file),
-                   "--reason-file", str(job.dir / "result.json"), "--parent-pid", str(os.getpid())]
+                   "--reason-file", str(result_path(job.dir)), "--parent-pid", str(os.getpid())]
 
 
 def tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
@@ -52,7 +55,7 @@ def tail(path: Path, lines: int = 30, max_bytes: int = 64_000) -> str:
 
 
 @dataclass
-class Running:
+class TrainerProcess:
     """The one trainer process group of this daemon."""
 
     job: Job
@@ -65,10 +68,10 @@ class Running:
     kill_sent_at: float | None = None
 
     @classmethod
-    def start(cls, home: Home, job: Job) -> "Running":
+    def start(cls, home: Home, job: Job) -> "TrainerProcess":
         """Start the trainer for ``job`` in a new session; its output goes to the training log."""
-        (job.dir / "result.json").unlink(missing_ok=True)  # never read an earlier attempt's result
-        home.trainer_progress.unlink(missing_ok=True)  # nor show an earlier attempt's progress
+        clear_result(job.dir)  # never read an earlier attempt's result
+        clear_progress(home)  # nor show an earlier attempt's progress
         env = dict(os.environ)
         # cwd is the home, so the package must be importable from the repository.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
@@ -83,8 +86,8 @@ class Running:
         running = cls(job=job, proc=proc, started_at=now_iso(), started_mono=time.monotonic())
         try:
             # Durable before anything else happens: a daemon killed now leaves a trainer the next one can find.
-            atomic_write_json(home.trainer_record, {"pid": proc.pid, "pgid": proc.pid, "job_id": job.id,
-                                                    "started_at": running.started_at, "daemon_pid": os.getpid()})
+            write_trainer_record(home, TrainerRecord(pid=proc.pid, pgid=proc.pid, job_id=job.id,
+                                                     started_at=running.started_at, daemon_pid=os.getpid()))
         except BaseException:
             running.signal_group(signal.SIGKILL)
             proc.wait()
@@ -93,7 +96,7 @@ class Running:
 
     def reaped(self, home: Home) -> None:
         """The trainer has exited and been waited for: forget its record."""
-        home.trainer_record.unlink(missing_ok=True)
+        clear_trainer_record(home)
 
     def signal_group(self, sig: int) -> None:
         try:
@@ -107,14 +110,11 @@ def end_orphan_trainer(home: Home, grace_s: float) -> None:
 
     It is found by the record written at spawn (``.trainer.json``), else by the pid in its progress file.
     """
-    try:
-        record = read_json(home.trainer_record, {}) or {}
-    except (OSError, ValueError):
-        record = {}
-    candidates = [record.get("pid"), (read_progress(home) or {}).get("pid")]
+    record = read_trainer_record(home)
+    candidates = [record.pid if record else None, (read_progress(home) or {}).get("pid")]
     for pid in dict.fromkeys(p for p in candidates if isinstance(p, int) and p != os.getpid()):
         _end_trainer(pid, grace_s)
-    home.trainer_record.unlink(missing_ok=True)
+    clear_trainer_record(home)
 
 
 def _end_trainer(pid: int, grace_s: float) -> None:

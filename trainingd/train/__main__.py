@@ -9,7 +9,8 @@ Standalone -- train an adapter from one file, as users run it::
     python3 train.py --dataset FILE --model PATH --output-dir DIR --epochs N [--use-qlora] [--resume]
 
 The exit code is one of ``trainingd.exit_codes`` (OK, CRASH, CONFIG_ERROR, DATA_ERROR, STOPPED, SKIPPED,
-CHECKPOINT_MISMATCH); daemon mode also writes ``{"exit", "reason", "details", "summary"}`` into the reason file.
+CHECKPOINT_MISMATCH); both also write ``{"exit", "reason", "details", "summary"}`` into a result file
+(``trainingd.contracts.result``): the ``--reason-file`` in daemon mode, ``<output-dir>/result.json`` standalone.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import exit_codes
-from ..atomic_ops import atomic_write_json
 from ..base_model import fetch, resolve
 from ..config import Config, ConfigError, load_config, normalize_locked, parse_config, resolve_base_model
+from ..contracts.adapter_state import read_adapter_state
+from ..contracts.result import RunResult, read_result, result_path, write_result
+from ..contracts.trainer_command import read_trainer_command
 from ..paths import Home
 from . import checkpoint as ckpt
 
@@ -42,7 +45,7 @@ def _setup_logging() -> None:
 def _fail(code: int, reason: str, reason_file: Path | None) -> int:
     print(f"trainingd.train: {exit_codes.name_of(code)}: {reason}", file=sys.stderr)
     if reason_file is not None:
-        atomic_write_json(reason_file, {"exit": exit_codes.name_of(code), "reason": reason, "details": []})
+        write_result(reason_file, RunResult(code, reason=reason))
     return code
 
 
@@ -62,19 +65,17 @@ def daemon_main(argv: list[str] | None = None) -> int:
 
     stop = StopSignal().install()  # before the slow imports: a SIGTERM during load is recorded, not fatal
     home = Home.at(a.home)
-    from ..control import read_trainer_command
-
     order = read_trainer_command(home)
     try:
-        if order.get("job_id") == a.job_id and isinstance(order.get("config"), dict):
-            cfg = parse_config(order["config"])  # what the daemon holds (see trainingd.control)
+        if order is not None and order.job_id == a.job_id and order.config is not None:
+            cfg = parse_config(order.config)  # what the daemon holds (see trainingd.contracts.trainer_command)
         else:
             cfg = load_config(home.config)
         ref = resolve_base_model(cfg, home.root)
         base = fetch(ref)  # builds an embedded base, or downloads a hub id, once
     except ConfigError as e:
         return _fail(exit_codes.CONFIG_ERROR, str(e), a.reason_file)
-    from ..control import TrainerCommandReader
+    from .commands import TrainerCommandReader
 
     reader = TrainerCommandReader(home, a.job_id)
     spec = RunSpec(
@@ -205,7 +206,7 @@ def standalone_main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         return _fail(exit_codes.CONFIG_ERROR, str(e), None)
     # Training an existing adapter further: it is continued, with the locked settings it was made with.
-    locked = (ckpt.read_adapter_state(ref.adapter) or {}).get("locked") if ref.adapter else None
+    locked = (read_adapter_state(ref.adapter) or {}).get("locked") if ref.adapter else None
     try:
         cfg = _standalone_config(a, locked)
     except (ConfigError, OSError, json.JSONDecodeError) as e:
@@ -226,9 +227,9 @@ def standalone_main(argv: list[str] | None = None) -> int:
                    metrics_path=out / "metrics.jsonl", resume=a.resume, cache_dir=out / ".cache",
                    eval_file=a.eval_file.resolve() if a.eval_file else None, precision=a.precision,
                    stop_signal=stop)
-    result_file = out / "result.json"
+    result_file = result_path(out)
     code = execute(spec, result_file)
-    result = json.loads(result_file.read_text())
+    result = read_result(result_file)
     print(json.dumps(result, indent=2))  # CLI output: the summary or the reason
     return code
 

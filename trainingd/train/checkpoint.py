@@ -3,14 +3,15 @@
 A checkpoint is a folder ``<checkpoint_dir>/step-000NNN/`` holding the job's full adapter
 (``adapter_config.json`` + ``adapter_model.safetensors``), ``optimizer.pt``, ``scheduler.pt``,
 ``rng.pt``, ``state.json`` (data position and metrics) and ``manifest.json`` (job id, data sha256,
-base model path and hash, locked and full config, library versions, step). It is written into a
+base model path and hash, locked and full config, library versions, step; its schema is
+``trainingd.contracts.manifest``). It is written into a
 temporary ``.tmp-step-000NNN-*`` folder, renamed into place, and only then marked with ``COMPLETE``
 (fsynced): a folder without the marker never counts. Old checkpoints are deleted only after a new
 one is complete, so a save never destroys the last good one.
 
 Inspect one from the shell::
 
-    python -c "import json,sys; print(json.load(open(sys.argv[1] + '/manifest.json')))" DIR/step-000004
+    python3 -c "from trainingd.contracts.manifest import read_manifest; print(read_manifest('DIR/step-000004'))"
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..adapter_state import FILE as ADAPTER_STATE  # noqa: F401 - re-exported for the trainer's callers
-from ..adapter_state import read_adapter_state, write_adapter_state  # noqa: F401
 from ..atomic_ops import fsync_dir
 from ..config import locked_changes
+from ..contracts.adapter_state import write_adapter_state
+from ..contracts.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
-MANIFEST = "manifest.json"
 STATE = "state.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 RETIRED = ".retired-"
@@ -145,8 +145,7 @@ def save_checkpoint(checkpoint_dir: Path, step: int, *, write_files, manifest: d
     tmp = Path(tempfile.mkdtemp(dir=checkpoint_dir, prefix=f".tmp-{name}-"))
     try:
         write_files(tmp)
-        (tmp / MANIFEST).write_text(json.dumps({**manifest, "step": step, "saved_at": time.time()}, indent=2,
-                                               allow_nan=False) + "\n")
+        write_manifest(tmp, manifest, step=step)
         for p in tmp.iterdir():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())

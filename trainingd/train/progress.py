@@ -1,6 +1,6 @@
 """The trainer's live progress file and per-step metrics log.
 
-``status/trainer_progress.json`` is rewritten (atomically, not fsynced: it is a view) at every
+``status/trainer_progress.json`` (its fields: ``trainingd.contracts.progress``) is rewritten at every
 optimizer step and by a heartbeat thread at least every second while the main thread is busy
 loading the model or preparing data, so the daemon can tell a slow start from a hang. The daemon
 merges it into ``status/training_status.json``. Metrics go to the append-only ``status/metrics.jsonl``.
@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic_ops import append_jsonl, atomic_write_json
+from ..atomic_ops import append_jsonl
+from ..contracts.progress import STATUSES, initial_progress, write_progress
 
 log = logging.getLogger(__name__)
-
-STATUSES = ("loading", "preparing", "training", "evaluating", "saving", "paused", "stopping")
-
 
 def finite(value: Any) -> Any:
     """``None`` for NaN/inf (JSON readers expect null, never NaN); plain floats otherwise."""
@@ -48,13 +46,7 @@ class Progress:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.fields: dict[str, Any] = {
-            "job_id": job_id, "pid": os.getpid(), "status": "loading", "status_detail": "starting",
-            "epoch": None, "step": None, "total_steps": None, "progress": None, "examples_done": None,
-            "tokens_seen": None, "loss": None, "loss_ema": None, "learning_rate": None, "grad_norm": None,
-            "eval_loss": None, "tokens_per_s": None, "seconds_per_step": None, "eta_seconds": None,
-            "prepare": None, "data": None, "notice": None, "updated_at": time.time(),
-        }
+        self.fields: dict[str, Any] = dict(initial_progress(job_id, os.getpid()))
 
     def update(self, write: bool = True, **fields: Any) -> None:
         with self._lock:
@@ -75,7 +67,7 @@ class Progress:
             self.fields["updated_at"] = time.time()
             snapshot = dict(self.fields)
         try:
-            atomic_write_json(self.path, snapshot, durable=False)
+            write_progress(self.path, snapshot)
         except (OSError, ValueError) as e:  # a view; never let it kill training
             log.warning("could not write %s: %s", self.path, e)
 

@@ -32,9 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import adapter_state, exit_codes
-from ..atomic_ops import atomic_write_json, json_safe
+from .. import exit_codes
+from ..atomic_ops import json_safe
 from ..config import Config
+from ..contracts import adapter_state
+from ..contracts.manifest import read_manifest
+from ..contracts.result import RunResult, write_result
 from . import checkpoint as ckpt
 from .progress import Progress
 
@@ -117,25 +120,6 @@ class RunSpec:
     stop_signal: StopSignal = field(default_factory=StopSignal)
     skip_if_trained: bool = False
     """Daemon mode: a job already listed in the init adapter's state (same id and data) is not trained again."""
-
-
-@dataclass
-class RunResult:
-    exit_code: int
-    reason: str = ""
-    details: list = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"exit": exit_codes.name_of(self.exit_code)}
-        if self.exit_code == exit_codes.OK:
-            out["summary"] = self.summary
-        else:
-            out["reason"] = self.reason
-            out["details"] = self.details
-            if self.summary:
-                out["summary"] = self.summary
-        return out
 
 
 class _Exit(Exception):
@@ -235,7 +219,7 @@ class Recipe:
         # The adapter we continue must have been made with the same base and locked settings.
         self.prev_state = None
         if spec.init_adapter is not None:
-            self.prev_state = ckpt.read_adapter_state(spec.init_adapter)
+            self.prev_state = adapter_state.read_adapter_state(spec.init_adapter)
         self.expected = {"job_id": spec.job_id, "data_sha256": self.data_sha256,
                          "base_model": str(Path(spec.base_model).resolve()), "base_model_hash": self.base_hash,
                          "locked": cfg.locked_values(),
@@ -259,7 +243,7 @@ class Recipe:
 
         resume_from = ckpt.latest_complete(spec.checkpoint_dir) if spec.resume else None
         if resume_from is not None:
-            manifest = json.loads((resume_from / ckpt.MANIFEST).read_text())
+            manifest = read_manifest(resume_from)
             if manifest.get("adapter_generation") != self.expected["adapter_generation"]:
                 # Another job published since this checkpoint was made: resuming would overwrite its training.
                 self.notice = (f"checkpoint {resume_from.name} was made on another adapter (generation "
@@ -607,5 +591,5 @@ def execute(spec: RunSpec, reason_file: Path | None) -> int:
     if result.exit_code != exit_codes.OK:
         log.warning("trainer exit %s: %s", exit_codes.name_of(result.exit_code), result.reason)
     if reason_file is not None:
-        atomic_write_json(Path(reason_file), json_safe(result.to_json()))
+        write_result(reason_file, result)
     return result.exit_code

@@ -1,6 +1,7 @@
 """``current_model/adapter_state.json``: what the live adapter is and which jobs are in it. Stdlib only.
 
-The trainer writes it last when it publishes an adapter (after the weights are durable); the daemon reads
+The trainer writes it last when it publishes an adapter (after the weights are durable; ``write_adapter_state``:
+``atomic_ops.atomic_write_json``); the daemon reads
 it to complete jobs published before a crash, to skip files already trained (dedupe), and to see whether
 config.json still matches the adapter. Read and write it only through this module::
 
@@ -17,7 +18,7 @@ adapter its job started from, and resumes only onto that adapter (otherwise the 
 current one), so a resume never overwrites what was published in between. Files written before
 generations existed read as generation 0 with id ``None``.
 
-    python3 -c "from trainingd.adapter_state import read_adapter_state; print(read_adapter_state('current_model'))"
+    python3 -c "from trainingd.contracts.adapter_state import read_adapter_state; print(read_adapter_state('current_model'))"
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .atomic_ops import atomic_write_json, read_json
+from ..atomic_ops import atomic_write_json, read_json
 
 FILE = "adapter_state.json"
 
@@ -40,6 +41,15 @@ def read_adapter_state(folder: Path | str) -> dict | None:
     if not isinstance(data, dict):
         raise ValueError(f"{Path(folder) / FILE} is not a JSON object")
     return data
+
+
+def adapter_state_stamp(folder: Path | str) -> tuple:
+    """(mtime_ns, size, inode) of the state file, ``()`` when there is none: changes whenever an adapter is published."""
+    try:
+        st = (Path(folder) / FILE).stat()
+    except FileNotFoundError:
+        return ()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def write_adapter_state(folder: Path | str, state: dict) -> None:

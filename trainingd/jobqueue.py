@@ -14,10 +14,11 @@ the daemon and the CLI never interleave a metadata write with a move.
 
 A ``job.json`` that cannot be read (a hand edit gone wrong) does not stop anything: the job is loaded
 with ``meta["broken"]`` saying why, ``list`` shows it, the daemon fails it with that reason, and the
-unreadable file is kept as ``job.json.broken`` when the job's metadata is next written.
+unreadable file is kept as ``job.json.broken`` when the job's metadata is next written. The file's schema and
+its reader and writer are in ``trainingd.contracts.job``.
 
     from trainingd.paths import Home
-    from trainingd.queue import JobQueue
+    from trainingd.jobqueue import JobQueue
     q = JobQueue(Home.at("/srv/trainingd")); q.ensure_dirs()
     job = q.add(Path("data.jsonl"), priority="high")     # copy (CLI); move=True for the inbox
     job = q.claim_next()                                  # pending -> processing
@@ -31,24 +32,22 @@ import errno
 import fcntl
 import logging
 import os
-import json
 import re
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .atomic_ops import (append_jsonl, atomic_write_json, atomic_write_text, durable_rename, file_sha256, fsync_dir,
-                         read_json)
+from .atomic_ops import append_jsonl, atomic_write_text, durable_rename, file_sha256, fsync_dir
+from .contracts import result as result_contract
+from .contracts.job import FILE as JOB_FILE
+from .contracts.job import keep_broken, now_iso, read_job, write_job
 from .paths import JOB_STATES, PRIORITIES, Home
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("inbox", "cli", "generator")
-JOB_FILE = "job.json"
-BROKEN_JOB_FILE = "job.json.broken"
 REASON_FILE = "reason.txt"
 INCOMING_WAIT_LOG_S = 5.0
 _ID_RE = re.compile(r"^(\d{6,})-")
@@ -57,11 +56,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 class QueueError(Exception):
     """A queue operation that cannot be done; the message is meant for the person at the CLI."""
-
-
-def now_iso() -> str:
-    """ISO-8601 UTC timestamp used in job.json and the status file."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def safe_stem(name: str) -> str:
@@ -192,16 +186,7 @@ class JobQueue:
 
     # ----------------------------------------------------------------------------------------- reading
     def _load(self, state: str, priority: str, job_dir: Path) -> Job:
-        broken = None
-        try:
-            meta = read_json(job_dir / JOB_FILE, None)
-        except ValueError as e:
-            meta, broken = None, f"job.json is not valid JSON ({e})"
-        if meta is not None and not isinstance(meta, dict):
-            meta, broken = None, "job.json does not hold a JSON object"
-        if isinstance(meta, dict) and not (isinstance(meta.get("file"), str) and meta["file"]
-                                           and "/" not in meta["file"] and meta["file"] not in ("..", ".")):
-            meta, broken = None, f"job.json names no data file (\"file\": {json.dumps(meta.get('file'))})"
+        meta, broken = read_job(job_dir)
         if meta is None:
             # Missing (an old crash) or unreadable (a hand edit): rebuilt from the folder, so the job stays visible.
             name = _guess_data_file(job_dir)
@@ -309,10 +294,10 @@ class JobQueue:
             meta = {**self._new_meta(job_id, dst, priority=priority, source=source, force=force, hash_file=False),
                     "state": "failed", "finished_at": now_iso(), "reason": reason, "rejected": True}
             atomic_write_text(work / REASON_FILE, reason + "\n")
-            atomic_write_json(work / JOB_FILE, meta)
+            write_job(work, meta)
             durable_rename(work, self.home.failed / job_id)
             return self._load("failed", "", self.home.failed / job_id)
-        atomic_write_json(work / JOB_FILE, meta)
+        write_job(work, meta)
         job = self._publish(work, meta)
         log.info("job %s added from %s (%s, priority %s, sha256 %s)", job.id, source, src.name, priority,
                  meta["sha256"][:12])
@@ -340,7 +325,7 @@ class JobQueue:
             "state": "failed", "finished_at": now_iso(), "reason": reason, "rejected": True,
         }
         atomic_write_text(work / REASON_FILE, reason.rstrip("\n") + "\n")
-        atomic_write_json(work / JOB_FILE, meta)
+        write_job(work, meta)
         durable_rename(work, self.home.failed / job_id)
         log.warning("job %s: %s rejected: %s", job_id, src.name, reason)
         return self._load("failed", "", self.home.failed / job_id)
@@ -399,11 +384,8 @@ class JobQueue:
                 shutil.rmtree(work, ignore_errors=True)
                 log.warning("removed an incomplete new job %s left by a crash (its source was not taken)", work.name)
                 continue
-            try:
-                meta = read_json(work / JOB_FILE, None)
-            except ValueError:
-                meta = None  # torn by the crash: rebuilt below
-            if not isinstance(meta, dict) or meta.get("file") != data[0].name:
+            meta, _ = read_job(work)  # None when missing or torn by the crash: rebuilt below
+            if meta is None or meta.get("file") != data[0].name:
                 try:
                     meta = self._new_meta(work.name, data[0], priority="normal", source="inbox", force=False)
                 except OSError as e:
@@ -416,11 +398,11 @@ class JobQueue:
                 if p.name.startswith(".") and not p.is_dir():
                     p.unlink(missing_ok=True)  # a partial copy beside the complete file
             if meta.get("rejected") or (work / REASON_FILE).exists():
-                atomic_write_json(work / JOB_FILE, {**meta, "state": "failed"})
+                write_job(work, {**meta, "state": "failed"})
                 durable_rename(work, self.home.failed / work.name)
                 out.append(self._load("failed", "", self.home.failed / work.name))
             else:
-                atomic_write_json(work / JOB_FILE, meta)
+                write_job(work, meta)
                 out.append(self._publish(work, meta))
             log.warning("recovered job %s left in queue/.incoming by a crash -> %s", work.name, out[-1].state)
         return out
@@ -436,10 +418,8 @@ class JobQueue:
             if current.state not in allowed_from:
                 raise QueueError(f"job {job.id} is {current.state}; cannot move it to {to} "
                                  f"(only from {' or '.join(allowed_from)})")
-            if current.meta.get("broken") and not (current.dir / BROKEN_JOB_FILE).exists():
-                # Keep the hand-edited file a person may want to look at; job.json is rewritten below.
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(current.dir / JOB_FILE, current.dir / BROKEN_JOB_FILE)
+            if current.meta.get("broken"):
+                keep_broken(current.dir)  # the hand-edited file a person may want to look at; rewritten below
             new_meta = {**current.meta, **meta, "state": to}
             if to == "pending":
                 new_meta.pop("broken", None)  # a retry: the rebuilt job.json is good now
@@ -454,7 +434,7 @@ class JobQueue:
                 atomic_write_text(current.dir / REASON_FILE, reason.rstrip("\n") + "\n")
             prio = priority or current.priority
             new_meta["priority"] = prio
-            atomic_write_json(current.dir / JOB_FILE, new_meta)
+            write_job(current.dir, new_meta)
             dst = self.home.pending(prio) / job.id if to == "pending" else self.home.queue / to / job.id
             durable_rename(current.dir, dst)
         log.info("job %s: %s -> %s%s", job.id, current.state, to, f" ({reason.splitlines()[0]})" if reason else "")
@@ -514,13 +494,13 @@ class JobQueue:
             if current is None:
                 raise QueueError(f"no job {job.id!r} in the queue")
             current.meta.update(meta)
-            atomic_write_json(current.dir / JOB_FILE, current.meta)
+            write_job(current.dir, current.meta)
         return current
 
 
 def _guess_data_file(job_dir: Path) -> str:
     for p in sorted(job_dir.iterdir()):
-        if p.name not in (JOB_FILE, REASON_FILE, "result.json") and not p.name.startswith("."):
+        if p.name not in (JOB_FILE, REASON_FILE, result_contract.FILE) and not p.name.startswith("."):
             return p.name
     return ""
 

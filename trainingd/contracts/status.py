@@ -1,21 +1,28 @@
-"""The status file: the schema and its writer, stdlib only. The one thing the CLI and the monitor read.
+"""``status/training_status.json``: the schema and its writer, stdlib only. The one thing the CLI and the monitor read.
 
-``status/training_status.json`` (schema_version 1) is written only by the daemon, atomically, every tick.
+``status/training_status.json`` (schema_version 1) is written only by the daemon (``StatusWriter``,
+``atomic_ops.atomic_write_json``), every tick; read by ``training_controller.py status`` and ``--wait``
+(``read_status``) and by the monitor. The fields are in ARCHITECTURE.md ("Status file") and built by
+``compose_status``; the trainer's part comes from ``contracts.progress``.
 ``seq`` increases strictly, also across daemon restarts (the writer continues from the file's last seq).
 Units are in the names, unknown values are ``null``, never NaN. Finished jobs are appended to
 ``status/history.jsonl``. Read it from the shell::
 
-    python3 -c "from trainingd.status import read_status; import json; print(json.dumps(read_status('.'), indent=2))"
+    python3 -c "from trainingd.contracts.status import read_status; import json; print(json.dumps(read_status('.'), indent=2))"
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
-from .atomic_ops import append_jsonl, atomic_write_json, json_safe, read_json
-from .paths import PRIORITIES, Home
-from .queue import now_iso
+from ..atomic_ops import append_jsonl, atomic_write_json, json_safe, read_json, read_jsonl
+from ..paths import PRIORITIES, Home
+from .job import now_iso
+from .progress import JOB_FIELDS, METRIC_FIELDS, PREPARE_FIELDS, ProgressDoc
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 STATUSES = ("idle", "loading", "training", "evaluating", "saving", "paused", "stopping", "stopped", "error")
@@ -32,11 +39,9 @@ _TRAINER_TO_STATUS = {
     "stopping": "stopping",
 }
 
-JOB_KEYS = ("id", "file", "sha256", "priority", "started_at", "epoch", "step", "total_steps", "progress",
-            "examples_done", "tokens_seen")
-METRIC_KEYS = ("loss", "loss_ema", "learning_rate", "grad_norm", "eval_loss", "tokens_per_s", "seconds_per_step",
-               "eta_seconds")
-PREPARE_KEYS = ("phase", "lines_done", "lines_total")
+# What the daemon knows of the running job; the rest of ``job`` comes from the trainer's progress.
+DAEMON_JOB_KEYS = ("id", "file", "sha256", "priority", "started_at")
+JOB_KEYS = DAEMON_JOB_KEYS + JOB_FIELDS
 # What the trainer's data preparation found, shown so that no example is dropped in silence.
 DATA_KEYS = ("format", "examples", "kept", "dropped_too_long", "truncated", "no_trained_tokens", "max_length")
 
@@ -51,25 +56,14 @@ def _home(home: Home | str | os.PathLike) -> Home:
 
 
 def read_status(home: Home | str | os.PathLike) -> dict | None:
-    """The current status document, or None when no daemon has written one yet."""
+    """The current status document; None when no daemon has written one yet or it cannot be parsed."""
+    path = _home(home).status
     try:
-        data = read_json(_home(home).status, None)
-    except (ValueError, OSError):
+        data = read_json(path, None)
+    except (ValueError, OSError) as e:  # a torn file cannot happen (atomic writes), a hand-edited one can
+        log.warning("cannot read %s: %s", path, e)
         return None
     return data if isinstance(data, dict) else None
-
-
-def read_progress(home: Home, job_id: str | None = None) -> dict | None:
-    """The trainer's progress file; None when missing, unreadable or about another job."""
-    try:
-        data = read_json(home.trainer_progress, None)
-    except (ValueError, OSError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    if job_id is not None and data.get("job_id") != job_id:
-        return None
-    return data
 
 
 def empty_control() -> dict:
@@ -77,7 +71,7 @@ def empty_control() -> dict:
 
 
 def compose_status(*, daemon: dict, status: str, status_detail: str | None = None, job: dict | None = None,
-                   progress: dict | None = None, queue: dict | None = None, model: dict | None = None,
+                   progress: ProgressDoc | None = None, queue: dict | None = None, model: dict | None = None,
                    control: dict | None = None, last_error: dict | None = None) -> dict:
     """Build a schema-1 status document (without seq/updated_at, which the writer adds).
 
@@ -89,14 +83,14 @@ def compose_status(*, daemon: dict, status: str, status_detail: str | None = Non
     progress = progress or {}
     job_doc = None
     if job is not None:
-        job_doc = {k: job.get(k) for k in JOB_KEYS}
-        for k in ("epoch", "step", "total_steps", "progress", "examples_done", "tokens_seen"):
+        job_doc = {k: job.get(k) for k in DAEMON_JOB_KEYS}
+        for k in JOB_FIELDS:
             job_doc[k] = progress.get(k)
         job_doc["data"] = data_counts(progress.get("data"))
         job_doc["notice"] = progress.get("notice")  # e.g. a checkpoint refused because the adapter moved on
-    metrics = {k: progress.get(k) for k in METRIC_KEYS}
+    metrics = {k: progress.get(k) for k in METRIC_FIELDS}
     prep = progress.get("prepare")
-    prepare = {k: prep.get(k) for k in PREPARE_KEYS} if isinstance(prep, dict) else None
+    prepare = {k: prep.get(k) for k in PREPARE_FIELDS} if isinstance(prep, dict) else None
     q = queue or {"pending": {p: 0 for p in PRIORITIES}, "processing": 0, "done": 0, "failed": 0}
     model = model or {"base": None, "adapter": None, "model_display_name": None}
     doc = {
@@ -123,7 +117,7 @@ def compose_status(*, daemon: dict, status: str, status_detail: str | None = Non
     return json_safe(doc)
 
 
-def status_from_trainer(progress: dict | None) -> tuple[str, str | None]:
+def status_from_trainer(progress: ProgressDoc | None) -> tuple[str, str | None]:
     """The daemon-level status and detail while a trainer runs (``loading`` until it reports)."""
     if not progress:
         return "loading", "starting the trainer"
@@ -187,10 +181,8 @@ def append_history(home: Home, *, job_id: str, file: str | None, state: str, res
 
 
 def read_history(home: Home | str | os.PathLike) -> list[dict]:
-    from .atomic_ops import read_jsonl
-
     return read_jsonl(_home(home).history)
 
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "StatusWriter", "compose_status", "read_status", "read_progress",
+__all__ = ["SCHEMA_VERSION", "STATUSES", "StatusWriter", "compose_status", "read_status",
            "append_history", "read_history", "status_from_trainer", "empty_control", "data_counts"]

@@ -1,0 +1,18 @@
+"""Every file that one process writes and another reads: one module per file, stdlib only.
+
+Each module's docstring is the file's schema (fields, types, units, who writes it, who reads it, how it is
+written atomically); its functions are the only code in the package that reads or writes that file.
+
+    job.py             queue/<state>/.../<job>/job.json      queue (daemon, inbox, CLI) -> daemon, CLIs
+    requests.py        control/requests/*.json, .stop        controller CLI -> daemon (.stop: also trainer)
+    trainer_command.py control/trainer_command.json          daemon -> trainer
+    progress.py        status/trainer_progress.json          trainer -> daemon
+    status.py          status/training_status.json           daemon -> controller CLI, monitor
+                       status/history.jsonl                  daemon -> CLIs
+    result.py          <job>/result.json                     trainer -> daemon
+    adapter_state.py   current_model/adapter_state.json      trainer (publish) -> daemon, next trainer
+    manifest.py        <checkpoints>/step-NNNNNN/manifest.json  trainer -> trainer on resume
+    trainer_record.py  .trainer.json                         daemon -> the next daemon (orphan trainer)
+
+Where each file lives in a home is ``trainingd.paths.Home``. Importing this package never imports torch.
+"""
