@@ -226,12 +226,12 @@ def worker_trainingd(p: dict, opts: dict) -> dict:
     window, calls = Window(opts["steps"], opts["seconds"]), []
 
     def commands() -> str:
-        # Asked once before every optimizer step and once after the last: the steps done so far are calls - 1.
+        # Asked at every step boundary (and at setup): the steps done are the metrics rows the recipe wrote.
         calls.append(time.time())
         if len(calls) == 1:
             append_row(steps_file, {"step": 0, "t": window.start(), "tokens_seen": 0})
             return "run"
-        return "stop" if window.done(len(calls) - 1) else "run"
+        return "stop" if window.done(max(r.get("step") or 0 for r in read_jsonl(steps_file))) else "run"
 
     spec = RunSpec(dataset=p["chat"], base_model=model, output_dir=out, checkpoint_dir=out / "checkpoints", cfg=cfg,
                    job_id="bench", metrics_path=steps_file, cache_dir=out / "cache", precision=opts["arg"],
