@@ -40,13 +40,13 @@ tok/s, TRL default 1,387, TRL's fastest option (no gradient checkpointing + grou
 ratio_vs_trl_default=4.18 ratio_vs_trl_best=2.03; peak RSS 1.12 GB vs 2.3-3.0 GB. Held-out loss after the epoch:
 trainingd 7.1494, TRL default 7.1473, TRL group_by_length 7.1608. bf16 autocast on this CPU: ~4x slower than fp32
 with the same loss. torch.compile(dynamic=True) of the decoder: 99 s for the epoch instead of 28 s.
-SmolLM2-135M (``--model smollm2-135m --seconds-per-config 60 --overhead-s 120 --trl-variants default,fp32,
-fp32_no_grad_ckpt,fp32_no_grad_ckpt_group_by_length,fp32_packing``; 4 examples of 40-254 tokens per step; 10.3 min
-in all) on the 2-core CPU while other jobs shared it (matmul 89 GFLOP/s fp32, 44 bf16, against 310/170 when idle):
-trainingd fp32 45 tok/s (peak RSS 2.6 GB), TRL default 11 (bf16 + gradient checkpointing, 2 steps in the box),
-TRL fp32 31, fp32 without gradient checkpointing 62 (4.5 GB), the same with group_by_length 54, fp32 packing 38
--> ratio_vs_trl_default=3.89 ratio_vs_trl_best=0.72. Windows of 3-4 steps on a shared CPU are noisy; on this model
-TRL's fastest fp32 option was ahead of trainingd in that window, at 1.75x the memory.
+SmolLM2-135M (``--model smollm2-135m --seconds-per-config 90 --overhead-s 150 --trl-variants default,fp32,
+fp32_no_grad_ckpt,fp32_no_grad_ckpt_group_by_length,fp32_packing``; 4 examples of 40-254 tokens per step, 5 steps
+each; a quiet 2-core CPU, matmul probes 243-317 GFLOP/s fp32): trainingd fp32 301 tok/s (peak RSS 3.7 GB), TRL
+default 81 (bf16 autocast + gradient checkpointing), TRL fp32 125, fp32 without gradient checkpointing 141
+(4.5 GB), the same with group_by_length 226 (4.5 GB), fp32 packing 157 (4.7 GB) -> ratio_vs_trl_default=3.94
+ratio_vs_trl_best=1.74 (probe-normalised; 1.33 in raw tokens/s). Held-out loss after the 5 steps: trainingd
+6.6486, TRL default 6.6398, TRL group_by_length 6.6159 (different example orders; 5 steps move it little).
 """
 
 from __future__ import annotations
