@@ -7,7 +7,9 @@ conversation prefixes. Each conversation is rendered once, in full, and each tra
 that one render by difference: the conversation is rendered again with that message's content replaced by a
 sentinel (its reasoning and tool calls removed), and the characters where the two renders differ are what the
 message itself contributes. The message's end-of-turn marker (the text the template closes every turn with,
-learnt once per tokenizer from two probe renders) is trained with it, so the model learns to stop.
+learnt once per tokenizer from two probe renders) is trained with it, so the model learns to stop. A plain-text
+conversation whose render is the template's cached skeleton for its roles with every content written verbatim
+is located by that one comparison, without the extra renders (the common case, and the fast one).
 
 What is trained, then, is exactly what the message says as the template renders it: its content (as the
 template writes it: Llama 3 trims it, for instance), its tool calls, its reasoning where the template renders
@@ -111,29 +113,28 @@ class Encoder:
         except Exception:  # noqa: BLE001 - no template, or a transformers without this helper: the slow path
             return None
 
-    def _render_one(self, messages: list[dict], tools: list | None, gen: bool = False) -> str:
+    def _render_one(self, messages: list[dict], tools: list | None) -> str:
         if self._compiled is not None:
             return self._compiled.render(messages=messages, tools=tools, documents=None,
-                                         add_generation_prompt=gen, **self.tok.special_tokens_map)
-        return self.tok.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=gen)
+                                         add_generation_prompt=False, **self.tok.special_tokens_map)
+        return self.tok.apply_chat_template(messages, tools=tools, tokenize=False)
 
-    def render(self, messages: list[dict], tools: list | None = None, gen: bool = False) -> str:
+    def render(self, messages: list[dict], tools: list | None = None) -> str:
         """One conversation through the chat template (the loss switches removed)."""
         messages = [_for_template(m) for m in messages]
         if self._compiled is not None:
             # The direct render must agree with apply_chat_template once; otherwise use the latter for good.
-            text = self._render_one(messages, tools, gen)
+            text = self._render_one(messages, tools)
             if self._checked:
                 return text
-            reference = self.tok.apply_chat_template(messages, tools=tools, tokenize=False,
-                                                     add_generation_prompt=gen)
+            reference = self.tok.apply_chat_template(messages, tools=tools, tokenize=False)
             self._checked = True
             if text == reference:
                 return text
             log.warning("direct chat-template rendering differs from apply_chat_template; using the latter")
             self._compiled = None
             return reference
-        return self._render_one(messages, tools, gen)
+        return self._render_one(messages, tools)
 
     def turn_end(self) -> str:
         """The text the template closes a turn with (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``), without
