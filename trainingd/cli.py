@@ -6,6 +6,7 @@
         pause|resume|stop|skip [--wait [--timeout S]]   = training_controller.py pause|...
         queue add|list|status|retry|remove          = training_queue.py add|...
         validate [FILE]                             = config_validator.py
+        monitor [--host H] [--port P]               = launch_live_monitor.py (the web monitor's server)
     training_controller.py, training_queue.py and config_validator.py are the same subcommands under
     their own names (``controller_main``, ``queue_main``, ``validator_main``).
 
@@ -198,6 +199,35 @@ def _run_validate(args: argparse.Namespace) -> int:
     return ec.OK if result["ok"] else ec.CONFIG_ERROR
 
 
+def _run_monitor(args: argparse.Namespace) -> int:
+    from .monitor.server import serve  # http.server and psutil: loaded only by this command
+
+    logging.getLogger().setLevel(logging.INFO)  # the stderr handler of _setup_logging; "monitor of ... on URL"
+    home = Home.at(args.home)
+    try:
+        serve(home, args.host, args.port, ready=lambda url: print(f"trainingd monitor of {home.root}: {url}",
+                                                                  flush=True))
+    except OSError as e:
+        print(f"cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return ec.ERROR
+    except KeyboardInterrupt:
+        pass
+    return ec.OK
+
+
+MONITOR_TEXT = "serve the web monitor's JSON and Prometheus endpoints for a home (read-only)"
+
+
+def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
+    """``launch_live_monitor.py`` and ``trainingd monitor``."""
+    from .monitor.server import DEFAULT_HOST, DEFAULT_PORT
+
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to bind (default {DEFAULT_HOST}; anything else exposes the monitor)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
+    p.set_defaults(run=_run_monitor, command_parser=p)
+
+
 # --- the tree --------------------------------------------------------------------------------------
 
 @functools.cache
@@ -316,6 +346,18 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
     validate = _leaf(sub, "validate", "check a config.json (config_validator.py)", ec.VALIDATOR_HELP,
                      _run_validate)
     add_validate_arguments(validate)
+    add_monitor_arguments(_leaf(sub, "monitor", MONITOR_TEXT, MONITOR_EPILOG, _run_monitor, with_json=False))
+    return parser
+
+
+MONITOR_EPILOG = ("Endpoints: /healthz /api/status /api/metrics /api/queue /api/history /api/system /api/gpu "
+                  "/api/memory /api/logs /metrics; POST /api/control/pause|resume|skip with the token of "
+                  "control/monitor_token in X-Trainingd-Token. Stop with Ctrl-C.")
+
+
+def monitor_parser(prog: str = "launch_live_monitor.py") -> argparse.ArgumentParser:
+    parser = _top(prog, MONITOR_TEXT[0].upper() + MONITOR_TEXT[1:] + ".", MONITOR_EPILOG, with_json=False)
+    add_monitor_arguments(parser)
     return parser
 
 
@@ -343,6 +385,11 @@ def controller_main(argv: list[str] | None = None, prog: str = "training_control
 def queue_main(argv: list[str] | None = None, prog: str = "training_queue.py") -> int:
     """``training_queue.py``."""
     return _run(queue_parser(prog), argv)
+
+
+def monitor_main(argv: list[str] | None = None, prog: str = "launch_live_monitor.py") -> int:
+    """``launch_live_monitor.py [--home DIR] [--host H] [--port P]``."""
+    return _run(monitor_parser(prog), argv)
 
 
 @quiet_broken_pipe

@@ -134,6 +134,11 @@ class Home:
         return self.control / "requests"
 
     @property
+    def monitor_token(self) -> Path:
+        """The secret the monitor's control calls need (mode 0600, made by the monitor on start)."""
+        return self.control / "monitor_token"
+
+    @property
     def trainer_command(self) -> Path:
         """The daemon's standing order to the running trainer (see ``trainingd.contracts.trainer_command``)."""
         return self.control / "trainer_command.json"

@@ -1,0 +1,256 @@
+"""The monitor's HTTP server: a fixed map of routes over one home, stdlib ``ThreadingHTTPServer``.
+
+    python3 launch_live_monitor.py [--home DIR] [--host 127.0.0.1] [--port 8080]
+
+GET  /healthz  /api/status  /api/metrics?since_step=N&since_row=R&job_id=ID&max_points=N
+     /api/queue?state=done&offset=0&limit=50  /api/history?offset=0&limit=100  /api/system  /api/gpu
+     /api/memory  /api/logs?tail=N (text/plain)  /metrics (Prometheus text)
+POST /api/control/pause|resume|skip   header X-Trainingd-Token: <control/monitor_token>
+
+Only these paths exist: nothing is served from the file system, so ``..``, ``%2e%2e``, absolute paths and
+symlinks cannot reach a file. A request whose ``Host`` is not this machine's loopback name (or the configured
+host) is refused with 403 (DNS rebinding); see ``security``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from .. import __version__
+from ..controller import send_request
+from ..jobqueue import QueueError
+from ..paths import Home
+from . import security, system, views
+from .metrics_log import MetricsLog
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+CONTROL_ACTIONS = ("pause", "resume", "skip")
+MAX_POINTS = 20_000
+
+
+class BadRequest(Exception):
+    """A query parameter that cannot be used; answered with 400 and the message."""
+
+
+def _int(query: dict[str, list[str]], name: str, default: int | None, low: int = 0,
+         high: int | None = None) -> int | None:
+    values = query.get(name)
+    if not values or values[-1] == "":
+        return default
+    try:
+        n = int(values[-1])
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, not {values[-1]!r}") from None
+    if n < low:
+        raise BadRequest(f"{name} must be >= {low}")
+    return min(n, high) if high is not None else n
+
+
+class Monitor:
+    """The state shared by all requests of one server: the home, the token, the cached readers."""
+
+    def __init__(self, home: Home, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT):
+        self.home = home
+        self.host = host
+        self.port = port
+        self.token = security.ensure_token(home.monitor_token)
+        self.metrics = MetricsLog(home.metrics)
+        self.history = views.HistoryCache(home)
+        self.started = time.time()
+
+    # each returns (status, content type, body)
+    def healthz(self, q: dict) -> Any:
+        return {"ok": True, "version": __version__, "home": str(self.home.root),
+                "uptime_s": round(time.time() - self.started, 3)}
+
+    def status(self, q: dict) -> Any:
+        return views.status_view(self.home)
+
+    def metrics_api(self, q: dict) -> Any:
+        job = q.get("job_id", [None])[-1] or None
+        return {"daemon_running": views.is_daemon_running(self.home),
+                **self.metrics.query(since_step=_int(q, "since_step", None, low=-1),
+                                     since_row=_int(q, "since_row", None),
+                                     job_id=job, max_points=_int(q, "max_points", 2000, 1, MAX_POINTS))}
+
+    def queue(self, q: dict) -> Any:
+        state = q.get("state", [None])[-1] or None
+        try:
+            return views.queue_view(self.home, state, _int(q, "offset", 0), _int(q, "limit", 50, 0, views.MAX_PAGE))
+        except QueueError as e:
+            raise BadRequest(str(e)) from None
+
+    def history_api(self, q: dict) -> Any:
+        return views.history_view(self.history, _int(q, "offset", 0), _int(q, "limit", 100, 0, views.MAX_PAGE))
+
+    def system_api(self, q: dict) -> Any:
+        return {"daemon_running": views.is_daemon_running(self.home), **system.system(self.home)}
+
+    def gpu(self, q: dict) -> Any:
+        return {"gpus": system.gpus()}
+
+    def memory(self, q: dict) -> Any:
+        return {**system.memory(), "processes": system.processes(self.home)}
+
+    def logs(self, q: dict) -> str:
+        return views.logs_text(self.home, _int(q, "tail", 200, 0, views.MAX_LOG_LINES))
+
+    def prometheus(self, q: dict) -> str:
+        return views.prometheus_text(self.home, self.metrics)
+
+    def routes(self) -> dict[str, tuple[Callable[[dict], Any], str]]:
+        json_type = "application/json"
+        return {
+            "/healthz": (self.healthz, json_type),
+            "/api/status": (self.status, json_type),
+            "/api/metrics": (self.metrics_api, json_type),
+            "/api/queue": (self.queue, json_type),
+            "/api/history": (self.history_api, json_type),
+            "/api/system": (self.system_api, json_type),
+            "/api/gpu": (self.gpu, json_type),
+            "/api/memory": (self.memory, json_type),
+            "/api/logs": (self.logs, "text/plain; charset=utf-8"),
+            "/metrics": (self.prometheus, "text/plain; version=0.0.4; charset=utf-8"),
+        }
+
+    def control(self, action: str) -> tuple[int, dict]:
+        result = send_request(self.home, action)  # the controller's own handler: the same request file
+        return (HTTPStatus.OK if result["ok"] else HTTPStatus.CONFLICT), result
+
+
+def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
+    routes = monitor.routes()
+    control_paths = {f"/api/control/{a}": a for a in CONTROL_ACTIONS}
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = f"trainingd-monitor/{__version__}"
+        sys_version = ""
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+            log.debug("%s %s", self.address_string(), format % args)
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, code: int, doc: Any) -> None:
+            self._send(code, json.dumps(doc, allow_nan=False).encode(), "application/json")
+
+        def _error(self, code: int, message: str) -> None:
+            self._json(code, {"error": message, "code": int(code)})
+
+        def _host_ok(self) -> bool:
+            if security.allowed_host(self.headers.get("Host"), monitor.host, monitor.port):
+                return True
+            self._error(HTTPStatus.FORBIDDEN, "Host not allowed")
+            return False
+
+        def _route(self) -> tuple[str, dict] | None:
+            # The raw path is matched as is: no unquoting, no normalisation, so only exact routes exist.
+            if not self.path.startswith("/"):
+                return None
+            parts = urlsplit(self.path)
+            return parts.path, parse_qs(parts.query, keep_blank_values=True)
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if not self._host_ok():
+                return
+            route = self._route()
+            if route is None or route[0] not in routes:
+                if route is not None and route[0] in control_paths:
+                    return self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST")
+                return self._error(HTTPStatus.NOT_FOUND, "not found")
+            path, query = route
+            view, content_type = routes[path]
+            try:
+                body = view(query)
+            except BadRequest as e:
+                return self._error(HTTPStatus.BAD_REQUEST, str(e))
+            except Exception:  # a view must never take the server down; the log says why
+                log.exception("%s failed", path)
+                return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error (see the monitor's log)")
+            if isinstance(body, str):
+                self._send(HTTPStatus.OK, body.encode("utf-8"), content_type)
+            else:
+                self._json(HTTPStatus.OK, body)
+
+        do_HEAD = do_GET
+
+        def do_POST(self) -> None:  # noqa: N802
+            if not self._host_ok():
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(min(length, 1 << 16))  # the body carries nothing; drain it for keep-alive
+            route = self._route()
+            if route is None or route[0] not in control_paths:
+                if route is not None and route[0] in routes:
+                    return self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET")
+                return self._error(HTTPStatus.NOT_FOUND, "not found")
+            if not security.same_origin(self.headers.get("Origin"), self.headers.get("Host")):
+                return self._error(HTTPStatus.FORBIDDEN, "foreign Origin")
+            if not security.token_matches(self.headers.get(security.TOKEN_HEADER), monitor.token):
+                return self._error(HTTPStatus.FORBIDDEN, f"missing or wrong {security.TOKEN_HEADER}")
+            code, result = monitor.control(control_paths[route[0]])
+            self._json(code, result)
+
+    return Handler
+
+
+class MonitorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def create_server(home: Home, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> MonitorServer:
+    """A bound server (``port=0`` picks a free port: ``server.server_address[1]``); call ``serve_forever``."""
+    home.root.mkdir(parents=True, exist_ok=True)
+    monitor = Monitor(home, host, port)
+    server_class = MonitorServer
+    if ":" in host:  # an IPv6 address such as ::1
+        server_class = type("MonitorServer6", (MonitorServer,), {"address_family": socket.AF_INET6})
+    server = server_class((host, port), make_handler(monitor))
+    monitor.port = server.server_address[1]
+    server.monitor = monitor  # type: ignore[attr-defined]
+    return server
+
+
+def serve(home: Home, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          ready: Callable[[str], None] | None = None) -> None:
+    """Serve until interrupted (Ctrl-C, SIGTERM via the caller)."""
+    server = create_server(home, host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{server.server_address[1]}/"
+    log.info("monitor of %s on %s", home.root, url)
+    if ready is not None:
+        ready(url)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+
+
+def serve_in_thread(home: Home, host: str = DEFAULT_HOST, port: int = 0) -> tuple[MonitorServer, threading.Thread]:
+    """For embedding and tests: the server runs in a daemon thread; ``server.shutdown()`` stops it."""
+    server = create_server(home, host, port)
+    thread = threading.Thread(target=server.serve_forever, name="trainingd-monitor", daemon=True)
+    thread.start()
+    return server, thread
