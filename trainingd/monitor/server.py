@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .. import __version__
 from ..controller import send_request
+from ..instance import is_daemon_running
 from ..jobqueue import QueueError
 from ..paths import Home
 from . import security, system, views
@@ -69,9 +70,12 @@ class Monitor:
         self.history = views.HistoryCache(home)
         self.started = time.time()
 
-    # each returns (status, content type, body)
+    def running(self) -> bool:
+        return is_daemon_running(self.home)
+
+    # each view takes the parsed query and returns a dict (JSON) or a str (text)
     def healthz(self, q: dict) -> Any:
-        return {"ok": True, "version": __version__, "home": str(self.home.root),
+        return {"ok": True, "version": __version__, "home": str(self.home.root), "daemon_running": self.running(),
                 "uptime_s": round(time.time() - self.started, 3)}
 
     def status(self, q: dict) -> Any:
@@ -79,7 +83,7 @@ class Monitor:
 
     def metrics_api(self, q: dict) -> Any:
         job = q.get("job_id", [None])[-1] or None
-        return {"daemon_running": views.is_daemon_running(self.home),
+        return {"daemon_running": self.running(),
                 **self.metrics.query(since_step=_int(q, "since_step", None, low=-1),
                                      since_row=_int(q, "since_row", None),
                                      job_id=job, max_points=_int(q, "max_points", 2000, 1, MAX_POINTS))}
@@ -92,16 +96,17 @@ class Monitor:
             raise BadRequest(str(e)) from None
 
     def history_api(self, q: dict) -> Any:
-        return views.history_view(self.history, _int(q, "offset", 0), _int(q, "limit", 100, 0, views.MAX_PAGE))
+        return {"daemon_running": self.running(),
+                **views.history_view(self.history, _int(q, "offset", 0), _int(q, "limit", 100, 0, views.MAX_PAGE))}
 
     def system_api(self, q: dict) -> Any:
-        return {"daemon_running": views.is_daemon_running(self.home), **system.system(self.home)}
+        return {"daemon_running": self.running(), **system.system(self.home)}
 
     def gpu(self, q: dict) -> Any:
-        return {"gpus": system.gpus()}
+        return {"daemon_running": self.running(), "gpus": system.gpus()}
 
     def memory(self, q: dict) -> Any:
-        return {**system.memory(), "processes": system.processes(self.home)}
+        return {"daemon_running": self.running(), **system.memory(), "processes": system.processes(self.home)}
 
     def logs(self, q: dict) -> str:
         return views.logs_text(self.home, _int(q, "tail", 200, 0, views.MAX_LOG_LINES))

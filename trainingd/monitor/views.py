@@ -166,7 +166,7 @@ def prometheus_text(home: Home, metrics: MetricsLog) -> str:
            [({}, int(is_daemon_running(home)))])
     family("trainingd_step", "gauge", "optimizer step of the current job", [({}, job.get("step"))])
     family("trainingd_total_steps", "gauge", "steps planned for the current job", [({}, job.get("total_steps"))])
-    family("trainingd_loss", "gauge", "last training loss", [({}, m.get("loss", metrics.last("loss")))])
+    family("trainingd_loss", "gauge", "last training loss", [({}, m.get("loss") if m.get("loss") is not None else metrics.last("loss"))])
     family("trainingd_eval_loss", "gauge", "last held-out loss", [({}, m.get("eval_loss"))])
     family("trainingd_learning_rate", "gauge", "current learning rate", [({}, m.get("learning_rate"))])
     family("trainingd_tokens_per_second", "gauge", "training throughput", [({}, m.get("tokens_per_s"))])
