@@ -312,8 +312,11 @@ def test_status_throughput_and_a_queue_of_10000_done_jobs_stays_paginated(tmp_pa
     print(f"\nmonitor: /api/status {rate:.0f} requests/s")
 
     start = time.perf_counter()
-    page = client.json("/api/queue?state=done&offset=100&limit=20")
-    log.warning("monitor: /api/queue?state=done page of 20 of 10,000 in %.3f s", time.perf_counter() - start)
+    for _ in range(20):
+        page = client.json("/api/queue?state=done&offset=100&limit=20")
+    rate = 20 / (time.perf_counter() - start)
+    log.warning("monitor: /api/queue?state=done&limit=20 %.1f requests/s over 10,000 done jobs", rate)
+    print(f"monitor: /api/queue?state=done&limit=20 {rate:.1f} requests/s over 10,000 done jobs")
     done = page["states"]["done"]
     assert page["counts"]["done"] == 10_000 and done["total"] == 10_000
     assert [j["id"] for j in done["jobs"]] == [f"{n:06d}-chat" for n in range(9900, 9880, -1)]  # newest first

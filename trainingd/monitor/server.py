@@ -235,6 +235,8 @@ def create_server(home: Home, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     server = server_class((host, port), make_handler(monitor))
     monitor.port = server.server_address[1]
     server.monitor = monitor  # type: ignore[attr-defined]
+    # A metrics log of a long run takes seconds to read the first time: do it now, not in the first request.
+    threading.Thread(target=monitor.metrics.refresh, name="metrics-warm-up", daemon=True).start()
     return server
 
 
