@@ -342,3 +342,59 @@ def test_launch_live_monitor_serves_in_its_own_process(tmp_path):
     res = subprocess.run([sys.executable, "-m", "trainingd", "monitor", "--help"], capture_output=True, text=True,
                          env=ENV, timeout=60)
     assert res.returncode == 0 and "--port" in res.stdout and "127.0.0.1" in res.stdout
+
+
+# --- NVML: no GPU here, so its errors are played by a stand-in module (the one fake these tests use) ----
+
+class NVMLError(Exception):
+    pass
+
+
+def fake_nvml(init_fails: bool = False):
+    from types import SimpleNamespace
+
+    def fail(*_):
+        raise NVMLError("Not Supported")
+
+    def init():
+        if init_fails:
+            raise NVMLError("Driver Not Loaded")
+
+    return SimpleNamespace(
+        NVML_TEMPERATURE_GPU=0, nvmlInit=init, nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetName=lambda h: b"Stand-in GPU" if h == 0 else fail(),
+        nvmlDeviceGetUtilizationRates=lambda h: SimpleNamespace(gpu=37) if h == 0 else fail(),
+        nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(used=2 << 30, total=80 << 30) if h == 0 else fail(),
+        nvmlDeviceGetTemperature=fail, nvmlDeviceGetPowerUsage=lambda h: 150_000,
+        nvmlDeviceGetComputeRunningProcesses=fail)
+
+
+@pytest.fixture
+def nvml(monkeypatch):
+    from trainingd.monitor import system
+
+    def install(module):
+        monkeypatch.setitem(sys.modules, "pynvml", module)
+        monkeypatch.setattr(system, "_nvml_state", {"tried": False, "ok": False, "error": None})
+    return install
+
+
+def test_each_nvml_error_gives_null_for_that_value_only(tmp_path, serve, nvml):
+    nvml(fake_nvml())
+    client = serve(tmp_path / "h")
+    first, second = client.json("/api/gpu")["gpus"]
+    assert first == {"index": 0, "name": "Stand-in GPU", "util_percent": 37, "memory_used_bytes": 2 << 30,
+                     "memory_total_bytes": 80 << 30, "temperature_c": None, "power_w": 150.0, "processes": []}
+    assert second["name"] is None and second["memory_used_bytes"] is None and second["power_w"] == 150.0
+    assert client.json("/api/system")["gpus"] == [first, second]
+    text = client.get("/metrics")[2].decode()
+    check_prometheus(text)
+    assert f'trainingd_gpu_memory_used_bytes{{gpu="0",name="Stand-in GPU"}} {2 << 30}' in text
+
+
+def test_a_failing_nvml_init_means_no_gpus_not_an_error(tmp_path, serve, nvml):
+    nvml(fake_nvml(init_fails=True))
+    client = serve(tmp_path / "h")
+    assert client.json("/api/gpu")["gpus"] == []
+    assert client.get("/metrics")[0] == 200
