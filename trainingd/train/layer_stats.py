@@ -1,0 +1,193 @@
+"""Per-LoRA-module activity: the size of each update ``scaling * B @ A``, its change, and its gradient.
+
+A LoRA module adds ``ΔW = s·B·A`` (B: out x r, A: r x in) to a frozen weight. Its Frobenius norm comes from the
+small factors alone: ``||B A||_F^2 = trace((BᵀB)(AAᵀ))``, two r x r Gram matrices, never the out x in product.
+The change between two reports is itself a rank-2r product, ``s₁B₁A₁ - s₀B₀A₀ = [s₁B₁, s₀B₀] · [A₁; -A₀]``,
+so it costs the same with 2r. Everything runs in float64 on the factors' device, and all modules' numbers are
+moved to the host in one transfer (one device sync per report, not one per module).
+
+Used by the recipe (``LayerStats.report`` every ``layer_stats_steps`` optimizer steps, writing
+``status/layer_activity.json`` through ``trainingd.contracts.layer_activity``) and offline by
+``python3 lora_monitor.py`` on saved adapter folders (``adapter_factors``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from ..contracts import layer_activity
+
+log = logging.getLogger(__name__)
+
+PEFT_PREFIX = "base_model.model."
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+# name -> (A: r x in, B scaled by its module's scaling: out x r)
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def short_name(name: str) -> str:
+    """The module path without PEFT's wrapper prefix, as in the model's own state dict."""
+    return name[len(PEFT_PREFIX):] if name.startswith(PEFT_PREFIX) else name
+
+
+def describe(name: str) -> dict[str, Any]:
+    """``{"name", "layer", "module"}`` of a module path."""
+    m = _LAYER.search(name)
+    return {"name": name, "layer": int(m.group(1)) if m else None, "module": name.rsplit(".", 1)[-1]}
+
+
+def lora_modules(model, adapter: str = "default") -> list[tuple[str, Any]]:
+    """``(short name, LoraLayer)`` for every module of ``model`` carrying ``adapter`` as linear LoRA factors."""
+    from peft.tuners.lora import LoraLayer
+
+    return [(short_name(n), m) for n, m in model.named_modules()
+            if isinstance(m, LoraLayer) and adapter in getattr(m, "lora_A", {}) and adapter in m.lora_B
+            and m.lora_A[adapter].weight.dim() == 2]  # linear LoRA only (not conv or embedding variants)
+
+
+def live_factors(modules: list[tuple[str, Any]], adapter: str = "default") -> Factors:
+    """The current factors of each module, B multiplied by the module's scaling (views, no copy but the scale)."""
+    out: Factors = {}
+    for name, m in modules:
+        a, b = m.lora_A[adapter].weight, m.lora_B[adapter].weight
+        out[name] = (a.detach(), b.detach() * float(m.scaling[adapter]))
+    return out
+
+
+def update_norms(factors: Factors) -> torch.Tensor:
+    """``||s·B·A||_F`` per module (float64, on the factors' device), in ``factors``' order."""
+    vals = []
+    for a, sb in factors.values():
+        a, sb = a.double(), sb.double()
+        vals.append((sb.T @ sb).mul(a @ a.T).sum().to(vals[0].device if vals else a.device))  # trace(XY) = sum(X ∘ Yᵀ); both Gram matrices are symmetric
+    return torch.stack(vals).clamp_min(0).sqrt() if vals else torch.zeros(0, dtype=torch.float64)
+
+
+def delta_norms(new: Factors, old: Factors) -> torch.Tensor:
+    """``||s₁B₁A₁ - s₀B₀A₀||_F`` per module of ``new`` (NaN where ``old`` lacks it), from 2r x 2r Gram matrices."""
+    vals = []
+    for name, (a1, b1) in new.items():
+        if name not in old:
+            vals.append(torch.tensor(float("nan"), dtype=torch.float64, device=a1.device))
+            continue
+        a0, b0 = old[name]
+        b = torch.cat([b1.double(), b0.double().to(b1.device)], dim=1)
+        a = torch.cat([a1.double(), -a0.double().to(a1.device)], dim=0)
+        vals.append((b.T @ b).mul(a @ a.T).sum())
+    return torch.stack(vals).clamp_min(0).sqrt() if vals else torch.zeros(0, dtype=torch.float64)
+
+
+def grad_norms(modules: list[tuple[str, Any]], adapter: str = "default") -> torch.Tensor:
+    """``sqrt(||∇A||² + ||∇B||²)`` per module (NaN where no gradient is held)."""
+    vals = []
+    for _, m in modules:
+        grads = [p.grad for p in (m.lora_A[adapter].weight, m.lora_B[adapter].weight) if p.grad is not None]
+        if grads:
+            vals.append(torch.stack([g.double().pow(2).sum() for g in grads]).sum().sqrt())
+        else:
+            vals.append(torch.tensor(float("nan"), dtype=torch.float64, device=m.lora_A[adapter].weight.device))
+    return torch.stack([v.to(vals[0].device) for v in vals]) if vals else torch.zeros(0, dtype=torch.float64)
+
+
+def rows(names: Iterable[str], update: torch.Tensor, delta: torch.Tensor | None,
+         grad: torch.Tensor | None) -> list[dict]:
+    """Module rows of the layer-activity contract (one host transfer per column; NaN becomes null)."""
+    cols = [update.cpu().tolist(), delta.cpu().tolist() if delta is not None else None,
+            grad.cpu().tolist() if grad is not None else None]
+    out = []
+    for i, name in enumerate(names):
+        out.append({**describe(name), "update_norm": cols[0][i],
+                    "delta_norm": cols[1][i] if cols[1] is not None else None,
+                    "grad_norm": cols[2][i] if cols[2] is not None else None})
+    return out
+
+
+class LayerStats:
+    """The recipe's reporter: call ``grads()`` after backward and before the optimizer step, ``report()`` after it.
+
+    Keeps a copy of every module's factors at the last report (the size of the adapter's LoRA weights) so the
+    next report can say how much each module moved since.
+    """
+
+    def __init__(self, model, path: Path | None, job_id: str, adapter: str = "default"):
+        self.path = Path(path) if path else None
+        self.job_id = job_id
+        self.adapter = adapter
+        self.modules = lora_modules(model, adapter)
+        self.previous_step = 0
+        self.previous = self._snapshot()
+        self._grad: torch.Tensor | None = None
+
+    def _snapshot(self) -> Factors:
+        return {n: (a.clone(), b.clone()) for n, (a, b) in live_factors(self.modules, self.adapter).items()}
+
+    def reset(self, step: int) -> None:
+        """Measure the next change from the factors as they are now (after a resume: from the checkpoint)."""
+        self.previous_step = step
+        self.previous = self._snapshot()
+
+    def grads(self) -> None:
+        """Record the gradient norms of this step (all micro-batches accumulated, not yet clipped)."""
+        self._grad = grad_norms(self.modules, self.adapter)
+
+    def report(self, step: int) -> dict:
+        """Compute the rows, write the contract file (when a path is set) and return its document."""
+        now = live_factors(self.modules, self.adapter)
+        with torch.no_grad():
+            update, delta = update_norms(now), delta_norms(now, self.previous)
+        doc = layer_activity.make_doc(rows(now.keys(), update, delta, self._grad), job_id=self.job_id, step=step,
+                                      previous_step=self.previous_step)
+        self._grad = None
+        self.previous_step = step
+        self.previous = self._snapshot()
+        if self.path is not None:
+            try:
+                layer_activity.write_layer_activity(self.path, doc)
+            except (OSError, ValueError) as e:  # a view; never let it kill training
+                log.warning("could not write %s: %s", self.path, e)
+        return doc
+
+
+# ------------------------------------------------------------------------------ saved adapters, offline
+def adapter_factors(folder: Path) -> Factors:
+    """The factors of a saved PEFT adapter folder (``adapter_model.safetensors`` + ``adapter_config.json``).
+
+    B is multiplied by its module's scaling: ``lora_alpha / r`` (``/ sqrt(r)`` with ``use_rslora``), with
+    ``rank_pattern``/``alpha_pattern`` overrides matched on the module path's end, as PEFT does.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    out: Factors = {}
+    for key, a in tensors.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        base = key[: -len(".lora_A.weight")]
+        b = tensors.get(base + ".lora_B.weight")
+        if b is None:
+            continue
+        name = short_name(base)
+        r = a.shape[0]
+        alpha = config.get("lora_alpha", r)
+        for pattern, value in (config.get("alpha_pattern") or {}).items():
+            if re.fullmatch(rf"(.*\.)?{pattern}", name):
+                alpha = value
+        scale = alpha / (r ** 0.5 if config.get("use_rslora") else r)
+        out[name] = (a.float(), b.float() * scale)
+    return out
+
+
+def adapter_rows(folder: Path, compare: Path | None = None) -> list[dict]:
+    """Module rows for a saved adapter; with ``compare``, ``delta_norm`` is the change from ``compare`` to it."""
+    now = adapter_factors(folder)
+    delta = delta_norms(now, adapter_factors(compare)) if compare is not None else None
+    return rows(now.keys(), update_norms(now), delta, None)
