@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 PEFT_PREFIX = "base_model.model."
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
+# The order of the usual projection types inside a decoder layer, for listing a saved adapter (whose safetensors
+# keys come sorted as strings: layers.10 before layers.2, mlp before self_attn).
+MODULE_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 # name -> (A: r x in, B scaled by its module's scaling: out x r)
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -183,7 +187,13 @@ def adapter_factors(folder: Path) -> Factors:
                 alpha = value
         scale = alpha / (r ** 0.5 if config.get("use_rslora") else r)
         out[name] = (a.float(), b.float() * scale)
-    return out
+    return dict(sorted(out.items(), key=lambda kv: _model_order(kv[0])))
+
+
+def _model_order(name: str) -> tuple:
+    d = describe(name)
+    kind = MODULE_ORDER.index(d["module"]) if d["module"] in MODULE_ORDER else len(MODULE_ORDER)
+    return (-1 if d["layer"] is None else d["layer"], kind, name)
 
 
 def adapter_rows(folder: Path, compare: Path | None = None) -> list[dict]:
