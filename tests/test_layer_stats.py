@@ -69,6 +69,17 @@ def test_update_and_delta_norms_equal_the_dense_products_on_a_real_peft_model(ti
         assert relative_error(rows[name]["delta_norm"], float(torch.linalg.norm(after - before[name]))) <= 1e-5
         assert rows[name]["module"] == name.rsplit(".", 1)[-1] and rows[name]["layer"] in (0, 1)
     assert stats.report(step=4)["modules"][0]["delta_norm"] == pytest.approx(0.0, abs=1e-9)  # nothing moved
+    # A step a millionth of the weights' size is measured as exactly as a large one (float64 reference).
+    before = {name: m.scaling["default"] * m.lora_B["default"].weight.double() @ m.lora_A["default"].weight.double()
+              for name, m in modules}
+    with torch.no_grad():
+        for _, m in modules:
+            m.lora_B["default"].weight.mul_(1 + 1e-6 * torch.randn_like(m.lora_B["default"].weight).sign())
+    rows = {r["name"]: r for r in stats.report(step=5)["modules"]}
+    for name, m in modules:
+        exact = float(torch.linalg.norm(m.scaling["default"] * m.lora_B["default"].weight.double()
+                                        @ m.lora_A["default"].weight.double() - before[name]))
+        assert exact > 0 and relative_error(rows[name]["delta_norm"], exact) <= 1e-4
 
 
 def test_gradient_norms_are_those_of_the_accumulated_lora_gradients(tiny_model, tmp_path):

@@ -3,8 +3,11 @@
 A LoRA module adds ``ΔW = s·B·A`` (B: out x r, A: r x in) to a frozen weight. Its Frobenius norm comes from the
 small factors alone: ``||B A||_F^2 = trace((BᵀB)(AAᵀ))``, two r x r Gram matrices, never the out x in product.
 The change between two reports is itself a rank-2r product, ``s₁B₁A₁ - s₀B₀A₀ = [s₁B₁, s₀B₀] · [A₁; -A₀]``,
-so it costs the same with 2r. Everything runs in float64 on the factors' device, and all modules' numbers are
-moved to the host in one transfer (one device sync per report, not one per module).
+written so that no two large terms cancel, so it costs the same with 2r and stays exact in float32. Modules of
+the same shape are done as one batched product (a few kernels per module type, not per module), on the factors'
+device, and all numbers reach the host in one transfer per column (no device sync per module).
+
+Cost (``bench/layer_stats_cost.py``): see the numbers printed there; a report is small next to one optimizer step.
 
 Used by the recipe (``LayerStats.report`` every ``layer_stats_steps`` optimizer steps, writing
 ``status/layer_activity.json`` through ``trainingd.contracts.layer_activity``) and offline by
@@ -32,8 +35,8 @@ _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 # keys come sorted as strings: layers.10 before layers.2, mlp before self_attn).
 MODULE_ORDER = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-# name -> (A: r x in, B scaled by its module's scaling: out x r)
-Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
+# name -> (A: r x in, B: out x r, scaling)
+Factors = dict[str, tuple[torch.Tensor, torch.Tensor, float]]
 
 
 def short_name(name: str) -> str:
@@ -57,47 +60,93 @@ def lora_modules(model, adapter: str = "default") -> list[tuple[str, Any]]:
 
 
 def live_factors(modules: list[tuple[str, Any]], adapter: str = "default") -> Factors:
-    """The current factors of each module, B multiplied by the module's scaling (views, no copy but the scale)."""
-    out: Factors = {}
-    for name, m in modules:
-        a, b = m.lora_A[adapter].weight, m.lora_B[adapter].weight
-        out[name] = (a.detach(), b.detach() * float(m.scaling[adapter]))
+    """The current factors of each module (detached views, no copies) with its scaling."""
+    return {name: (m.lora_A[adapter].weight.detach(), m.lora_B[adapter].weight.detach(), float(m.scaling[adapter]))
+            for name, m in modules}
+
+
+def _groups(names: list[str], *sides: Factors) -> dict[tuple, list[int]]:
+    """Indices of ``names`` grouped by factor shapes, dtype and device, so each group is one batched product."""
+    out: dict[tuple, list[int]] = {}
+    for i, name in enumerate(names):
+        key = tuple((f[name][0].shape, f[name][1].shape, f[name][0].dtype, f[name][0].device) for f in sides)
+        out.setdefault(key, []).append(i)
     return out
 
 
+def _stack(factors: Factors, names: list[str], dtype: torch.dtype, device=None):
+    """Stacked A (n, r, in), unscaled B (n, out, r) and the scalings (n, 1, 1)."""
+    a = torch.stack([factors[n][0] for n in names]).to(device=device, dtype=dtype)
+    b = torch.stack([factors[n][1] for n in names]).to(device=device, dtype=dtype)
+    s = torch.tensor([factors[n][2] for n in names], dtype=dtype, device=b.device).view(-1, 1, 1)
+    return a, b, s
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)  # bf16/fp16 factors are summed in fp32
+
+
+def _sq_frobenius(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``||L_i R_i||_F²`` for stacked L (n, out, k) and R (n, k, in): ``sum((LᵀL) ∘ (RRᵀ))``, k x k matrices only."""
+    return (left.transpose(1, 2) @ left).mul(right @ right.transpose(1, 2)).sum(dim=(1, 2))
+
+
 def update_norms(factors: Factors) -> torch.Tensor:
-    """``||s·B·A||_F`` per module (float64, on the factors' device), in ``factors``' order."""
-    vals = []
-    for a, sb in factors.values():
-        a, sb = a.double(), sb.double()
-        vals.append((sb.T @ sb).mul(a @ a.T).sum().to(vals[0].device if vals else a.device))  # trace(XY) = sum(X ∘ Yᵀ); both Gram matrices are symmetric
-    return torch.stack(vals).clamp_min(0).sqrt() if vals else torch.zeros(0, dtype=torch.float64)
+    """``||s·B·A||_F`` per module, in ``factors``' order (on the first factor's device)."""
+    names = list(factors)
+    if not names:
+        return torch.zeros(0)
+    device = factors[names[0]][0].device
+    out = torch.empty(len(names), dtype=torch.float64, device=device)
+    for idx in _groups(names, factors).values():
+        group = [names[i] for i in idx]
+        a, b, sc = _stack(factors, group, _compute_dtype(factors[group[0]][0]))
+        out[torch.tensor(idx, device=device)] = _sq_frobenius(b * sc, a).to(device, torch.float64)
+    return out.clamp_min(0).sqrt()
 
 
 def delta_norms(new: Factors, old: Factors) -> torch.Tensor:
-    """``||s₁B₁A₁ - s₀B₀A₀||_F`` per module of ``new`` (NaN where ``old`` lacks it), from 2r x 2r Gram matrices."""
-    vals = []
-    for name, (a1, b1) in new.items():
-        if name not in old:
-            vals.append(torch.tensor(float("nan"), dtype=torch.float64, device=a1.device))
-            continue
-        a0, b0 = old[name]
-        b = torch.cat([b1.double(), b0.double().to(b1.device)], dim=1)
-        a = torch.cat([a1.double(), -a0.double().to(a1.device)], dim=0)
-        vals.append((b.T @ b).mul(a @ a.T).sum())
-    return torch.stack(vals).clamp_min(0).sqrt() if vals else torch.zeros(0, dtype=torch.float64)
+    """``||s₁B₁A₁ - s₀B₀A₀||_F`` per module of ``new`` (NaN where ``old`` lacks it or has another shape).
+
+    Written as ``[s₁B₁, s₁B₁ - s₀B₀] · [A₁ - A₀; A₀]`` so every term is of the size of the change itself: no
+    cancellation between large numbers, which would swamp a small step in float32.
+    """
+    names = list(new)
+    if not names:
+        return torch.zeros(0)
+    device = new[names[0]][0].device
+    out = torch.full((len(names),), float("nan"), dtype=torch.float64, device=device)
+    both = [n for n in names if n in old and old[n][0].shape == new[n][0].shape
+            and old[n][1].shape == new[n][1].shape]
+    pos = {n: i for i, n in enumerate(names)}
+    for idx in _groups(both, new).values():
+        group = [both[i] for i in idx]
+        dtype = _compute_dtype(new[group[0]][0])
+        a1, b1, s1 = _stack(new, group, dtype)
+        a0, b0, s0 = _stack(old, group, dtype, device=a1.device)
+        # s₁B₁ - s₀B₀ = s₁(B₁ - B₀) + (s₁ - s₀)B₀: the differences of nearby floats are exact, scaled products of
+        # them would not be.
+        left = torch.cat([b1 * s1, (b1 - b0) * s1 + b0 * (s1 - s0)], dim=2)
+        right = torch.cat([a1 - a0, a0], dim=1)
+        where = torch.tensor([pos[n] for n in group], device=device)
+        out[where] = _sq_frobenius(left, right).to(device, torch.float64)
+    return out.clamp_min(0).sqrt()
 
 
 def grad_norms(modules: list[tuple[str, Any]], adapter: str = "default") -> torch.Tensor:
     """``sqrt(||∇A||² + ||∇B||²)`` per module (NaN where no gradient is held)."""
+    if not modules:
+        return torch.zeros(0)
+    device = modules[0][1].lora_A[adapter].weight.device
     vals = []
     for _, m in modules:
         grads = [p.grad for p in (m.lora_A[adapter].weight, m.lora_B[adapter].weight) if p.grad is not None]
         if grads:
-            vals.append(torch.stack([g.double().pow(2).sum() for g in grads]).sum().sqrt())
+            vals.append(torch.linalg.vector_norm(torch.stack(
+                [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads])).to(device))
         else:
-            vals.append(torch.tensor(float("nan"), dtype=torch.float64, device=m.lora_A[adapter].weight.device))
-    return torch.stack([v.to(vals[0].device) for v in vals]) if vals else torch.zeros(0, dtype=torch.float64)
+            vals.append(torch.tensor(float("nan"), dtype=torch.float64, device=device))
+    return torch.stack(vals)
 
 
 def rows(names: Iterable[str], update: torch.Tensor, delta: torch.Tensor | None,
@@ -120,26 +169,23 @@ class LayerStats:
     next report can say how much each module moved since.
     """
 
-    def __init__(self, model, path: Path | None, job_id: str, adapter: str = "default"):
+    def __init__(self, model, path: Path | None, job_id: str, *, start_step: int = 0, adapter: str = "default"):
         self.path = Path(path) if path else None
         self.job_id = job_id
         self.adapter = adapter
         self.modules = lora_modules(model, adapter)
-        self.previous_step = 0
+        # The first report's change is measured from the factors as they are now, at ``start_step``.
+        self.previous_step = start_step
         self.previous = self._snapshot()
         self._grad: torch.Tensor | None = None
 
     def _snapshot(self) -> Factors:
-        return {n: (a.clone(), b.clone()) for n, (a, b) in live_factors(self.modules, self.adapter).items()}
-
-    def reset(self, step: int) -> None:
-        """Measure the next change from the factors as they are now (after a resume: from the checkpoint)."""
-        self.previous_step = step
-        self.previous = self._snapshot()
+        return {n: (a.clone(), b.clone(), sc) for n, (a, b, sc) in live_factors(self.modules, self.adapter).items()}
 
     def grads(self) -> None:
         """Record the gradient norms of this step (all micro-batches accumulated, not yet clipped)."""
-        self._grad = grad_norms(self.modules, self.adapter)
+        with torch.no_grad():
+            self._grad = grad_norms(self.modules, self.adapter)
 
     def report(self, step: int) -> dict:
         """Compute the rows, write the contract file (when a path is set) and return its document."""
@@ -186,7 +232,7 @@ def adapter_factors(folder: Path) -> Factors:
             if re.fullmatch(rf"(.*\.)?{pattern}", name):
                 alpha = value
         scale = alpha / (r ** 0.5 if config.get("use_rslora") else r)
-        out[name] = (a.float(), b.float() * scale)
+        out[name] = (a, b, scale)
     return dict(sorted(out.items(), key=lambda kv: _model_order(kv[0])))
 
 

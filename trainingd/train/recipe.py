@@ -313,8 +313,7 @@ class Recipe:
 
             # Changes are measured from the adapter as this process starts (the checkpoint's, after a resume).
             self.layer_stats = LayerStats(self.accelerator.unwrap_model(self.model), spec.layer_activity_path,
-                                          spec.job_id)
-            self.layer_stats.previous_step = self.state["step"]
+                                          spec.job_id, start_step=self.state["step"])
         self.progress.update(total_steps=self.total_steps, epoch=self.state["epoch"], step=self.state["step"],
                              progress=self.state["step"] / max(1, self.total_steps))
         return None
