@@ -173,3 +173,26 @@ def test_layer_stats_steps_zero_writes_no_report(tiny_model, tmp_path):
 def test_lora_monitor_says_when_there_is_no_adapter(tmp_path):
     out = monitor("--adapter", str(tmp_path))
     assert out.returncode == exit_codes.ERROR and "no adapter" in out.stdout
+
+
+def test_tensorboard_events_hold_the_training_scalars_and_the_layer_norms(tiny_model, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    spec = RunSpec(dataset=write_jsonl(tmp_path / "tb.jsonl", chat_lines(8)), base_model=tiny_model, output_dir=out,
+                   checkpoint_dir=out / "checkpoints",
+                   cfg=parse_config({**SMALL, "base_model": str(tiny_model), "lora": {"r": 4, "alpha": 8},
+                                     "tensorboard": True}),
+                   job_id="tb", progress_path=out / "progress.json", metrics_path=out / "metrics.jsonl",
+                   tensorboard_dir=out / "tensorboard" / "tb", cache_dir=tmp_path / "cache")
+    assert run(spec).exit_code == exit_codes.OK
+    events = EventAccumulator(str(spec.tensorboard_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_s"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    metrics = [json.loads(line) for line in spec.metrics_path.read_text().splitlines() if '"loss"' in line]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([m["loss"] for m in metrics])
+    q = "update_norm/model.layers.1.self_attn.q_proj"
+    assert q in tags and events.Scalars(q)[-1].value > 0
+    assert len([t for t in tags if t.startswith("delta_norm/")]) == 14

@@ -112,6 +112,9 @@ class Config:
     layer_stats_steps: int = 10
     """Report each LoRA module's update norm, change and gradient norm to status/layer_activity.json every this
     many optimizer steps (0: never). A report costs a few small r x r products per module."""
+    tensorboard: bool = False
+    """Also write the training scalars and the layer norms as TensorBoard events under logs/tensorboard/<job>/
+    (needs the optional extra: pip install 'trainingd[tensorboard]')."""
     eval_fraction: float = 0.0
     """Fraction of each file held out for evaluation (0: none)."""
     dedupe: bool = True

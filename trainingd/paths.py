@@ -121,6 +121,11 @@ class Home:
         return self.root / "logs"
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, one run folder per job, when the config asks for them."""
+        return self.logs / "tensorboard"
+
+    @property
     def training_log(self) -> Path:
         return self.logs / "training_output.log"
 

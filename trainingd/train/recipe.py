@@ -109,6 +109,8 @@ class RunSpec:
     """Adapter to continue training (``current_model/`` or an adapter folder); None: a new LoRA."""
     progress_path: Path | None = None
     metrics_path: Path | None = None
+    tensorboard_dir: Path | None = None
+    """This run's TensorBoard folder, used when ``cfg.tensorboard`` is on (None: no event files)."""
     layer_activity_path: Path | None = None
     """Where the per-LoRA-module report goes every ``cfg.layer_stats_steps`` steps (None: computed, not written)."""
     commands: Callable[[], str] | None = None
@@ -208,6 +210,7 @@ class Recipe:
         self.notice: str | None = None
         self.t_start = time.time()
         self.paused_s = 0.0
+        self.events = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> RunResult | None:
@@ -307,6 +310,10 @@ class Recipe:
         else:
             random.seed(cfg.seed)
             np.random.seed(cfg.seed % 2**32)
+        if cfg.tensorboard and spec.tensorboard_dir is not None and self.accelerator.is_main_process:
+            from .event_log import EventLog
+
+            self.events = EventLog(spec.tensorboard_dir)
         self.layer_stats = None
         if cfg.layer_stats_steps and self.accelerator.is_main_process:
             from .layer_stats import LayerStats
@@ -434,6 +441,8 @@ class Recipe:
                 if report_layers:
                     doc = self.layer_stats.report(st["step"])
                     self.progress.update(write=False, layer_activity_summary=layer_summary(doc))
+                    if self.events is not None:
+                        self.events.layers(doc)
                 self.progress.update(
                     status="training", status_detail=f"step {st['step']} of {self.total_steps}",
                     epoch=epoch, step=st["step"], progress=st["step"] / max(1, self.total_steps),
@@ -443,6 +452,9 @@ class Recipe:
                 self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": st["step"],
                                       "epoch": epoch, "loss": st["loss"], "learning_rate": lr,
                                       "grad_norm": grad_norm, "tokens_per_s": tps, "tokens_seen": st["tokens_seen"]})
+                if self.events is not None:
+                    self.events.scalars(st["step"], {"loss": st["loss"], "learning_rate": lr, "grad_norm": grad_norm,
+                                                     "tokens_per_s": tps, "tokens_seen": st["tokens_seen"]})
                 if st["mb_index"] >= len(plan):
                     st["epoch"] += 1
                     st["mb_index"] = 0
@@ -495,6 +507,8 @@ class Recipe:
         self.progress.update(eval_loss=value, status="training")
         self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": self.state["step"],
                               "epoch": self.state["epoch"], "eval_loss": value})
+        if self.events is not None:
+            self.events.scalars(self.state["step"], {"eval_loss": value})
         return value
 
     # ----------------------------------------------------------- checkpoints
@@ -572,6 +586,8 @@ class Recipe:
 
     def cleanup(self) -> None:
         self.progress.stop_heartbeat()
+        if self.events is not None:
+            self.events.close()
 
 
 def run(spec: RunSpec) -> RunResult:
