@@ -16,7 +16,7 @@ import pytest
 
 from trainingd import exit_codes
 from trainingd.contracts import adapter_state, job, manifest, progress, requests, result, status, trainer_command
-from trainingd.contracts import trainer_record
+from trainingd.contracts import layer_activity, trainer_record
 from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,13 +26,13 @@ CONTRACTS = PACKAGE / "contracts"
 # The names of the contract files (and the requests folder) as a module would spell them to open one.
 CONTRACT_NAMES = ("job.json", "job.json.broken", "trainer_command.json", "trainer_progress.json",
                   "training_status.json", "result.json", "adapter_state.json", "manifest.json", ".trainer.json",
-                  "requests")
+                  "requests", "layer_activity.json")
 # Home's properties for contract files: reaching one means reading or writing the file by hand.
-CONTRACT_ATTRS = ("status", "trainer_progress", "trainer_record", "trainer_command", "control_requests",
+CONTRACT_ATTRS = ("status", "trainer_progress", "layer_activity", "trainer_record", "trainer_command", "control_requests",
                   "emergency_stop")
 # paths.py spells every path of a home; the trainer hands its progress path to Progress, which writes it through
 # contracts.progress (a standalone run writes the same document elsewhere).
-ALLOWED = {("paths.py", "*"), ("train/__main__.py", "trainer_progress")}
+ALLOWED = {("paths.py", "*"), ("train/__main__.py", "trainer_progress"), ("train/__main__.py", "layer_activity")}
 
 
 def _docstring_nodes(tree: ast.AST) -> set[int]:
@@ -226,3 +226,19 @@ def test_trainer_record_round_trips_and_a_broken_one_reads_as_none(home):
     assert trainer_record.read_trainer_record(home) is None
     trainer_record.clear_trainer_record(home)
     assert not home.trainer_record.exists()
+
+
+def test_layer_activity_round_trips_and_its_summary_reaches_the_status(home):
+    rows = [{"name": f"model.layers.{i}.self_attn.q_proj", "layer": i, "module": "q_proj", "update_norm": 1.0 + i,
+             "delta_norm": d, "grad_norm": float("nan")} for i, d in enumerate([0.1, 0.5, None, 0.3])]
+    doc = layer_activity.make_doc(rows, job_id="000004-x", step=7, previous_step=5)
+    layer_activity.write_layer_activity(home.layer_activity, doc)
+    assert layer_activity.read_layer_activity(home) == doc == layer_activity.read_layer_activity(home.root)
+    assert doc["modules"][0]["grad_norm"] is None  # never NaN on disk
+    short = layer_activity.summary(doc, k=2)
+    assert [r["layer"] for r in short["top"]] == [1, 3] and short["modules"] == 4 and short["step"] == 7
+    prog = {**progress.initial_progress("000004-x", pid=1), "layer_activity_summary": short}
+    composed = status.compose_status(daemon={"pid": 1}, status="training", job={"id": "000004-x"}, progress=prog)
+    assert composed["layer_activity_summary"] == short and composed["schema_version"] == 1
+    home.layer_activity.write_text("{")
+    assert layer_activity.read_layer_activity(home) is None

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import chat_lines, wait_for, write_config, write_jsonl
+from trainingd.contracts.layer_activity import read_layer_activity
 from trainingd.contracts.requests import write_request
 from trainingd.paths import Home
 from trainingd.jobqueue import JobQueue
@@ -51,7 +52,9 @@ def progress(status, step):
         "step": step, "total_steps": 1000, "progress": step / 1000, "examples_done": step, "tokens_seen": 10 * step,
         "loss": float("nan"), "loss_ema": float("inf"), "learning_rate": 1e-3, "grad_norm": None,
         "eval_loss": None, "tokens_per_s": 5.0, "seconds_per_step": 0.05, "eta_seconds": None,
-        "prepare": {"phase": "tokenize", "lines_done": 3, "lines_total": 3}, "data": None, "updated_at": time.time()})
+        "prepare": {"phase": "tokenize", "lines_done": 3, "lines_total": 3}, "data": None,
+        "layer_activity_summary": {"step": step, "modules": 1, "top": [{"name": "model.layers.0.mlp.up_proj"}]},
+        "updated_at": time.time()})
 
 def finish(code, name, reason="", summary=None):
     write(a.reason_file, {"exit": name, "reason": reason, "details": spec.get("details", []), "summary": summary or {}})
@@ -222,7 +225,7 @@ def test_status_seq_increases_across_reads_and_restarts_and_has_every_key(tmp_pa
     assert after["daemon"]["pid"] != last["daemon"]["pid"]
     top = {"schema_version", "seq", "updated_at", "daemon", "status", "status_detail", "job", "metrics", "prepare",
            "queue", "model", "control", "last_error", "current_step", "total_steps", "loss", "current_file",
-           "model_display_name"}
+           "model_display_name", "layer_activity_summary"}
     assert top <= set(after)
     assert after["schema_version"] == 1
     assert set(after["daemon"]) >= {"pid", "version", "started_at", "home"}
@@ -247,6 +250,7 @@ def test_training_status_merges_progress_without_nan_and_steering_is_acknowledge
         assert st["loss"] is None and st["metrics"]["learning_rate"] == 1e-3
         assert st["prepare"] == {"phase": "tokenize", "lines_done": 3, "lines_total": 3}
         assert st["queue"]["processing"] == 1
+        assert st["layer_activity_summary"]["top"] == [{"name": "model.layers.0.mlp.up_proj"}]
         pause = write_request(Home.at(root), "pause")
         assert wait_for(lambda: acked(root, pause.id), "pause ack")["result"] == "paused"
         assert status(root)["control"]["paused"] is True
@@ -399,6 +403,8 @@ def test_end_to_end_files_dropped_into_inbox_are_trained_and_duplicates_are_not(
     assert "line 4" in (broken.dir / "reason.txt").read_text()
     st = status(home)
     assert st["status"] == "stopped" and st["queue"]["done"] == 3 and st["queue"]["failed"] == 1
+    layers = read_layer_activity(home)
+    assert layers["job_id"] == by_name["second.jsonl"].id and len(layers["modules"]) == 14
 
 
 @pytest.mark.slow

@@ -109,6 +109,12 @@ class Config:
     """Completed checkpoints kept per job."""
     eval_steps: int = 0
     """Evaluate every this many optimizer steps (0: only at the end of each file)."""
+    layer_stats_steps: int = 10
+    """Report each LoRA module's update norm, change and gradient norm to status/layer_activity.json every this
+    many optimizer steps (0: never). A report costs a few small r x r products per module."""
+    tensorboard: bool = False
+    """Also write the training scalars and the layer norms as TensorBoard events under logs/tensorboard/<job>/
+    (needs the optional extra: pip install 'trainingd[tensorboard]')."""
     eval_fraction: float = 0.0
     """Fraction of each file held out for evaluation (0: none)."""
     dedupe: bool = True
@@ -236,6 +242,8 @@ def _check_values(cfg: Config) -> None:
     for key in positive:
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise ConfigError(f"config key {key!r} must be at least 1, got {getattr(cfg, key)}")
+    if cfg.layer_stats_steps < 0:
+        raise ConfigError(f"config key 'layer_stats_steps' must be 0 (off) or more, got {cfg.layer_stats_steps}")
     if cfg.learning_rate <= 0:
         raise ConfigError(f"config key 'learning_rate' must be positive, got {cfg.learning_rate}")
     if not 0 <= cfg.eval_fraction < 1:

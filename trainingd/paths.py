@@ -104,6 +104,11 @@ class Home:
         return self.status_dir / "trainer_progress.json"
 
     @property
+    def layer_activity(self) -> Path:
+        """Per-LoRA-module update and gradient norms, rewritten by the trainer (``contracts.layer_activity``)."""
+        return self.status_dir / "layer_activity.json"
+
+    @property
     def metrics(self) -> Path:
         return self.status_dir / "metrics.jsonl"
 
@@ -114,6 +119,11 @@ class Home:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, one run folder per job, when the config asks for them."""
+        return self.logs / "tensorboard"
 
     @property
     def training_log(self) -> Path:

@@ -19,6 +19,8 @@ never NaN)::
     prepare                        {phase, lines_done, lines_total} while data is prepared, else null
     data                           the data report (format, examples, kept, dropped_too_long, ...), see status
     notice                         e.g. a checkpoint refused because the adapter moved on
+    layer_activity_summary         the top changing LoRA modules at the last layer report
+                                   (``contracts.layer_activity.summary``), null before the first one
     updated_at                     seconds since the epoch (float)
 """
 
@@ -39,7 +41,7 @@ METRIC_FIELDS = ("loss", "loss_ema", "learning_rate", "grad_norm", "eval_loss", 
                  "eta_seconds")
 PREPARE_FIELDS = ("phase", "lines_done", "lines_total")
 FIELDS = ("job_id", "pid", "status", "status_detail", *JOB_FIELDS, *METRIC_FIELDS, "prepare", "data", "notice",
-          "updated_at")
+          "layer_activity_summary", "updated_at")
 
 
 class ProgressDoc(TypedDict, total=False):
@@ -64,6 +66,7 @@ class ProgressDoc(TypedDict, total=False):
     prepare: Optional[dict]
     data: Optional[dict]
     notice: Optional[str]
+    layer_activity_summary: Optional[dict]
     updated_at: float
 
 

@@ -107,6 +107,8 @@ def compose_status(*, daemon: dict, status: str, status_detail: str | None = Non
         "model": model,
         "control": control or empty_control(),
         "last_error": last_error,
+        # the LoRA modules that changed most at the trainer's last layer report (contracts.layer_activity)
+        "layer_activity_summary": progress.get("layer_activity_summary") if job_doc else None,
         # flat fields that older readers use
         "current_step": job_doc["step"] if job_doc else None,
         "total_steps": job_doc["total_steps"] if job_doc else None,

@@ -27,6 +27,7 @@ from typing import Any
 from .. import exit_codes
 from ..base_model import fetch, resolve
 from ..config import Config, ConfigError, load_config, normalize_locked, parse_config, resolve_base_model
+from ..contracts import layer_activity
 from ..contracts.adapter_state import read_adapter_state
 from ..contracts.result import RunResult, read_result, result_path, write_result
 from ..contracts.trainer_command import read_trainer_command
@@ -83,7 +84,8 @@ def daemon_main(argv: list[str] | None = None) -> int:
         checkpoint_dir=home.job_checkpoints(a.job_id), cfg=cfg, job_id=a.job_id,
         # The home's adapter keeps growing; a base_model naming an adapter folder only seeds the first one.
         init_adapter=home.current_model if ckpt.has_adapter(home.current_model) else ref.adapter,
-        progress_path=home.trainer_progress, metrics_path=home.metrics, commands=reader.action, resume=True,
+        progress_path=home.trainer_progress, metrics_path=home.metrics,
+        layer_activity_path=home.layer_activity, tensorboard_dir=home.tensorboard / a.job_id, commands=reader.action, resume=True,
         parent_pid=a.parent_pid, cache_dir=home.cache, precision=a.precision, stop_signal=stop,
         skip_if_trained=True)
     return execute(spec, a.reason_file)
@@ -224,7 +226,8 @@ def standalone_main(argv: list[str] | None = None) -> int:
                                        "continue it, or delete them to start over", None)
     spec = RunSpec(dataset=a.dataset.resolve(), base_model=base, output_dir=out, checkpoint_dir=ckpt_dir, cfg=cfg,
                    job_id=a.job_id, init_adapter=ref.adapter, progress_path=out / "progress.json",
-                   metrics_path=out / "metrics.jsonl", resume=a.resume, cache_dir=out / ".cache",
+                   metrics_path=out / "metrics.jsonl", layer_activity_path=out / layer_activity.FILE,
+                   tensorboard_dir=out / "tensorboard" / a.job_id, resume=a.resume, cache_dir=out / ".cache",
                    eval_file=a.eval_file.resolve() if a.eval_file else None, precision=a.precision,
                    stop_signal=stop)
     result_file = result_path(out)

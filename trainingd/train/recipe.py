@@ -36,6 +36,7 @@ from .. import exit_codes
 from ..atomic_ops import json_safe
 from ..config import Config
 from ..contracts import adapter_state
+from ..contracts.layer_activity import summary as layer_summary
 from ..contracts.manifest import read_manifest
 from ..contracts.result import RunResult, write_result
 from . import checkpoint as ckpt
@@ -108,6 +109,10 @@ class RunSpec:
     """Adapter to continue training (``current_model/`` or an adapter folder); None: a new LoRA."""
     progress_path: Path | None = None
     metrics_path: Path | None = None
+    tensorboard_dir: Path | None = None
+    """This run's TensorBoard folder, used when ``cfg.tensorboard`` is on (None: no event files)."""
+    layer_activity_path: Path | None = None
+    """Where the per-LoRA-module report goes every ``cfg.layer_stats_steps`` steps (None: computed, not written)."""
     commands: Callable[[], str] | None = None
     """Returns ``run``, ``pause``, ``stop`` or ``skip``; read at every optimizer-step boundary."""
     resume: bool = True
@@ -205,6 +210,7 @@ class Recipe:
         self.notice: str | None = None
         self.t_start = time.time()
         self.paused_s = 0.0
+        self.events = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> RunResult | None:
@@ -304,6 +310,17 @@ class Recipe:
         else:
             random.seed(cfg.seed)
             np.random.seed(cfg.seed % 2**32)
+        if cfg.tensorboard and spec.tensorboard_dir is not None and self.accelerator.is_main_process:
+            from .event_log import EventLog
+
+            self.events = EventLog(spec.tensorboard_dir)
+        self.layer_stats = None
+        if cfg.layer_stats_steps and self.accelerator.is_main_process:
+            from .layer_stats import LayerStats
+
+            # Changes are measured from the adapter as this process starts (the checkpoint's, after a resume).
+            self.layer_stats = LayerStats(self.accelerator.unwrap_model(self.model), spec.layer_activity_path,
+                                          spec.job_id, start_step=self.state["step"])
         self.progress.update(total_steps=self.total_steps, epoch=self.state["epoch"], step=self.state["step"],
                              progress=self.state["step"] / max(1, self.total_steps))
         return None
@@ -391,6 +408,10 @@ class Recipe:
                 batches = [self._batch(self._rows(mb)) for mb in group]
                 step_loss, n_trained = accumulate(self.model, self.parts, batches, autocast,
                                                   self.accelerator.backward)
+                report_layers = self.layer_stats is not None and ((st["step"] + 1) % cfg.layer_stats_steps == 0
+                                                                  or st["step"] + 1 == self.total_steps)
+                if report_layers:
+                    self.layer_stats.grads()  # every micro-batch accumulated, before clipping and zero_grad
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
                 else:
@@ -417,6 +438,11 @@ class Recipe:
                 elapsed = time.time() - t0 - self.paused_s
                 tps = tokens_here / elapsed if elapsed > 0 else None
                 sps = elapsed / steps_here
+                if report_layers:
+                    doc = self.layer_stats.report(st["step"])
+                    self.progress.update(write=False, layer_activity_summary=layer_summary(doc))
+                    if self.events is not None:
+                        self.events.layers(doc)
                 self.progress.update(
                     status="training", status_detail=f"step {st['step']} of {self.total_steps}",
                     epoch=epoch, step=st["step"], progress=st["step"] / max(1, self.total_steps),
@@ -426,6 +452,9 @@ class Recipe:
                 self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": st["step"],
                                       "epoch": epoch, "loss": st["loss"], "learning_rate": lr,
                                       "grad_norm": grad_norm, "tokens_per_s": tps, "tokens_seen": st["tokens_seen"]})
+                if self.events is not None:
+                    self.events.scalars(st["step"], {"loss": st["loss"], "learning_rate": lr, "grad_norm": grad_norm,
+                                                     "tokens_per_s": tps, "tokens_seen": st["tokens_seen"]})
                 if st["mb_index"] >= len(plan):
                     st["epoch"] += 1
                     st["mb_index"] = 0
@@ -478,6 +507,8 @@ class Recipe:
         self.progress.update(eval_loss=value, status="training")
         self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": self.state["step"],
                               "epoch": self.state["epoch"], "eval_loss": value})
+        if self.events is not None:
+            self.events.scalars(self.state["step"], {"eval_loss": value})
         return value
 
     # ----------------------------------------------------------- checkpoints
@@ -555,6 +586,8 @@ class Recipe:
 
     def cleanup(self) -> None:
         self.progress.stop_heartbeat()
+        if self.events is not None:
+            self.events.close()
 
 
 def run(spec: RunSpec) -> RunResult:
