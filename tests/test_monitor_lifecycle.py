@@ -118,3 +118,25 @@ def test_exit_with_daemon_ends_the_monitor_when_the_daemon_stops(tmp_path, monit
     assert tied.wait(timeout=60) == ec.OK
     assert not is_monitor_running(Home.at(home))
     assert not (home / ".monitor.pid").exists()
+
+
+@pytest.mark.slow
+def test_start_all_starts_the_daemon_and_says_so_when_the_monitor_port_is_taken(tmp_path):
+    home = tmp_path / "home"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run([str(REPO / "start_all.sh"), "--home", str(home), "--monitor-port", str(port)],
+                             capture_output=True, text=True, timeout=600, env=ENV)
+    try:
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert is_daemon_running(Home.at(home))
+        assert "the daemon runs, but the monitor did not start" in res.stderr
+        assert f"port {port}" in res.stderr and "--port" in res.stderr
+        assert "live_monitor_ui_v2.html" not in res.stdout
+        assert not is_monitor_running(Home.at(home))
+    finally:
+        if is_daemon_running(Home.at(home)):
+            os.kill(int((home / ".daemon.pid").read_text()), signal.SIGTERM)
+            wait_for(lambda: not is_daemon_running(Home.at(home)), "the daemon to stop")
