@@ -151,6 +151,8 @@ HELP_CASES = [
     (["trainingd", "queue"], exit_codes.QUEUE_HELP),
     (["trainingd", "queue", "list"], exit_codes.QUEUE_HELP),
     (["trainingd", "validate"], exit_codes.VALIDATOR_HELP),
+    (["launch_live_monitor.py"], exit_codes.MONITOR_HELP),
+    (["trainingd", "monitor"], exit_codes.MONITOR_HELP),
 ]
 
 
@@ -190,7 +192,7 @@ def _readme_exit_rows() -> dict[str, set[int]]:
 def test_the_readme_exit_codes_agree_with_the_table():
     rows = _readme_exit_rows()
     shown = {"train.py": "train.py", "training_daemon.py": "training_daemon.py",
-             "config_validator.py": "config_validator.py"}
+             "config_validator.py": "config_validator.py", "launch_live_monitor.py": "launch_live_monitor.py"}
     for command, key in shown.items():
         assert rows[command] == {r.code for r in exit_codes.TABLES[key]}, command
     both = {r.code for r in exit_codes.CONTROLLER} | {r.code for r in exit_codes.QUEUE}

@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import sys
+import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
@@ -200,15 +201,22 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 
 def _run_monitor(args: argparse.Namespace) -> int:
-    from .monitor.server import serve  # http.server and psutil: loaded only by this command
+    # http.server and psutil: loaded only by this command
+    from .monitor.lifecycle import AlreadyRunning, PortInUse, run_monitor
 
     logging.getLogger().setLevel(logging.INFO)  # the stderr handler of _setup_logging; "monitor of ... on URL"
     home = Home.at(args.home)
     try:
-        serve(home, args.host, args.port, ready=lambda url: print(f"trainingd monitor of {home.root}: {url}",
-                                                                  flush=True))
+        run_monitor(home, args.host, args.port, exit_with_daemon=args.exit_with_daemon,
+                    ready=lambda url: print(f"trainingd monitor of {home.root}: {url}", flush=True))
+    except AlreadyRunning as e:
+        print(e, file=sys.stderr)
+        return ec.ALREADY_RUNNING
+    except PortInUse as e:
+        print(e, file=sys.stderr)
+        return ec.ERROR
     except OSError as e:
-        print(f"cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+        print(f"trainingd monitor: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
         return ec.ERROR
     except KeyboardInterrupt:
         pass
@@ -225,6 +233,9 @@ def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}; anything else exposes the monitor)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
+    p.add_argument("--exit-with-daemon", action="store_true",
+                   help="exit once this home's daemon has stopped (checked every second; also when no daemon "
+                        "starts within a minute); start_all.sh starts its monitor this way")
     p.set_defaults(run=_run_monitor, command_parser=p)
 
 
@@ -350,9 +361,11 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
     return parser
 
 
-MONITOR_EPILOG = ("Endpoints: /healthz /api/status /api/metrics /api/queue /api/history /api/system /api/gpu "
-                  "/api/memory /api/logs /metrics; POST /api/control/pause|resume|skip with the token of "
-                  "control/monitor_token in X-Trainingd-Token. Stop with Ctrl-C.")
+MONITOR_EPILOG = textwrap.fill(
+    "Endpoints: /healthz /api/status /api/metrics /api/queue /api/history /api/system /api/gpu /api/memory "
+    "/api/logs /metrics; POST /api/control/pause|resume|skip with the token of control/monitor_token in "
+    "X-Trainingd-Token. One monitor per home (.monitor.lock, .monitor.pid). Stop with Ctrl-C or SIGTERM.",
+    110) + "\n\n" + ec.MONITOR_HELP
 
 
 def monitor_parser(prog: str = "launch_live_monitor.py") -> argparse.ArgumentParser:

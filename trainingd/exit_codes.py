@@ -24,7 +24,7 @@ STOPPED = 5
 SKIPPED = 6
 CHECKPOINT_MISMATCH = 7
 ADAPTER_MISMATCH = 8     # trainer: the adapter to continue has another base or LoRA shape
-ALREADY_RUNNING = 75     # daemon: another daemon holds the lock of this home (EX_TEMPFAIL)
+ALREADY_RUNNING = 75     # daemon, monitor: another one holds the lock of this home (EX_TEMPFAIL)
 
 NAMES = {
     OK: "ok",
@@ -104,7 +104,14 @@ INIT = (
     Row(USAGE, "usage error (bad command line)"),
 )
 
-# ``trainingd`` itself: the union of its subcommands' codes (the controller's table covers them all).
+MONITOR = (
+    Row(OK, "stopped (Ctrl-C, SIGTERM, or with --exit-with-daemon the daemon of the home stopped)"),
+    Row(ERROR, "cannot serve: the port is in use (choose another with --port) or the address cannot be bound"),
+    Row(USAGE, "usage error (bad command line)"),
+    Row(ALREADY_RUNNING, "ALREADY_RUNNING: another monitor holds the lock of this home (.monitor.lock)"),
+)
+
+# ``trainingd`` itself: its subcommands' codes (the controller's table; ``trainingd monitor`` has its own).
 TRAININGD = CONTROLLER
 
 TABLES = {
@@ -114,6 +121,7 @@ TABLES = {
     "training_queue.py": QUEUE,
     "config_validator.py": VALIDATOR,
     "trainingd init": INIT,
+    "launch_live_monitor.py": MONITOR,
     "trainingd": TRAININGD,
 }
 
@@ -134,6 +142,7 @@ CONTROLLER_HELP = help_table(CONTROLLER)
 QUEUE_HELP = help_table(QUEUE)
 VALIDATOR_HELP = help_table(VALIDATOR)
 INIT_HELP = help_table(INIT)
+MONITOR_HELP = help_table(MONITOR)
 TRAININGD_HELP = help_table(TRAININGD)
 
 

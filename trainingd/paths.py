@@ -45,6 +45,16 @@ class Home:
         return self.root / ".daemon.pid"
 
     @property
+    def monitor_lock(self) -> Path:
+        """The monitor's own flock: at most one monitor per home (see ``trainingd.monitor.lifecycle``)."""
+        return self.root / ".monitor.lock"
+
+    @property
+    def monitor_pid(self) -> Path:
+        """Written once the monitor holds its lock and listens on its port."""
+        return self.root / ".monitor.pid"
+
+    @property
     def trainer_record(self) -> Path:
         """The running trainer's pid and process group, written at spawn (see ``trainer_process``)."""
         return self.root / ".trainer.json"
