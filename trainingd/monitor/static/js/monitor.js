@@ -13,6 +13,7 @@
 
   var state = {
     cursor: null,                // next_row of the last /api/metrics answer
+    lastJob: null,               // a new job starts a new line: a null point between jobs breaks it
     x: [], loss: [], lr: [], tps: [],
     evalX: [], evalLoss: [],
     sysX: [], cpu: [], ram: [], gpu: [],
@@ -28,7 +29,7 @@
 
   function fmtNum(v, digits) {
     if (!isNum(v)) return "–";
-    if (v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e6)) return v.toExponential(2);
+    if (v !== 0 && (Math.abs(v) < 1e-2 || Math.abs(v) >= 1e6)) return v.toExponential(2);
     return v.toFixed(digits === undefined ? 3 : digits);
   }
   function fmtDuration(s) {
@@ -72,6 +73,7 @@
       scales: { x: { time: true } },
       legend: { live: true },
       cursor: { drag: { x: true, y: false } },
+      axes: [{}, { size: 60 }],
       series: [{}].concat(series)
     }, extra || {});
     return new uPlot(opts, data, el);
@@ -79,16 +81,16 @@
 
   function initCharts() {
     charts.loss = makeChart("chart-loss", [
-      { label: "loss", stroke: "rgba(31, 119, 180, 0.3)", width: 1, spanGaps: true },
-      { label: "smoothed", stroke: "rgb(31, 119, 180)", width: 2.5, spanGaps: true }
+      { label: "loss", stroke: "rgba(31, 119, 180, 0.3)", width: 1 },
+      { label: "smoothed", stroke: "rgb(31, 119, 180)", width: 2.5 }
     ], [[], [], []]);
-    charts.lr = makeChart("chart-lr", [{ label: "learning rate", stroke: "rgb(44, 160, 44)", width: 2, spanGaps: true,
+    charts.lr = makeChart("chart-lr", [{ label: "learning rate", stroke: "rgb(44, 160, 44)", width: 2,
       value: function (u, v) { return fmtNum(v); } }], [[], []],
       { axes: [{}, { size: 70, values: function (u, vals) { return vals.map(function (v) { return fmtNum(v, 2); }); } }] });
-    charts.tps = makeChart("chart-tps", [{ label: "tokens/s", stroke: "rgb(255, 127, 14)", width: 2, spanGaps: true }],
+    charts.tps = makeChart("chart-tps", [{ label: "tokens/s", stroke: "rgb(255, 127, 14)", width: 2 }],
       [[], []]);
     charts.evalLoss = makeChart("chart-eval", [{ label: "eval loss", stroke: "rgb(214, 39, 40)", width: 2,
-      spanGaps: true, points: { show: true, size: 6 } }], [[], []]);
+      points: { show: true, size: 6 } }], [[], []]);
     charts.system = makeChart("chart-system", [
       { label: "CPU %", stroke: "rgb(148, 103, 189)", width: 2 },
       { label: "RAM %", stroke: "rgb(140, 86, 75)", width: 2 },
@@ -120,6 +122,7 @@
   function resetMetrics() {
     ["x", "loss", "lr", "tps", "evalX", "evalLoss"].forEach(function (k) { state[k] = []; });
     state.cursor = null;
+    state.lastJob = null;
   }
 
   function trim() {
@@ -135,8 +138,17 @@
     var lastX = state.x.length ? state.x[state.x.length - 1] : -Infinity;
     doc.points.forEach(function (p) {
       var x = isNum(p.t) ? p.t : p.row;
+      if (p.job_id !== state.lastJob && state.lastJob !== null && state.x.length) {
+        var lastEval = state.evalX.length ? state.evalX[state.evalX.length - 1] : -Infinity;
+        var gap = Math.max(Math.max(lastX, lastEval) + 1e-3, x - 1e-3);
+        lastX = gap;
+        state.x.push(gap); state.loss.push(null); state.lr.push(null); state.tps.push(null);
+        if (state.evalX.length) { state.evalX.push(gap); state.evalLoss.push(null); }
+      }
+      state.lastJob = p.job_id;
       if (isNum(p.eval_loss)) {
-        state.evalX.push(x); state.evalLoss.push(p.eval_loss);
+        var prev = state.evalX.length ? state.evalX[state.evalX.length - 1] : -Infinity;
+        state.evalX.push(x > prev ? x : prev + 1e-3); state.evalLoss.push(p.eval_loss);
         return;
       }
       if (!isNum(p.loss) && !isNum(p.learning_rate) && !isNum(p.tokens_per_s)) return;
