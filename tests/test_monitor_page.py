@@ -11,6 +11,8 @@ import sys
 import pytest
 
 from conftest import REPO, chat_lines, write_config, write_jsonl
+from trainingd.atomic_ops import atomic_write_json
+from trainingd.contracts.status import compose_status
 from trainingd.monitor.browser import CHROMIUM, chart_points, text, wait_until, watch_page
 from trainingd.monitor.server import serve_in_thread
 from trainingd.paths import Home
@@ -82,3 +84,36 @@ def test_the_page_draws_a_live_training_and_pauses_it(home, tmp_path):
         subprocess.run([sys.executable, str(REPO / "training_controller.py"), "--home", str(home), "stop", "--wait",
                         "--timeout", "60"], capture_output=True, timeout=90)
         daemon.wait(timeout=60)
+
+
+def test_the_page_warns_when_no_daemon_runs_and_when_the_status_is_stale(tmp_path):
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium"
+    from playwright.sync_api import sync_playwright
+
+    home = Home.at(tmp_path / "h")
+    server, _ = serve_in_thread(home, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with sync_playwright() as pw, watch_page(pw, url) as watch:
+            page = watch.page
+            # an empty home: no status file, no daemon
+            wait_until(lambda: page.is_visible("#stale"), "the no-daemon warning")
+            assert "No daemon is running" in text(page, "stale")
+            assert text(page, "badge") == "no status"
+            assert page.is_disabled("#btn-pause") and page.is_disabled("#btn-skip")
+            # a status that says training while no daemon holds the lock: the daemon died
+            doc = compose_status(daemon={"pid": 1, "version": "0", "started_at": None, "home": str(home.root)},
+                                 status="training", job={"id": "000001-chat", "file": "chat.jsonl"},
+                                 progress={"step": 7, "total_steps": 20})
+            doc["updated_at"] = "2020-01-01T00:00:00Z"
+            home.status.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(home.status, doc)
+            wait_until(lambda: "Stale status" in text(page, "stale"), "the stale warning")
+            assert "no daemon is running" in text(page, "stale")
+            assert text(page, "badge") == "training (daemon not running)"
+            assert text(page, "step") == "7" and text(page, "total-steps") == "20"
+            page.screenshot(path=str(tmp_path / "stale.png"))
+            assert watch.console_errors == [] and watch.foreign_requests() == []
+    finally:
+        server.shutdown()
+        server.server_close()
