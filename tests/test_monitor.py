@@ -119,8 +119,45 @@ def test_every_endpoint_answers_on_an_empty_home_with_no_daemon(tmp_path, serve)
     code, headers, body = client.get("/metrics")
     assert code == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert check_prometheus(body.decode())["trainingd_daemon_running"] == 0
-    # the page is not served yet: no placeholder
-    assert client.get("/")[0] == 404 and client.get("/live_monitor_ui_v2.html")[0] == 404
+
+
+def test_the_page_and_its_assets_are_served_with_the_token_only_under_a_local_host(tmp_path, serve):
+    home = tmp_path / "h"
+    client = serve(home)
+    token = Home.at(home).monitor_token.read_text().strip()
+    for path in ["/", "/live_monitor_ui_v2.html"]:
+        code, headers, body = client.get(path)
+        assert code == 200 and headers["Content-Type"].startswith("text/html")
+        assert f'<meta name="trainingd-token" content="{token}">'.encode() in body
+        assert "script-src 'self'" in headers["Content-Security-Policy"]
+        assert b"http://" not in body and b"https://" not in body  # nothing from outside
+    for path, kind in [("/js/monitor.js", "text/javascript"), ("/css/monitor.css", "text/css"),
+                       ("/vendor/uplot/uPlot.iife.min.js", "text/javascript"),
+                       ("/vendor/uplot/uPlot.min.css", "text/css"), ("/vendor/uplot/LICENSE", "text/plain")]:
+        code, headers, body = client.get(path)
+        assert code == 200 and headers["Content-Type"].startswith(kind) and body, path
+        assert token.encode() not in body
+    assert b"MIT" in client.get("/vendor/uplot/LICENSE")[2]
+    code, _, body = client.get("/", {"Host": "evil.example"})
+    assert code == 403 and token.encode() not in body
+    assert client.request("POST", "/")[0] == 405
+    for path in ["/vendor/uplot/", "/vendor/uplot/uPlot.js", "/static/js/monitor.js", "/js/../js/monitor.js",
+                 "/live_monitor_ui_v2.html/", "/%6as/monitor.js"]:
+        assert client.get(path)[0] == 404, path
+
+
+def test_every_served_asset_is_in_the_package_data():
+    from pathlib import PurePosixPath
+
+    from trainingd.monitor.server import ASSETS, STATIC
+
+    # tomllib is 3.11+; the project supports 3.10, and this one line is all the test needs
+    line = re.search(r'^"trainingd\.monitor" = (\[.*\])$', (REPO / "pyproject.toml").read_text(), re.M)
+    assert line, "pyproject.toml has no package-data for trainingd.monitor"
+    globs = json.loads(line.group(1))
+    for name, _ in ASSETS.values():
+        assert (STATIC / name).is_file(), name
+        assert any(PurePosixPath(f"static/{name}").match(g) for g in globs), name
 
 
 def test_bad_query_parameters_are_a_400_not_a_crash(tmp_path, serve):

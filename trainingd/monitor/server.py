@@ -5,15 +5,20 @@
 GET  /healthz  /api/status  /api/metrics?since_step=N&since_row=R&job_id=ID&max_points=N
      /api/queue?state=done&offset=0&limit=50  /api/history?offset=0&limit=100  /api/system  /api/gpu
      /api/memory  /api/logs?tail=N (text/plain)  /metrics (Prometheus text)
+GET  /  /live_monitor_ui_v2.html (the page)  /js/monitor.js  /css/monitor.css
+     /vendor/uplot/uPlot.iife.min.js  /vendor/uplot/uPlot.min.css  /vendor/uplot/LICENSE
 POST /api/control/pause|resume|skip   header X-Trainingd-Token: <control/monitor_token>
 
-Only these paths exist: nothing is served from the file system, so ``..``, ``%2e%2e``, absolute paths and
-symlinks cannot reach a file. A request whose ``Host`` is not this machine's loopback name (or the configured
+Only these paths exist: the page's files are a fixed map of names inside the package's ``static/`` folder,
+nothing is looked up from the request's path, so ``..``, ``%2e%2e``, absolute paths and symlinks cannot reach a
+file. The page cannot read ``control/monitor_token``: the server writes the token into the HTML it serves
+(``<meta name="trainingd-token">``); only a request with an allowed ``Host`` gets it, so a rebinding site cannot. A request whose ``Host`` is not this machine's loopback name (or the configured
 host) is refused with 403 (DNS rebinding); see ``security``.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import socket
@@ -21,6 +26,7 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,6 +44,22 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 CONTROL_ACTIONS = ("pause", "resume", "skip")
 MAX_POINTS = 20_000
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE = "live_monitor_ui_v2.html"
+TOKEN_META = '<meta name="trainingd-token" content="">'
+# URL -> (file under STATIC, content type). The only files the server ever reads for a request.
+ASSETS: dict[str, tuple[str, str]] = {
+    "/": (PAGE, "text/html; charset=utf-8"),
+    f"/{PAGE}": (PAGE, "text/html; charset=utf-8"),
+    "/js/monitor.js": ("js/monitor.js", "text/javascript; charset=utf-8"),
+    "/css/monitor.css": ("css/monitor.css", "text/css; charset=utf-8"),
+    "/vendor/uplot/uPlot.iife.min.js": ("vendor/uplot/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+    "/vendor/uplot/uPlot.min.css": ("vendor/uplot/uPlot.min.css", "text/css; charset=utf-8"),
+    "/vendor/uplot/LICENSE": ("vendor/uplot/LICENSE", "text/plain; charset=utf-8"),
+}
+# The page loads only its own files and talks only to this server.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 class BadRequest(Exception):
@@ -129,6 +151,15 @@ class Monitor:
             "/metrics": (self.prometheus, "text/plain; version=0.0.4; charset=utf-8"),
         }
 
+    def asset(self, path: str) -> tuple[bytes, str]:
+        """The bytes of a fixed asset; the page gets the control token written into its meta tag."""
+        name, content_type = ASSETS[path]
+        body = (STATIC / name).read_bytes()
+        if name == PAGE:
+            meta = f'<meta name="trainingd-token" content="{html.escape(self.token, quote=True)}">'
+            body = body.replace(TOKEN_META.encode(), meta.encode(), 1)
+        return body, content_type
+
     def control(self, action: str) -> tuple[int, dict]:
         result = send_request(self.home, action)  # the controller's own handler: the same request file
         return (HTTPStatus.OK if result["ok"] else HTTPStatus.CONFLICT), result
@@ -146,9 +177,11 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
             log.debug("%s %s", self.address_string(), format % args)
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
+        def _send(self, code: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.send_header("X-Content-Type-Options", "nosniff")
@@ -179,6 +212,16 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
             if not self._host_ok():
                 return
             route = self._route()
+            if route is not None and route[0] in ASSETS:
+                try:
+                    body, content_type = monitor.asset(route[0])
+                except OSError:
+                    log.exception("%s is missing from the package", route[0])
+                    return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "asset missing (see the monitor's log)")
+                extra = {"Referrer-Policy": "no-referrer"}
+                if content_type.startswith("text/html"):
+                    extra.update({"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"})
+                return self._send(HTTPStatus.OK, body, content_type, extra)
             if route is None or route[0] not in routes:
                 if route is not None and route[0] in control_paths:
                     return self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST")
@@ -207,7 +250,7 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 self.rfile.read(min(length, 1 << 16))  # the body carries nothing; drain it for keep-alive
             route = self._route()
             if route is None or route[0] not in control_paths:
-                if route is not None and route[0] in routes:
+                if route is not None and (route[0] in routes or route[0] in ASSETS):
                     return self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET")
                 return self._error(HTTPStatus.NOT_FOUND, "not found")
             if not security.same_origin(self.headers.get("Origin"), self.headers.get("Host")):

@@ -1,0 +1,365 @@
+// The trainingd monitor page: polls the monitor's JSON endpoints about once a second and draws with uPlot.
+// Everything comes from this server (no CDN); text from the home (file names, reasons) is set with
+// textContent only. window.__trainingd exposes the charts and counters for the browser test and for debugging.
+(function () {
+  "use strict";
+
+  var POLL_MS = 1000;
+  var SLOW_EVERY = 2;            // queue and system every 2nd poll
+  var MAX_POINTS = 20000;        // kept in the page; the server downsamples the first answer to 2000
+  var SYSTEM_HISTORY = 180;      // samples of CPU/RAM/GPU (about 6 minutes)
+
+  var token = (document.querySelector('meta[name="trainingd-token"]') || {}).content || "";
+
+  var state = {
+    cursor: null,                // next_row of the last /api/metrics answer
+    lastJob: null,               // a new job starts a new line: a null point between jobs breaks it
+    x: [], loss: [], lr: [], tps: [],
+    evalX: [], evalLoss: [],
+    sysX: [], cpu: [], ram: [], gpu: [],
+    smoothing: 0.6,
+    polls: 0, errors: 0, lastStatus: null, inFlight: false
+  };
+  var charts = {};
+  window.__trainingd = { state: state, charts: charts, polls: 0 };
+
+  function $(id) { return document.getElementById(id); }
+  function setText(id, text) { $(id).textContent = text; }
+  function isNum(v) { return typeof v === "number" && isFinite(v); }
+
+  function fmtNum(v, digits) {
+    if (!isNum(v)) return "–";
+    if (v !== 0 && (Math.abs(v) < 1e-2 || Math.abs(v) >= 1e6)) return v.toExponential(2);
+    return v.toFixed(digits === undefined ? 3 : digits);
+  }
+  function fmtDuration(s) {
+    if (!isNum(s)) return "–";
+    s = Math.max(0, Math.round(s));
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    if (h) return h + "h " + m + "m";
+    if (m) return m + "m " + sec + "s";
+    return sec + "s";
+  }
+  function fmtBytes(b) {
+    if (!isNum(b)) return "–";
+    var units = ["B", "KB", "MB", "GB", "TB"], i = 0;
+    while (b >= 1024 && i < units.length - 1) { b /= 1024; i++; }
+    return b.toFixed(i ? 1 : 0) + " " + units[i];
+  }
+
+  // TensorBoard's smoothing: ema_t = s*ema_{t-1} + (1-s)*x_t, divided by 1 - s^t so early values are not
+  // pulled toward 0.
+  function debiasedEma(values, s) {
+    var out = new Array(values.length), last = 0, n = 0;
+    for (var i = 0; i < values.length; i++) {
+      var v = values[i];
+      if (!isNum(v)) { out[i] = null; continue; }
+      n++;
+      last = last * s + (1 - s) * v;
+      out[i] = s === 0 ? v : last / (1 - Math.pow(s, n));
+    }
+    return out;
+  }
+
+  // --- charts -------------------------------------------------------------------------------------------
+  function size(el) {
+    return { width: Math.max(200, el.clientWidth || 400), height: 200 };
+  }
+
+  function makeChart(id, series, data, extra) {
+    var el = $(id);
+    var opts = Object.assign({
+      width: size(el).width, height: size(el).height,
+      scales: { x: { time: true } },
+      legend: { live: true },
+      cursor: { drag: { x: true, y: false } },
+      axes: [{}, { size: 60 }],
+      series: [{}].concat(series)
+    }, extra || {});
+    return new uPlot(opts, data, el);
+  }
+
+  function initCharts() {
+    charts.loss = makeChart("chart-loss", [
+      { label: "loss", stroke: "rgba(31, 119, 180, 0.3)", width: 1 },
+      { label: "smoothed", stroke: "rgb(31, 119, 180)", width: 2.5 }
+    ], [[], [], []]);
+    charts.lr = makeChart("chart-lr", [{ label: "learning rate", stroke: "rgb(44, 160, 44)", width: 2,
+      value: function (u, v) { return fmtNum(v); } }], [[], []],
+      { axes: [{}, { size: 70, values: function (u, vals) { return vals.map(function (v) { return fmtNum(v, 2); }); } }] });
+    charts.tps = makeChart("chart-tps", [{ label: "tokens/s", stroke: "rgb(255, 127, 14)", width: 2 }],
+      [[], []]);
+    charts.evalLoss = makeChart("chart-eval", [{ label: "eval loss", stroke: "rgb(214, 39, 40)", width: 2,
+      points: { show: true, size: 6 } }], [[], []]);
+    charts.system = makeChart("chart-system", [
+      { label: "CPU %", stroke: "rgb(148, 103, 189)", width: 2 },
+      { label: "RAM %", stroke: "rgb(140, 86, 75)", width: 2 },
+      { label: "GPU %", stroke: "rgb(23, 190, 207)", width: 2, spanGaps: true }
+    ], [[], [], [], []], { scales: { x: { time: true }, y: { range: [0, 100] } } });
+    window.addEventListener("resize", function () {
+      Object.keys(charts).forEach(function (k) {
+        var c = charts[k];
+        c.setSize(size(c.root.parentNode));
+      });
+    });
+  }
+
+  function redrawMetrics() {
+    charts.loss.setData([state.x, state.loss, debiasedEma(state.loss, state.smoothing)]);
+    charts.lr.setData([state.x, state.lr]);
+    charts.tps.setData([state.x, state.tps]);
+    charts.evalLoss.setData([state.evalX, state.evalLoss]);
+  }
+
+  // --- data ---------------------------------------------------------------------------------------------
+  function getJSON(path) {
+    return fetch(path, { cache: "no-store", headers: { "Accept": "application/json" } }).then(function (r) {
+      if (!r.ok) throw new Error(path + ": HTTP " + r.status);
+      return r.json();
+    });
+  }
+
+  function resetMetrics() {
+    ["x", "loss", "lr", "tps", "evalX", "evalLoss"].forEach(function (k) { state[k] = []; });
+    state.cursor = null;
+    state.lastJob = null;
+  }
+
+  function trim() {
+    var extra = state.x.length - MAX_POINTS;
+    if (extra > 0) ["x", "loss", "lr", "tps"].forEach(function (k) { state[k].splice(0, extra); });
+  }
+
+  function addMetrics(doc) {
+    if (state.cursor !== null && doc.rows < state.cursor) {  // the log was replaced: start over
+      resetMetrics();
+      return false;
+    }
+    var lastX = state.x.length ? state.x[state.x.length - 1] : -Infinity;
+    doc.points.forEach(function (p) {
+      var x = isNum(p.t) ? p.t : p.row;
+      if (p.job_id !== state.lastJob && state.lastJob !== null && state.x.length) {
+        var lastEval = state.evalX.length ? state.evalX[state.evalX.length - 1] : -Infinity;
+        var gap = Math.max(Math.max(lastX, lastEval) + 1e-3, x - 1e-3);
+        lastX = gap;
+        state.x.push(gap); state.loss.push(null); state.lr.push(null); state.tps.push(null);
+        if (state.evalX.length) { state.evalX.push(gap); state.evalLoss.push(null); }
+      }
+      state.lastJob = p.job_id;
+      if (isNum(p.eval_loss)) {
+        var prev = state.evalX.length ? state.evalX[state.evalX.length - 1] : -Infinity;
+        state.evalX.push(x > prev ? x : prev + 1e-3); state.evalLoss.push(p.eval_loss);
+        return;
+      }
+      if (!isNum(p.loss) && !isNum(p.learning_rate) && !isNum(p.tokens_per_s)) return;
+      if (x <= lastX) x = lastX + 1e-3;  // uPlot needs x strictly increasing
+      lastX = x;
+      state.x.push(x);
+      state.loss.push(isNum(p.loss) ? p.loss : null);
+      state.lr.push(isNum(p.learning_rate) ? p.learning_rate : null);
+      state.tps.push(isNum(p.tokens_per_s) ? p.tokens_per_s : null);
+    });
+    state.cursor = doc.next_row;
+    trim();
+    return doc.points.length > 0;
+  }
+
+  function pollMetrics() {
+    var path = "/api/metrics" + (state.cursor === null ? "" : "?since_row=" + state.cursor);
+    return getJSON(path).then(function (doc) {
+      if (addMetrics(doc) || state.cursor === null) redrawMetrics();
+    });
+  }
+
+  function showStatus(view) {
+    state.lastStatus = view;
+    var doc = view.status || {};
+    var job = doc.job || {}, m = doc.metrics || {}, control = doc.control || {};
+    var status = doc.status || (view.daemon_running ? "starting" : "no status");
+    var shown = status;
+    if (control.paused && status !== "paused" && status !== "stopped") shown = "pausing";
+    if (!view.daemon_running && status !== "stopped" && doc.status) shown = status + " (daemon not running)";
+    var badge = $("badge");
+    badge.textContent = shown;
+    badge.dataset.status = status;
+    badge.className = "badge badge-" + status.replace(/[^a-z]/g, "");
+
+    var stale = $("stale");
+    if (view.stale) {
+      stale.hidden = false;
+      stale.textContent = view.daemon_running
+        ? "Stale status: the daemon holds the lock but has not updated its status for " + fmtDuration(view.age_s) +
+          " (hung?). Check logs/daemon.log."
+        : "Stale status: it says \u201c" + status + "\u201d but no daemon is running (it stopped or crashed " +
+          fmtDuration(view.age_s) + " ago). Start it again with ./start_all.sh.";
+    } else if (!doc.status) {
+      stale.hidden = false;
+      stale.textContent = view.daemon_running ? "The daemon is starting: no status yet."
+        : "No daemon is running in " + (view.home || "this home") + " and there is no status file yet.";
+    } else {
+      stale.hidden = true;
+    }
+
+    setText("model", (doc.model && doc.model.model_display_name) || doc.model_display_name || "");
+    setText("current-file", job.file || doc.current_file || "–");
+    setText("step", isNum(job.step) ? String(job.step) : "–");
+    setText("total-steps", isNum(job.total_steps) ? String(job.total_steps) : "–");
+    setText("epoch", isNum(job.epoch) ? String(job.epoch) : "–");
+    var progress = isNum(job.progress) ? job.progress
+      : (isNum(job.step) && isNum(job.total_steps) && job.total_steps > 0 ? job.step / job.total_steps : null);
+    $("progress-bar").style.width = (isNum(progress) ? Math.min(100, progress * 100) : 0) + "%";
+    setText("progress-text", isNum(progress) ? (progress * 100).toFixed(1) + "%" : "–");
+    setText("eta", fmtDuration(m.eta_seconds));
+    setText("tokens-per-s", fmtNum(m.tokens_per_s, 1));
+    setText("loss", fmtNum(isNum(m.loss) ? m.loss : doc.loss, 4));
+    setText("lr", fmtNum(m.learning_rate));
+    setText("updated", doc.updated_at ? "status updated " + doc.updated_at : "no status file");
+    $("btn-pause").disabled = !view.daemon_running || !!control.paused;
+    $("btn-resume").disabled = !view.daemon_running || !control.paused;
+    $("btn-skip").disabled = !view.daemon_running || !job.id;
+  }
+
+  function jobItem(job, note) {
+    var li = document.createElement("li");
+    var name = document.createElement("span");
+    name.className = "job-file";
+    name.textContent = job.file || job.original_name || job.id;
+    li.appendChild(name);
+    var meta = document.createElement("span");
+    meta.className = "job-meta " + job.state;
+    meta.textContent = " " + (note || job.state);
+    li.appendChild(meta);
+    if (job.state === "failed" && job.reason) {
+      var reason = document.createElement("div");
+      reason.className = "reason";
+      reason.textContent = job.reason;
+      li.appendChild(reason);
+    }
+    return li;
+  }
+
+  function fillList(id, jobs, note, total) {
+    var ul = $(id);
+    ul.replaceChildren.apply(ul, jobs.map(function (j) { return jobItem(j, note && note(j)); }));
+    if (!jobs.length) {
+      var li = document.createElement("li");
+      li.className = "muted";
+      li.textContent = "none";
+      ul.appendChild(li);
+    } else if (total > jobs.length) {
+      var more = document.createElement("li");
+      more.className = "muted";
+      more.textContent = "… and " + (total - jobs.length) + " more";
+      ul.appendChild(more);
+    }
+  }
+
+  function showQueue(doc) {
+    var c = doc.counts, s = doc.states;
+    ["high", "normal", "low"].forEach(function (p) { setText("q-" + p, String(c.pending[p])); });
+    ["processing", "done", "failed"].forEach(function (k) { setText("q-" + k, String(c[k])); });
+    var active = s.processing.jobs.concat(s.pending.jobs);
+    fillList("queue-active", active, function (j) { return j.state === "processing" ? "running" : "pending · " + j.priority; },
+      s.processing.total + s.pending.total);
+    fillList("queue-failed", s.failed.jobs, null, s.failed.total);
+    fillList("queue-done", s.done.jobs, null, s.done.total);
+  }
+
+  function showSystem(doc) {
+    var cpu = doc.cpu || {}, mem = doc.memory || {}, disk = doc.disk || {}, procs = doc.processes || {};
+    setText("cpu", isNum(cpu.percent) ? cpu.percent.toFixed(0) + "% of " + cpu.count : "–");
+    setText("ram", isNum(mem.percent) ? mem.percent.toFixed(0) + "% (" + fmtBytes(mem.used_bytes) + ")" : "–");
+    setText("disk", isNum(disk.free_bytes) ? fmtBytes(disk.free_bytes) + " free" : "–");
+    setText("rss-daemon", fmtBytes((procs.daemon || {}).rss_bytes));
+    setText("rss-trainer", fmtBytes((procs.trainer || {}).rss_bytes));
+    var gpus = doc.gpus || [];
+    var box = $("gpus");
+    box.replaceChildren.apply(box, gpus.map(function (g) {
+      var div = document.createElement("div");
+      div.className = "row";
+      div.textContent = "GPU " + g.index + " " + (g.name || "") + ": " +
+        (isNum(g.util_percent) ? g.util_percent + "% busy, " : "") +
+        fmtBytes(g.memory_used_bytes) + " / " + fmtBytes(g.memory_total_bytes) +
+        (isNum(g.temperature_c) ? ", " + g.temperature_c + " °C" : "") +
+        (isNum(g.power_w) ? ", " + g.power_w.toFixed(0) + " W" : "");
+      return div;
+    }));
+    if (!gpus.length) {
+      var none = document.createElement("div");
+      none.className = "muted";
+      none.textContent = "no GPU (or no NVML)";
+      box.appendChild(none);
+    }
+    var utils = gpus.map(function (g) { return g.util_percent; }).filter(isNum);
+    state.sysX.push(Date.now() / 1000);
+    state.cpu.push(isNum(cpu.percent) ? cpu.percent : null);
+    state.ram.push(isNum(mem.percent) ? mem.percent : null);
+    state.gpu.push(utils.length ? utils.reduce(function (a, b) { return a + b; }, 0) / utils.length : null);
+    ["sysX", "cpu", "ram", "gpu"].forEach(function (k) {
+      if (state[k].length > SYSTEM_HISTORY) state[k].splice(0, state[k].length - SYSTEM_HISTORY);
+    });
+    charts.system.setData([state.sysX, state.cpu, state.ram, state.gpu]);
+  }
+
+  function showMessage(text, isError) {
+    var el = $("message");
+    el.hidden = !text;
+    el.textContent = text || "";
+    el.className = "message" + (isError ? " error" : "");
+  }
+
+  function poll() {
+    if (state.inFlight) return;
+    state.inFlight = true;
+    var slow = state.polls % SLOW_EVERY === 0;
+    var work = [getJSON("/api/status").then(showStatus), pollMetrics()];
+    if (slow) {
+      work.push(getJSON("/api/queue?limit=20").then(showQueue));
+      work.push(getJSON("/api/system").then(showSystem));
+    }
+    Promise.all(work).then(function () {
+      if (state.errors) showMessage("");
+      state.errors = 0;
+    }, function (e) {
+      state.errors++;
+      showMessage("The monitor did not answer (" + e.message + "); retrying.", true);
+    }).then(function () {
+      state.polls++;
+      window.__trainingd.polls = state.polls;
+      state.inFlight = false;
+    });
+  }
+
+  // --- control ------------------------------------------------------------------------------------------
+  function control(action) {
+    showMessage(action + "…");
+    fetch("/api/control/" + action, { method: "POST", headers: { "X-Trainingd-Token": token } })
+      .then(function (r) { return r.json().then(function (doc) { return { ok: r.ok, doc: doc }; }); })
+      .then(function (res) {
+        showMessage(res.ok ? action + " requested" : action + " refused: " + (res.doc.error || res.doc.message ||
+          JSON.stringify(res.doc)), !res.ok);
+        poll();
+      }, function (e) { showMessage(action + " failed: " + e.message, true); });
+  }
+
+  function init() {
+    initCharts();
+    var slider = $("smoothing");
+    slider.addEventListener("input", function () {
+      state.smoothing = Math.min(0.999, Math.max(0, parseFloat(slider.value) || 0));
+      setText("smoothing-value", state.smoothing.toFixed(2));
+      redrawMetrics();
+    });
+    $("btn-pause").addEventListener("click", function () { control("pause"); });
+    $("btn-resume").addEventListener("click", function () { control("resume"); });
+    $("btn-skip").addEventListener("click", function () {
+      if (window.confirm("Skip the current file? Its changes to the adapter are discarded.")) control("skip");
+    });
+    poll();
+    setInterval(poll, POLL_MS);
+  }
+
+  window.__trainingd.debiasedEma = debiasedEma;
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
