@@ -30,7 +30,7 @@ from trainingd.paths import Home
 log = logging.getLogger(__name__)
 
 JSON_ENDPOINTS = ["/healthz", "/api/status", "/api/metrics", "/api/queue", "/api/history", "/api/system",
-                  "/api/gpu", "/api/memory"]
+                  "/api/gpu", "/api/memory", "/api/layers"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
@@ -107,6 +107,7 @@ def test_every_endpoint_answers_on_an_empty_home_with_no_daemon(tmp_path, serve)
         assert client.json(path)["daemon_running"] is False, path
     assert client.json("/api/status")["status"] is None
     assert client.json("/api/metrics")["points"] == []
+    assert client.json("/api/layers") == {"daemon_running": False, "activity": None, "summary": None}
     queue = client.json("/api/queue")
     assert queue["counts"]["done"] == 0 and queue["states"]["failed"]["jobs"] == []
     assert client.json("/api/history") == {"daemon_running": False, "total": 0, "offset": 0, "limit": 100, "jobs": []}
@@ -295,6 +296,11 @@ def test_every_endpoint_shows_a_real_training(home, serve):
     lines = body.decode().splitlines()
     assert code == 200 and 1 <= len(lines) <= 5
     assert client.get("/api/logs?tail=100000")[0] == 200  # capped, not refused
+
+    layers = client.json("/api/layers")
+    names = [m["name"] for m in layers["activity"]["modules"]]
+    assert len(names) == 14 and all(m["update_norm"] > 0 for m in layers["activity"]["modules"])  # 2 layers x 7
+    assert layers["summary"]["modules"] == 14 and layers["summary"]["top"][0]["name"] in names
 
     prom = check_prometheus(client.get("/metrics")[2].decode())
     assert prom["trainingd_jobs_done_total"] == 1 and prom["trainingd_jobs_failed_total"] == 1

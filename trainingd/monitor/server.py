@@ -4,7 +4,7 @@
 
 GET  /healthz  /api/status  /api/metrics?since_step=N&since_row=R&job_id=ID&max_points=N
      /api/queue?state=done&offset=0&limit=50  /api/history?offset=0&limit=100  /api/system  /api/gpu
-     /api/memory  /api/logs?tail=N (text/plain)  /metrics (Prometheus text)
+     /api/memory  /api/layers  /api/logs?tail=N (text/plain)  /metrics (Prometheus text)
 GET  /  /live_monitor_ui_v2.html (the page)  /js/monitor.js  /css/monitor.css
      /vendor/uplot/uPlot.iife.min.js  /vendor/uplot/uPlot.min.css  /vendor/uplot/LICENSE
 POST /api/control/pause|resume|skip   header X-Trainingd-Token: <control/monitor_token>
@@ -31,6 +31,8 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .. import __version__
+from ..contracts.layer_activity import read_layer_activity
+from ..contracts.layer_activity import summary as layer_summary
 from ..controller import send_request
 from ..instance import is_daemon_running
 from ..jobqueue import QueueError
@@ -130,6 +132,12 @@ class Monitor:
     def memory(self, q: dict) -> Any:
         return {"daemon_running": self.running(), **system.memory(), "processes": system.processes(self.home)}
 
+    def layers(self, q: dict) -> Any:
+        """The trainer's latest per-LoRA-module report (``status/layer_activity.json``) and its top changers."""
+        doc = read_layer_activity(self.home)
+        return {"daemon_running": self.running(), "activity": doc,
+                "summary": layer_summary(doc) if doc is not None else None}
+
     def logs(self, q: dict) -> str:
         return views.logs_text(self.home, _int(q, "tail", 200, 0, views.MAX_LOG_LINES))
 
@@ -147,6 +155,7 @@ class Monitor:
             "/api/system": (self.system_api, json_type),
             "/api/gpu": (self.gpu, json_type),
             "/api/memory": (self.memory, json_type),
+            "/api/layers": (self.layers, json_type),
             "/api/logs": (self.logs, "text/plain; charset=utf-8"),
             "/metrics": (self.prometheus, "text/plain; version=0.0.4; charset=utf-8"),
         }
