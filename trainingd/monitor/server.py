@@ -292,21 +292,6 @@ def create_server(home: Home, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
     return server
 
 
-def serve(home: Home, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          ready: Callable[[str], None] | None = None) -> None:
-    """Serve until interrupted (Ctrl-C, SIGTERM via the caller)."""
-    server = create_server(home, host, port)
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{server.server_address[1]}/"
-    log.info("monitor of %s on %s", home.root, url)
-    if ready is not None:
-        ready(url)
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
-        server.server_close()
-
-
 def serve_in_thread(home: Home, host: str = DEFAULT_HOST, port: int = 0) -> tuple[MonitorServer, threading.Thread]:
     """For embedding and tests: the server runs in a daemon thread; ``server.shutdown()`` stops it."""
     server = create_server(home, host, port)
