@@ -132,7 +132,13 @@ def test_the_page_and_its_assets_are_served_with_the_token_only_under_a_local_ho
         assert f'<meta name="trainingd-token" content="{token}">'.encode() in body
         assert "script-src 'self'" in headers["Content-Security-Policy"]
         assert b"http://" not in body and b"https://" not in body  # nothing from outside
+    # the layer page has no controls, so no token; the same CSP
+    code, headers, body = client.get("/layer_activity_monitor.html")
+    assert code == 200 and headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in headers["Content-Security-Policy"] and b"/js/layers.js" in body
+    assert token.encode() not in body and b"http://" not in body and b"https://" not in body
     for path, kind in [("/js/monitor.js", "text/javascript"), ("/css/monitor.css", "text/css"),
+                       ("/js/layers.js", "text/javascript"), ("/css/layers.css", "text/css"),
                        ("/vendor/uplot/uPlot.iife.min.js", "text/javascript"),
                        ("/vendor/uplot/uPlot.min.css", "text/css"), ("/vendor/uplot/LICENSE", "text/plain")]:
         code, headers, body = client.get(path)

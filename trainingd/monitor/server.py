@@ -6,6 +6,7 @@ GET  /healthz  /api/status  /api/metrics?since_step=N&since_row=R&job_id=ID&max_
      /api/queue?state=done&offset=0&limit=50  /api/history?offset=0&limit=100  /api/system  /api/gpu
      /api/memory  /api/layers  /api/logs?tail=N (text/plain)  /metrics (Prometheus text)
 GET  /  /live_monitor_ui_v2.html (the page)  /js/monitor.js  /css/monitor.css
+     /layer_activity_monitor.html (layers x module types heatmap)  /js/layers.js  /css/layers.css
      /vendor/uplot/uPlot.iife.min.js  /vendor/uplot/uPlot.min.css  /vendor/uplot/LICENSE
 POST /api/control/pause|resume|skip   header X-Trainingd-Token: <control/monitor_token>
 
@@ -48,13 +49,17 @@ CONTROL_ACTIONS = ("pause", "resume", "skip")
 MAX_POINTS = 20_000
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE = "live_monitor_ui_v2.html"
+LAYERS_PAGE = "layer_activity_monitor.html"
 TOKEN_META = '<meta name="trainingd-token" content="">'
 # URL -> (file under STATIC, content type). The only files the server ever reads for a request.
 ASSETS: dict[str, tuple[str, str]] = {
     "/": (PAGE, "text/html; charset=utf-8"),
     f"/{PAGE}": (PAGE, "text/html; charset=utf-8"),
+    f"/{LAYERS_PAGE}": (LAYERS_PAGE, "text/html; charset=utf-8"),
     "/js/monitor.js": ("js/monitor.js", "text/javascript; charset=utf-8"),
+    "/js/layers.js": ("js/layers.js", "text/javascript; charset=utf-8"),
     "/css/monitor.css": ("css/monitor.css", "text/css; charset=utf-8"),
+    "/css/layers.css": ("css/layers.css", "text/css; charset=utf-8"),
     "/vendor/uplot/uPlot.iife.min.js": ("vendor/uplot/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
     "/vendor/uplot/uPlot.min.css": ("vendor/uplot/uPlot.min.css", "text/css; charset=utf-8"),
     "/vendor/uplot/LICENSE": ("vendor/uplot/LICENSE", "text/plain; charset=utf-8"),
