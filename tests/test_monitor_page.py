@@ -5,13 +5,16 @@ Chromium comes from apt (``.ci/run`` installs it); without it this test fails, i
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
 from conftest import REPO, chat_lines, write_config, write_jsonl
 from trainingd.atomic_ops import atomic_write_json
+from trainingd.daemon import SKIP_REASON
 from trainingd.contracts.status import compose_status
 from trainingd.monitor.browser import CHROMIUM, chart_points, text, wait_until, watch_page
 from trainingd.monitor.server import serve_in_thread
@@ -78,6 +81,66 @@ def test_the_page_draws_a_live_training_and_pauses_it(home, tmp_path):
             port = server.server_address[1]
             assert any(u.endswith("/vendor/uplot/uPlot.iife.min.js") for u in watch.requests)
             assert any(f":{port}/api/metrics?since_row=" in u for u in watch.requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+        subprocess.run([sys.executable, str(REPO / "training_controller.py"), "--home", str(home), "stop", "--wait",
+                        "--timeout", "60"], capture_output=True, timeout=90)
+        daemon.wait(timeout=60)
+
+
+def _failed_jobs(base: str) -> list[dict]:
+    with urllib.request.urlopen(f"{base}/api/queue?state=failed", timeout=10) as r:
+        return json.load(r)["states"]["failed"]["jobs"]
+
+
+def test_the_layer_page_draws_the_heatmap_and_top_changers_then_skip_fails_the_job(home, tmp_path):
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium"
+    from playwright.sync_api import sync_playwright
+
+    # a report every optimizer step, and enough steps to see several reports before the skip
+    write_config(home, epochs=4, layer_stats_steps=1, eval_steps=0, save_steps=1000)
+    write_jsonl(home / "inbox" / "chat.jsonl", chat_lines(600))
+    daemon = subprocess.Popen([sys.executable, str(REPO / "training_daemon.py"), "--home", str(home)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, _ = serve_in_thread(Home.at(home), "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with sync_playwright() as pw, watch_page(pw, f"{base}/layer_activity_monitor.html") as watch:
+            page = watch.page
+            # the tiny model: 2 decoder layers x 7 target modules, every cell coloured by delta_norm
+            wait_until(lambda: page.locator("#heatmap .cell.filled").count() == 14, "14 filled heatmap cells")
+            assert page.is_hidden("#empty")
+            heads = page.locator("#heatmap .head").all_text_contents()
+            assert set(heads) == {"layer", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                  "down_proj"}
+            assert page.locator("#heatmap .rowhead").all_text_contents() == ["0", "1"]
+            colours = page.eval_on_selector_all("#heatmap .cell.filled", "cs => cs.map(c => c.style.backgroundColor)")
+            assert len(set(colours)) > 1  # a scale, not one flat colour
+            wait_until(lambda: page.evaluate("__layers.charts.top ? __layers.charts.top.data[0].length : 0") >= 2,
+                       "two report steps on the top changers chart")
+            data = page.evaluate("__layers.charts.top.data")
+            assert 1 <= len(data) - 1 <= 5 and data[0] == sorted(data[0])
+            assert any(isinstance(v, float) and v > 0 for series in data[1:] for v in series)
+            assert page.locator("#top li").count() >= 1
+            page.select_option("#metric", "grad_norm")
+            assert page.locator("#heatmap .cell.filled").count() == 14
+            page.screenshot(path=str(tmp_path / "layers.png"), full_page=True)
+            assert (tmp_path / "layers.png").stat().st_size > 10_000
+
+            # the link to the main page, where Skip asks for a confirmation first
+            page.click("#link-main")
+            page.wait_for_url(f"{base}/live_monitor_ui_v2.html")
+            page.on("dialog", lambda d: d.accept())
+            wait_until(lambda: page.is_enabled("#btn-skip"), "skip to be enabled while the job trains")
+            page.click("#btn-skip")
+            jobs = wait_until(lambda: _failed_jobs(base), "the skipped job in failed/")
+            assert jobs[0]["file"] == "chat.jsonl" and SKIP_REASON in jobs[0]["reason"]
+            wait_until(lambda: SKIP_REASON in text(page, "queue-failed"), "the page to list the skip reason")
+            assert list((home / "queue" / "failed").glob("*chat*")), "no job file in queue/failed/"
+            assert watch.console_errors == []
+            assert watch.requests and watch.foreign_requests() == []
+            assert any(u.endswith("/js/layers.js") for u in watch.requests)
     finally:
         server.shutdown()
         server.server_close()
