@@ -176,6 +176,11 @@ def test_the_page_warns_when_no_daemon_runs_and_when_the_status_is_stale(tmp_pat
             assert text(page, "badge") == "training (daemon not running)"
             assert text(page, "step") == "7" and text(page, "total-steps") == "20"
             page.screenshot(path=str(tmp_path / "stale.png"))
+            # the layer page of a home without a report says so instead of drawing an empty grid
+            page.click("#link-layers")
+            wait_until(lambda: page.is_visible("#empty"), "the no-report message")
+            assert "no layer activity report" in text(page, "empty")
+            assert text(page, "report") == "no report" and page.locator("#heatmap .cell").count() == 0
             assert watch.console_errors == [] and watch.foreign_requests() == []
     finally:
         server.shutdown()
