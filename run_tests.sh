@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bin/bootstrap.sh --test
+# The monitor page's browser tests drive Debian's Chromium (never a downloaded browser); they fail without it.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  echo "run_tests: installing Debian's chromium for the browser tests"
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 set +e
 .venv/bin/python -m pytest "$@"
