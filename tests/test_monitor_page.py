@@ -82,11 +82,16 @@ def test_the_page_draws_a_live_training_and_pauses_it(home, tmp_path):
             assert any(u.endswith("/vendor/uplot/uPlot.iife.min.js") for u in watch.requests)
             assert any(f":{port}/api/metrics?since_row=" in u for u in watch.requests)
     finally:
-        server.shutdown()
-        server.server_close()
-        subprocess.run([sys.executable, str(REPO / "training_controller.py"), "--home", str(home), "stop", "--wait",
-                        "--timeout", "60"], capture_output=True, timeout=90)
-        daemon.wait(timeout=60)
+        stop_all(server, home, daemon)
+
+
+def stop_all(server, home, daemon: subprocess.Popen) -> None:
+    """Close the monitor, then stop the daemon the way a user does and wait for it."""
+    server.shutdown()
+    server.server_close()
+    subprocess.run([sys.executable, str(REPO / "training_controller.py"), "--home", str(home), "stop", "--wait",
+                    "--timeout", "60"], capture_output=True, timeout=90)
+    daemon.wait(timeout=60)
 
 
 def _failed_jobs(base: str) -> list[dict]:
@@ -142,11 +147,7 @@ def test_the_layer_page_draws_the_heatmap_and_top_changers_then_skip_fails_the_j
             assert watch.requests and watch.foreign_requests() == []
             assert any(u.endswith("/js/layers.js") for u in watch.requests)
     finally:
-        server.shutdown()
-        server.server_close()
-        subprocess.run([sys.executable, str(REPO / "training_controller.py"), "--home", str(home), "stop", "--wait",
-                        "--timeout", "60"], capture_output=True, timeout=90)
-        daemon.wait(timeout=60)
+        stop_all(server, home, daemon)
 
 
 def test_the_page_warns_when_no_daemon_runs_and_when_the_status_is_stale(tmp_path):
