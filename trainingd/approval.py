@@ -84,6 +84,9 @@ def approve(home: Home, *, who: str | None = None) -> dict[str, Any]:
                                 "first: the adapter records the new base's content hash)")
         new_state["base_model"] = str(folder.resolve())
         new_state["base_model_hash"] = base_hash(folder)
+        from .home_guard import FIELD, content_hash
+
+        new_state[FIELD] = content_hash(folder, home.cache)
     who = who or getpass.getuser()
     record = {"at": now_iso(), "who": who, "host": socket.gethostname(), "changes": changes,
               "adapter_generation": state.get("generation"), "generation_id": state.get("generation_id")}

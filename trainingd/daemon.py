@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from . import __version__, snapshots
+from . import __version__, home_guard, snapshots
 from . import exit_codes as ec
 from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
 from .contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
@@ -378,6 +378,8 @@ class Daemon:
         if self.paused:
             return
         self.update_condition()
+        if self.condition is None or self.condition.get("kind") in home_guard.KINDS:
+            self.condition = home_guard.check(self.home, self.cfg.min_free_disk_gb, self.condition, self._error)
         if self.condition is not None:
             if self.once:  # nothing will change while we wait: say why and leave (never retried in a loop)
                 self.exit_code = ec.CONFIG_ERROR

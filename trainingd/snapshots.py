@@ -214,6 +214,9 @@ def prune_snapshots(home: Home, keep: int) -> list[Path]:
 def after_job(home: Home, job: Any, result: dict | None, config: dict, keep: int) -> Path | None:
     """The daemon's hook after ``queue.complete``: snapshot, then prune. A failure is logged, never raised."""
     try:
+        from .home_guard import record_base_hash
+
+        record_base_hash(home)  # the base's content hash goes into the adapter's state, and so into the snapshot
         path = take_snapshot(home, reason="job", job=job, result=result, config=config)
         prune_snapshots(home, keep)
         return path
