@@ -33,9 +33,11 @@ def validator(root: Path, *argv: str) -> subprocess.CompletedProcess:
 def adapter_state(root: Path, **locked) -> None:
     cm = root / "current_model"
     cm.mkdir(parents=True, exist_ok=True)
+    from trainingd.approval import base_hash
+
     base = str(root / "models" / "tiny-qwen3")
     (cm / "adapter_state.json").write_text(json.dumps({
-        "base_model": base, "base_model_hash": "h", "locked": {"base_model": base, **LORA, **locked},
+        "base_model": base, "base_model_hash": base_hash(Path(base)), "locked": {"base_model": base, **LORA, **locked},
         "generation": 1, "generation_id": "g1", "trained": []}))
 
 
@@ -81,11 +83,6 @@ def test_the_home_check_names_a_missing_base_and_a_changed_base(home):
     assert r.returncode == 3 and "nowhere" in r.stderr
     write_config(home, base_model=str(home / "models" / "tiny-qwen3"))
     adapter_state(home)
-    s = state(home)
-    from trainingd.approval import base_hash
-
-    s["base_model_hash"] = base_hash(home / "models" / "tiny-qwen3")
-    (home / "current_model" / "adapter_state.json").write_text(json.dumps(s))
     assert validator(home).returncode == 0
     (home / "models" / "tiny-qwen3" / "config.json").write_text(
         (home / "models" / "tiny-qwen3" / "config.json").read_text().replace("{", '{"extra": 1, ', 1))
@@ -153,4 +150,5 @@ def test_a_changed_locked_key_holds_the_daemon_until_approved_and_a_changed_base
     st = json.loads((home / "status" / "training_status.json").read_text())
     assert st["condition"]["kind"] == "base_changed", st["condition"]
     assert "changed since the live adapter was trained" in st["condition"]["message"]
-    assert st["queue"]["pending"]["normal"] == 1 and st["queue"]["failed"] == 0
+    assert st["queue"]["failed"] == 0 and st["queue"]["done"] == 2
+    assert [t["file"] for t in state(home)["trained"]] == ["one.jsonl", "two.jsonl"]
