@@ -5,6 +5,7 @@
     trainingd rollback SNAPSHOT  the daemon paused (no job in processing/) or stopped
     trainingd adapter new [--keep-as NAME]
     trainingd config approve     (= config_validator.py --approve)
+    trainingd preset NAME [--yes] [--approve] | --list     (= toggle_preset.sh)
 
 The leaves are added to ``trainingd.cli``'s tree through ``add_lifecycle_commands(sub, leaf)``; ``leaf`` is the
 tree's own leaf builder (passed in, so this module does not import ``cli`` back). Handlers return dicts;
@@ -25,11 +26,12 @@ from .paths import Home
 def _emit(args: argparse.Namespace, fn: Callable[[Home, argparse.Namespace], dict[str, Any]],
           text: Callable[[dict[str, Any]], str]) -> int:
     from .approval import ApprovalError
+    from .presets import PresetError
     from .snapshots import SnapshotError
 
     try:
         result = fn(Home.at(args.home), args)
-    except (SnapshotError, ApprovalError, OSError, ValueError) as e:
+    except (SnapshotError, ApprovalError, PresetError, OSError, ValueError) as e:
         if getattr(args, "json", False):
             print(json.dumps({"ok": False, "error": str(e)}, indent=2))
         else:
@@ -92,6 +94,18 @@ def _approve(home: Home, args: argparse.Namespace) -> dict[str, Any]:
     return approve(home, who=getattr(args, "who", None))
 
 
+def _preset(home: Home, args: argparse.Namespace) -> dict[str, Any]:
+    from .presets import active_preset, apply_preset, list_presets
+
+    if args.list or not args.name:
+        active = active_preset(home)["name"]
+        items = [{**p, "active": p["name"] == active} for p in list_presets(home)]
+        return {"presets": items, "active": active,
+                "message": "\n".join(f"{'*' if p['active'] else ' '} {p['name']}  {p['path']}" for p in items)
+                or "no presets"}
+    return apply_preset(home, args.name, yes=args.yes, approve=args.approve, who=args.who)
+
+
 def _message(result: dict[str, Any]) -> str:
     return result["message"]
 
@@ -138,3 +152,10 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction, leaf: Callable[..., 
                                 "--approve); a LoRA shape change cannot be approved", "",
              _runner(_approve, _message))
     p.add_argument("--who", help="who approves (default: the login name)")
+    p = leaf(sub, "preset", "apply presets/NAME.json to config.json atomically (= toggle_preset.sh); a preset with "
+                            "its own adapter_folder swaps adapters", "", _runner(_preset, _message))
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("--list", action="store_true", help="list the presets (* marks the active one)")
+    p.add_argument("--yes", action="store_true", help="apply even while a job is being trained")
+    p.add_argument("--approve", action="store_true", help="accept a locked-key change for the adapter it trains")
+    p.add_argument("--who", help="with --approve: who approves (default: the login name)")
