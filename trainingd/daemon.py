@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from . import __version__, home_guard, snapshots
+from . import __version__, home_guard, retention, snapshots
 from . import exit_codes as ec
 from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
 from .contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
@@ -385,6 +385,10 @@ class Daemon:
                 self.exit_code = ec.CONFIG_ERROR
                 self.finish("error", self.condition["message"])
             return
+        try:
+            retention.maybe_run_daily(self.home, self.cfg)  # between jobs, when config.json asks for it
+        except Exception as e:  # noqa: BLE001 - housekeeping never stops training
+            log.error("daily clean failed: %s", e)
         while not self.finished:
             job = self._next_job()
             if job is None:

@@ -6,6 +6,7 @@
     trainingd adapter new [--keep-as NAME]
     trainingd config approve     (= config_validator.py --approve)
     trainingd preset NAME [--yes] [--approve] | --list     (= toggle_preset.sh)
+    trainingd clean [--dry-run]  the retention policy (trainingd.retention)
 
 The leaves are added to ``trainingd.cli``'s tree through ``add_lifecycle_commands(sub, leaf)``; ``leaf`` is the
 tree's own leaf builder (passed in, so this module does not import ``cli`` back). Handlers return dicts;
@@ -106,6 +107,17 @@ def _preset(home: Home, args: argparse.Namespace) -> dict[str, Any]:
     return apply_preset(home, args.name, yes=args.yes, approve=args.approve, who=args.who)
 
 
+def _clean(home: Home, args: argparse.Namespace) -> dict[str, Any]:
+    from .config import ConfigError, load_config
+    from .retention import clean
+
+    try:
+        cfg = load_config(home.config)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    return clean(home, cfg, dry_run=args.dry_run)
+
+
 def _message(result: dict[str, Any]) -> str:
     return result["message"]
 
@@ -159,3 +171,7 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction, leaf: Callable[..., 
     p.add_argument("--yes", action="store_true", help="apply even while a job is being trained")
     p.add_argument("--approve", action="store_true", help="accept a locked-key change for the adapter it trains")
     p.add_argument("--who", help="with --approve: who approves (default: the login name)")
+    p = leaf(sub, "clean", "apply the retention policy: old checkpoints, snapshots, logs, caches and done jobs' data "
+                           "(never a base, current_model/, a pending or running job, or queue/failed/)", "",
+             _runner(_clean, _message))
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
