@@ -152,3 +152,16 @@ def test_a_changed_locked_key_holds_the_daemon_until_approved_and_a_changed_base
     assert "changed since the live adapter was trained" in st["condition"]["message"]
     assert st["queue"]["failed"] == 0 and st["queue"]["done"] == 2
     assert [t["file"] for t in state(home)["trained"]] == ["one.jsonl", "two.jsonl"]
+
+
+def test_a_publish_keeps_the_recorded_content_hash_and_approvals_only_while_the_base_is_the_same():
+    from trainingd.contracts.adapter_state import next_state
+
+    prev = {"base_model_hash": "b1", home_guard.FIELD: "c1", "approvals": [{"who": "ops"}], "generation": 1,
+            "restored_from": "snap"}
+    kw = {"entry": {"job_id": "j2", "sha256": "s2"}, "base_model": "/b", "locked": {}, "model_name": "m"}
+    same = next_state(prev, base_model_hash="b1", **kw)
+    assert same[home_guard.FIELD] == "c1" and same["approvals"] == [{"who": "ops"}]
+    assert "restored_from" not in same
+    other = next_state(prev, base_model_hash="b2", **kw)
+    assert home_guard.FIELD not in other and "approvals" not in other

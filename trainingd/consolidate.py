@@ -30,13 +30,13 @@ from typing import Any, Callable
 from . import __version__
 from .atomic_ops import atomic_write_json, fsync_dir, read_json
 from .contracts.adapter_state import read_adapter_state, trained_entries
+from .contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
 from .instance import is_daemon_running, read_pid
 from .paths import Home
 from .snapshots import has_adapter, lineage, quiet_reason, start_fresh_adapter, take_snapshot
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 
 
 class ConsolidationError(Exception):
@@ -132,7 +132,7 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
                 f"(tolerance {report['tolerance']['mean_kl']:g}); no new base was written "
                 f"(the adapter is unchanged, backup snapshot {backup.name})")
         adapter_cfg = read_json(backup / "adapter_config.json", {}) or {}
-        parent_manifest = read_json(base / MANIFEST, None)
+        parent_manifest = read_lineage_manifest(base)
         chain = lineage(home)["chain"]
         manifest = {
             "name": final.name, "description": description.strip(),
@@ -151,7 +151,7 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
         from .approval import base_hash as hash_of
 
         manifest["base_model_hash"] = hash_of(tmp)
-        atomic_write_json(tmp / MANIFEST, manifest)
+        write_lineage_manifest(tmp, manifest)
         (tmp / "README.md").write_text(_readme(manifest))
         for p in tmp.iterdir():
             if p.is_file():
@@ -220,7 +220,7 @@ def list_bases(home: Home) -> list[dict[str, Any]]:
     out = []
     root = home.consolidated_models
     for p in sorted(root.iterdir()) if root.is_dir() else ():
-        m = read_json(p / MANIFEST, None) if p.is_dir() and not p.name.startswith(".") else None
+        m = read_lineage_manifest(p) if p.is_dir() and not p.name.startswith(".") else None
         if isinstance(m, dict):
             out.append({"name": p.name, "path": str(p), "description": m.get("description"),
                         "created_at": m.get("created_at"), "parent": m.get("parent_base", {}),

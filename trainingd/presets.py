@@ -115,7 +115,10 @@ def apply_preset(home: Home, name: str, *, yes: bool = False, approve: bool = Fa
     except ConfigError as e:
         raise PresetError(f"preset {name} would make config.json invalid: {e}") from None
     incoming = (home.root / folder_name) if swap else home.current_model
-    state = read_adapter_state(incoming) if (incoming / "adapter_state.json").exists() else None
+    try:
+        state = read_adapter_state(incoming)
+    except (ValueError, OSError) as e:
+        raise PresetError(f"the adapter state in {incoming} is unreadable: {e}") from None
     changes = locked_changes((state or {}).get("locked"), cfg.locked_values())
     if changes:
         what = "; ".join(f"{c['key']}: adapter {json.dumps(c['adapter'])}, preset {json.dumps(c['config'])}"

@@ -25,6 +25,7 @@ from typing import Any
 
 from .atomic_ops import read_json
 from .config import Config
+from .contracts.job import read_job
 from .paths import Home
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def plan(home: Home, cfg: Config, now: float | None = None) -> list[dict[str, An
         if d.is_dir() and d.name not in live_ids and d.stat().st_mtime < log_cut:
             add(d, "TensorBoard run older than log_retention_days")
     # tokenized caches no pending or running job needs
-    live_sha = {(read_json(d / "job.json", {}) or {}).get("sha256") for d in live}
+    live_sha = {(read_job(d)[0] or {}).get("sha256") for d in live}
     for d in sorted(home.cache.iterdir()) if home.cache.is_dir() else ():
         report = read_json(d / "report.json", None) if d.is_dir() else None
         if isinstance(report, dict) and report.get("sha256") not in live_sha:
@@ -99,7 +100,7 @@ def plan(home: Home, cfg: Config, now: float | None = None) -> list[dict[str, An
     # data files of done jobs older than keep_done_days (job.json, result and reason stay)
     done_cut = now - cfg.retention.keep_done_days * DAY_S
     for d in sorted(_job_dirs(home.done)):
-        meta = read_json(d / "job.json", {}) or {}
+        meta = read_job(d)[0] or {}
         finished = _iso_ts(meta.get("finished_at"))
         name = meta.get("file")
         if finished is None or finished >= done_cut or not name:

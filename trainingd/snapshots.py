@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .atomic_ops import atomic_write_json, fsync_dir, read_json
-from .contracts.adapter_state import FILE as STATE_FILE
+from .atomic_ops import fsync_dir
 from .contracts.adapter_state import read_adapter_state, trained_entries
+from .contracts.job import read_job
+from .contracts.lineage_manifest import FILE as MANIFEST
+from .contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
 from .paths import Home
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 PINNED = "PINNED"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # Snapshots taken for these reasons are backups a person relies on: never pruned.
@@ -66,8 +67,8 @@ def list_snapshots(home: Home) -> list[dict[str, Any]]:
     for p in sorted(root.iterdir(), key=lambda q: q.name):
         if p.name.startswith(".") or not p.is_dir():
             continue
-        manifest = read_json(p / MANIFEST, None)
-        if not isinstance(manifest, dict):
+        manifest = read_lineage_manifest(p)
+        if manifest is None:
             continue  # not a snapshot (a folder a person put there): left alone
         out.append({"name": p.name, "path": str(p), "pinned": (p / PINNED).exists(), "manifest": manifest})
     return out
@@ -173,14 +174,15 @@ def take_snapshot(home: Home, *, reason: str = "job", job: Any = None, result: d
     pinned = reason in PINNED_REASONS if pin is None else pin
     manifest = {"name": dest.name, "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
                 "reason": reason, "label": label, "base_model": state.get("base_model"),
-                "base_model_hash": state.get("base_model_hash"), "generation": state.get("generation"),
+                "base_model_hash": state.get("base_model_hash"),
+                "base_content_sha256": state.get("base_content_sha256"), "generation": state.get("generation"),
                 "generation_id": state.get("generation_id"), "parent": _parent(existing, trained),
                 "trained_file": trained_file, "steps": result.get("steps"), "final_loss": result.get("loss"),
                 "eval_loss": result.get("eval_loss"), "config": config, "code_version": __version__,
                 "restored_from": state.get("restored_from"), "trained": trained}
 
     def extra(tmp: Path) -> None:
-        atomic_write_json(tmp / MANIFEST, manifest)
+        write_lineage_manifest(tmp, manifest)
         if pinned:
             (tmp / PINNED).write_text(f"{reason}\n")
 
@@ -240,15 +242,18 @@ def _done_results(home: Home) -> dict[str, dict]:
     out = {}
     if home.done.is_dir():
         for d in home.done.iterdir():
-            meta = read_json(d / "job.json", None)
-            if isinstance(meta, dict) and isinstance(meta.get("result"), dict):
+            meta, _ = read_job(d)
+            if meta is not None and isinstance(meta.get("result"), dict):
                 out[d.name] = meta["result"]
     return out
 
 
 def lineage(home: Home) -> dict[str, Any]:
     """The chain from the base to the live adapter: each trained file in order, with its snapshot and losses."""
-    state = read_adapter_state(home.current_model) if (home.current_model / STATE_FILE).exists() else None
+    try:
+        state = read_adapter_state(home.current_model)
+    except (ValueError, OSError):
+        state = None
     snaps = list_snapshots(home)
     by_job: dict[str, dict] = {}
     for s in snaps:
@@ -282,7 +287,8 @@ def quiet_reason(home: Home, *, allow_paused_job: bool = False) -> str | None:
     if not is_daemon_running(home):
         return None
     status = read_status(home) or {}
-    paused = bool((status.get("control") or {}).get("paused"))
+    # A daemon held by a condition of the home (a changed locked key, a changed base) starts no job either.
+    paused = bool((status.get("control") or {}).get("paused")) or bool(status.get("condition"))
     busy = home.processing.is_dir() and any(p.is_dir() and not p.name.startswith(".")
                                             for p in home.processing.iterdir())
     if not paused:
