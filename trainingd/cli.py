@@ -325,7 +325,11 @@ def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
 def controller_parser(prog: str = "training_controller.py") -> argparse.ArgumentParser:
     parser = _top(prog, "Steer the training daemon of a home, or show its status.",
                   NO_DAEMON_NOTE + "\n\n" + ec.CONTROLLER_HELP)
-    add_controller_commands(_subcommands(parser))
+    sub = _subcommands(parser)
+    add_controller_commands(sub)
+    from .lifecycle_cli import add_history_command
+
+    add_history_command(sub, _leaf)
     return parser
 
 
@@ -358,6 +362,10 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
                      _run_validate)
     add_validate_arguments(validate)
     add_monitor_arguments(_leaf(sub, "monitor", MONITOR_TEXT, MONITOR_EPILOG, _run_monitor, with_json=False))
+    from .lifecycle_cli import add_history_command, add_lifecycle_commands
+
+    add_history_command(sub, _leaf)
+    add_lifecycle_commands(sub, _leaf, _shared)
     return parser
 
 

@@ -62,6 +62,16 @@ class AutoGenerateConfig:
 
 
 @dataclass
+class RetentionConfig:
+    enabled: bool = False
+    """Run ``trainingd clean`` from the daemon once a day (the same policy runs by hand at any time)."""
+    keep_done_days: float = 30.0
+    """Days the data files of done jobs are kept (their job.json and result stay forever)."""
+    log_retention_days: float = 30.0
+    """Days rotated daemon logs, TensorBoard runs and rotated metrics/trainer logs are kept."""
+
+
+@dataclass
 class Config:
     base_model: str = EMBEDDED_BASE_MODEL
     """The base model: "embedded:tiny-qwen3" (a tiny model built locally under models/) or "embedded:smollm2-135m"
@@ -131,6 +141,12 @@ class Config:
     """Asking a local generator service for data when the queue runs dry."""
     locked_keys: list[str] = field(default_factory=lambda: list(LOCKABLE_KEYS))
     """Keys recorded in checkpoints and the adapter; a changed one holds the daemon (see LOCKABLE_KEYS)."""
+    keep_snapshots: int = 20
+    """Snapshots of the adapter kept under snapshots/ (one per finished job; older ones pruned, pinned ones never)."""
+    min_free_disk_gb: float = 0.0
+    """The daemon pauses (a condition of the home) instead of starting a job with less free disk (0: no check)."""
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    """Disk housekeeping: what ``trainingd clean`` removes, and whether the daemon runs it daily."""
 
     def __post_init__(self) -> None:
         # An explicit name wins; none (or the old default left behind after switching the base) follows the base.
@@ -244,6 +260,8 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} must be at least 1, got {getattr(cfg, key)}")
     if cfg.layer_stats_steps < 0:
         raise ConfigError(f"config key 'layer_stats_steps' must be 0 (off) or more, got {cfg.layer_stats_steps}")
+    if cfg.keep_snapshots < 0 or cfg.min_free_disk_gb < 0:
+        raise ConfigError("config keys 'keep_snapshots' and 'min_free_disk_gb' must be 0 or more")
     if cfg.learning_rate <= 0:
         raise ConfigError(f"config key 'learning_rate' must be positive, got {cfg.learning_rate}")
     if not 0 <= cfg.eval_fraction < 1:

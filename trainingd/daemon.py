@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from . import __version__
+from . import __version__, home_guard, retention, snapshots
 from . import exit_codes as ec
 from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
 from .contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
@@ -81,8 +81,10 @@ def adapter_condition(home: Home, cfg: Config, pid: int) -> dict | None:
 
 def ways_out(pid: int) -> list[str]:
     return [f"set it back in config.json, then reload: kill -HUP {pid} (or systemctl reload trainingd)",
-            "or keep the old adapter and start a fresh one: stop the daemon, move current_model/ aside "
-            "(e.g. into snapshots/), start the daemon again"]
+            "or approve the new value for this adapter: python3 config_validator.py --approve (a LoRA shape "
+            "change cannot be approved)",
+            "or keep the old adapter as a snapshot and start a fresh one: trainingd adapter new [--keep-as NAME] "
+            "(daemon paused or stopped; or by hand: stop the daemon, move current_model/ aside)"]
 
 
 # ------------------------------------------------------------------------------------------------ daemon
@@ -210,7 +212,9 @@ class Daemon:
         for job in self.queue.jobs(["processing"]):
             if job.id in trained_ids:
                 log.info("job %s was published before a crash; completing it", job.id)
-                self.queue.complete(job, result=job.meta.get("result") or {"recovered": True})
+                done = self.queue.complete(job, result=job.meta.get("result") or {"recovered": True})
+                snapshots.after_job(self.home, done, job.meta.get("result"), self.cfg.to_dict(),
+                                    self.cfg.keep_snapshots)
                 append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
                                result="ok", summary={})
             else:
@@ -374,11 +378,17 @@ class Daemon:
         if self.paused:
             return
         self.update_condition()
+        if self.condition is None or self.condition.get("kind") in home_guard.KINDS:
+            self.condition = home_guard.check(self.home, self.cfg.min_free_disk_gb, self.condition, self._error)
         if self.condition is not None:
             if self.once:  # nothing will change while we wait: say why and leave (never retried in a loop)
                 self.exit_code = ec.CONFIG_ERROR
                 self.finish("error", self.condition["message"])
             return
+        try:
+            retention.maybe_run_daily(self.home, self.cfg)  # between jobs, when config.json asks for it
+        except Exception as e:  # noqa: BLE001 - housekeeping never stops training
+            log.error("daily clean failed: %s", e)
         while not self.finished:
             job = self._next_job()
             if job is None:
@@ -501,7 +511,8 @@ class Daemon:
         if summary.get("notice"):
             log.warning("job %s: %s", job.id, summary["notice"])
         if code == ec.OK:
-            self.queue.complete(job, result=summary)
+            done = self.queue.complete(job, result=summary)
+            snapshots.after_job(self.home, done, summary, self.cfg.to_dict(), self.cfg.keep_snapshots)
             ended("done", "ok")
             if skip_wanted:
                 self._ack_all("skip", "too late: the job had already finished")

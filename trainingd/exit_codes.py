@@ -94,8 +94,10 @@ QUEUE = (
 
 VALIDATOR = (
     Row(OK, "ok: the config is valid and its base model is present"),
+    Row(ERROR, "--approve refused (a LoRA shape change, or the new base is not on disk)"),
     Row(USAGE, "usage error (bad command line)"),
-    Row(CONFIG_ERROR, "config error (the message names the key, or the missing base model)"),
+    Row(CONFIG_ERROR, "config error (the message names the key, or the missing base model), or a problem of the "
+                      "home: a locked key or the base model's content differs from the live adapter (each listed)"),
 )
 
 INIT = (

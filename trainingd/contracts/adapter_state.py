@@ -11,7 +11,10 @@ config.json still matches the adapter. Read and write it only through this modul
      "generation": 3,                                     # bumped by every publish (0: no adapter yet)
      "generation_id": "5f0c...",                           # new random id at every publish
      "trained": [{"job_id", "sha256", "file", "steps", "finished_at", "generation"}, ...],
-     "updated_at": 1764470000.5}
+     "updated_at": 1764470000.5,
+     "base_content_sha256": "...",        # every byte of the base, added by the daemon (trainingd.home_guard)
+     "approvals": [{"at", "who", "changes"}, ...],   # locked-key changes accepted (trainingd.approval)
+     "restored_from": "<snapshot name>"}  # after a rollback, until the next publish (trainingd.snapshots)
 
 The generation is part of a checkpoint's identity: a checkpoint records the ``generation_id`` of the
 adapter its job started from, and resumes only onto that adapter (otherwise the job is retrained on the
@@ -80,4 +83,9 @@ def next_state(previous: dict | None, *, entry: dict, base_model: str, base_mode
     state: dict[str, Any] = {"base_model": base_model, "base_model_hash": base_model_hash, "locked": locked,
                              "model_name": model_name, "generation": generation,
                              "generation_id": uuid.uuid4().hex, "trained": trained, "updated_at": time.time()}
+    if (previous or {}).get("base_model_hash") == base_model_hash:
+        # Recorded by the daemon and by approvals (trainingd.home_guard, trainingd.approval): kept while the base is.
+        for key in ("base_content_sha256", "approvals"):
+            if (previous or {}).get(key):
+                state[key] = previous[key]
     return state

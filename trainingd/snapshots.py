@@ -1,0 +1,378 @@
+"""Snapshots of the live adapter, its lineage, rollback and rotation. Stdlib only (the daemon calls it).
+
+    trainingd lineage [--home DIR] [--json]          # = training_controller.py history
+    trainingd rollback SNAPSHOT [--home DIR]         # daemon paused (no job in processing/) or stopped
+    trainingd adapter new [--keep-as NAME]           # archive the adapter, start a fresh one
+    trainingd snapshot list|pin|unpin [NAME]
+
+After each job that succeeds the daemon copies ``current_model/`` (the adapter files and adapter_state.json,
+never ``checkpoints/``) to ``snapshots/<YYYYMMDD_HHMMSS>_<job>/`` through a ``.tmp-*`` folder and one rename,
+with a ``manifest.json``::
+
+    {"name", "created_at", "reason": "job"|"rollback"|"consolidate"|"adapter_new"|"manual", "label",
+     "base_model", "base_model_hash", "generation", "generation_id",
+     "parent": "<snapshot name>"|null,          # the newest snapshot whose trained jobs are a prefix of ours
+     "trained_file": {"job_id", "name", "sha256", "lines", "trained_tokens"}|null,
+     "steps", "final_loss", "eval_loss", "config": {...}, "code_version", "trained": [...adapter_state...]}
+
+A ``PINNED`` file in a snapshot keeps it from pruning (backups taken before a rollback, a consolidation or an
+adapter rotation are pinned). Only the newest ``keep_snapshots`` unpinned snapshots are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .atomic_ops import fsync_dir
+from .contracts.adapter_state import read_adapter_state, trained_entries
+from .contracts.job import read_job
+from .contracts.lineage_manifest import FILE as MANIFEST
+from .contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
+from .paths import Home
+
+log = logging.getLogger(__name__)
+
+PINNED = "PINNED"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# Snapshots taken for these reasons are backups a person relies on: never pruned.
+PINNED_REASONS = ("rollback", "consolidate", "adapter_new", "manual")
+
+
+class SnapshotError(Exception):
+    """A snapshot cannot be taken, found or restored; the message says why and what to do."""
+
+
+def has_adapter(folder: Path) -> bool:
+    return all((Path(folder) / n).is_file() for n in ADAPTER_FILES)
+
+
+def _key(entries: list[dict]) -> list[tuple]:
+    return [(t.get("job_id"), t.get("sha256")) for t in entries]
+
+
+def list_snapshots(home: Home) -> list[dict[str, Any]]:
+    """Every complete snapshot, oldest first: ``{"name", "path", "pinned", "manifest"}``."""
+    out = []
+    root = home.snapshots
+    if not root.is_dir():
+        return out
+    for p in sorted(root.iterdir(), key=lambda q: q.name):
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        manifest = read_lineage_manifest(p)
+        if manifest is None:
+            continue  # not a snapshot (a folder a person put there): left alone
+        out.append({"name": p.name, "path": str(p), "pinned": (p / PINNED).exists(), "manifest": manifest})
+    return out
+
+
+def find_snapshot(home: Home, name: str) -> Path:
+    """A snapshot by its folder name (or a unique prefix, or a path); raises SnapshotError."""
+    as_path = Path(name).expanduser()
+    if as_path.is_absolute() and (as_path / MANIFEST).is_file():
+        return as_path
+    names = [s["name"] for s in list_snapshots(home)]
+    hits = [n for n in names if n == name] or [n for n in names if n.startswith(name) or n.endswith(name)]
+    if len(hits) != 1:
+        known = ", ".join(names[-10:]) or "none"
+        raise SnapshotError(f"no single snapshot matches {name!r} ({len(hits)} match); snapshots: {known}")
+    return home.snapshots / hits[0]
+
+
+def _count_lines(path: Path) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    except OSError:
+        return None
+
+
+def _parent(existing: list[dict], trained: list[dict]) -> str | None:
+    """The newest snapshot whose trained jobs are a proper prefix of ``trained`` (the longest such prefix)."""
+    mine = _key(trained)
+    best: tuple[int, str] | None = None
+    for s in existing:
+        theirs = _key(s["manifest"].get("trained") or [])
+        if len(theirs) < len(mine) and mine[:len(theirs)] == theirs:
+            if best is None or len(theirs) >= best[0]:
+                best = (len(theirs), s["name"])
+    return best[1] if best else None
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    with open(src, "rb") as inp, open(dst, "wb") as out:
+        shutil.copyfileobj(inp, out, 1 << 20)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _unique(root: Path, base: str) -> Path:
+    path, n = root / base, 2
+    while path.exists():
+        path, n = root / f"{base}-{n}", n + 1
+    return path
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip(".-") or "snapshot"
+
+
+def copy_folder(src: Path, dest: Path, write_extra=None) -> Path:
+    """Copy the top-level files of ``src`` (no folders, no hidden files) to ``dest`` via a temp folder + rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{dest.name}-{time.time_ns()}"
+    tmp.mkdir()
+    try:
+        for f in sorted(Path(src).iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                _copy_file(f, tmp / f.name)
+        if write_extra is not None:
+            write_extra(tmp)
+        fsync_dir(tmp)
+        os.rename(tmp, dest)
+        fsync_dir(dest.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def take_snapshot(home: Home, *, reason: str = "job", job: Any = None, result: dict | None = None,
+                  config: dict | None = None, label: str | None = None, pin: bool | None = None) -> Path | None:
+    """Copy the live adapter into ``snapshots/``; returns the folder (None when there is no adapter yet).
+
+    For ``reason="job"`` an adapter generation already snapshotted is not copied again (a job completed at
+    start-up after a crash, a duplicate); the existing snapshot is returned.
+    """
+    src = home.current_model
+    if not has_adapter(src):
+        return None
+    state = read_adapter_state(src) or {}
+    existing = list_snapshots(home)
+    if reason == "job" and state.get("generation_id"):
+        for s in existing:
+            if s["manifest"].get("generation_id") == state["generation_id"]:
+                return Path(s["path"])
+    trained = trained_entries(state)
+    result = result or {}
+    trained_file = None
+    if job is not None:
+        meta = job.meta
+        trained_file = {"job_id": job.id, "name": meta.get("original_name"), "sha256": meta.get("sha256"),
+                        "lines": _count_lines(job.data_file), "trained_tokens": result.get("trained_tokens")}
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    suffix = _safe(label or (job.id if job is not None else reason))
+    dest = _unique(home.snapshots, f"{stamp}_{suffix}")
+    pinned = reason in PINNED_REASONS if pin is None else pin
+    manifest = {"name": dest.name, "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "reason": reason, "label": label, "base_model": state.get("base_model"),
+                "base_model_hash": state.get("base_model_hash"),
+                "base_content_sha256": state.get("base_content_sha256"), "generation": state.get("generation"),
+                "generation_id": state.get("generation_id"), "parent": _parent(existing, trained),
+                "trained_file": trained_file, "steps": result.get("steps"), "final_loss": result.get("loss"),
+                "eval_loss": result.get("eval_loss"), "config": config, "code_version": __version__,
+                "restored_from": state.get("restored_from"), "trained": trained}
+
+    def extra(tmp: Path) -> None:
+        write_lineage_manifest(tmp, manifest)
+        if pinned:
+            (tmp / PINNED).write_text(f"{reason}\n")
+
+    copy_folder(src, dest, extra)
+    log.info("snapshot %s of the adapter (generation %s, %s)", dest.name, state.get("generation"), reason)
+    return dest
+
+
+def retire_folder(folder: Path) -> None:
+    """Remove a folder out of sight first (a rename), so a kill never leaves a half-deleted snapshot by its name."""
+    gone = folder.parent / f".retired-{folder.name}-{time.time_ns()}"
+    os.rename(folder, gone)
+    fsync_dir(folder.parent)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def prunable_snapshots(home: Home, keep: int) -> list[Path]:
+    """The unpinned snapshots beyond the newest ``keep``, oldest first."""
+    unpinned = [Path(s["path"]) for s in list_snapshots(home) if not s["pinned"]]
+    return unpinned[:-keep] if keep > 0 else unpinned
+
+
+def prune_snapshots(home: Home, keep: int) -> list[Path]:
+    removed = prunable_snapshots(home, keep)
+    for p in removed:
+        retire_folder(p)
+        log.info("pruned snapshot %s (keep_snapshots %d)", p.name, keep)
+    return removed
+
+
+def after_job(home: Home, job: Any, result: dict | None, config: dict, keep: int) -> Path | None:
+    """The daemon's hook after ``queue.complete``: snapshot, then prune. A failure is logged, never raised."""
+    try:
+        from .home_guard import record_base_hash
+
+        record_base_hash(home)  # the base's content hash goes into the adapter's state, and so into the snapshot
+        path = take_snapshot(home, reason="job", job=job, result=result, config=config)
+        prune_snapshots(home, keep)
+        return path
+    except Exception as e:  # noqa: BLE001 - a snapshot is a copy; the job is done and the adapter durable
+        log.error("snapshot after job %s failed: %s (the adapter in current_model/ is fine)", job.id, e)
+        return None
+
+
+def set_pinned(home: Home, name: str, pinned: bool) -> Path:
+    path = find_snapshot(home, name)
+    if pinned:
+        (path / PINNED).write_text("manual\n")
+    else:
+        (path / PINNED).unlink(missing_ok=True)
+    fsync_dir(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- lineage
+def _done_results(home: Home) -> dict[str, dict]:
+    out = {}
+    if home.done.is_dir():
+        for d in home.done.iterdir():
+            meta, _ = read_job(d)
+            if meta is not None and isinstance(meta.get("result"), dict):
+                out[d.name] = meta["result"]
+    return out
+
+
+def lineage(home: Home) -> dict[str, Any]:
+    """The chain from the base to the live adapter: each trained file in order, with its snapshot and losses."""
+    try:
+        state = read_adapter_state(home.current_model)
+    except (ValueError, OSError):
+        state = None
+    snaps = list_snapshots(home)
+    by_job: dict[str, dict] = {}
+    for s in snaps:
+        tf = s["manifest"].get("trained_file") or {}
+        if tf.get("job_id"):
+            by_job[tf["job_id"]] = s  # the newest snapshot of a job wins
+    results = _done_results(home)
+    chain = []
+    for t in trained_entries(state):
+        s = by_job.get(t.get("job_id"))
+        m = s["manifest"] if s else {}
+        r = results.get(t.get("job_id")) or {}
+        chain.append({"generation": t.get("generation"), "job_id": t.get("job_id"), "file": t.get("file"),
+                      "sha256": t.get("sha256"), "steps": t.get("steps"),
+                      "final_loss": m.get("final_loss", r.get("loss")), "eval_loss": m.get("eval_loss",
+                                                                                          r.get("eval_loss")),
+                      "snapshot": s["name"] if s else None})
+    state = state or {}
+    return {"base_model": state.get("base_model"), "base_model_hash": state.get("base_model_hash"),
+            "generation": state.get("generation"), "generation_id": state.get("generation_id"),
+            "restored_from": state.get("restored_from"), "adapter": str(home.current_model) if state else None,
+            "chain": chain, "snapshots": len(snaps)}
+
+
+# --------------------------------------------------------------------------------------------- rollback
+def quiet_reason(home: Home, *, allow_paused_job: bool = False) -> str | None:
+    """Why the live adapter must not be replaced now (None: the daemon is stopped, or paused with no job)."""
+    from .contracts.status import read_status
+    from .instance import is_daemon_running
+
+    if not is_daemon_running(home):
+        return None
+    status = read_status(home) or {}
+    # A daemon held by a condition of the home (a changed locked key, a changed base) starts no job either.
+    paused = bool((status.get("control") or {}).get("paused")) or bool(status.get("condition"))
+    busy = home.processing.is_dir() and any(p.is_dir() and not p.name.startswith(".")
+                                            for p in home.processing.iterdir())
+    if not paused:
+        return ("the daemon is running and not paused: pause it first (training_controller.py pause --wait) "
+                "or stop it")
+    if busy and not allow_paused_job:
+        return ("the daemon is paused in the middle of a job, which would publish onto the adapter when resumed: "
+                "stop the daemon first (training_controller.py stop --wait)")
+    return None
+
+
+def replace_adapter(home: Home, src: Path, state: dict) -> None:
+    """Make the adapter files of ``src`` the live adapter, ``adapter_state.json`` last (as a publish does)."""
+    from .train.checkpoint import publish_adapter  # stdlib only, like the daemon
+
+    publish_adapter(src, home.current_model, state)
+
+
+def rollback(home: Home, name: str) -> dict[str, Any]:
+    """Make snapshot ``name`` the live adapter. The adapter it replaces is snapshotted first; nothing is deleted."""
+    why = quiet_reason(home)
+    if why:
+        raise SnapshotError(f"rollback refused: {why}")
+    src = find_snapshot(home, name)
+    if not has_adapter(src):
+        raise SnapshotError(f"snapshot {src.name} holds no adapter files")
+    backup = take_snapshot(home, reason="rollback", label=f"before-rollback-to-{src.name[:15]}")
+    state = read_adapter_state(src) or {}
+    state = {**state, "restored_from": src.name, "updated_at": time.time()}
+    replace_adapter(home, src, state)
+    log.info("rolled the adapter back to snapshot %s (backup of the replaced one: %s)", src.name,
+             backup.name if backup else "none, there was no adapter")
+    return {"restored": src.name, "backup": backup.name if backup else None,
+            "generation": state.get("generation"), "message":
+            f"current_model/ now holds snapshot {src.name}"
+            + (f"; the adapter it replaced is snapshot {backup.name}" if backup else "")}
+
+
+def start_fresh_adapter(home: Home, *, reason: str = "adapter_new", label: str | None = None) -> dict[str, Any]:
+    """Archive the live adapter as a pinned snapshot, then empty ``current_model/`` (its checkpoints go too).
+
+    The next job trains a new adapter from the config (the way to change a locked key without consolidating).
+    """
+    why = quiet_reason(home)
+    if why:
+        raise SnapshotError(f"refused: {why}")
+    backup = take_snapshot(home, reason=reason, label=label or "archived")
+    cm = home.current_model
+    if cm.exists():
+        retire_folder(cm)
+    cm.mkdir(parents=True, exist_ok=True)
+    fsync_dir(cm.parent)
+    return {"archived": backup.name if backup else None,
+            "message": (f"the adapter is archived as snapshot {backup.name}; " if backup else
+                        "there was no adapter; ") + "the next job starts a fresh adapter in current_model/"}
+
+
+def format_lineage(doc: dict[str, Any]) -> str:
+    if not doc.get("adapter"):
+        return "no adapter yet: current_model/ is empty (the first job starts one)"
+    h = (doc.get("base_model_hash") or "")[:12]
+    lines = [f"base  {doc['base_model']}  (hash {h})"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for i, c in enumerate(doc["chain"], 1):
+        lines.append(f"  {i:>3}. gen {fmt(c['generation']):>3}  {c['job_id']}  {c['file']}  steps {fmt(c['steps'])}"
+                     f"  loss {fmt(c['final_loss'])}  eval {fmt(c['eval_loss'])}  [{c['snapshot'] or 'no snapshot'}]")
+    tail = f"current adapter: generation {doc['generation']}"
+    if doc.get("restored_from"):
+        tail += f" (restored from snapshot {doc['restored_from']})"
+    lines.append(tail + f"; {doc['snapshots']} snapshot(s) under snapshots/")
+    return "\n".join(lines)
+
+
+def format_snapshots(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "no snapshots"
+    rows = []
+    for s in items:
+        m = s["manifest"]
+        tf = m.get("trained_file") or {}
+        rows.append(f"{s['name']}  {'pinned ' if s['pinned'] else ''}{m.get('reason')}  gen {m.get('generation')}"
+                    f"  {tf.get('name') or m.get('label') or ''}  loss {m.get('final_loss')}")
+    return "\n".join(rows)
+
+
+def format_json(doc: Any) -> str:
+    return json.dumps(doc, indent=2)
