@@ -173,8 +173,9 @@ class TrainerProcess:
             return raw
         from . import exit_codes as ec
 
-        code = read_result(result_path(self.job.dir)).get("exit")
-        if not isinstance(code, int):
+        name = read_result(result_path(self.job.dir)).get("exit")  # the code's name: "ok", "stopped", ...
+        code = {n: c for c, n in ec.NAMES.items()}.get(name) if isinstance(name, str) else None
+        if code is None:
             return ec.CRASH if raw == 0 else raw
         if raw == 0 or code not in (ec.OK, ec.CRASH):
             return code
