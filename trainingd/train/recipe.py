@@ -593,8 +593,7 @@ class Recipe:
                     error, old, self.micro, sizes["gradient_accumulation"])
         self.state["micro_batch_size"] = self.micro
         self.progress.update(**sizes, notice=f"out of memory: micro-batch {old} -> {self.micro}")
-        if self.is_main:
-            self._record_micro_batch()
+        self._record_micro_batch()  # by the rank that ran out (atomic; every rank would write the same)
 
     def _record_micro_batch(self) -> None:
         """A retry of this job (after a crash) starts with the micro-batch that fitted."""
