@@ -147,7 +147,7 @@ def test_pause_resume_skip_and_stop_reach_both_ranks(home, tmp_path):
 
 def test_two_process_resume_is_exact_and_another_process_count_is_refused(two_homes, tmp_path):
     full, part = two_homes
-    data = write_jsonl(tmp_path / "data.jsonl", chat_lines(48, seed=4))
+    data = write_jsonl(tmp_path / "data.jsonl", chat_lines(600, seed=4))  # 150 steps: a stop lands mid-way
     for h in (full, part):
         write_config(h, batch_size=1, gradient_accumulation=2, save_steps=2, distributed=TWO)
     train_once(full, data)
@@ -164,7 +164,7 @@ def test_two_process_resume_is_exact_and_another_process_count_is_refused(two_ho
     finally:
         d.close()
     stopped_at = max(trained_steps(part, job.id))
-    assert 3 <= stopped_at < 12 and q.get(job.id).state == "pending"
+    assert 3 <= stopped_at < 150 and q.get(job.id).state == "pending"
 
     # one process cannot continue a two-process checkpoint: refused, the reason says what to do
     write_config(part, distributed={**TWO, "num_processes": 1})
