@@ -779,8 +779,9 @@ class Recipe:
                 f"checkpoint {folder} was made by {made_with} training process(es) and this run has "
                 f"{self.group.world}: each process's data shard and RNG state are part of exact resume. Set "
                 f"distributed.num_processes back to {made_with} to resume it, or skip the job to train it afresh")
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=self.device,
-                                                  weights_only=True))
+        # accelerate names a CPU process's device "cpu:<rank>", which torch.load cannot map to
+        where = "cpu" if self.device.type == "cpu" else self.device
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=where, weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
         rng = torch.load(folder / _rng_file(self.group.rank), weights_only=False)
         random.setstate(rng["python"])
