@@ -346,6 +346,7 @@ class Daemon:
                 self.steer(r)
                 return
             code = r.exit_code(code)  # a launched group: the main process's result names the outcome
+            r.after_exit(self.home, code, self.cfg.micro_batch_size or self.cfg.batch_size)  # host OOM: halve
             self.running = None
             r.reaped(self.home)
             try:

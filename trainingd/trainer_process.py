@@ -19,6 +19,7 @@ failure for the daemon), and the job's exit code is the main process's result fi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic_ops import atomic_write_text
 from .contracts.job import now_iso
 from .contracts.progress import clear_progress, read_progress
 from .contracts.result import clear_result, read_result, result_path
@@ -41,6 +43,37 @@ log = logging.getLogger("trainingd.daemon")
 TRAINER_ENV = "TRAININGD_TRAINER"
 LAUNCHER_ENV = "TRAININGD_LAUNCHER"  # read by trainingd.train.distributed (which imports torch; this must not)
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MICRO_BATCH_FILE = "micro_batch.json"  # the trainer's recipe.MICRO_BATCH_FILE (this module must not import torch)
+
+
+OOM_EVENTS_ENV = "TRAININGD_OOM_EVENTS"  # tests: a file standing in for the kernel's counter
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed in this cgroup (None: not readable here).
+
+    cgroup v2: ``memory.events`` of our cgroup; v1: ``memory.oom_control`` of the memory controller's cgroup.
+    """
+    candidates = [Path(os.environ[OOM_EVENTS_ENV])] if os.environ.get(OOM_EVENTS_ENV) else []
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                candidates.append(Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events")
+            elif "memory" in controllers.split(","):
+                candidates.append(Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control")
+    except (OSError, ValueError):
+        pass
+    candidates += [Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory/memory.oom_control")]
+    for f in candidates:
+        try:
+            for line in f.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def gpu_visible() -> bool:
@@ -115,6 +148,7 @@ class TrainerProcess:
     kill_sent_at: float | None = None
     launched: bool = False
     """Started through a launcher (several processes): the result file, not the launcher, names the outcome."""
+    oom_kills_at_start: int | None = None
 
     @classmethod
     def start(cls, home: Home, job: Job, dist: Any = None) -> "TrainerProcess":
@@ -137,7 +171,7 @@ class TrainerProcess:
             proc = subprocess.Popen(trainer_argv(home, job, dist), cwd=home.root, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         running = cls(job=job, proc=proc, started_at=now_iso(), started_mono=time.monotonic(),
-                      launched=is_group(dist))
+                      launched=is_group(dist), oom_kills_at_start=oom_kills())
         try:
             # Durable before anything else happens: a daemon killed now leaves a trainer the next one can find.
             write_trainer_record(home, TrainerRecord(pid=proc.pid, pgid=proc.pid, job_id=job.id,
@@ -180,6 +214,32 @@ class TrainerProcess:
         if raw == 0 or code not in (ec.OK, ec.CRASH):
             return code
         return raw if raw < 0 else ec.CRASH
+
+
+    def after_exit(self, home: Home, code: int, batch_size: int) -> int | None:
+        """A trainer the kernel's OOM killer ended (SIGKILL, and the cgroup's ``oom_kill`` count went up while it
+        ran) retries with half the examples per forward pass: written where the trainer reads it
+        (``<job checkpoints>/micro_batch.json``). Returns the new micro-batch, or None."""
+        if self.kill_sent_at is not None or code == 0:
+            return None
+        killed = code == -signal.SIGKILL or (self.launched and "Signal 9 (SIGKILL)" in tail(home.training_log, 80))
+        now = oom_kills()
+        if not killed or now is None or self.oom_kills_at_start is None or now <= self.oom_kills_at_start:
+            return None
+        folder = home.job_checkpoints(self.job.id)
+        current = (read_progress(home, self.job.id) or {}).get("micro_batch_size") or batch_size
+        try:
+            current = min(current, int(json.loads((folder / MICRO_BATCH_FILE).read_text())["micro_batch_size"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if not isinstance(current, int) or current <= 1:
+            return None
+        smaller = current // 2
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / MICRO_BATCH_FILE, json.dumps({"micro_batch_size": smaller}) + "\n")
+        log.warning("job %s: the kernel killed the trainer (the host ran out of memory): the retry runs %d examples "
+                    "per forward pass instead of %d", self.job.id, smaller, current)
+        return smaller
 
 
 def _descendants(pid: int) -> list[int]:
