@@ -75,3 +75,37 @@ def test_an_example_that_alone_does_not_fit_fails_the_job_by_name(tiny_model, tm
     assert "micro-batch 4 -> 2" in log and "micro-batch 2 -> 1" in log
     reason = json.loads((out / "result.json").read_text())["reason"]
     assert "one example per forward pass" in reason and "example " in reason and "tokens" in reason, reason
+
+
+def test_a_trainer_killed_by_the_host_retries_with_half_the_micro_batch(home, tmp_path, monkeypatch):
+    """The kernel's OOM killer, as the daemon sees it: SIGKILL and the cgroup's oom_kill counter up by one (a file
+    stands in for the counter: a real OOM kill cannot be arranged here). The retry halves the micro-batch."""
+    import signal
+
+    from conftest import write_config
+    from test_steering import Daemon, status, training_at, wait_for
+    from trainingd.contracts.progress import read_progress
+    from trainingd.jobqueue import JobQueue
+    from trainingd.paths import Home
+
+    events = tmp_path / "memory.events"
+    events.write_text("oom 0\noom_kill 0\n")
+    monkeypatch.setenv("TRAININGD_OOM_EVENTS", str(events))
+    write_config(home, batch_size=4, gradient_accumulation=1, save_steps=2, layer_stats_steps=0)
+    q = JobQueue(Home(home))
+    q.ensure_dirs()
+    job = q.add(write_jsonl(tmp_path / "big.jsonl", chat_lines(2000)))
+    d = Daemon(home)
+    try:
+        wait_for(training_at(home, job.id, min_step=3), "training", d)
+        progress = read_progress(Home(home), job.id)
+        assert progress["micro_batch_size"] == 4
+        events.write_text("oom 1\noom_kill 1\n")
+        os.kill(progress["pid"], signal.SIGKILL)
+        wait_for(lambda: (read_progress(Home(home), job.id) or {}).get("micro_batch_size") == 2
+                 and status(home).get("status") == "training", "the retry at micro-batch 2", d)
+        assert "the host ran out of memory" in d.log.read_text()
+        assert status(home)["job"]["batch"]["micro_batch_size"] == 2
+        assert "micro-batch 2 examples per forward pass" in (Home(home).training_log).read_text()
+    finally:
+        d.close()
