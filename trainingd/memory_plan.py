@@ -10,8 +10,10 @@ What it counts, per training process (each DDP process holds everything below; F
 * **LoRA**: ``r x (in + out)`` per targeted module, fp32 weights + gradients + two AdamW moments (16 bytes each);
 * **activations** for one forward pass (``micro_batch_size x max_length`` tokens): per block what autograd keeps
   for the backward of a Llama/Qwen-style layer with sdpa attention (``8h + 2kv + 4i`` values per token, plus
-  ``2h`` with Qwen3's q/k norms), or only the block input with gradient checkpointing plus one block recomputed;
-  the logits at trained positions (fp32, with the log-softmax and its gradient) for every token as an upper bound;
+  ``2h`` with Qwen3's q/k norms; on the CPU also the attention weights, heads x length), or only the block input
+  with gradient checkpointing plus one block recomputed; twice a block's worth for the gradients of a block in its
+  backward; the logits at trained positions (fp32, with the log-softmax and both gradients) for every token as an
+  upper bound;
 * **runtime**: what the process holds before the model (CPU: the Python, torch and transformers libraries;
   GPU: the CUDA context and allocator reserve).
 
@@ -50,6 +52,7 @@ class ModelShape:
     kv_dim: int
     vocab: int
     qk_norm: bool
+    heads: int
 
 
 def read_shapes(model_dir: Path) -> dict[str, list[int]]:
@@ -73,7 +76,7 @@ def model_shape(model_dir: Path) -> ModelShape:
     shapes = read_shapes(model_dir)
     return ModelShape(params=shapes, hidden=hidden, intermediate=int(cfg.get("intermediate_size") or 4 * hidden),
                       layers=int(cfg["num_hidden_layers"]), kv_dim=kv, vocab=int(cfg["vocab_size"]),
-                      qk_norm=any(".q_norm." in k for k in shapes))
+                      qk_norm=any(".q_norm." in k for k in shapes), heads=heads)
 
 
 def _is_block_linear(name: str, shape: list[int]) -> bool:
@@ -113,14 +116,20 @@ def estimate(cfg: Config, model_dir: Path, *, device: str, bf16: bool, micro_bat
     act_dtype = 2 if (bf16 and device == "cuda") else 4
     per_token_layer = (8 * m.hidden + 2 * m.kv_dim + 4 * m.intermediate + (2 * m.hidden if m.qk_norm else 0)
                        + 7 * cfg.lora.r) * act_dtype
+    if device != "cuda":
+        # sdpa on the CPU keeps the attention weights for its backward (heads x length per token); the GPU's
+        # flash / memory-efficient kernels keep only a log-sum-exp per row
+        per_token_layer += m.heads * length * act_dtype
     layer = per_token_layer * tokens
     if ckpt:
-        blocks = m.hidden * act_dtype * tokens * m.layers + layer
+        blocks = m.hidden * act_dtype * tokens * m.layers + layer  # block inputs + the block being recomputed
     else:
         blocks = layer * m.layers
-    logits = tokens * m.vocab * 4 * 3
-    # the backward of the last block runs while its saved values are still held: one block's worth in flight
-    activations = blocks + logits + layer
+    # logits at trained positions in fp32: the logits, their log-softmax and the two gradients, and the gathered
+    # hidden states (every token counted: an upper bound for completion-only training)
+    logits = tokens * m.vocab * 4 * 5
+    # backward of a block: the gradients of its saved values exist beside them (about twice a block's worth)
+    activations = blocks + logits + 2 * layer
     runtime = GPU_RUNTIME_BYTES if device == "cuda" else CPU_RUNTIME_BYTES
     total = weights + lora + activations + runtime
     return {"weights": int(weights), "lora_and_optimizer": int(lora), "lora_params": lora_params,
