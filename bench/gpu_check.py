@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """QLoRA training check on a Qwen3-0.6B-shaped model built from a config (no download): tokens/s, memory, MFU.
 
-    bench/gpu_check.sh                    # on a GPU box: 28 layers x 1024 hidden, ~300 optimizer steps
+    bench/gpu_check.sh                    # on a GPU box: 28 layers x 1024 hidden, 60 optimizer steps per config
     bench/gpu_check.sh --tiny             # anywhere (CPU too): a 2-layer model, a few steps, same code path
     bench/gpu_check.sh --steps 100 --max-length 512 --batch-size 8
+
+It prints one table: tokens/s, loss, peak GPU memory (``max_memory_reserved``) and the memory plan's estimate
+(``trainingd.memory_plan``, without the CUDA context) for the old default (``batch_size`` examples per forward),
+a token budget (``micro_batch_tokens``) with 4x the examples per step, packing, and flash-attention 2 when the
+flash-attn package is installed.
 
 The model has Qwen3-0.6B's shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head_dim 128, intermediate 3072)
 with a 32k vocabulary over the locally built tokenizer, random weights saved in bf16. The data are synthetic chat
@@ -71,10 +76,54 @@ def write_data(path: Path, n: int, max_words: int, seed: int = 0) -> Path:
     return path
 
 
+def lora_params(r: int, tiny: bool) -> int:
+    """r x (in + out) per targeted linear; 7 linears per block (the full-size shape only)."""
+    if tiny:
+        return 0
+    h, kv, inter, L = 1024, 8 * 128, 3072, 28
+    per_block = (h + 16 * 128) + (h + kv) * 2 + (16 * 128 + h) + (h + inter) * 2 + (inter + h)
+    return r * per_block * L
+
+
+def run_config(model: Path, work: Path, name: str, settings: dict, a: argparse.Namespace, steps: int,
+               max_length: int) -> dict:
+    """Train ``steps`` optimizer steps with ``settings`` over the common ones; tokens/s, peak memory, plan."""
+    import torch
+
+    from trainingd.config import parse_config
+    from trainingd.memory_plan import estimate
+    from trainingd.train.recipe import RunSpec, run
+
+    cuda = torch.cuda.is_available()
+    batch = settings.get("batch_size", a.batch_size)
+    data = write_data(work / f"data-{name}.jsonl", steps * batch, max_words=max_length // 2)
+    cfg = parse_config({"base_model": str(model), "use_qlora": not a.no_qlora, "max_length": max_length,
+                        "batch_size": batch, "gradient_accumulation": 1, "learning_rate": 2e-4,
+                        "save_steps": 10**6, "truncation": "truncate", "layer_stats_steps": 0,
+                        "lora": {"r": a.lora_r, "alpha": 2 * a.lora_r}, **settings})
+    spec = RunSpec(dataset=data, base_model=model, output_dir=work / f"out-{name}", checkpoint_dir=work / f"ck-{name}",
+                   cfg=cfg, job_id=f"gpu-check-{name}", metrics_path=work / f"metrics-{name}.jsonl",
+                   cache_dir=work / "cache")
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    result = run(spec)
+    if result.exit_code != 0:
+        return {"config": name, "error": result.reason}
+    s = result.summary
+    plan = estimate(cfg, model, device="cuda" if cuda else "cpu", bf16=s.get("precision") == "bf16",
+                    micro_batch=s.get("micro_batch_size") or batch)
+    peak = torch.cuda.max_memory_reserved() if cuda else None
+    return {"config": name, "steps": s["steps"], "tokens_per_s": s["tokens"] / s["seconds_training"],
+            "loss": s["loss"], "peak_gib": peak / 2**30 if peak else None,
+            # the plan counts the CUDA context, which max_memory_reserved does not
+            "plan_gib": (plan["total"] - (plan["runtime"] if cuda else 0)) / 2**30, "precision": s.get("precision")}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model and a few steps (runs on CPU)")
-    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default 300, 6 with --tiny)")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per config (default 60, 4 with --tiny)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--lora-r", type=int, default=16)
@@ -83,55 +132,45 @@ def main() -> int:
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    import importlib.util
+
     import torch
 
-    from trainingd.config import parse_config
-    from trainingd.train.recipe import RunSpec, run
-
     cuda = torch.cuda.is_available()
-    steps = a.steps or (6 if a.tiny else 300)
+    steps = a.steps or (4 if a.tiny else 60)
     max_length = min(a.max_length, 128) if a.tiny else a.max_length
+    # The GPU defaults against the old ones: examples per micro-batch (batch_size) vs a token budget with 4x the
+    # examples per step, and flash-attention where it is installed.
+    budget = a.batch_size * max_length
+    configs = [("sdpa, batch", {}),
+               ("sdpa, 4x batch, token budget", {"batch_size": 4 * a.batch_size, "micro_batch_tokens": budget}),
+               ("sdpa, packing", {"packing": True})]
+    if cuda and importlib.util.find_spec("flash_attn") is not None:
+        configs.append(("flash_attention_2, batch", {"attn_implementation": "flash_attention_2"}))
     with tempfile.TemporaryDirectory(prefix="trainingd-gpu-check-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
         model, n_params = build_model(work / "model", a.tiny)
         built_s = time.perf_counter() - t0
-        data = write_data(work / "data.jsonl", steps * a.batch_size, max_words=max_length // 2)
-        cfg = parse_config({"base_model": str(model), "use_qlora": not a.no_qlora, "max_length": max_length,
-                            "batch_size": a.batch_size, "gradient_accumulation": 1, "learning_rate": 2e-4,
-                            "save_steps": 10**6, "truncation": "truncate",
-                            "lora": {"r": a.lora_r, "alpha": 2 * a.lora_r}})
-        spec = RunSpec(dataset=data, base_model=model, output_dir=work / "out", checkpoint_dir=work / "ckpt",
-                       cfg=cfg, job_id="gpu-check", metrics_path=work / "metrics.jsonl", cache_dir=work / "cache")
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        result = run(spec)
-        if result.exit_code != 0:
-            print(f"training failed: {result.reason}", file=sys.stderr)
-            return 1
-        s = result.summary
-        peak_gb = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         gpu = torch.cuda.get_device_name() if cuda else "none (CPU)"
-    tps = s["tokens"] / s["seconds_training"]
-    n_lora = 0
-    # LoRA parameters: r x (in + out) per targeted linear; 7 linears per block.
-    if not a.tiny:
-        h, kv, inter, L = 1024, 8 * 128, 3072, 28
-        per_block = (h + 16 * 128) + (h + kv) * 2 + (16 * 128 + h) + (h + inter) * 2 + (inter + h)
-        n_lora = a.lora_r * per_block * L
-    mfu6 = 6 * n_params * tps / (a.peak_tflops * 1e12) if cuda else float("nan")
-    mfu_lora = (4 * n_params + 6 * n_lora) * tps / (a.peak_tflops * 1e12) if cuda else float("nan")
-    rows = [("device", gpu), ("model", f"{'tiny' if a.tiny else 'Qwen3-0.6B shape'}, {n_params / 1e6:.0f}M params, "
-                                       f"{'QLoRA nf4' if not a.no_qlora else 'LoRA bf16'} r={a.lora_r}"),
-            ("precision", s.get("precision")),
-            ("steps", f"{s['steps']} x batch {a.batch_size}, max_length {max_length}"),
-            ("tokens", f"{s['tokens']} in {s['seconds_training']:.1f} s (model built in {built_s:.1f} s)"),
-            ("tokens/s", f"{tps:,.0f}"), ("final loss", f"{s['loss']:.4f}"),
-            ("peak GPU memory", f"{peak_gb:.2f} GiB"),
-            ("MFU (6N)", f"{mfu6:.1%}"), ("MFU (LoRA-aware)", f"{mfu_lora:.1%}")]
-    for k, v in rows:
-        print(f"{k:18s} {v}")
-    return 0
+        print(f"device {gpu}; model {'tiny' if a.tiny else 'Qwen3-0.6B shape'} {n_params / 1e6:.0f}M params "
+              f"(built in {built_s:.1f} s), {'QLoRA nf4' if not a.no_qlora else 'LoRA'} r={a.lora_r}; "
+              f"{steps} steps per config, max_length {max_length}", flush=True)
+        rows = [run_config(model, work, f"c{i}", settings, a, steps, max_length) | {"name": name}
+                for i, (name, settings) in enumerate(configs)]
+    n_lora = lora_params(a.lora_r, a.tiny)
+    print(f"\n{'config':32s} {'tok/s':>9s} {'loss':>7s} {'peak GiB':>9s} {'plan GiB':>9s} {'MFU 6N':>7s} "
+          f"{'MFU LoRA':>9s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:32s} failed: {r['error']}")
+            continue
+        tps = r["tokens_per_s"]
+        mfu6 = f"{6 * n_params * tps / (a.peak_tflops * 1e12):.1%}" if cuda else "-"
+        mfu_l = f"{(4 * n_params + 6 * n_lora) * tps / (a.peak_tflops * 1e12):.1%}" if cuda else "-"
+        peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
+        print(f"{r['name']:32s} {tps:9,.0f} {r['loss']:7.4f} {peak:>9s} {r['plan_gib']:9.2f} {mfu6:>7s} {mfu_l:>9s}")
+    return 0 if all("error" not in r for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# QLoRA training check on a Qwen3-0.6B-shaped model (built locally, no download): tokens/s, peak GPU memory, MFU.
+# QLoRA training check on a Qwen3-0.6B-shaped model (built locally, no download): one table of tokens/s, peak GPU
+# memory against the memory plan, and MFU for batch vs token-budget micro-batches, packing and flash-attention.
 #   bench/gpu_check.sh            # on a GPU box
 #   bench/gpu_check.sh --tiny     # anywhere, CPU included (same code path, a 2-layer model)
 # Options are passed to bench/gpu_check.py (--steps, --batch-size, --max-length, --lora-r, --peak-tflops, --no-qlora).

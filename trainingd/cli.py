@@ -200,6 +200,30 @@ def _run_validate(args: argparse.Namespace) -> int:
     return ec.OK if result["ok"] else ec.CONFIG_ERROR
 
 
+def _run_plan(args: argparse.Namespace) -> int:
+    """``trainingd plan``: the memory estimate of the configured run (stdlib only; no device time)."""
+    from .config import ConfigError, load_config, resolve_base_model
+    from .memory_plan import format_plan, plan
+
+    home = Home.at(args.home)
+    try:
+        cfg = load_config(home.config)
+        ref = resolve_base_model(cfg, home.root)
+    except ConfigError as e:
+        print(f"trainingd plan: {e}", file=sys.stderr)
+        return ec.CONFIG_ERROR
+    if ref.path is None or not (Path(ref.path) / "config.json").is_file():
+        print(f"trainingd plan: the base model {cfg.base_model} is not on disk yet (the first training run "
+              "builds or fetches it)", file=sys.stderr)
+        return ec.CONFIG_ERROR
+    result = plan(cfg, Path(ref.path))
+    if args.json:
+        print_json(result)
+    else:
+        print(format_plan(result))
+    return ec.OK if all(d["fits"] for d in result["devices"]) else ec.ERROR
+
+
 def _run_monitor(args: argparse.Namespace) -> int:
     # http.server and psutil: loaded only by this command
     from .monitor.lifecycle import AlreadyRunning, PortInUse, run_monitor
@@ -366,6 +390,9 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
 
     add_history_command(sub, _leaf)
     add_lifecycle_commands(sub, _leaf, _shared)
+    _leaf(sub, "plan", "estimate the peak memory of the configured run on each visible device",
+          f"Exit {ec.OK} when it fits every device, {ec.ERROR} when not (with what to change), "
+          f"{ec.CONFIG_ERROR} for a config error.", _run_plan)
     return parser
 
 

@@ -72,6 +72,24 @@ class RetentionConfig:
 
 
 @dataclass
+class DistributedConfig:
+    num_processes: int = 1
+    """Training processes per job: 1 runs ``python -m trainingd.train``; more start the trainer through a launcher
+    (``accelerate launch`` with GPUs, ``torchrun`` on the CPU) as one process group; each process trains a disjoint
+    shard of every micro-batch (``batch_size`` is per process)."""
+    mixed_precision: str = "auto"
+    """``auto`` (bf16 on GPUs that support it, fp32 on the CPU), ``no`` (fp32) or ``bf16``."""
+    strategy: str = "ddp"
+    """``ddp`` (each process holds the whole model) or ``fsdp`` (sharded; for QLoRA on models one GPU cannot hold;
+    passed to ``accelerate launch``)."""
+    config_file: str | None = None
+    """An ``accelerate`` config file for the launcher (multi-node: machine rank, main process address); its
+    settings win over the three above."""
+    main_process_port: int | None = None
+    """Port of the process group's rendezvous (null: a free port is picked for one machine)."""
+
+
+@dataclass
 class Config:
     base_model: str = EMBEDDED_BASE_MODEL
     """The base model: "embedded:tiny-qwen3" (a tiny model built locally under models/) or "embedded:smollm2-135m"
@@ -137,6 +155,19 @@ class Config:
     """A file written in place is claimed only after its size and mtime stop changing this long."""
     stop_grace_s: float = 60.0
     """Seconds a trainer gets to checkpoint and exit after a stop request before SIGTERM, then SIGKILL."""
+    micro_batch_size: int | None = None
+    """Examples per forward pass (null: ``batch_size``). The data order and the loss depend only on ``batch_size``,
+    ``gradient_accumulation`` and the process count, so a smaller value changes memory, not the training; the
+    trainer halves it by itself after an out-of-memory error."""
+    micro_batch_tokens: int | None = None
+    """Most padded tokens (rows x longest row) in one forward pass: a planned micro-batch above it runs as several
+    smaller forwards with the same loss and gradient (null: one forward per micro-batch). On a GPU, raise
+    ``batch_size`` and set this to what the device holds."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel: ``sdpa``, ``eager``, ``flash_attention_2`` (used only when the flash-attn package and a
+    GPU are there; otherwise sdpa)."""
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    """Several training processes per job (one machine or several); see the README."""
     auto_generate: AutoGenerateConfig = field(default_factory=AutoGenerateConfig)
     """Asking a local generator service for data when the queue runs dry."""
     locked_keys: list[str] = field(default_factory=lambda: list(LOCKABLE_KEYS))
@@ -205,6 +236,9 @@ _CHOICES = {
     "train_on": ("completion", "all"),
     "lr_scheduler": ("cosine", "linear", "constant"),
     "auto_generate.priority": ("high", "normal", "low"),
+    "attn_implementation": ("sdpa", "eager", "flash_attention_2"),
+    "distributed.mixed_precision": ("auto", "no", "bf16"),
+    "distributed.strategy": ("ddp", "fsdp"),
 }
 
 
@@ -268,6 +302,13 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"config key 'eval_fraction' must be in [0, 1), got {cfg.eval_fraction}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise ConfigError(f"config key 'warmup_ratio' must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.distributed.num_processes < 1:
+        raise ConfigError(f"config key 'distributed.num_processes' must be at least 1, got "
+                          f"{cfg.distributed.num_processes}")
+    if cfg.micro_batch_size is not None and cfg.micro_batch_size < 1:
+        raise ConfigError(f"config key 'micro_batch_size' must be at least 1 or null, got {cfg.micro_batch_size}")
+    if cfg.micro_batch_tokens is not None and cfg.micro_batch_tokens < 1:
+        raise ConfigError(f"config key 'micro_batch_tokens' must be at least 1 or null, got {cfg.micro_batch_tokens}")
     if cfg.lora.r < 1:
         raise ConfigError(f"config key 'lora.r' must be at least 1, got {cfg.lora.r}")
     known = {f.name for f in dataclasses.fields(Config)} | {f"lora.{f.name}" for f in dataclasses.fields(LoraConfig)}

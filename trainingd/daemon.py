@@ -349,6 +349,8 @@ class Daemon:
             if code is None:
                 self.steer(r)
                 return
+            code = r.exit_code(code)  # a launched group: the main process's result names the outcome
+            r.after_exit(self.home, code, self.cfg.micro_batch_size or self.cfg.batch_size)  # host OOM: halve
             self.running = None
             r.reaped(self.home)
             try:
@@ -456,7 +458,7 @@ class Daemon:
     def start_trainer(self, job: Job) -> None:
         self.cmd_seq += 1
         write_trainer_command(self.home, job.id, "run", self.cmd_seq, config=self.cfg.to_dict())
-        self.running = TrainerProcess.start(self.home, job)
+        self.running = TrainerProcess.start(self.home, job, self.cfg.distributed)
         log.info("job %s: trainer started (pid %d) on %s", job.id, self.running.proc.pid,
                  job.meta.get("original_name"))
 

@@ -40,7 +40,11 @@ JOB_FIELDS = ("epoch", "step", "total_steps", "progress", "examples_done", "toke
 METRIC_FIELDS = ("loss", "loss_ema", "learning_rate", "grad_norm", "eval_loss", "tokens_per_s", "seconds_per_step",
                  "eta_seconds")
 PREPARE_FIELDS = ("phase", "lines_done", "lines_total")
-FIELDS = ("job_id", "pid", "status", "status_detail", *JOB_FIELDS, *METRIC_FIELDS, "prepare", "data", "notice",
+# How a step is cut up: examples per forward pass (halved after an out-of-memory error), forwards per optimizer
+# step, training processes, and examples per optimizer step over all of them (``job.batch`` in the status).
+BATCH_FIELDS = ("micro_batch_size", "gradient_accumulation", "num_processes", "effective_batch_size")
+FIELDS = ("job_id", "pid", "status", "status_detail", *JOB_FIELDS, *METRIC_FIELDS, *BATCH_FIELDS, "prepare", "data",
+          "notice",
           "layer_activity_summary", "updated_at")
 
 
@@ -63,6 +67,10 @@ class ProgressDoc(TypedDict, total=False):
     tokens_per_s: Optional[float]
     seconds_per_step: Optional[float]
     eta_seconds: Optional[float]
+    micro_batch_size: Optional[int]
+    gradient_accumulation: Optional[int]
+    num_processes: Optional[int]
+    effective_batch_size: Optional[int]
     prepare: Optional[dict]
     data: Optional[dict]
     notice: Optional[str]

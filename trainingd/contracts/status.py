@@ -20,7 +20,7 @@ from typing import Any
 from ..atomic_ops import append_jsonl, atomic_write_json, json_safe, read_json, read_jsonl
 from ..paths import PRIORITIES, Home
 from .job import now_iso
-from .progress import JOB_FIELDS, METRIC_FIELDS, PREPARE_FIELDS, ProgressDoc
+from .progress import BATCH_FIELDS, JOB_FIELDS, METRIC_FIELDS, PREPARE_FIELDS, ProgressDoc
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def compose_status(*, daemon: dict, status: str, status_detail: str | None = Non
             job_doc[k] = progress.get(k)
         job_doc["data"] = data_counts(progress.get("data"))
         job_doc["notice"] = progress.get("notice")  # e.g. a checkpoint refused because the adapter moved on
+        job_doc["batch"] = {k: progress.get(k) for k in BATCH_FIELDS}  # e.g. a smaller micro-batch after an OOM
     metrics = {k: progress.get(k) for k in METRIC_FIELDS}
     prep = progress.get("prepare")
     prepare = {k: prep.get(k) for k in PREPARE_FIELDS} if isinstance(prep, dict) else None

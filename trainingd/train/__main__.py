@@ -86,16 +86,23 @@ def daemon_main(argv: list[str] | None = None) -> int:
         init_adapter=home.current_model if ckpt.has_adapter(home.current_model) else ref.adapter,
         progress_path=home.trainer_progress, metrics_path=home.metrics,
         layer_activity_path=home.layer_activity, tensorboard_dir=home.tensorboard / a.job_id, commands=reader.action, resume=True,
-        parent_pid=a.parent_pid, cache_dir=home.cache, precision=a.precision, stop_signal=stop,
+        parent_pid=a.parent_pid, cache_dir=home.cache, precision=_precision(a.precision, cfg), stop_signal=stop,
         skip_if_trained=True)
     return execute(spec, a.reason_file)
+
+
+def _precision(requested: str, cfg: Config) -> str:
+    """``--precision``/``TRAININGD_PRECISION`` when set, else ``distributed.mixed_precision`` (no -> fp32)."""
+    if requested != "auto":
+        return requested
+    return {"no": "fp32", "bf16": "bf16"}.get(cfg.distributed.mixed_precision, "auto")
 
 
 # ------------------------------------------------------------------------------------------ standalone
 # Config keys a standalone run may override on the command line (every scalar training setting).
 _CLI_KEYS = ["epochs", "learning_rate", "batch_size", "gradient_accumulation", "max_length", "truncation",
              "train_on", "lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "use_qlora",
-             "gradient_checkpointing", "packing", "save_steps", "keep_checkpoints", "eval_steps", "eval_fraction",
+             "gradient_checkpointing", "packing", "micro_batch_size", "micro_batch_tokens", "save_steps", "keep_checkpoints", "eval_steps", "eval_fraction",
              "lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"]
 
 
@@ -232,8 +239,9 @@ def standalone_main(argv: list[str] | None = None) -> int:
                    stop_signal=stop)
     result_file = result_path(out)
     code = execute(spec, result_file)
-    result = read_result(result_file)
-    print(json.dumps(result, indent=2))  # CLI output: the summary or the reason
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: one process reports
+        result = read_result(result_file)
+        print(json.dumps(result, indent=2))  # CLI output: the summary or the reason
     return code
 
 

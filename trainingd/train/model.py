@@ -55,12 +55,43 @@ def load_tokenizer(base: Path):
     return tok
 
 
+def attention_kernel(requested: str, device: torch.device) -> str:
+    """The attention implementation to load: flash-attention only where it can run (its package and a GPU)."""
+    import importlib.util
+
+    if requested == "flash_attention_2":
+        if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+            return requested
+        log.info("attn_implementation flash_attention_2 needs a GPU and the flash-attn package: using sdpa")
+        return "sdpa"
+    return requested or "sdpa"
+
+
+def set_determinism(device: torch.device) -> None:
+    """CUDA settings under which the same steps give the same adapter (exact resume on a GPU).
+
+    cuBLAS needs a fixed workspace to reduce in a fixed order (set before its first use), cuDNN must not pick
+    kernels by timing, TF32 would round differently from fp32; kernels without a deterministic version only warn.
+    What holds then: a run stopped and resumed with the same world size, GPU model and library versions ends
+    with the adapter of the uninterrupted run; different world sizes agree to rounding, not bit for bit.
+    """
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: torch.device, precision: str):
     """Return a trainable PEFT model on ``device`` with only the LoRA weights requiring grad."""
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    kwargs: dict = {"attn_implementation": "sdpa", "local_files_only": True}
+    kwargs: dict = {"attn_implementation": attention_kernel(getattr(cfg, "attn_implementation", "sdpa"), device),
+                    "local_files_only": True}
     if cfg.use_qlora:
         compute = torch.bfloat16 if precision == "bf16" else torch.float32
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -114,6 +145,43 @@ def loss_parts(model):
     if decoder is None or decoder is causal or head is None:
         return None, None, False
     return decoder, head, True
+
+
+def token_loss_sum(model, parts, batch: dict, autocast) -> torch.Tensor:
+    """Summed cross-entropy over the trained positions of one micro-batch (labels != -100).
+
+    The lm_head runs only at trained positions (``parts`` from :func:`loss_parts`): on long prompts most of the
+    vocabulary projection is saved.
+    """
+    import torch.nn.functional as F
+
+    input_ids, labels = batch["input_ids"], batch["labels"]
+    target = labels[:, 1:]
+    mask = target != -100
+    decoder, head, ok = parts
+    with autocast():
+        if ok:
+            hidden = decoder(input_ids=input_ids, position_ids=batch.get("position_ids"), use_cache=False)[0]
+            logits = head(hidden[:, :-1][mask])
+        else:
+            out = model(input_ids=input_ids, position_ids=batch.get("position_ids"), use_cache=False)
+            logits = out.logits[:, :-1][mask]
+    return F.cross_entropy(logits.float(), target[mask], reduction="sum")
+
+
+class TokenLoss(torch.nn.Module):
+    """The module the recipe prepares with ``accelerate`` (DDP/FSDP wrap *this*): its forward is the summed token
+    loss, so the lm_head-only-where-trained path runs inside the wrapper's forward and gradients are synced."""
+
+    def __init__(self, model, autocast):
+        super().__init__()
+        self.model = model
+        self._parts = loss_parts(model)  # plain tuple: the modules are registered under self.model already
+        self._autocast = autocast
+
+    def forward(self, input_ids, labels, position_ids=None):
+        return token_loss_sum(self.model, self._parts, {"input_ids": input_ids, "labels": labels,
+                                                        "position_ids": position_ids}, self._autocast)
 
 
 def set_threads() -> None:

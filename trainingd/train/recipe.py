@@ -14,11 +14,16 @@ What the loop guarantees:
 * data order comes from ``plan_batches(seed, epoch)`` and every RNG state is checkpointed, so a run
   stopped at step k and resumed ends with the same adapter as an uninterrupted one;
 * control (pause/run/stop/skip, ``.stop``, SIGTERM/SIGINT, parent death) is honoured at every
-  optimizer-step boundary; a stop always leaves a complete checkpoint.
+  optimizer-step boundary; a stop always leaves a complete checkpoint;
+* one code path for 1 CPU, 1 GPU and N processes: the loss runs inside the forward of a ``TokenLoss`` module
+  that ``accelerate`` prepares (DDP), micro-batches but the last of a step run under ``no_sync``, every rank trains
+  its shard of each global micro-batch and all ranks agree on control at the same step (``distributed.py``);
+* an out-of-memory error halves the examples per forward pass and redoes the step (same loss, same data order).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -40,6 +45,7 @@ from ..contracts.layer_activity import summary as layer_summary
 from ..contracts.manifest import read_manifest
 from ..contracts.result import RunResult, write_result
 from . import checkpoint as ckpt
+from . import distributed as dist_
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -72,6 +78,34 @@ def _crash_points() -> Callable[[str], None]:
 
 
 crash_point = _crash_points()
+
+OOM_ENV = "TRAININGD_OOM_AT"
+UNSPLIT = 1 << 30  # examples per forward pass when nothing limits them
+MICRO_BATCH_FILE = "micro_batch.json"
+
+
+def _oom_points() -> Callable[[int], None]:
+    """Fault injection for tests: ``TRAININGD_OOM_AT=step:N`` raises ``torch.OutOfMemoryError`` in the last
+    forward of optimizer step N (once); ``step:N:always`` at every try of step N (the example cannot fit).
+    Kept here, self-contained, until a central fault module takes it. Unset, this is a no-op."""
+    raw = os.environ.get(OOM_ENV, "")
+    if not raw:
+        return lambda step: None
+    parts = raw.split(":")
+    target, always, fired = int(parts[1]), len(parts) > 2 and parts[2] == "always", {"n": 0}
+
+    def oom(step: int) -> None:
+        if step == target and (always or not fired["n"]):
+            import torch
+
+            fired["n"] += 1
+            log.warning("injected out-of-memory error at step %d", step)
+            raise torch.OutOfMemoryError(f"injected by {OOM_ENV}={raw}")
+
+    return oom
+
+
+oom_point = _oom_points()
 
 
 class StopSignal:
@@ -127,6 +161,10 @@ class RunSpec:
     """Daemon mode: a job already listed in the init adapter's state (same id and data) is not trained again."""
 
 
+class OutOfMemory(Exception):
+    """An out-of-memory error at one example per forward pass: the example cannot be trained on this device."""
+
+
 class _Exit(Exception):
     """Leave the loop with an exit code (stop, skip) after the recipe has cleaned up."""
 
@@ -154,21 +192,10 @@ def _lr_lambda(cfg: Config, total_steps: int) -> Callable[[int], float]:
 
 
 def token_loss_sum(model, parts, batch: dict, autocast) -> Any:
-    """Summed cross-entropy over the trained positions of one micro-batch (labels != -100)."""
-    import torch.nn.functional as F
+    """Summed cross-entropy over the trained positions of one micro-batch (see ``model.token_loss_sum``)."""
+    from .model import token_loss_sum as loss_sum
 
-    input_ids, labels = batch["input_ids"], batch["labels"]
-    target = labels[:, 1:]
-    mask = target != -100
-    decoder, head, ok = parts
-    with autocast():
-        if ok:
-            hidden = decoder(input_ids=input_ids, position_ids=batch.get("position_ids"), use_cache=False)[0]
-            logits = head(hidden[:, :-1][mask])
-        else:
-            out = model(input_ids=input_ids, position_ids=batch.get("position_ids"), use_cache=False)
-            logits = out.logits[:, :-1][mask]
-    return F.cross_entropy(logits.float(), target[mask], reduction="sum")
+    return loss_sum(model, parts, batch, autocast)
 
 
 def accumulate(model, parts, batches: list[dict], autocast, backward) -> tuple[float, int]:
@@ -189,6 +216,26 @@ def accumulate(model, parts, batches: list[dict], autocast, backward) -> tuple[f
     return step_loss, n_trained
 
 
+def forward_chunks(rows: list[int], lengths: list[int], micro: int, max_tokens: int | None) -> list[list[int]]:
+    """Cut one rank's micro-batch into forward passes of at most ``micro`` rows and ``max_tokens`` padded tokens.
+
+    Rows are kept in order; the summed loss over the pieces equals the loss of the whole (only rounding differs).
+    """
+    out: list[list[int]] = []
+    cur: list[int] = []
+    width = 0
+    for i in rows:
+        w = max(width, lengths[i])
+        if cur and (len(cur) >= micro or (max_tokens is not None and w * (len(cur) + 1) > max_tokens)):
+            out.append(cur)
+            cur, w = [], lengths[i]
+        cur.append(i)
+        width = w
+    if cur:
+        out.append(cur)
+    return out
+
+
 class Recipe:
     """One run: ``setup()`` then ``train()``; ``save_checkpoint()`` whenever needed; ``cleanup()``."""
 
@@ -202,10 +249,14 @@ class Recipe:
 
             self.cfg = dataclasses.replace(self.cfg, max_length=default_max_length(spec.base_model))
             log.info("max_length %d (from the model's context length, capped)", self.cfg.max_length)
-        self.progress = Progress(spec.progress_path, spec.metrics_path, spec.job_id)
+        # Only the main process writes progress and metrics; the others run with a silent Progress.
+        self.is_main = dist_.env_rank() == 0
+        self.progress = Progress(spec.progress_path if self.is_main else None,
+                                 spec.metrics_path if self.is_main else None, spec.job_id)
         self.state: dict[str, Any] = {"epoch": 0, "mb_index": 0, "step": 0, "tokens_seen": 0, "trained_tokens": 0,
                                       "examples_done": 0, "loss": None, "loss_ema": None, "eval_loss": None,
-                                      "grad_norm": None, "learning_rate": None}
+                                      "grad_norm": None, "learning_rate": None, "world_size": 1,
+                                      "micro_batch_size": None}
         self.last_saved_step: int | None = None
         self.notice: str | None = None
         self.t_start = time.time()
@@ -220,6 +271,16 @@ class Recipe:
         spec, cfg = self.spec, self.cfg
         self.progress.start_heartbeat()
         self.progress.set_status("loading", "checking data, base model and checkpoints")
+        import accelerate
+        import torch
+
+        # First: with several processes this joins the process group, which every later agreement needs.
+        # mixed_precision "no": the recipe's own autocast (``precision``) is the one authority on dtypes;
+        # device_placement False: the model is placed by load_model (4-bit weights must not be moved).
+        self.accelerator = accelerate.Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no",
+                                                  device_placement=False)
+        self.group = dist_.Group(self.accelerator)
+        self.is_main = self.group.is_main
         self.data_sha256 = data.file_sha256(spec.dataset)
         self.base_hash = ckpt.base_model_hash(spec.base_model)
         # The adapter we continue must have been made with the same base and locked settings.
@@ -244,7 +305,8 @@ class Recipe:
                                         for t in adapter_state.trained_entries(self.prev_state)):
             # Published before a crash that came before the daemon moved the job: never train twice.
             log.info("job %s is already trained into %s", spec.job_id, spec.init_adapter)
-            ckpt.remove_checkpoints(spec.checkpoint_dir)
+            if self.is_main:
+                ckpt.remove_checkpoints(spec.checkpoint_dir)
             return RunResult(exit_codes.OK, summary={"already_trained": True, "steps": 0})
 
         resume_from = ckpt.latest_complete(spec.checkpoint_dir) if spec.resume else None
@@ -257,7 +319,8 @@ class Recipe:
                                "retraining it on the current adapter")
                 log.warning("job %s: %s", spec.job_id, self.notice)
                 self.progress.update(notice=self.notice)
-                ckpt.remove_checkpoints(spec.checkpoint_dir)
+                if self.is_main:
+                    ckpt.remove_checkpoints(spec.checkpoint_dir)
                 resume_from = None
             else:
                 try:
@@ -265,43 +328,59 @@ class Recipe:
                 except ckpt.CheckpointMismatch as e:
                     raise ckpt.CheckpointMismatch(f"checkpoint {resume_from} does not match this run: {e}") from None
         self.resume_from = resume_from
+        self.group.barrier()  # no rank looks at checkpoints the main process is still removing
 
         from .model import load_tokenizer
 
         self.tokenizer = load_tokenizer(spec.base_model)
         self.progress.set_status("preparing", f"tokenizing {Path(spec.dataset).name}")
         cache_dir = spec.cache_dir or (Path(spec.output_dir) / ".cache")
-        try:
-            self.prepared = data.prepare_dataset(spec.dataset, self.tokenizer, cfg, cache_dir,
-                                                 eval_file=spec.eval_file, progress=self._on_prepare,
-                                                 sha256=self.data_sha256)
-        except data.DataError as e:
-            return RunResult(exit_codes.DATA_ERROR, reason=str(e), details=list(getattr(e, "details", []) or []))
+        # The main process tokenizes into the cache; the others then read it (never two writers of one cache).
+        error: data.DataError | None = None
+        for turn in ("main", "others"):
+            if (turn == "main") == self.is_main:
+                try:
+                    self.prepared = data.prepare_dataset(spec.dataset, self.tokenizer, cfg, cache_dir,
+                                                         eval_file=spec.eval_file, progress=self._on_prepare,
+                                                         sha256=self.data_sha256)
+                except data.DataError as e:
+                    error = e
+            if turn == "main" and self.group.gather(error is None)[0] is False:
+                if error is None:  # only the main process reports the file's problems
+                    return RunResult(exit_codes.DATA_ERROR, reason="the main process found the data unusable")
+                break
+        if error is not None and not self.is_main:
+            raise RuntimeError(f"rank {self.group.rank} could not read the data the main process prepared: {error}")
+        if error is not None:
+            return RunResult(exit_codes.DATA_ERROR, reason=str(error),
+                             details=list(getattr(error, "details", []) or []))
         self.progress.update(prepare=None, data=json_safe(self.prepared.report))
         self._check_stop_before_load()
 
-        import accelerate
         import numpy as np
-        import torch
 
-        from .model import choose_precision, load_model, loss_parts, set_threads
+        from .model import TokenLoss, choose_precision, load_model, set_determinism, set_threads
 
         set_threads()
-        self.accelerator = accelerate.Accelerator(cpu=not torch.cuda.is_available())
         self.device = self.accelerator.device
+        set_determinism(self.device)
         self.precision = choose_precision(spec.precision, self.device)
         self.progress.set_status("loading", f"loading {Path(spec.base_model).name} ({self.precision}"
                                             f"{', 4-bit' if cfg.use_qlora else ''})")
         init = resume_from if resume_from is not None else spec.init_adapter
         self.model = load_model(spec.base_model, cfg, init_adapter=init, device=self.device, precision=self.precision)
         self.model.train()
-        self.parts = loss_parts(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        # What accelerate wraps (DDP with several processes; itself with one): the loss module, so the
+        # lm_head-only-where-trained forward is the wrapper's forward and its gradients are all-reduced.
+        self.loss_module = TokenLoss(self.model, self._autocast)
+        self.parts = self.loss_module._parts
+        self.wrapped, self.optimizer = self.accelerator.prepare(self.loss_module, optimizer)
 
         self.lengths = list(self.prepared.train["length"])
-        self.plans = [data.plan_batches(self.lengths, cfg.batch_size, seed=cfg.seed, epoch=e, packing=cfg.packing,
-                                        max_length=cfg.max_length) for e in range(cfg.epochs)]
+        self.plans = [self._global_plan(e) for e in range(cfg.epochs)]
+        self.micro = self._start_micro_batch()
         k = cfg.gradient_accumulation
         self.total_steps = sum(math.ceil(len(p) / k) for p in self.plans)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, self.total_steps))
@@ -322,8 +401,46 @@ class Recipe:
             self.layer_stats = LayerStats(self.accelerator.unwrap_model(self.model), spec.layer_activity_path,
                                           spec.job_id, start_step=self.state["step"])
         self.progress.update(total_steps=self.total_steps, epoch=self.state["epoch"], step=self.state["step"],
-                             progress=self.state["step"] / max(1, self.total_steps))
+                             progress=self.state["step"] / max(1, self.total_steps), **self._sizes())
         return None
+
+    def _global_plan(self, epoch: int) -> list[list[list[int]]]:
+        """One epoch's global micro-batches, each as the rows of every rank (``[rank][row]``).
+
+        Unpacked: ``plan_batches`` with ``batch_size x world`` examples, each cut into contiguous per-rank slices
+        (the same examples in the same steps as one process with that batch size). Packed: ``world`` packed rows
+        per global micro-batch, one per rank.
+        """
+        from . import data
+
+        cfg, world = self.cfg, self.group.world
+        size = cfg.batch_size if cfg.packing else cfg.batch_size * world
+        plan = data.plan_batches(self.lengths, size, seed=cfg.seed, epoch=epoch, packing=cfg.packing,
+                                 max_length=cfg.max_length)
+        if cfg.packing:
+            return [[plan[i + r] if i + r < len(plan) else [] for r in range(world)]
+                    for i in range(0, len(plan), world)]
+        return [[dist_.shard(mb, r, world) for r in range(world)] for mb in plan]
+
+    def _start_micro_batch(self) -> int:
+        """Examples per forward pass: the config's, or what an out-of-memory error of an earlier try left."""
+        # A packed row is one forward however many examples it holds (its tokens are bounded by max_length).
+        micro = self.cfg.micro_batch_size or (UNSPLIT if self.cfg.packing else self.cfg.batch_size)
+        try:
+            saved = json.loads((Path(self.spec.checkpoint_dir) / MICRO_BATCH_FILE).read_text())
+            micro = min(micro, int(saved["micro_batch_size"]))
+            log.info("micro-batch %d examples per forward pass (after an out-of-memory error)", micro)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return self.group.max(micro) if self.group.world > 1 else micro  # every rank the same
+
+    def _sizes(self) -> dict:
+        """The batch sizes in status: per forward pass, forwards per optimizer step, examples per step."""
+        cfg = self.cfg
+        per_mb = 1 if self.micro >= UNSPLIT else math.ceil(cfg.batch_size / self.micro)
+        return {"micro_batch_size": None if self.micro >= UNSPLIT else min(self.micro, cfg.batch_size), "gradient_accumulation": cfg.gradient_accumulation * per_mb,
+                "num_processes": self.group.world,
+                "effective_batch_size": cfg.batch_size * cfg.gradient_accumulation * self.group.world}
 
     def _on_prepare(self, *args: Any, **kwargs: Any) -> None:
         """Progress callback of prepare_dataset: ``(phase, lines_done, lines_total)`` or a dict."""
@@ -339,19 +456,24 @@ class Recipe:
         action = self._action()
         if action in ("stop", "skip"):
             # Nothing trained in this process yet: an existing checkpoint is still the place to resume.
-            if action == "skip":
+            if action == "skip" and self.is_main:
                 ckpt.remove_checkpoints(self.spec.checkpoint_dir)
             raise _Exit(exit_codes.STOPPED if action == "stop" else exit_codes.SKIPPED, f"{action} requested")
 
     # --------------------------------------------------------------- control
     def _action(self) -> str:
+        """What every rank does now: each rank's own view, agreed across the group (a collective: every rank
+        calls it at the same points)."""
+        return self.group.agree(self._local_action())
+
+    def _local_action(self) -> str:
         spec = self.spec
         if spec.stop_signal.requested:
             return "stop"
-        if spec.parent_pid is not None and os.getppid() != spec.parent_pid:
+        if not dist_.parent_alive(spec.parent_pid):
             log.warning("parent process %d is gone: stopping", spec.parent_pid)
             return "stop"
-        if spec.commands is not None:
+        if spec.commands is not None and self.is_main:
             try:
                 return spec.commands()
             except (OSError, ValueError) as e:  # a torn or missing command file must not kill training
@@ -376,7 +498,8 @@ class Recipe:
                                             "checkpoint written")
         if action == "skip":
             self.progress.set_status("stopping", "skip requested: discarding this job's checkpoints")
-            ckpt.remove_checkpoints(self.spec.checkpoint_dir)
+            if self.is_main:
+                ckpt.remove_checkpoints(self.spec.checkpoint_dir)
             raise _Exit(exit_codes.SKIPPED, f"skipped at step {self.state['step']}; adapter changes discarded")
 
     # ----------------------------------------------------------------- train
@@ -390,6 +513,95 @@ class Recipe:
 
         batch = data.collate(rows, self.tokenizer.pad_token_id, packing=self.cfg.packing)
         return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _step(self, group: list[list[list[int]]]) -> tuple[float, int]:
+        """Forward and backward this rank's share of one optimizer step; returns (step loss, trained tokens),
+        both over every rank.
+
+        Each forward contributes its summed token loss divided by the trained tokens of the whole step on all
+        ranks, times the world size (DDP averages gradients), so the gradient is that of one batch holding every
+        example. All forwards but the last run under ``no_sync``: one all-reduce per step. An out-of-memory error
+        halves the examples per forward and redoes the step from the same weights and RNG state.
+        """
+        import torch
+
+        from . import data
+
+        rank, world = self.group.rank, self.group.world
+        mine = [mb[rank] for mb in group]
+        rows = {i: r for i, r in zip([i for m in mine for i in m], self._rows([i for m in mine for i in m]))}
+        # Per row as num_trained_tokens counts them (labels[1:]; a packed example's first label is never trained).
+        n_local = sum(1 for m in mine for i in m for label in rows[i]["labels"][1:] if label != data.IGNORE)
+        n_trained = int(self.group.sum([n_local])[0]) if world > 1 else n_local
+        denom = max(1, n_trained)
+        rng = torch.get_rng_state()
+        while True:
+            budget = None if self.cfg.packing else self.cfg.micro_batch_tokens  # a packed row is its own budget
+            pieces = [p for m in mine for p in forward_chunks(m, self.lengths, self.micro, budget)]
+            if not pieces:
+                pieces = [[]]  # nothing of this step on this rank: still join the all-reduce
+            try:
+                local = 0.0
+                for n, piece in enumerate(pieces):
+                    if n == len(pieces) - 1:  # injected after the others' gradients: a redo must clear them
+                        oom_point(self.state["step"] + 1)
+                    batch = self._batch([rows[i] for i in piece]) if piece else self._empty_batch(group)
+                    sync = n == len(pieces) - 1
+                    with (contextlib.nullcontext() if sync else self.accelerator.no_sync(self.wrapped)):
+                        loss = self.wrapped(**batch) / denom
+                        if world > 1:
+                            loss = loss * world
+                        self.accelerator.backward(loss)
+                    local += float(loss.detach()) / world
+                break
+            except torch.OutOfMemoryError as e:
+                self._on_oom(e, pieces)
+                torch.set_rng_state(rng)
+        step_loss = self.group.sum([local])[0] if world > 1 else local
+        return step_loss, n_trained
+
+    def _empty_batch(self, group: list[list[list[int]]]) -> dict:
+        """One real row with no trained token: zero loss and gradient, but a full forward and backward."""
+        first = next(i for mb in group for rows in mb for i in rows)
+        row = dict(self._rows([first])[0])
+        row["labels"] = [-100] * len(row["labels"])
+        return self._batch([row])
+
+    def _on_oom(self, error: Exception, pieces: list[list[int]]) -> None:
+        """Halve the examples per forward pass (the step is then redone), or give up at one example."""
+        import gc
+
+        import torch
+
+        self.optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        biggest = max(pieces, key=lambda p: (len(p), max((self.lengths[i] for i in p), default=0)))
+        if self.micro <= 1 or len(biggest) <= 1:
+            i = biggest[0] if biggest else None
+            what = "" if i is None else (f"example {i} of the prepared file ({self.lengths[i]} tokens, starting "
+                                         f"{self.tokenizer.decode(self._rows([i])[0]['input_ids'][:24])!r})")
+            raise OutOfMemory(f"out of memory at step {self.state['step'] + 1} with one example per forward pass: "
+                              f"{what} does not fit on {self.device}; lower max_length, enable "
+                              f"gradient_checkpointing or use_qlora, or remove that example ({error})")
+        old = self.micro
+        self.micro = max(1, min(old, len(biggest)) // 2)
+        sizes = self._sizes()
+        log.warning("out of memory at step %d (%s): micro-batch %d -> %d examples per forward pass, %d forwards "
+                    "per optimizer step; the effective batch and the loss are unchanged", self.state["step"] + 1,
+                    error, old, self.micro, sizes["gradient_accumulation"])
+        self.state["micro_batch_size"] = self.micro
+        self.progress.update(**sizes, notice=f"out of memory: micro-batch {old} -> {self.micro}")
+        self._record_micro_batch()  # by the rank that ran out (atomic; every rank would write the same)
+
+    def _record_micro_batch(self) -> None:
+        """A retry of this job (after a crash) starts with the micro-batch that fitted."""
+        from ..atomic_ops import atomic_write_text
+
+        folder = Path(self.spec.checkpoint_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / MICRO_BATCH_FILE, json.dumps({"micro_batch_size": self.micro}) + "\n")
 
     def train(self) -> dict:
         import torch
@@ -405,9 +617,7 @@ class Recipe:
             while st["mb_index"] < len(plan):
                 self._obey()
                 group = plan[st["mb_index"]:st["mb_index"] + k]
-                batches = [self._batch(self._rows(mb)) for mb in group]
-                step_loss, n_trained = accumulate(self.model, self.parts, batches, autocast,
-                                                  self.accelerator.backward)
+                step_loss, n_trained = self._step(group)
                 report_layers = self.layer_stats is not None and ((st["step"] + 1) % cfg.layer_stats_steps == 0
                                                                   or st["step"] + 1 == self.total_steps)
                 if report_layers:
@@ -422,12 +632,12 @@ class Recipe:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
 
-                tokens = sum(self.lengths[i] for mb in group for i in mb)  # non-padding tokens
+                tokens = sum(self.lengths[i] for mb in group for rows in mb for i in rows)  # non-padding, all ranks
                 st["mb_index"] += len(group)
                 st["step"] += 1
                 st["tokens_seen"] += tokens
                 st["trained_tokens"] += n_trained
-                st["examples_done"] += sum(len(mb) for mb in group)
+                st["examples_done"] += sum(len(rows) for mb in group for rows in mb)
                 st["loss"] = step_loss if n_trained else None
                 if st["loss"] is not None:
                     st["loss_ema"] = step_loss if st["loss_ema"] is None else (
@@ -487,7 +697,7 @@ class Recipe:
         from . import data
 
         ev = self.prepared.eval
-        if ev is None or len(ev) == 0:
+        if ev is None or len(ev) == 0 or not self.is_main:  # the main process evaluates; the others go on
             return None
         self.progress.set_status("evaluating", f"eval at step {self.state['step']}")
         self.model.eval()
@@ -499,7 +709,7 @@ class Recipe:
                 cols = ev[list(mb)]
                 rows = [{c: cols[c][i] for c in cols} for i in range(len(mb))]
                 b = {kk: v.to(self.device) for kk, v in data.collate(rows, self.tokenizer.pad_token_id).items()}
-                total += float(token_loss_sum(self.model, self.parts, b, self._autocast))
+                total += float(self.loss_module(**b))  # unwrapped: no gradient, nothing to sync
                 count += data.num_trained_tokens(b)
         self.model.train()
         value = total / count if count else None
@@ -522,15 +732,29 @@ class Recipe:
         prev_status = self.progress.fields["status"]
         self.progress.update(status="saving", status_detail=f"checkpoint at step {step}")
 
+        # Every rank's RNG state goes into the checkpoint (a collective: all ranks save at the same step).
+        rngs = self.group.gather({"python": random.getstate(), "numpy": np.random.get_state(),
+                                  "torch": torch.get_rng_state(),
+                                  "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
+        self.state["world_size"] = self.group.world
+        self.state["micro_batch_size"] = None if self.micro >= UNSPLIT else self.micro
+        if not self.is_main:
+            self.last_saved_step = step
+            self.group.barrier()  # the checkpoint exists on return, on every rank
+            return self.spec.checkpoint_dir / ckpt.step_dir_name(step)
+
         def write(folder: Path) -> None:
             self.model.save_pretrained(str(folder))
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
-            torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                       folder / "rng.pt")
-            (folder / ckpt.STATE).write_text(json.dumps({**self.state, "total_steps": self.total_steps}, indent=2,
-                                                        allow_nan=False) + "\n")
+            for rank, rng in enumerate(rngs):
+                torch.save(rng, folder / _rng_file(rank))
+            # Every rank's data position: the same global micro-batch index (ranks take slices of it).
+            (folder / ckpt.STATE).write_text(json.dumps({**self.state, "total_steps": self.total_steps,
+                                                         "rank_positions": [{"rank": r, "epoch": self.state["epoch"],
+                                                                             "mb_index": self.state["mb_index"]}
+                                                                            for r in range(self.group.world)]},
+                                                        indent=2, allow_nan=False) + "\n")
 
         manifest = {**self.expected, "data_file": str(self.spec.dataset), "config": self.cfg.to_dict(),
                     "versions": ckpt.versions(), "total_steps": self.total_steps, "precision": self.precision}
@@ -538,6 +762,7 @@ class Recipe:
                                      keep=self.cfg.keep_checkpoints)
         self.last_saved_step = step
         log.info("checkpoint %s", final)
+        self.group.barrier()
         crash_point("checkpoint")
         if prev_status in ("training", "evaluating"):
             self.progress.update(status=prev_status, status_detail=f"step {step} of {self.total_steps}")
@@ -547,20 +772,29 @@ class Recipe:
         import numpy as np
         import torch
 
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=self.device,
-                                                  weights_only=True))
+        saved = json.loads((folder / ckpt.STATE).read_text())
+        made_with = int(saved.get("world_size") or 1)
+        if made_with != self.group.world:
+            raise ckpt.CheckpointMismatch(
+                f"checkpoint {folder} was made by {made_with} training process(es) and this run has "
+                f"{self.group.world}: each process's data shard and RNG state are part of exact resume. Set "
+                f"distributed.num_processes back to {made_with} to resume it, or skip the job to train it afresh")
+        # accelerate names a CPU process's device "cpu:<rank>", which torch.load cannot map to
+        where = "cpu" if self.device.type == "cpu" else self.device
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=where, weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
-        rng = torch.load(folder / "rng.pt", weights_only=False)
+        rng = torch.load(folder / _rng_file(self.group.rank), weights_only=False)
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        saved = json.loads((folder / ckpt.STATE).read_text())
         if saved.get("total_steps") != self.total_steps:
             raise ckpt.CheckpointMismatch(f"checkpoint {folder} planned {saved.get('total_steps')} steps, "
                                           f"this run plans {self.total_steps} (batch settings differ)")
         self.state.update({k: v for k, v in saved.items() if k in self.state})
+        if saved.get("micro_batch_size"):
+            self.micro = min(self.micro, int(saved["micro_batch_size"]))
         self.last_saved_step = self.state["step"]
         log.info("resumed from %s at step %d (epoch %d, micro-batch %d)", folder, self.state["step"],
                  self.state["epoch"], self.state["mb_index"])
@@ -581,6 +815,8 @@ class Recipe:
                 "loss_ema": st["loss_ema"], "eval_loss": st["eval_loss"], "tokens": st["tokens_seen"],
                 "trained_tokens": st["trained_tokens"], "examples": st["examples_done"],
                 "seconds": time.time() - self.t_start,
+                "num_processes": self.group.world if hasattr(self, "group") else 1,
+                "micro_batch_size": st["micro_batch_size"],
                 "data": json_safe(self.prepared.report) if hasattr(self, "prepared") else None,
                 **({"notice": self.notice} if self.notice else {}), **(extra or {})}
 
@@ -588,6 +824,11 @@ class Recipe:
         self.progress.stop_heartbeat()
         if self.events is not None:
             self.events.close()
+
+
+def _rng_file(rank: int) -> str:
+    """Rank 0's RNG file keeps the single-process name, so older checkpoints resume unchanged."""
+    return "rng.pt" if rank == 0 else f"rng-rank{rank}.pt"
 
 
 def run(spec: RunSpec) -> RunResult:
@@ -598,6 +839,8 @@ def run(spec: RunSpec) -> RunResult:
         if early is not None:
             return early
         out = recipe.train()
+        if not recipe.is_main:  # the main process publishes; the others are done
+            return RunResult(exit_codes.OK, summary=json_safe(recipe.summary()))
         recipe.publish(Path(out["final_checkpoint"]))
         ckpt.remove_checkpoints(spec.checkpoint_dir)
         summary = recipe.summary({"seconds_training": out["seconds_training"], "precision": recipe.precision})
@@ -609,6 +852,9 @@ def run(spec: RunSpec) -> RunResult:
         return RunResult(exit_codes.ADAPTER_MISMATCH, reason=str(e))
     except ckpt.CheckpointMismatch as e:
         return RunResult(exit_codes.CHECKPOINT_MISMATCH, reason=str(e))
+    except OutOfMemory as e:
+        # The file cannot be trained on this device as configured: a data error with the example named.
+        return RunResult(exit_codes.DATA_ERROR, reason=str(e))
     finally:
         recipe.cleanup()
 
@@ -623,6 +869,10 @@ def execute(spec: RunSpec, reason_file: Path | None) -> int:
                            details=[{"traceback": traceback.format_exc()}])
     if result.exit_code != exit_codes.OK:
         log.warning("trainer exit %s: %s", exit_codes.name_of(result.exit_code), result.reason)
-    if reason_file is not None:
+    if reason_file is not None and dist_.env_rank() == 0:  # one result per job: the main process's
         write_result(reason_file, result)
+    if dist_.is_launched() and result.exit_code != exit_codes.CRASH:
+        # The group ended as it agreed: the result file carries the code (the launcher counts any non-zero
+        # worker as a failure); a crash exits non-zero so the launcher brings the whole group down.
+        return exit_codes.OK
     return result.exit_code

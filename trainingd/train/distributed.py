@@ -1,0 +1,136 @@
+"""Several training processes as one job: who writes, what every rank agrees on, which rows each one trains.
+
+One code path serves 1 CPU, 1 GPU and N processes (one machine or several): the recipe asks a :class:`Group`
+and, with one process, every method is a plain return with no communication.
+
+* **Data.** Every rank builds the same plan of *global* micro-batches (``batch_size x world_size`` examples, from
+  ``plan_batches(seed, epoch)``) and trains the contiguous slice :func:`shard` gives it, so each example is seen
+  once per epoch and two processes with micro-batch ``b`` train exactly the examples one process with micro-batch
+  ``2b`` would (accelerate's DataLoader sharding would pad the last batch with repeated examples). A rank whose
+  slice is empty trains one row with no trained token (zero loss and gradient) so that it still joins the
+  gradient all-reduce.
+* **Control.** :meth:`Group.agree` is called by every rank at the same step boundary: the main process contributes
+  what the daemon asked (``control/trainer_command.json``), every rank its own signals (SIGTERM, parent gone), and
+  all take the strongest (``skip > stop > pause > run``). No rank is ever left waiting in a collective.
+* **Writes.** Only the main process writes progress, metrics, checkpoints and the adapter (the recipe checks
+  ``Group.is_main``); every rank's RNG state is gathered into the checkpoint.
+* **Exit.** Under the daemon's launcher (``TRAININGD_LAUNCHER=1``) a rank that ends as the group agreed exits 0
+  and the main process's result file carries the job's exit code, because ``torchrun`` reports any non-zero worker
+  as a failure of the whole group; a crash exits non-zero, so the launcher brings the group down and the daemon
+  sees one failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LAUNCHER_ENV = "TRAININGD_LAUNCHER"
+ACTION_ORDER = ("run", "pause", "stop", "skip")
+
+
+def is_launched() -> bool:
+    """True when the daemon started this process through a launcher (torchrun / accelerate launch)."""
+    return os.environ.get(LAUNCHER_ENV) == "1"
+
+
+def env_rank() -> int:
+    """This process's global rank as the launcher set it (0 without one); known before torch is imported."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def env_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def shard(rows: list[int], rank: int, world: int) -> list[int]:
+    """The contiguous slice of one global micro-batch that ``rank`` trains (may be empty for the last ranks)."""
+    if world <= 1:
+        return list(rows)
+    per = math.ceil(len(rows) / world)
+    return list(rows[rank * per:(rank + 1) * per])
+
+
+def parent_alive(parent_pid: int | None) -> bool:
+    """Is the daemon that started us still there? Under a launcher it is an ancestor, not the parent."""
+    if parent_pid is None:
+        return True
+    if os.getppid() == parent_pid:
+        return True
+    if not is_launched():
+        return False
+    import psutil
+
+    try:
+        return any(p.pid == parent_pid for p in psutil.Process().parents())
+    except psutil.Error:
+        return False
+
+
+class Group:
+    """The processes of one job, as the recipe sees them (a thin layer over ``accelerate`` and ``torch.distributed``)."""
+
+    def __init__(self, accelerator: Any):
+        self.accelerator = accelerator
+        self.rank = accelerator.process_index
+        self.world = accelerator.num_processes
+        self.is_main = accelerator.is_main_process
+
+    def agree(self, local: str) -> str:
+        """Every rank calls this at the same point with its own view; all get the strongest action."""
+        if self.world == 1:
+            return local
+        import torch.distributed as dist
+
+        views: list[Any] = [None] * self.world
+        dist.all_gather_object(views, local)
+        return max(views, key=lambda a: ACTION_ORDER.index(a) if a in ACTION_ORDER else 0)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (float64: token counts stay exact)."""
+        if self.world == 1:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def max(self, value: int) -> int:
+        if self.world == 1:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.int64, device=self.accelerator.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def scatter_from_main(self, objs: list[Any] | None) -> Any:
+        """The main process's ``objs[rank]`` on each rank (checkpoint RNG states on resume)."""
+        if self.world == 1:
+            return objs[0] if objs else None
+        import torch.distributed as dist
+
+        box = [objs]
+        dist.broadcast_object_list(box, src=0)
+        return (box[0] or [None] * self.world)[self.rank]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.accelerator.wait_for_everyone()
