@@ -12,6 +12,8 @@ running daemon may legitimately have in flight (one job in processing/, a temp f
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -19,7 +21,7 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .paths import PRIORITIES, Home
 
@@ -72,18 +74,37 @@ def sweep_temp_files(home: Home, min_age_s: float = TEMP_MIN_AGE_S) -> list[Path
     """Remove what killed writes left. Run by a daemon at start-up, after it has ended any orphan trainer.
 
     Folders only the daemon and its trainer write (status/, current_model/, processing/, checkpoints) are swept
-    whole; elsewhere (control/ requests, job folders the CLI may be writing, the inbox) only temps older than
-    ``min_age_s``, so a command line writing at this moment is never robbed. queue/.incoming/ is left to
+    whole, and so are job folders (job.json is written only under queue/.lock, held here); elsewhere (control/
+    requests, the inbox, the home's root) only temps older than ``min_age_s``, so a command line writing at
+    this moment is never robbed. queue/.incoming/ is left to
     ``JobQueue.recover_incoming``, which runs before this.
     """
-    own = (home.status_dir, home.current_model, home.checkpoints, home.processing)
+    with _queue_lock(home):  # job.json is only written under this lock (JobQueue._locked): its temps are ours
+        return _sweep(home, min_age_s)
+
+
+@contextlib.contextmanager
+def _queue_lock(home: Home) -> Iterator[None]:
+    home.queue.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home.queue / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _sweep(home: Home, min_age_s: float) -> list[Path]:
+    own = (home.status_dir, home.current_model, home.checkpoints)
+    states = (home.processing, home.done, home.failed, *(home.pending(p) for p in PRIORITIES))
     now = time.time()
     removed = []
     for p in temp_files(home):
         if p.parent == home.queue / ".incoming":
             continue
-        mine = any(p.parent == d or p.parent.parent == d for d in own) or p.name.startswith(
-            f".{home.trainer_command.name}.")
+        mine = (any(p.parent == d or p.parent.parent == d for d in own) or p.parent.parent in states
+                or p.name.startswith(f".{home.trainer_command.name}."))
         try:
             if not mine and now - p.lstat().st_mtime < min_age_s:
                 continue
@@ -144,8 +165,6 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         if not isinstance(meta, dict):
             meta = {}
         jobs[job_id] = (state, folder, meta)
-        if meta and meta.get("state") != state.split("/")[0]:
-            problems.append(f"job {job_id}: job.json says {meta.get('state')!r} but the folder is in {state}")
         data = meta.get("file")
         if data and not meta.get("rejected") and not (folder / data).is_file():
             problems.append(f"job {job_id} ({state}): its data file {data!r} is missing")

@@ -451,7 +451,6 @@ class JobQueue:
             if current.state == "failed" and to != "failed":
                 # reason.txt belongs to failed jobs only; its text stays in job.json as previous_reason.
                 new_meta["previous_reason"] = current.meta.get("reason")
-                (current.dir / REASON_FILE).unlink(missing_ok=True)
             if reason is not None:
                 new_meta["reason"] = reason
                 atomic_write_text(current.dir / REASON_FILE, reason.rstrip("\n") + "\n")
@@ -462,6 +461,9 @@ class JobQueue:
             before, after = (point, point + "d") if point else _POINTS.get((current.state, to), ("fail", "failed"))
             fault_point(before)
             durable_rename(current.dir, dst)
+            if current.state == "failed" and to != "failed":
+                # Only now: a failed job must never be seen without its reason, even after a crash.
+                (dst / REASON_FILE).unlink(missing_ok=True)
             fault_point(after)
         log.info("job %s: %s -> %s%s", job.id, current.state, to, f" ({reason.splitlines()[0]})" if reason else "")
         return self._load(to, prio if to == "pending" else "", dst)
