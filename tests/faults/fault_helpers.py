@@ -115,7 +115,7 @@ def run_daemon(root: Path, env: dict, *extra: str, faults: dict | None = None,
 
 
 def daemon_log(root: Path) -> str:
-    return "".join(p.read_text(errors="replace") for p in sorted((root / "logs").glob("daemon_*.log")))
+    return "".join(p.read_text(errors="replace") for p in sorted((root / "logs").glob("daemon*.log")))
 
 
 def job_metas(root: Path, state: str) -> list[dict]:
