@@ -7,9 +7,9 @@ from the first line of its dataset, ``{"stand_in": {...}}``:
 
     steps N          train N fake steps (0.02 s each), then publish and exit 0 (default 3)
     exit CODE        exit CODE at once (after printing ``print``), writing a result file
-    once PATH        the spec's ``exit``/``kill_parent``/``segv`` apply only while PATH does not exist (it is created)
+    once PATH        the spec's ``exit``/``kill_parent``/``signal`` apply only while PATH does not exist (created then)
     kill_parent      SIGKILL the daemon, then itself (a trainer that takes its daemon down)
-    segv             die of SIGSEGV
+    signal N         die of signal N (11: a segfault, 9: the OOM killer)
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ if "once" in spec and first:
 if first and spec.get("kill_parent"):
     os.kill(os.getppid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
-if first and spec.get("segv"):
-    os.kill(os.getpid(), signal.SIGSEGV)
+if first and spec.get("signal"):
+    os.kill(os.getpid(), spec["signal"])
 if first and "exit" in spec:
     print(spec.get("print", ""), flush=True)
     finish(spec["exit"], spec.get("name", "x"), spec.get("reason", ""), spec.get("details", []))
