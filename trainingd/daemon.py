@@ -213,6 +213,7 @@ class Daemon:
         for job in self.queue.jobs(["processing"]):
             if job.id in trained_ids:
                 log.info("job %s was published before a crash; completing it", job.id)
+                self._retire_checkpoints(job)  # the trainer was killed before it removed them
                 self.queue.complete(job, result=job.meta.get("result") or {"recovered": True})
                 append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
                                result="ok", summary={})

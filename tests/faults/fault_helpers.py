@@ -10,6 +10,7 @@ from the first line of its dataset, ``{"stand_in": {...}}``:
     once PATH        the spec's ``exit``/``kill_parent``/``signal`` apply only while PATH does not exist (created then)
     kill_parent      SIGKILL the daemon, then itself (a trainer that takes its daemon down)
     signal N         die of signal N (11: a segfault, 9: the OOM killer)
+    kill_after_publish  leave a checkpoint, publish, then SIGKILL the daemon and itself
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ if first and spec.get("signal"):
 if first and "exit" in spec:
     print(spec.get("print", ""), flush=True)
     finish(spec["exit"], spec.get("name", "x"), spec.get("reason", ""), spec.get("details", []))
+if spec.get("kill_after_publish"):
+    (model / "checkpoints" / a.job_id / "step-000001").mkdir(parents=True, exist_ok=True)
+    (model / "checkpoints" / a.job_id / "step-000001" / "COMPLETE").write_text("1\n")
 for step in range(1, spec.get("steps", 3) + 1):
     try:
         cmd = json.load(open(home / "control" / "trainer_command.json"))
@@ -75,6 +79,9 @@ model.mkdir(exist_ok=True)
 write_adapter_state(model, next_state(state, entry={"job_id": a.job_id, "sha256": sha,
                     "file": os.path.basename(a.dataset), "steps": 1, "finished_at": time.time()},
                     base_model="stand-in", base_model_hash="stand-in", locked={}, model_name="stand-in"))
+if first and spec.get("kill_after_publish"):  # published, its checkpoints not yet removed
+    os.kill(os.getppid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 finish(0, "ok")
 '''
 

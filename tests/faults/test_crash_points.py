@@ -110,6 +110,16 @@ def test_a_command_line_killed_at_its_point_loses_nothing(tmp_path, point):
     assert check_home(Home.at(root), expect_files=["x.jsonl", "y.jsonl"]) == []
 
 
+def test_a_job_published_just_before_a_kill_is_completed_once_and_its_checkpoints_removed(tmp_path):
+    root, env = stand_in_home(tmp_path)
+    drop(root, "a.jsonl", {"kill_after_publish": True, "once": str(tmp_path / "a-once")})
+    assert run_daemon(root, env).returncode == -signal.SIGKILL
+    assert (root / "current_model" / "checkpoints" / "000001-a").exists()
+    res = run_daemon(root, env)
+    assert res.returncode == 0 and "was published before a crash" in daemon_log(root)
+    assert check_home(Home.at(root), expect_files=["a.jsonl"]) == []  # done once, no checkpoints left
+
+
 def test_a_controller_killed_while_writing_a_request_leaves_nothing_after_a_run(tmp_path):
     root, env = stand_in_home(tmp_path)
     code = ("from trainingd.contracts.requests import write_request; from trainingd.paths import Home; "
