@@ -91,8 +91,15 @@ class Chaos:
             return None
 
     def kill(self) -> None:
+        victim = self.rng.choice(("daemon", "trainer"))
         trainer = self.trainer_pid()
-        victim = "trainer" if trainer is not None and self.rng.random() < 0.5 else "daemon"
+        for _ in range(30):  # a trainer is wanted: give the daemon a moment to start one
+            if victim == "daemon" or trainer is not None:
+                break
+            time.sleep(0.1)
+            trainer = self.trainer_pid()
+        if trainer is None:
+            victim = "daemon"
         if victim == "trainer":
             try:
                 os.kill(trainer, signal.SIGKILL)

@@ -66,6 +66,7 @@ def main() -> int:
 
     if any(t.get("job_id") == a.job_id for t in trained_entries(state)):
         print("published before a crash; not trained again", flush=True)
+        ckpt.remove_checkpoints(ckpts)
         return finish(0)
     latest = ckpt.latest_complete(ckpts)
     if latest is not None:

@@ -56,17 +56,22 @@ def atomic_create_text(path: Path, text: str) -> bool:
     """Create ``path`` with ``text`` atomically unless it exists (then False; never overwrites, no race)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)  # unlike rename, link refuses an existing target
-    except FileExistsError:
-        return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    for attempt in range(3):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)  # unlike rename, link refuses an existing target
+            break
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            if attempt == 2:  # a starting daemon swept our temp file as a leftover: write it again
+                raise
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     fsync_dir(path.parent)
     return True
 

@@ -104,7 +104,9 @@ def _sweep(home: Home, min_age_s: float) -> list[Path]:
         if p.parent == home.queue / ".incoming":
             continue
         mine = (any(p.parent == d or p.parent.parent == d for d in own) or p.parent.parent in states
-                or p.name.startswith(f".{home.trainer_command.name}."))
+                or p.name.startswith(f".{home.trainer_command.name}.")
+                # written only by a daemon of this home (the pid under the lock we hold; config.json by init_home)
+                or (p.parent == home.root and p.name.startswith((f".{home.pid.name}.", f".{home.config.name}."))))
         try:
             if not mine and now - p.lstat().st_mtime < min_age_s:
                 continue
