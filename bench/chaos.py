@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Chaos: SIGKILL the daemon and the trainer at random moments while jobs flow, then prove nothing was lost.
 
-    python3 bench/chaos.py --kills 200 [--jobs 60] [--seed 1] [--trainer fast|real] [--work DIR] [--json]
+    python3 bench/chaos.py --kills 200 [--jobs N] [--seed 1] [--trainer fast|real] [--work DIR] [--json]
 
 A home is made in ``--work`` (default: a temporary folder). Files are dropped into its inbox as the run goes;
 the daemon runs with ``bench/chaos_trainer.py`` as its trainer (``--trainer fast``: the real queue, checkpoint
@@ -111,11 +111,12 @@ class Chaos:
             self.start_daemon()
         self.kills[victim] += 1
 
-    def feed(self) -> None:
-        """Keep a few files waiting, up to --jobs in all."""
+    def feed(self, more: bool = True) -> None:
+        """Keep a few files waiting: while ``more``, up to --jobs in all (no --jobs: as many as the kills take)."""
         pending = sum(1 for places in job_locations(self.home).values() for p in places if p.startswith("pending"))
         waiting = pending + sum(1 for p in self.home.inbox.iterdir() if not p.name.startswith("."))
-        while waiting < 3 and len(self.files) < self.args.jobs:
+        limit = self.args.jobs if self.args.jobs is not None else (len(self.files) + 3 if more else 0)
+        while waiting < 3 and len(self.files) < limit:
             i = len(self.files) + 1
             name = f"chaos-{i:04d}.jsonl"
             steps = self.rng.randint(3, 12) if self.args.trainer == "fast" else 4
@@ -136,8 +137,8 @@ class Chaos:
         # Let it finish: the rest of the files, then a clean stop.
         deadline = time.monotonic() + self.args.finish_s
         while time.monotonic() < deadline:
-            self.feed()
-            if len(self.files) >= self.args.jobs and self.settled():
+            self.feed(more=False)
+            if (self.args.jobs is None or len(self.files) >= self.args.jobs) and self.settled():
                 break
             if self.daemon.poll() is not None:
                 self.start_daemon()
@@ -192,7 +193,8 @@ class Chaos:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench/chaos.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=200, help="SIGKILLs to deliver (default 200)")
-    p.add_argument("--jobs", type=int, default=60, help="files dropped in all (default 60)")
+    p.add_argument("--jobs", type=int, help="files dropped in all (default: a few always waiting until the last "
+                   "kill, so every kill lands on a working daemon)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--trainer", choices=("fast", "real"), default="fast")
     p.add_argument("--min-gap", type=float, default=0.1, help="shortest wait between kills, seconds (default 0.1)")
