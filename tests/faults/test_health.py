@@ -157,13 +157,16 @@ def test_state_tracker_finds_checkpoints_of_a_finished_job_and_a_job_in_two_fold
 
 
 @pytest.mark.slow
-def test_verify_checkpoint_resume_passes_here_and_reports_a_run_that_never_reached_its_kill(tmp_path, tiny_model):
+def test_verify_checkpoint_resume_passes_here_and_reports_a_run_that_fails(tmp_path, tiny_model):
     cmd = [sys.executable, str(REPO / "verify_checkpoint_resume.py"), "--model", str(tiny_model), "--json"]
     res = subprocess.run([*cmd, "--work", str(tmp_path / "ok")], capture_output=True, text=True, cwd=REPO)
     report = json.loads(res.stdout)
     assert res.returncode == 0 and report["ok"], report
     assert report["max_abs_difference"] <= 1e-6 and "step-000002" in report["resumed_from"]
-    res = subprocess.run([*cmd, "--work", str(tmp_path / "short"), "--examples", "4", "--kill-at-step", "50"],
-                         capture_output=True, text=True, cwd=REPO)
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    cmd[cmd.index(str(tiny_model))] = str(broken)
+    res = subprocess.run([*cmd, "--work", str(tmp_path / "broken")], capture_output=True, text=True, cwd=REPO)
     report = json.loads(res.stdout)
-    assert res.returncode == 1 and "before step 50" in report["error"]
+    assert res.returncode == 1 and "the uninterrupted run exited" in report["error"] and report["log"]
