@@ -48,8 +48,8 @@ def check_config(home: Home) -> dict[str, Any]:
     try:
         load_config(home.config)
     except ConfigError as e:
-        return _result("config", [(f"config.json is invalid: {e}",
-                                   f"edit {_q(home.config)}, then: python3 config_validator.py --home {_q(home.root)}")])
+        fix = f"edit {_q(home.config)}, then: python3 config_validator.py --home {_q(home.root)}"
+        return _result("config", [(f"config.json is invalid: {e}", fix)])
     except FileNotFoundError:
         return _result("config", [("config.json is missing", f"trainingd init --home {_q(home.root)}")])
     return _result("config", [], "config.json is valid")

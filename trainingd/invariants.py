@@ -79,7 +79,7 @@ def sweep_temp_files(home: Home, min_age_s: float = TEMP_MIN_AGE_S) -> list[Path
     this moment is never robbed. queue/.incoming/ is left to
     ``JobQueue.recover_incoming``, which runs before this.
     """
-    with _queue_lock(home):  # job.json is only written under this lock (JobQueue._locked): its temps are ours
+    with _queue_lock(home):  # job.json and the job counter are written only under this lock: their temps are ours
         return _sweep(home, min_age_s)
 
 
@@ -106,7 +106,8 @@ def _sweep(home: Home, min_age_s: float) -> list[Path]:
         mine = (any(p.parent == d or p.parent.parent == d for d in own) or p.parent.parent in states
                 or p.name.startswith(f".{home.trainer_command.name}.")
                 # written only by a daemon of this home (the pid under the lock we hold; config.json by init_home)
-                or (p.parent == home.root and p.name.startswith((f".{home.pid.name}.", f".{home.config.name}."))))
+                or (p.parent == home.root and p.name.startswith((f".{home.pid.name}.", f".{home.config.name}.")))
+                or (p.parent == home.job_counter.parent and p.name.startswith(f".{home.job_counter.name}.")))
         try:
             if not mine and now - p.lstat().st_mtime < min_age_s:
                 continue

@@ -120,6 +120,34 @@ def test_a_job_published_just_before_a_kill_is_completed_once_and_its_checkpoint
     assert check_home(Home.at(root), expect_files=["a.jsonl"]) == []  # done once, no checkpoints left
 
 
+def test_a_start_up_sweep_removes_what_killed_writes_left_but_not_a_command_line_writing_now(tmp_path):
+    from trainingd.instance import init_home
+    from trainingd.invariants import sweep_temp_files, temp_files
+
+    home = Home.at(tmp_path / "home")
+    init_home(home)
+    job_dir = home.pending("normal") / "000001-a"
+    job_dir.mkdir()
+    ckpt_dir = home.job_checkpoints("000001-a")
+    ckpt_dir.mkdir(parents=True)
+    left = [home.status_dir / ".training_status.json.x1.tmp", job_dir / ".job.json.x2.tmp",
+            home.queue / "..next_job_number.x3.tmp", home.root / "..daemon.pid.x4.tmp",
+            home.root / ".config.json.x5.tmp", home.current_model / ".adapter_model.safetensors.x6.tmp",
+            home.control / ".trainer_command.json.x7.tmp"]
+    for p in left:
+        p.write_text("half")
+    for name in (".tmp-step-000004-x", ".retired-step-000002-1"):
+        (ckpt_dir / name).mkdir()
+    young = home.control_requests / ".0001-pause-abc.json.x8.tmp"  # a controller writing at this moment
+    young.write_text("{")
+    removed = sweep_temp_files(home)
+    assert sorted(removed) == sorted([*left, ckpt_dir / ".tmp-step-000004-x", ckpt_dir / ".retired-step-000002-1"])
+    assert temp_files(home) == [young]
+    old = time.time() - 3600
+    os.utime(young, (old, old))
+    assert sweep_temp_files(home) == [young]
+
+
 def test_a_controller_killed_while_writing_a_request_leaves_nothing_after_a_run(tmp_path):
     root, env = stand_in_home(tmp_path)
     code = ("from trainingd.contracts.requests import write_request; from trainingd.paths import Home; "
