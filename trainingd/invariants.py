@@ -106,7 +106,8 @@ def _sweep(home: Home, min_age_s: float) -> list[Path]:
         mine = (any(p.parent == d or p.parent.parent == d for d in own) or p.parent.parent in states
                 or p.name.startswith(f".{home.trainer_command.name}.")
                 # written only by a daemon of this home (the pid under the lock we hold; config.json by init_home)
-                or (p.parent == home.root and p.name.startswith((f".{home.pid.name}.", f".{home.config.name}.")))
+                or (p.parent == home.root and p.name.startswith((f".{home.pid.name}.", f".{home.config.name}.",
+                                                                f".{home.trainer_record.name}.")))
                 or (p.parent == home.job_counter.parent and p.name.startswith(f".{home.job_counter.name}.")))
         try:
             if not mine and now - p.lstat().st_mtime < min_age_s:

@@ -133,7 +133,7 @@ def test_a_start_up_sweep_removes_what_killed_writes_left_but_not_a_command_line
     left = [home.status_dir / ".training_status.json.x1.tmp", job_dir / ".job.json.x2.tmp",
             home.queue / "..next_job_number.x3.tmp", home.root / "..daemon.pid.x4.tmp",
             home.root / ".config.json.x5.tmp", home.current_model / ".adapter_model.safetensors.x6.tmp",
-            home.control / ".trainer_command.json.x7.tmp"]
+            home.control / ".trainer_command.json.x7.tmp", home.root / "..trainer.json.x9.tmp"]
     for p in left:
         p.write_text("half")
     for name in (".tmp-step-000004-x", ".retired-step-000002-1"):
