@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .faults import fault_point
+
 
 def fsync_dir(path: Path) -> None:
     """Make a rename or create inside ``path`` durable."""
@@ -25,10 +27,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True, point: str | None = None) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix.
 
     ``durable=False`` skips the fsyncs: for views rewritten every second (a lost update is harmless).
+    ``point`` names the fault point (``trainingd.faults``) between the write and its fsync.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,6 +40,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if point:
+                fault_point(point)  # a crash leaves the temp file; ENOSPC/EIO fail like the write/fsync
             if durable:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -51,28 +56,34 @@ def atomic_create_text(path: Path, text: str) -> bool:
     """Create ``path`` with ``text`` atomically unless it exists (then False; never overwrites, no race)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)  # unlike rename, link refuses an existing target
-    except FileExistsError:
-        return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    for attempt in range(3):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)  # unlike rename, link refuses an existing target
+            break
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            if attempt == 2:  # a starting daemon swept our temp file as a leftover: write it again
+                raise
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     fsync_dir(path.parent)
     return True
 
 
-def atomic_write_text(path: Path, text: str, *, durable: bool = True) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+def atomic_write_text(path: Path, text: str, *, durable: bool = True, point: str | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable, point=point)
 
 
-def atomic_write_json(path: Path, obj: Any, *, durable: bool = True) -> None:
+def atomic_write_json(path: Path, obj: Any, *, durable: bool = True, point: str | None = None) -> None:
     """Write ``obj`` as indented JSON atomically. NaN/Infinity are refused: readers expect strict JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False, sort_keys=False) + "\n", durable=durable)
+    atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False, sort_keys=False) + "\n", durable=durable,
+                      point=point)
 
 
 def json_safe(obj: Any) -> Any:

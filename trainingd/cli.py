@@ -39,6 +39,7 @@ from .config import ConfigError, load_config, resolve_base_model
 from .controller import DEFAULT_WAIT_TIMEOUT_S, send_request, status_summary
 from .formatting import (format_counts, format_init, format_jobs, format_summary, format_validation,
                          format_watch_frame, print_json)
+from .health import add_doctor_arguments, run_doctor
 from .instance import init_home
 from .paths import JOB_STATES, PRIORITIES, Home
 from .jobqueue import QueueError
@@ -393,6 +394,8 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
     _leaf(sub, "plan", "estimate the peak memory of the configured run on each visible device",
           f"Exit {ec.OK} when it fits every device, {ec.ERROR} when not (with what to change), "
           f"{ec.CONFIG_ERROR} for a config error.", _run_plan)
+    add_doctor_arguments(_leaf(sub, "doctor", "check the home and say how to fix each problem "
+                               "(comprehensive_health_check.py)", "Exit 0: healthy; 1: problems found.", run_doctor))
     return parser
 
 

@@ -31,6 +31,7 @@ from . import __version__
 from .atomic_ops import atomic_write_json, fsync_dir, read_json
 from .contracts.adapter_state import read_adapter_state, trained_entries
 from .contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
+from .faults import fault_point
 from .instance import is_daemon_running, read_pid
 from .paths import Home
 from .snapshots import has_adapter, lineage, quiet_reason, start_fresh_adapter, take_snapshot
@@ -158,6 +159,7 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
         fsync_dir(tmp)
+        fault_point("consolidate")
         os.rename(tmp, final)
         fsync_dir(home.consolidated_models)
     except BaseException:

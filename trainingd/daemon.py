@@ -14,6 +14,7 @@ trainer is a separate process (``python -m trainingd.train``) in its own session
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from .contracts.status import StatusWriter, append_history, compose_status, empt
 from .contracts.trainer_command import clear_trainer_command, write_trainer_command
 from .instance import InstanceLock, init_home, read_pid
 from .intake import Intake
+from .invariants import sweep_temp_files
 from .logs import setup_logging
 from .paths import Home
 from .jobqueue import Job, JobQueue, QueueError
@@ -208,17 +210,33 @@ class Daemon:
             log.warning("removing a stale .stop left by an earlier run")
             clear_emergency_stop(self.home)
         end_orphan_trainer(self.home, self.cfg.stop_grace_s)
+        sweep_temp_files(self.home)  # what a kill left half-written; no process of this home writes them now
         trained_ids = {t.get("job_id") for t in trained_entries(self.home)}
         for job in self.queue.jobs(["processing"]):
             if job.id in trained_ids:
                 log.info("job %s was published before a crash; completing it", job.id)
+                self._retire_checkpoints(job)  # the trainer was killed before it removed them
                 done = self.queue.complete(job, result=job.meta.get("result") or {"recovered": True})
                 snapshots.after_job(self.home, done, job.meta.get("result"), self.cfg.to_dict(),
                                     self.cfg.keep_snapshots)
                 append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
                                result="ok", summary={})
             else:
-                log.info("job %s was being trained when the last daemon ended; resuming it first", job.id)
+                # Counted as an attempt, so a trainer that takes its daemon down with it cannot loop forever.
+                attempts = int(job.meta.get("attempts") or 0) + 1
+                if attempts >= self.cfg.max_attempts:
+                    reason = (f"the daemon ended {attempts} times while this job was training; giving up.\n"
+                              f"Last lines of logs/training_output.log:\n{tail(self.home.training_log)}\n"
+                              f"Fix the cause, then: training_queue.py retry {job.id}")
+                    self.queue.fail(job, reason, attempts=attempts)
+                    self._error(f"job {job.id} failed after {attempts} attempts (daemon ended while training)",
+                                job.id)
+                    append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="failed",
+                                   result="daemon_ended", reason=reason, summary={})
+                    continue
+                self.queue.update_meta(job, attempts=attempts)
+                log.info("job %s was being trained when the last daemon ended (attempt %d of %d); resuming it first",
+                         job.id, attempts, self.cfg.max_attempts)
                 self.resume_first.append(job.id)
         if self.intake.observer is None:
             self.intake.start()
@@ -437,6 +455,9 @@ class Daemon:
                 continue
             if job.state == "processing":
                 return job
+        for job in self.queue.jobs(["processing"]):
+            # Left there by an I/O error right after a claim's rename: it is ours and goes first (never two).
+            return job
         return self.queue.claim_next()
 
     def _is_duplicate(self, job: Job) -> bool:
@@ -558,6 +579,12 @@ class Daemon:
             self.request_stop("configuration error")
         elif self.stopping and (r.term_sent_at is not None or r.stop_sent_at is not None):
             self.queue.requeue(job)  # we ended it on the stop ladder: not the job's fault
+        elif _disk_full(result, tail(self.home.training_log, lines=15)):
+            # A condition of the home, not of the job: back to the head of its queue, no attempt counted,
+            # and the loop backs off (the raised error) until there is room again.
+            self.queue.requeue(job)
+            raise OSError(errno.ENOSPC, f"the trainer of job {job.id} ran out of disk space ({name}); the job is "
+                                        "back at the head of its queue. Free space in the home")
         else:
             attempts = int(job.meta.get("attempts") or 0) + 1
             log_tail = tail(self.home.training_log)
@@ -633,6 +660,14 @@ class Daemon:
             control=control, last_error=self.last_error)
         doc["condition"] = self.condition
         return self.writer.write(doc, durable=final)
+
+
+def _disk_full(result: dict, log_tail: str) -> bool:
+    """True when the trainer ended on a full disk (its result's errno, else its traceback in the log)."""
+    details = result.get("details") if isinstance(result, dict) else None
+    if any(isinstance(d, dict) and d.get("errno") in ("ENOSPC", "EDQUOT") for d in details or []):
+        return True
+    return "No space left on device" in log_tail or "Disk quota exceeded" in log_tail
 
 
 # ------------------------------------------------------------------------------------------------ CLI

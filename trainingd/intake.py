@@ -105,6 +105,7 @@ class Intake:
         self._seen: dict[str, tuple[int, int, float]] = {}
         self._renamed: set[str] = set()
         self._last_scan: float | None = None
+        self._unfinished_add = False  # an I/O error stopped an add half-way in queue/.incoming/
 
     # ------------------------------------------------------------------------------------ watcher
     def start(self) -> None:
@@ -145,11 +146,16 @@ class Intake:
     # ------------------------------------------------------------------------------------ scanning
     def has_candidates(self) -> bool:
         """True while files in the inbox are waiting to become complete (``--once`` waits for them)."""
-        return bool(self._seen)
+        return bool(self._seen) or self._unfinished_add
 
     def poll(self, *, force: bool = False) -> list[Job]:
         """Rescan the inbox if anything may have changed; returns the jobs created (claimed or failed)."""
         now = self.clock()
+        if self._unfinished_add:
+            # The file is ours already (moved out of the inbox): finish that add before anything else.
+            recovered = self.queue.recover_incoming()  # an OSError again: the daemon backs off and comes back
+            self._unfinished_add = False
+            return recovered
         dirty = self.events.dirty.is_set()
         due = self._last_scan is None or now - self._last_scan >= self.cfg.rescan_interval_s
         if not (force or dirty or due or self._seen):
@@ -178,6 +184,8 @@ class Intake:
                 # Vanished or busy: forget it and look again at the next scan.
                 log.warning("inbox: could not take %r yet: %s", name, e)
                 self._seen.pop(name, None)
+                if isinstance(e, OSError) and any((self.home.queue / ".incoming").iterdir()):
+                    self._unfinished_add = True  # e.g. a full disk after the move: finished at the next poll
                 continue
             if job is not None:
                 out.append(job)

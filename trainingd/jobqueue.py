@@ -43,6 +43,7 @@ from .atomic_ops import append_jsonl, atomic_write_text, durable_rename, file_sh
 from .contracts import result as result_contract
 from .contracts.job import FILE as JOB_FILE
 from .contracts.job import keep_broken, now_iso, read_job, write_job
+from .faults import fault_point
 from .paths import JOB_STATES, PRIORITIES, Home
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ REASON_FILE = "reason.txt"
 INCOMING_WAIT_LOG_S = 5.0
 _ID_RE = re.compile(r"^(\d{6,})-")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# (from, to) -> the fault points before and after a transition's rename (trainingd.faults)
+_POINTS = {("pending", "processing"): ("claim", "claimed"), ("processing", "done"): ("complete", "completed"),
+           ("processing", "pending"): ("requeue", "requeued"), ("failed", "pending"): ("retry", "retried")}
 
 
 class QueueError(Exception):
@@ -299,6 +303,7 @@ class JobQueue:
             _fsync_file(part)
             os.rename(part, dst)  # the final name appears only once the copy is complete
         fsync_dir(work)
+        fault_point("intake")
         try:
             meta = self._new_meta(job_id, dst, priority=priority, source=source, force=force)
         except OSError as e:
@@ -314,6 +319,7 @@ class JobQueue:
             durable_rename(work, self.home.failed / job_id)
             return self._load("failed", "", self.home.failed / job_id)
         write_job(work, meta)
+        fault_point("intake_publish")
         job = self._publish(work, meta)
         log.info("job %s added from %s (%s, priority %s, sha256 %s)", job.id, source, src.name, priority,
                  meta["sha256"][:12])
@@ -336,6 +342,7 @@ class JobQueue:
         dst = work / src.name
         _move_file(src, dst)
         fsync_dir(work)
+        fault_point("intake")
         meta = {
             **self._new_meta(job_id, dst, priority="normal", source=source, force=False, hash_file=False),
             "state": "failed", "finished_at": now_iso(), "reason": reason, "rejected": True,
@@ -425,7 +432,7 @@ class JobQueue:
 
     # ----------------------------------------------------------------------------------------- transitions
     def _transition(self, job: Job, allowed_from: tuple[str, ...], to: str, *, priority: str | None = None,
-                    reason: str | None = None, **meta: Any) -> Job:
+                    reason: str | None = None, point: str | None = None, **meta: Any) -> Job:
         """The one transition function: check the start state, update job.json, move the folder in one rename."""
         with self._locked():
             current = self._find(job.id)
@@ -444,7 +451,6 @@ class JobQueue:
             if current.state == "failed" and to != "failed":
                 # reason.txt belongs to failed jobs only; its text stays in job.json as previous_reason.
                 new_meta["previous_reason"] = current.meta.get("reason")
-                (current.dir / REASON_FILE).unlink(missing_ok=True)
             if reason is not None:
                 new_meta["reason"] = reason
                 atomic_write_text(current.dir / REASON_FILE, reason.rstrip("\n") + "\n")
@@ -452,7 +458,13 @@ class JobQueue:
             new_meta["priority"] = prio
             write_job(current.dir, new_meta)
             dst = self.home.pending(prio) / job.id if to == "pending" else self.home.queue / to / job.id
+            before, after = (point, point + "d") if point else _POINTS.get((current.state, to), ("fail", "failed"))
+            fault_point(before)
             durable_rename(current.dir, dst)
+            if current.state == "failed" and to != "failed":
+                # Only now: a failed job must never be seen without its reason, even after a crash.
+                (dst / REASON_FILE).unlink(missing_ok=True)
+            fault_point(after)
         log.info("job %s: %s -> %s%s", job.id, current.state, to, f" ({reason.splitlines()[0]})" if reason else "")
         return self._load(to, prio if to == "pending" else "", dst)
 
@@ -501,7 +513,7 @@ class JobQueue:
             raise QueueError(f"job {job.id} is being trained; skip it instead (training_controller.py skip)")
         if job.state != "pending":
             raise QueueError(f"job {job.id} is {job.state}; only pending jobs can be removed")
-        return self.fail(job, "removed by user")
+        return self.fail(job, "removed by user", point="remove")
 
     def update_meta(self, job: Job, **meta: Any) -> Job:
         """Rewrite a job's job.json in place (no state change), e.g. to record an attempt."""

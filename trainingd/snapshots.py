@@ -34,6 +34,7 @@ from . import __version__
 from .atomic_ops import fsync_dir
 from .contracts.adapter_state import read_adapter_state, trained_entries
 from .contracts.job import read_job
+from .faults import fault_point
 from .contracts.lineage_manifest import FILE as MANIFEST
 from .contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
 from .paths import Home
@@ -137,6 +138,7 @@ def copy_folder(src: Path, dest: Path, write_extra=None) -> Path:
         if write_extra is not None:
             write_extra(tmp)
         fsync_dir(tmp)
+        fault_point("snapshot")
         os.rename(tmp, dest)
         fsync_dir(dest.parent)
     except BaseException:

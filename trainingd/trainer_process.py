@@ -35,6 +35,7 @@ from .contracts.job import now_iso
 from .contracts.progress import clear_progress, read_progress
 from .contracts.result import clear_result, read_result, result_path
 from .contracts.trainer_record import TrainerRecord, clear_trainer_record, read_trainer_record, write_trainer_record
+from .faults import fault_point
 from .jobqueue import Job
 from .paths import Home
 
@@ -173,6 +174,7 @@ class TrainerProcess:
         running = cls(job=job, proc=proc, started_at=now_iso(), started_mono=time.monotonic(),
                       launched=is_group(dist), oom_kills_at_start=oom_kills())
         try:
+            fault_point("trainer_spawn")
             # Durable before anything else happens: a daemon killed now leaves a trainer the next one can find.
             write_trainer_record(home, TrainerRecord(pid=proc.pid, pgid=proc.pid, job_id=job.id,
                                                      started_at=running.started_at, daemon_pid=os.getpid()))

@@ -88,7 +88,7 @@ def read_job(job_dir: Path | str) -> tuple[JobMeta | None, str | None]:
 
 def write_job(job_dir: Path | str, meta: JobMeta | dict) -> None:
     """Replace a job's job.json atomically and durably."""
-    atomic_write_json(Path(job_dir) / FILE, meta)
+    atomic_write_json(Path(job_dir) / FILE, meta, point="job_meta")
 
 
 def keep_broken(job_dir: Path | str) -> None:

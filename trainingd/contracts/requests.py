@@ -45,7 +45,7 @@ def write_request(home: Home, action: str) -> Request:
     req_id = uuid.uuid4().hex[:12]
     now = time.time()
     path = home.control_requests / f"{time.time_ns():020d}-{action}-{req_id}.json"
-    atomic_write_json(path, {"id": req_id, "action": action, "created_at": now})
+    atomic_write_json(path, {"id": req_id, "action": action, "created_at": now}, point="control")
     return Request(req_id, action, now, path)
 
 

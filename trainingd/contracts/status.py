@@ -144,7 +144,7 @@ class StatusWriter:
     def write(self, doc: dict, *, durable: bool = False) -> dict:
         self.seq += 1
         doc = json_safe({**doc, "seq": self.seq, "updated_at": now_iso()})
-        atomic_write_json(self.home.status, doc, durable=durable)
+        atomic_write_json(self.home.status, doc, durable=durable, point="status")
         return doc
 
 

@@ -48,7 +48,8 @@ class TrainerCommand:
 def write_trainer_command(home: Home, job_id: str, action: str, seq: int, config: dict | None = None) -> None:
     if action not in ACTIONS:
         raise ValueError(f"unknown trainer action {action!r}")
-    atomic_write_json(home.trainer_command, TrainerCommand(job_id, action, seq, time.time(), config).to_json())
+    atomic_write_json(home.trainer_command, TrainerCommand(job_id, action, seq, time.time(), config).to_json(),
+                      point="trainer_command")
 
 
 def read_trainer_command(home: Home) -> TrainerCommand | None:

@@ -37,6 +37,20 @@ from . import checkpoint as ckpt
 log = logging.getLogger("trainingd.train")
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: a SIGTERM the moment the daemon dies, even while still loading (the stop handler records it and the
+    loop stops with a checkpoint at the next step boundary). The loop's parent-pid check covers other systems."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the daemon died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -65,6 +79,8 @@ def daemon_main(argv: list[str] | None = None) -> int:
     from .recipe import RunSpec, StopSignal, execute
 
     stop = StopSignal().install()  # before the slow imports: a SIGTERM during load is recorded, not fatal
+    if a.parent_pid is not None:
+        _die_with_parent(a.parent_pid)
     home = Home.at(a.home)
     order = read_trainer_command(home)
     try:

@@ -30,6 +30,7 @@ from ..atomic_ops import fsync_dir
 from ..config import locked_changes
 from ..contracts.adapter_state import write_adapter_state
 from ..contracts.manifest import write_manifest
+from ..faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def save_checkpoint(checkpoint_dir: Path, step: int, *, write_files, manifest: d
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
         fsync_dir(tmp)
+        fault_point("checkpoint_save")
         if final.exists():
             # Same step saved twice (a stop right after a periodic save): keep the old one until the
             # new one is in place.
@@ -186,6 +188,7 @@ def retire(folder: Path) -> None:
     except FileNotFoundError:
         return
     fsync_dir(folder.parent)
+    fault_point("checkpoint_retire")
     shutil.rmtree(gone, ignore_errors=True)
 
 
@@ -232,6 +235,7 @@ def publish_adapter(src: Path, dest: Path, adapter_state: dict, before_state=Non
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; the monitor and consolidation read these
+            fault_point("publish_file")
             os.replace(tmp, dest / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -56,6 +56,9 @@ SHAREGPT_PLAIN = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 SHAREGPT_ROLES = {**SHAREGPT_PLAIN, "function_call": "assistant", "observation": "tool"}
 MAX_DETAILS = 50  # bad lines kept in DataError.details; the total is always in .counts
 REASON_LINES = 3  # bad lines quoted in the one-line reason
+# The longest line validation holds in memory; a longer one is hashed in pieces and refused, so no input makes
+# memory grow with the length of a line beyond this (peak about 6x it, while json.loads builds the record).
+MAX_LINE_BYTES = 8 * 2**20
 
 
 class DataError(Exception):
@@ -359,6 +362,25 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, raw
 
 
+def _bounded_lines(f, on_bytes: Callable[[bytes], None]) -> Iterator[bytes | None]:
+    """Each line of binary file ``f`` (with its newline), or None for one longer than MAX_LINE_BYTES, which is
+    read in pieces and never held whole. Every byte read goes to ``on_bytes`` (the file's hash)."""
+    while True:
+        raw = f.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        on_bytes(raw)
+        if len(raw) <= MAX_LINE_BYTES or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while not raw.endswith(b"\n"):
+            raw = f.readline(1 << 20)
+            if not raw:
+                break
+            on_bytes(raw)
+        yield None
+
+
 @dataclass
 class Scan:
     """What one streaming pass over a file found."""
@@ -400,9 +422,12 @@ def scan_file(path: Path, progress: Callable[[int], None] | None = None) -> Scan
     offset = 0
     first_format_line = 0
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            h.update(raw)
+        for number, raw in enumerate(_bounded_lines(f, h.update), start=1):
             scan.lines = number
+            if raw is None:
+                _bad(scan, number, f"line is longer than {MAX_LINE_BYTES // 2**20} MiB, the most one example may "
+                                   "hold: split it into shorter examples or remove it")
+                continue
             nul = raw.find(b"\x00")
             if nul >= 0:
                 raise DataError(f"file is binary (NUL byte at offset {offset + nul})",

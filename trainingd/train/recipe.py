@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -44,6 +45,7 @@ from ..contracts import adapter_state
 from ..contracts.layer_activity import summary as layer_summary
 from ..contracts.manifest import read_manifest
 from ..contracts.result import RunResult, write_result
+from ..faults import fault_point
 from . import checkpoint as ckpt
 from . import distributed as dist_
 from .progress import Progress
@@ -54,30 +56,8 @@ PAUSE_POLL_S = 0.2
 EMA_BETA = 0.9
 
 
-def _crash_points() -> Callable[[str], None]:
-    """Fault injection for tests: ``TRAININGD_CRASH_AT=<point>:<n>`` SIGKILLs the trainer at the n-th hit of a point.
-
-    Points: ``step`` (an optimizer step applied, before its checkpoint), ``checkpoint`` (a checkpoint complete),
-    ``publish`` (adapter files replaced in the output folder, adapter_state.json not yet written).
-    Unset, this is a no-op.
-    """
-    raw = os.environ.get("TRAININGD_CRASH_AT", "")
-    if not raw:
-        return lambda point: None
-    name, _, n = raw.partition(":")
-    target, hits = int(n or 1), {"n": 0}
-
-    def crash(point: str) -> None:
-        if point == name:
-            hits["n"] += 1
-            if hits["n"] == target:
-                log.warning("crash point %s:%d reached: killing this process", name, target)
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    return crash
-
-
-crash_point = _crash_points()
+# Fault injection (TRAININGD_CRASH_AT / TRAININGD_FAIL_AT): the points are listed in trainingd.faults.
+crash_point = fault_point
 
 OOM_ENV = "TRAININGD_OOM_AT"
 UNSPLIT = 1 << 30  # examples per forward pass when nothing limits them
@@ -867,6 +847,8 @@ def execute(spec: RunSpec, reason_file: Path | None) -> int:
         traceback.print_exc()
         result = RunResult(exit_codes.CRASH, reason=f"{type(e).__name__}: {e}",
                            details=[{"traceback": traceback.format_exc()}])
+        if isinstance(e, OSError) and e.errno in errno.errorcode:
+            result.details.append({"errno": errno.errorcode[e.errno]})  # the daemon tells a full disk apart
     if result.exit_code != exit_codes.OK:
         log.warning("trainer exit %s: %s", exit_codes.name_of(result.exit_code), result.reason)
     if reason_file is not None and dist_.env_rank() == 0:  # one result per job: the main process's

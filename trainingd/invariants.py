@@ -1,0 +1,275 @@
+"""The invariants of a home (ARCHITECTURE.md), checked from its files alone; and the start-up sweep of temp files.
+
+One checker for the fault tests, ``bench/chaos.py``, ``state_tracker.py --check`` and the health check::
+
+    from trainingd.invariants import check_home
+    problems = check_home(Home.at(DIR), expect_files=["a.jsonl", "b.jsonl"])   # [] when all hold
+
+``check_home`` reads only (stdlib; the adapter comparison needs numpy and safetensors, imported there). It is
+meant for a home whose daemon is not running (``idle=True``, the default); with ``idle=False`` it skips what a
+running daemon may legitimately have in flight (one job in processing/, a temp file being written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .paths import PRIORITIES, Home
+
+log = logging.getLogger(__name__)
+
+REASON_FILE = "reason.txt"
+JOB_FILE = "job.json"
+CHECKPOINT_TEMP_PREFIXES = (".tmp-step-", ".old-step-", ".retired-")
+TEMP_MIN_AGE_S = 60.0
+
+
+def is_temp_name(name: str) -> bool:
+    """A name only a half-done write leaves: atomic-write temps, partial copies, checkpoint leftovers."""
+    return name.startswith(".") and (name.endswith((".tmp", ".part")) or name.startswith(CHECKPOINT_TEMP_PREFIXES)
+                                     or name.startswith(".trainingd-convert-"))
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(folder)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def temp_files(home: Home) -> list[Path]:
+    """Every temp file or folder a crash can leave in the parts of a home the daemon and trainer write."""
+    found: list[Path] = []
+    flat = [home.root, home.inbox, home.status_dir, home.control, home.control_requests, home.current_model,
+            home.queue, home.processing, home.done, home.failed, *(home.pending(p) for p in PRIORITIES)]
+    seen: set[Path] = set()
+    for folder in flat:
+        if folder in seen:
+            continue
+        seen.add(folder)
+        for p in _children(folder):
+            if is_temp_name(p.name):
+                found.append(p)
+            elif folder in (home.processing, home.done, home.failed) or folder.parent == home.queue / "pending":
+                found += [q for q in _children(p) if p.is_dir() and is_temp_name(q.name)]  # inside a job folder
+    for p in _children(home.checkpoints):
+        if is_temp_name(p.name):
+            found.append(p)
+        elif p.is_dir():
+            found += [q for q in _children(p) if is_temp_name(q.name)]
+    for folder in (home.snapshots, home.consolidated_models):  # a copy or merge not yet renamed into place
+        found += [p for p in _children(folder) if p.name.startswith((".tmp-", ".retired-"))]
+    found += _children(home.queue / ".incoming")  # an add a crash interrupted
+    return sorted(set(found))
+
+
+def sweep_temp_files(home: Home, min_age_s: float = TEMP_MIN_AGE_S) -> list[Path]:
+    """Remove what killed writes left. Run by a daemon at start-up, after it has ended any orphan trainer.
+
+    Folders only the daemon and its trainer write (status/, current_model/, processing/, checkpoints) are swept
+    whole, and so are job folders (job.json is written only under queue/.lock, held here); elsewhere (control/
+    requests, the inbox, the home's root) only temps older than ``min_age_s``, so a command line writing at
+    this moment is never robbed. queue/.incoming/ is left to
+    ``JobQueue.recover_incoming``, which runs before this.
+    """
+    with _queue_lock(home):  # job.json and the job counter are written only under this lock: their temps are ours
+        return _sweep(home, min_age_s)
+
+
+@contextlib.contextmanager
+def _queue_lock(home: Home) -> Iterator[None]:
+    home.queue.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home.queue / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _sweep(home: Home, min_age_s: float) -> list[Path]:
+    own = (home.status_dir, home.current_model, home.checkpoints)
+    states = (home.processing, home.done, home.failed, *(home.pending(p) for p in PRIORITIES))
+    now = time.time()
+    removed = []
+    for p in temp_files(home):
+        if p.parent in (home.queue / ".incoming", home.consolidated_models):
+            continue  # an add is finished by the intake; a merge may still be running (consolidation cleans up)
+        mine = (any(p.parent == d or p.parent.parent == d for d in own) or p.parent.parent in states
+                or p.name.startswith(f".{home.trainer_command.name}.")
+                # written only by a daemon of this home (the pid under the lock we hold; config.json by init_home)
+                or (p.parent == home.root and p.name.startswith((f".{home.pid.name}.", f".{home.config.name}.",
+                                                                f".{home.trainer_record.name}.")))
+                or (p.parent == home.job_counter.parent and p.name.startswith(f".{home.job_counter.name}.")))
+        try:
+            if not mine and now - p.lstat().st_mtime < min_age_s:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("could not remove %s, left by an interrupted write: %s", p, e)
+            continue
+        removed.append(p)
+        log.info("removed %s, left by an interrupted write", p.relative_to(home.root))
+    return removed
+
+
+def job_locations(home: Home) -> dict[str, list[str]]:
+    """job id -> every state folder holding it (``pending/high``, ``processing``, ...)."""
+    where: dict[str, list[str]] = defaultdict(list)
+    folders = [(f"pending/{p}", home.pending(p)) for p in PRIORITIES]
+    folders += [("processing", home.processing), ("done", home.done), ("failed", home.failed)]
+    for label, folder in folders:
+        for p in _children(folder):
+            if p.is_dir() and not p.name.startswith("."):
+                where[p.name].append(label)
+    return dict(where)
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse)
+
+
+def _refuse(token: str):
+    raise ValueError(f"{token} is not JSON")
+
+
+def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: bool = True,
+               require_status: bool = True) -> list[str]:
+    """Every broken invariant of ``home`` as a sentence; [] when all hold.
+
+    ``expect_files``: original names of files that were accepted; each must be in done/ exactly once, or in
+    failed/ with a reason.
+    """
+    problems: list[str] = []
+    where = job_locations(home)
+    jobs: dict[str, tuple[str, Path, dict]] = {}
+    for job_id, places in sorted(where.items()):
+        if len(places) > 1:
+            problems.append(f"job {job_id} is in {len(places)} state folders: {', '.join(places)}")
+        state = places[0]
+        folder = home.queue / state / job_id
+        try:
+            meta = _read_json(folder / JOB_FILE)
+        except (OSError, ValueError) as e:
+            problems.append(f"job {job_id} ({state}): job.json unreadable: {e}")
+            meta = {}
+        if not isinstance(meta, dict):
+            meta = {}
+        jobs[job_id] = (state, folder, meta)
+        data = meta.get("file")
+        if data and not meta.get("rejected") and not (folder / data).is_file():
+            problems.append(f"job {job_id} ({state}): its data file {data!r} is missing")
+        if state == "failed":
+            try:
+                reason = (folder / REASON_FILE).read_text(encoding="utf-8").strip()
+            except OSError:
+                reason = ""
+            if not reason:
+                problems.append(f"job {job_id} is in failed/ without a reason.txt")
+    processing = [j for j, (s, _, _) in jobs.items() if s == "processing"]
+    if len(processing) > 1:
+        problems.append(f"{len(processing)} jobs in processing/ ({', '.join(processing)}); at most one may be")
+    if idle and processing:
+        problems.append(f"job(s) {', '.join(processing)} still in processing/ with no daemon running")
+    incoming = _children(home.queue / ".incoming")
+    if idle and incoming:
+        problems.append(f"queue/.incoming/ holds {len(incoming)} unfinished add(s): "
+                        + ", ".join(p.name for p in incoming))
+
+    # The adapter: each job trained into it at most once, and every trained job is done.
+    state_path = home.current_model / "adapter_state.json"
+    trained: list[dict] = []
+    if state_path.exists():
+        try:
+            doc = _read_json(state_path)
+            trained = [t for t in doc.get("trained") or [] if isinstance(t, dict)]
+        except (OSError, ValueError, AttributeError) as e:
+            problems.append(f"current_model/adapter_state.json unreadable: {e}")
+    for job_id, n in Counter(t.get("job_id") for t in trained).items():
+        if n > 1:
+            problems.append(f"job {job_id} is listed {n} times as trained in adapter_state.json")
+    forced = {j for j, (_, _, m) in jobs.items() if m.get("force")}
+    for sha, n in Counter(t.get("sha256") for t in trained if t.get("job_id") not in forced).items():
+        if sha and n > 1:
+            problems.append(f"content {sha[:12]} was trained {n} times into the adapter (duplicate training)")
+    trained_ids = {t.get("job_id") for t in trained}
+    for job_id in trained_ids:
+        state = jobs.get(job_id, ("missing",))[0]
+        if state != "done" and not (state == "processing" and not idle):
+            problems.append(f"job {job_id} is trained into the adapter but is {state}, not done")
+    for job_id, (state, folder, meta) in jobs.items():
+        if state != "done" or meta.get("duplicate_of") or not meta.get("sha256"):
+            continue
+        if job_id not in trained_ids:
+            problems.append(f"job {job_id} is in done/ but the adapter does not list it as trained")
+        if (home.job_checkpoints(job_id)).exists():
+            problems.append(f"job {job_id} is done but its checkpoints are still in "
+                            f"current_model/checkpoints/{job_id}/")
+
+    # Every accepted file: done exactly once, or failed with a reason.
+    if expect_files is not None:
+        by_name: dict[str, list[str]] = defaultdict(list)
+        for job_id, (state, _, meta) in jobs.items():
+            by_name[meta.get("original_name") or meta.get("file") or job_id].append(state)
+        for name in expect_files:
+            states = by_name.get(name, [])
+            done = states.count("done")
+            if not states:
+                problems.append(f"{name}: lost (in no state folder)")
+            elif done > 1:
+                problems.append(f"{name}: in done/ {done} times")
+            elif done == 0 and "failed" not in states:
+                problems.append(f"{name}: not finished ({', '.join(states)})")
+
+    if not idle:
+        return problems
+    for p in temp_files(home):
+        problems.append(f"temp file left behind: {p.relative_to(home.root)}")
+    if home.status.exists() or require_status:
+        try:
+            doc = _read_json(home.status)
+            if not isinstance(doc, dict) or doc.get("schema_version") != 1:
+                problems.append("status/training_status.json is not a schema-1 status document")
+        except (OSError, ValueError) as e:
+            problems.append(f"status/training_status.json does not parse: {e}")
+    return problems
+
+
+def adapter_difference(a: Path, b: Path) -> float:
+    """The largest absolute difference between two adapters' tensors (``adapter_model.safetensors`` files or
+    folders holding one); raises ValueError when their tensor names or shapes differ."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    def load(p: Path) -> dict:
+        p = Path(p)
+        return load_file(str(p / "adapter_model.safetensors" if p.is_dir() else p))
+
+    ta, tb = load(a), load(b)
+    if ta.keys() != tb.keys():
+        raise ValueError(f"the adapters hold different tensors: {sorted(ta.keys() ^ tb.keys())[:5]}")
+    worst = 0.0
+    for k in ta:
+        if ta[k].shape != tb[k].shape:
+            raise ValueError(f"tensor {k}: shape {ta[k].shape} vs {tb[k].shape}")
+        if ta[k].size:
+            worst = max(worst, float(np.max(np.abs(ta[k].astype(np.float64) - tb[k].astype(np.float64)))))
+    return worst
+
+
+__all__ = ["check_home", "temp_files", "sweep_temp_files", "job_locations", "adapter_difference", "is_temp_name"]
