@@ -47,7 +47,10 @@ def _die_with_parent(parent_pid: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent_pid:  # the daemon died before the prctl took effect
+    # Under a launcher the parent is torchrun / accelerate (it dies with the daemon's process group); the loop's
+    # check looks for the daemon among the ancestors.
+    launched = os.environ.get("TRAININGD_LAUNCHER") == "1"
+    if not launched and os.getppid() != parent_pid:  # the daemon died before the prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
 
