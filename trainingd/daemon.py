@@ -33,6 +33,8 @@ from .contracts.result import read_result, result_path, summary_of
 from .contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
 from .contracts.trainer_command import clear_trainer_command, write_trainer_command
 from .instance import InstanceLock, init_home, read_pid
+from .autogen import AutoGenerator
+from .evaluation import Evaluator
 from .intake import Intake
 from .logs import setup_logging
 from .paths import Home
@@ -99,6 +101,8 @@ class Daemon:
         self.queue = JobQueue(home)
         self.intake = Intake(home, self.queue, cfg)
         self.writer = StatusWriter(home)
+        self.autogen = AutoGenerator(home)
+        self.evaluator = Evaluator(home)
         self.started_at = now_iso()
         self.started_wall = time.time()  # control requests written before this are stale
         self.config_loaded_at = self.started_at
@@ -172,6 +176,8 @@ class Daemon:
                     self.intake.events.dirty.wait(self.tick_s)
         finally:
             self.intake.stop()
+            self.autogen.stop()
+            self.evaluator.stop()
             if self.running is not None and self.running.proc.poll() is None:
                 # Only on an unexpected error: the trainer checkpoints and exits; it also exits when we die.
                 log.error("daemon loop failed with a trainer running; asking it to stop")
@@ -240,7 +246,11 @@ class Daemon:
             for job in self.intake.poll():
                 if job.state == "failed":
                     self._error(f"{job.meta.get('original_name')}: {job.meta.get('reason')}", job.id)
+        self.evaluator.poll()
         self.reconcile()
+        if not self.stopping and not self.finished:
+            self.autogen.tick(self.cfg.auto_generate, pending_jobs=sum(self.queue.counts()["pending"].values()),
+                              may_start=not self.paused and self.condition is None, queue=self.queue)
         self.write_status(final=self.finished)
 
     def reload_config(self) -> None:
@@ -379,6 +389,8 @@ class Daemon:
                 self.exit_code = ec.CONFIG_ERROR
                 self.finish("error", self.condition["message"])
             return
+        if self.evaluator.maybe_start(self.cfg):
+            return  # the live adapter is being evaluated: the next job waits for it
         while not self.finished:
             job = self._next_job()
             if job is None:
@@ -503,6 +515,7 @@ class Daemon:
         if code == ec.OK:
             self.queue.complete(job, result=summary)
             ended("done", "ok")
+            self.evaluator.job_done(job.id, self.cfg)
             if skip_wanted:
                 self._ack_all("skip", "too late: the job had already finished")
         elif skip_wanted and code not in (ec.DATA_ERROR, ec.CHECKPOINT_MISMATCH, ec.USAGE):
@@ -619,6 +632,8 @@ class Daemon:
                    "model_display_name": self.cfg.model_display_name},
             control=control, last_error=self.last_error)
         doc["condition"] = self.condition
+        doc["auto_generate"] = self.autogen.status()
+        doc["eval"] = self.evaluator.status()
         return self.writer.write(doc, durable=final)
 
 

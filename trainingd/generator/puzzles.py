@@ -215,8 +215,8 @@ EVAL_WORDS = tuple(w for w in WORDS if _is_held_out(w))
 TRAIN_WORDS = tuple(w for w in WORDS if not _is_held_out(w))
 _ALL_SYLLABLES = tuple(sorted({s for w in WORDS for s in w.syllables}))
 
-INSTRUCTIONS = ("Solve this SYLLO puzzle. Join syllables from the bank into the word each clue describes; "
-                "use each syllable at most once. Answer with the words only, one per line, in clue order.")
+# Short on purpose: on a CPU every prompt token is paid for in training time.
+INSTRUCTIONS = "SYLLO: join bank syllables (each once) into the word for each clue. Answer one word per line."
 
 
 @dataclass(frozen=True)
