@@ -1,0 +1,85 @@
+"""Held-out evaluation: greedy exact match and token accuracy on the tiny model, recorded for status and monitor.
+
+Run: .venv/bin/python -m pytest tests/test_evaluate.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import write_config
+from trainingd.evaluation import eval_entries, read_last, run_eval_command
+from trainingd.generator.puzzles import make_eval_puzzle
+from trainingd.monitor import views
+from trainingd.paths import Home
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    from trainingd.train.evaluate import load_for_eval
+    from trainingd.train.model import load_tokenizer
+
+    return load_for_eval(tiny_model, None), load_tokenizer(tiny_model)
+
+
+def test_exact_match_and_token_accuracy_are_1_for_the_models_own_greedy_answers(tiny):
+    from trainingd.train.evaluate import evaluate_model
+
+    model, tok = tiny
+    prompts = [make_eval_puzzle(0, i).record()["messages"][:1] for i in range(6)]
+    # First learn what the model answers, then ask it to match exactly that: a right answer must score 1.
+    probe = evaluate_model(model, tok, [{"messages": p + [{"role": "assistant", "content": "x"}]} for p in prompts],
+                           batch_size=4, max_new_tokens=6)
+    assert probe["exact_match"] == 0.0
+    own = [{"messages": p + [{"role": "assistant", "content": s["answer"]}]}
+           for p, s in zip(prompts[:5], probe["samples"])]
+    scored = evaluate_model(model, tok, own, batch_size=4, max_new_tokens=6)
+    assert scored["exact_match"] == 1.0 and scored["correct"] == 5
+    # Teacher-forced over the template's whole completion (Qwen3's adds an empty think block): a share, not all.
+    assert 0 < scored["token_accuracy"] <= 1 and scored["answer_tokens"] > 0
+
+
+def test_puzzles_are_judged_by_the_checker(tiny):
+    from trainingd.train.evaluate import is_correct
+
+    rec = make_eval_puzzle(0, 1, 2).record(with_answer_fields=True)
+    a, b = rec["syllo"]["words"]
+    assert is_correct(rec, f"{a.upper()}\n{b}")
+    assert is_correct(rec, f"<think>\nhm\n</think>\n{a}, {b}")
+    assert not is_correct(rec, f"{b}\n{a}")
+    plain = {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "Four"}]}
+    assert is_correct(plain, " four ") and not is_correct(plain, "five")
+
+
+def test_evaluating_a_home_records_history_status_and_a_fixed_set(home):
+    write_config(home, evaluation={"count": 20, "max_new_tokens": 6, "level": 2},
+                 auto_generate={"url": "http://127.0.0.1:9"})  # no generator there: the set is built locally
+    h = Home.at(home)
+    assert run_eval_command(h, as_json=True) == 0
+    first = read_last(h)
+    assert first["total"] == 20 and first["adapter"] is None and first["trained_examples"] == 0
+    assert 0 <= first["exact_match"] <= 1 and 0 <= first["token_accuracy"] <= 1
+    cached = list(h.status_dir.glob("eval_set_level2_seed0_count20.jsonl"))
+    assert len(cached) == 1 and len(cached[0].read_text().splitlines()) == 20
+    assert run_eval_command(h, as_json=False) == 0
+    lines = [json.loads(x) for x in h.history.read_text().splitlines()]
+    evals = eval_entries(lines)
+    assert len(evals) == 2 and evals[1]["eval_set"]["sha256"] == evals[0]["eval_set"]["sha256"]
+    assert evals[1]["eval_set"]["source"].endswith("(cached)")
+    # The monitor: evaluations have their own view, and the job history does not list them.
+    cache = views.HistoryCache(h)
+    assert [e["exact_match"] for e in views.eval_view(cache)["evals"]] == [e["exact_match"] for e in evals]
+    assert views.history_view(cache)["jobs"] == []
+
+
+def test_an_eval_file_with_reference_answers_is_used(home, tmp_path):
+    path = tmp_path / "heldout.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"say {w}"},
+                                                     {"role": "assistant", "content": w}]}) + "\n"
+                            for w in ("yes", "no", "maybe")))
+    write_config(home, evaluation={"eval_file": str(path), "max_new_tokens": 4})
+    h = Home.at(home)
+    assert run_eval_command(h, as_json=True) == 0
+    assert read_last(h)["total"] == 3 and read_last(h)["eval_set"]["source"] == str(path)
