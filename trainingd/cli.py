@@ -235,6 +235,21 @@ def _run_generator(args: argparse.Namespace) -> int:
         print(f"trainingd generator: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
         return ec.ERROR
     print(f"trainingd generator: http://{args.host}:{server.server_address[1]}", flush=True)
+    if args.exit_with_daemon:  # start_all.sh: the generator goes with the daemon it feeds
+        import threading
+
+        from .instance import is_daemon_running
+        from .monitor.lifecycle import watch_daemon
+
+        home = Home.at(args.home)
+
+        def watcher() -> None:
+            logging.getLogger("trainingd.generator").info("generator exits: %s",
+                                                          watch_daemon(home, threading.Event(),
+                                                                       is_daemon_running(home)))
+            server.shutdown()
+
+        threading.Thread(target=watcher, name="generator-watcher", daemon=True).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -389,6 +404,8 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
     gen = _leaf(sub, "generator", text, "", _run_generator, with_json=False)
     gen.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     gen.add_argument("--port", type=int, default=8091, help="port (default 8091; 0 = any free)")
+    gen.add_argument("--exit-with-daemon", action="store_true",
+                     help="exit once the daemon of --home has stopped (start_all.sh starts it this way)")
     _leaf(sub, "eval", "evaluate the live adapter on the held-out set (exact match, token accuracy)", "",
           _run_eval)
     return parser
