@@ -260,7 +260,13 @@ def test_an_empty_queue_is_fed_by_the_generator_trained_and_evaluated(home, gene
             lines = [json.loads(x) for x in h.read_text().splitlines()] if h.exists() else []
             return lines if any(e.get("kind") == "eval" for e in lines) else None
 
-        history = wait_for(evaluated, "a generated job trained and evaluated", 300)
+        seen_states = set()
+
+        def evaluated_watching():
+            seen_states.add(read_status(home).get("status"))
+            return evaluated()
+
+        history = wait_for(evaluated_watching, "a generated job trained and evaluated", 300)
         st = wait_for(lambda: (read_status(home).get("eval") or {}).get("last") and read_status(home),
                       "the eval block in the status")
     finally:
@@ -272,6 +278,7 @@ def test_an_empty_queue_is_fed_by_the_generator_trained_and_evaluated(home, gene
     assert ev["total"] == 12 and 0 <= ev["exact_match"] <= 1 and 0 <= ev["token_accuracy"] <= 1
     assert ev["trained_examples"] == 16 and ev["job_id"] == done[0]["job_id"]
     assert st["eval"]["last"]["total"] == 12
+    assert "evaluating" in seen_states
     assert st["auto_generate"]["batches"] >= 1 and st["auto_generate"]["last"]["seed"] >= 5
     job = next(j for j in JobQueue(Home.at(home)).jobs(["done"]) if j.meta.get("original_name") == done[0]["file"])
     assert job.priority == "low"

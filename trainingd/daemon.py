@@ -615,6 +615,8 @@ class Daemon:
         elif self.condition is not None:
             state, detail = "paused", self.condition["message"] + ". Ways out: " + "; ".join(
                 self.condition["ways_out"])
+        elif self.evaluator.proc is not None:
+            state, detail = "evaluating", f"held-out evaluation of the adapter after job {self.evaluator.job_id}"
         else:
             state, detail = "idle", "waiting for files in inbox/"
         if r is not None:
