@@ -83,3 +83,32 @@ def test_an_eval_file_with_reference_answers_is_used(home, tmp_path):
     h = Home.at(home)
     assert run_eval_command(h, as_json=True) == 0
     assert read_last(h)["total"] == 3 and read_last(h)["eval_set"]["source"] == str(path)
+
+
+@pytest.mark.slow
+def test_the_monitor_page_draws_the_held_out_accuracy_chart(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from trainingd.atomic_ops import append_jsonl
+    from trainingd.monitor.browser import CHROMIUM, chart_points, text, wait_until, watch_page
+    from trainingd.monitor.server import serve_in_thread
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium"
+    home = Home.at(tmp_path / "h")
+    for n, (ex, acc) in enumerate([(0, 0.0), (192, 0.1), (384, 0.32)]):
+        append_jsonl(home.history, {"kind": "eval", "trained_examples": ex, "exact_match": acc, "token_accuracy": 0.5,
+                                    "correct": int(acc * 50), "total": 50, "finished_at": f"2026-01-01T00:0{n}:00Z"})
+    append_jsonl(home.history, {"job_id": "000001-a", "file": "a.jsonl", "state": "done", "result": "ok"})
+    server, _ = serve_in_thread(home, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with sync_playwright() as pw, watch_page(pw, url) as watch:
+            page = watch.page
+            wait_until(lambda: chart_points(watch.page, "accuracy") == 3, "three evaluations in the chart")
+            assert text(page, "eval-last") == "· last 16/50 after 384 examples"
+            ys = page.evaluate("() => window.__trainingd.charts.accuracy.data[1]")
+            assert ys == [0.0, 0.1, 0.32]
+            assert watch.console_errors == [] and watch.foreign_requests() == []
+    finally:
+        server.shutdown()
+        server.server_close()
