@@ -196,6 +196,13 @@ def test_no_request_while_enough_generated_files_wait(tmp_path, generator):
     assert not ag.busy()
 
 
+def test_an_unreadable_state_file_starts_again_from_the_configured_seed(tmp_path):
+    home = Home.at(tmp_path)
+    home.status_dir.mkdir()
+    (home.status_dir / "autogen_state.json").write_text("{not json")
+    assert AutoGenerator(home).next_seed(AutoGenerateConfig(seed=11)) == 11
+
+
 # ---------------------------------------------------------------------------------------------- daemon
 def start_daemon(root: Path) -> subprocess.Popen:
     return subprocess.Popen([*DAEMON, "--home", str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

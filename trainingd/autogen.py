@@ -167,7 +167,11 @@ class AutoGenerator:
         self.next_at = 0.0
         self.last_error: str | None = None
         self.fetching_since: str | None = None
-        saved = read_json(state_path(home), {}) if state_path(home).exists() else {}
+        try:
+            saved = read_json(state_path(home), {})
+        except (ValueError, OSError) as e:  # a hand-edited file: start again from auto_generate.seed
+            log.warning("auto-generate: ignoring unreadable %s (%s)", state_path(home), e)
+            saved = {}
         self.saved: dict[str, Any] = saved if isinstance(saved, dict) else {}
         # Leftovers of a daemon that died mid-request are never complete: remove them.
         for leftover in temp_dir(home).glob("*.part") if temp_dir(home).is_dir() else []:
