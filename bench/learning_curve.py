@@ -142,6 +142,23 @@ def plot(results: list[dict], png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
+def screenshot_chart(home_dir: Path, png: Path) -> None:
+    """The monitor's "Held-out accuracy" chart of a run's home, as the page draws it (Debian's chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    from trainingd.monitor.browser import chart_points, wait_until, watch_page
+    from trainingd.monitor.server import serve_in_thread as serve_monitor
+
+    server, _ = serve_monitor(Home.at(home_dir), "127.0.0.1", 0)
+    try:
+        with sync_playwright() as pw, watch_page(pw, f"http://127.0.0.1:{server.server_address[1]}/") as watch:
+            wait_until(lambda: chart_points(watch.page, "accuracy") > 0, "the accuracy chart")
+            watch.page.locator("#chart-accuracy").locator("xpath=..").screenshot(path=str(png))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", default="embedded:smollm2-135m")
@@ -156,6 +173,7 @@ def main() -> int:
     p.add_argument("--png", type=Path, help="plot the result (and --also results) here")
     p.add_argument("--also", type=Path, action="append", default=[], help="another result JSON to plot")
     p.add_argument("--plot-only", type=Path, help="plot this result JSON without running")
+    p.add_argument("--monitor-png", type=Path, help="also save the monitor's accuracy chart of the run's home here")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.plot_only:
@@ -169,6 +187,8 @@ def main() -> int:
         print(text)
     if args.png:
         plot([result] + [json.loads(a.read_text()) for a in args.also], args.png)
+    if args.monitor_png:
+        screenshot_chart(Path(result["home"]), args.monitor_png)
     return 0
 
 
