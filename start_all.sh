@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Start the trainingd stack on a home (default: this folder): bootstrap .venv, initialise the home, start the daemon
-# and the web monitor.
+# Start the trainingd stack on a home (default: this folder): bootstrap .venv, initialise the home, start the daemon,
+# the web monitor, and the SYLLO generator when config.json has auto_generate.enabled.
 #
 #   ./start_all.sh [--home DIR] [--monitor-port PORT]
 #
@@ -33,8 +33,28 @@ done
 home="$(cd "$home" && pwd -P)"
 echo "trainingd: drop *.jsonl files into $home/inbox/ ; status: $repo/.venv/bin/python $repo/training_controller.py --home $home status"
 
-# The monitor: in its own session like the daemon, tied to the daemon's life by --exit-with-daemon.
 python="${PYTHON:-$repo/.venv/bin/python}"
+# The SYLLO generator, when config.json turns auto_generate on with a loopback url and nothing answers there yet;
+# it exits with the daemon (log: DIR/logs/generator_stdout.log).
+gen="$("$python" - "$home/config.json" <<'PY'
+import json, sys, urllib.parse, urllib.request
+ag = json.load(open(sys.argv[1])).get("auto_generate") or {}
+u = urllib.parse.urlsplit(ag.get("url") or "http://127.0.0.1:8091")
+if ag.get("enabled") and u.hostname in ("127.0.0.1", "localhost", "::1"):
+    try:
+        urllib.request.urlopen(f"{u.scheme}://{u.netloc}/healthz", timeout=2)
+    except OSError:
+        print(u.hostname, u.port or 80)
+PY
+)"
+if [[ -n "$gen" ]]; then
+  read -r gen_host gen_port <<<"$gen"
+  nohup setsid "$python" -m trainingd generator --home "$home" --host "$gen_host" --port "$gen_port" \
+    --exit-with-daemon </dev/null >>"$home/logs/generator_stdout.log" 2>&1 &
+  echo "trainingd generator (pid $!): http://$gen_host:$gen_port (auto_generate is on)"
+fi
+
+# The monitor: in its own session like the daemon, tied to the daemon's life by --exit-with-daemon.
 out="$home/logs/monitor_stdout.log"
 nohup setsid "$python" "$repo/launch_live_monitor.py" --home "$home" --port "$monitor_port" --exit-with-daemon \
   </dev/null >>"$out" 2>&1 &

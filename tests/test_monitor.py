@@ -30,7 +30,7 @@ from trainingd.paths import Home
 log = logging.getLogger(__name__)
 
 JSON_ENDPOINTS = ["/healthz", "/api/status", "/api/metrics", "/api/queue", "/api/history", "/api/system",
-                  "/api/gpu", "/api/memory", "/api/layers"]
+                  "/api/gpu", "/api/memory", "/api/layers", "/api/eval"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
@@ -111,6 +111,7 @@ def test_every_endpoint_answers_on_an_empty_home_with_no_daemon(tmp_path, serve)
     queue = client.json("/api/queue")
     assert queue["counts"]["done"] == 0 and queue["states"]["failed"]["jobs"] == []
     assert client.json("/api/history") == {"daemon_running": False, "total": 0, "offset": 0, "limit": 100, "jobs": []}
+    assert client.json("/api/eval") == {"daemon_running": False, "total": 0, "evals": []}
     system = client.json("/api/system")
     assert system["processes"]["daemon"] == {"pid": None, "rss_bytes": None}
     assert system["memory"]["total_bytes"] > 0 and system["disk"]["total_bytes"] > 0

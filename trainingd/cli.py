@@ -7,6 +7,8 @@
         queue add|list|status|retry|remove          = training_queue.py add|...
         validate [FILE]                             = config_validator.py
         monitor [--host H] [--port P]               = launch_live_monitor.py (the web monitor's server)
+        generator [--host H] [--port P]             the SYLLO puzzle generator service (trainingd.generator)
+        eval                                        evaluate the live adapter on the held-out set (trainingd.evaluation)
     training_controller.py, training_queue.py and config_validator.py are the same subcommands under
     their own names (``controller_main``, ``queue_main``, ``validator_main``).
 
@@ -248,6 +250,46 @@ def _run_monitor(args: argparse.Namespace) -> int:
     return ec.OK
 
 
+def _run_generator(args: argparse.Namespace) -> int:
+    from .generator.server import make_server
+
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        server = make_server(args.host, args.port)
+    except OSError as e:
+        print(f"trainingd generator: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return ec.ERROR
+    print(f"trainingd generator: http://{args.host}:{server.server_address[1]}", flush=True)
+    if args.exit_with_daemon:  # start_all.sh: the generator goes with the daemon it feeds
+        import threading
+
+        from .instance import is_daemon_running
+        from .monitor.lifecycle import watch_daemon
+
+        home = Home.at(args.home)
+
+        def watcher() -> None:
+            logging.getLogger("trainingd.generator").info("generator exits: %s",
+                                                          watch_daemon(home, threading.Event(),
+                                                                       is_daemon_running(home)))
+            server.shutdown()
+
+        threading.Thread(target=watcher, name="generator-watcher", daemon=True).start()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return ec.OK
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .evaluation import run_eval_command
+
+    return run_eval_command(Home.at(args.home), as_json=args.json)
+
+
 MONITOR_TEXT = "serve the web monitor's JSON and Prometheus endpoints for a home (read-only)"
 
 
@@ -396,6 +438,14 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
           f"{ec.CONFIG_ERROR} for a config error.", _run_plan)
     add_doctor_arguments(_leaf(sub, "doctor", "check the home and say how to fix each problem "
                                "(comprehensive_health_check.py)", "Exit 0: healthy; 1: problems found.", run_doctor))
+    text = "serve SYLLO puzzles: /generate, /eval (held-out), /healthz"
+    gen = _leaf(sub, "generator", text, "", _run_generator, with_json=False)
+    gen.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    gen.add_argument("--port", type=int, default=8091, help="port (default 8091; 0 = any free)")
+    gen.add_argument("--exit-with-daemon", action="store_true",
+                     help="exit once the daemon of --home has stopped (start_all.sh starts it this way)")
+    _leaf(sub, "eval", "evaluate the live adapter on the held-out set (exact match, token accuracy)", "",
+          _run_eval)
     return parser
 
 

@@ -59,6 +59,38 @@ class AutoGenerateConfig:
     """Do not ask more often than this."""
     priority: str = "low"
     """Queue priority of generated files."""
+    low_water: int = 0
+    """Ask for a batch when this many jobs or fewer are pending (the running job does not count)."""
+    seed: int = 0
+    """Seed of the first batch; each later batch takes the next seed (kept in status/autogen_state.json)."""
+    level: int = 1
+    """Puzzle difficulty asked for, 1 (easy) to 5 (hard)."""
+    timeout_s: float = 60.0
+    """Seconds without data from the generator before a request counts as failed."""
+    max_pending_generated: int = 2
+    """Never hold more than this many generated files waiting in inbox/ and the queue."""
+    allow_remote: bool = False
+    """Allow a url whose host is not loopback (127.0.0.1, ::1, localhost)."""
+
+
+@dataclass
+class EvaluationConfig:
+    after_each_job: bool = False
+    """Evaluate the live adapter on the held-out set after each job (in a separate process; no new job starts
+    until it ends)."""
+    eval_file: str | None = None
+    """A JSONL held-out set with reference answers (chat lines whose last assistant turn is the answer). null:
+    fetch ``count`` puzzles from the generator's /eval once and keep them in status/eval_set.jsonl."""
+    count: int = 200
+    """Held-out puzzles fetched from the generator when there is no eval_file."""
+    seed: int = 0
+    """Seed of the held-out puzzles."""
+    level: int | None = None
+    """Puzzle level of the held-out set (null: auto_generate.level)."""
+    batch_size: int = 32
+    """Prompts generated at once (greedy, left-padded)."""
+    max_new_tokens: int = 32
+    """Tokens generated per answer at most."""
 
 
 @dataclass
@@ -170,6 +202,8 @@ class Config:
     """Several training processes per job (one machine or several); see the README."""
     auto_generate: AutoGenerateConfig = field(default_factory=AutoGenerateConfig)
     """Asking a local generator service for data when the queue runs dry."""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    """Held-out evaluation (greedy exact match and token accuracy) after each job and on `trainingd eval`."""
     locked_keys: list[str] = field(default_factory=lambda: list(LOCKABLE_KEYS))
     """Keys recorded in checkpoints and the adapter; a changed one holds the daemon (see LOCKABLE_KEYS)."""
     keep_snapshots: int = 20
@@ -311,6 +345,27 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"config key 'micro_batch_tokens' must be at least 1 or null, got {cfg.micro_batch_tokens}")
     if cfg.lora.r < 1:
         raise ConfigError(f"config key 'lora.r' must be at least 1, got {cfg.lora.r}")
+    ag, ev = cfg.auto_generate, cfg.evaluation
+    for key, value, lo in (("auto_generate.count", ag.count, 1), ("auto_generate.low_water", ag.low_water, 0),
+                           ("auto_generate.seed", ag.seed, 0), ("auto_generate.max_pending_generated",
+                                                                ag.max_pending_generated, 1),
+                           ("evaluation.count", ev.count, 1), ("evaluation.seed", ev.seed, 0),
+                           ("evaluation.batch_size", ev.batch_size, 1),
+                           ("evaluation.max_new_tokens", ev.max_new_tokens, 1)):
+        if value < lo:
+            raise ConfigError(f"config key {key!r} must be at least {lo}, got {value}")
+    for key, level in (("auto_generate.level", ag.level), ("evaluation.level", ev.level)):
+        if level is not None and not 1 <= level <= 5:
+            raise ConfigError(f"config key {key!r} must be 1..5, got {level}")
+    if ag.timeout_s <= 0 or ag.min_interval_s < 0:
+        raise ConfigError("config keys 'auto_generate.timeout_s' must be positive and "
+                          "'auto_generate.min_interval_s' at least 0")
+    if ag.enabled:
+        from .autogen import check_url
+
+        problem = check_url(ag.url, ag.allow_remote)
+        if problem:
+            raise ConfigError(f"config key 'auto_generate.url': {problem}")
     known = {f.name for f in dataclasses.fields(Config)} | {f"lora.{f.name}" for f in dataclasses.fields(LoraConfig)}
     for key in cfg.locked_keys:
         if key not in known:

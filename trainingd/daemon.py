@@ -34,6 +34,8 @@ from .contracts.result import read_result, result_path, summary_of
 from .contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
 from .contracts.trainer_command import clear_trainer_command, write_trainer_command
 from .instance import InstanceLock, init_home, read_pid
+from .autogen import AutoGenerator
+from .evaluation import Evaluator
 from .intake import Intake
 from .invariants import sweep_temp_files
 from .logs import setup_logging
@@ -103,6 +105,8 @@ class Daemon:
         self.queue = JobQueue(home)
         self.intake = Intake(home, self.queue, cfg)
         self.writer = StatusWriter(home)
+        self.autogen = AutoGenerator(home)
+        self.evaluator = Evaluator(home)
         self.started_at = now_iso()
         self.started_wall = time.time()  # control requests written before this are stale
         self.config_loaded_at = self.started_at
@@ -176,6 +180,8 @@ class Daemon:
                     self.intake.events.dirty.wait(self.tick_s)
         finally:
             self.intake.stop()
+            self.autogen.stop()
+            self.evaluator.stop()
             if self.running is not None and self.running.proc.poll() is None:
                 # Only on an unexpected error: the trainer checkpoints and exits; it also exits when we die.
                 log.error("daemon loop failed with a trainer running; asking it to stop")
@@ -262,7 +268,11 @@ class Daemon:
             for job in self.intake.poll():
                 if job.state == "failed":
                     self._error(f"{job.meta.get('original_name')}: {job.meta.get('reason')}", job.id)
+        self.evaluator.poll()
         self.reconcile()
+        if not self.stopping and not self.finished:
+            self.autogen.tick(self.cfg.auto_generate, pending_jobs=sum(self.queue.counts()["pending"].values()),
+                              may_start=not self.paused and self.condition is None, queue=self.queue)
         self.write_status(final=self.finished)
 
     def reload_config(self) -> None:
@@ -405,6 +415,8 @@ class Daemon:
                 self.exit_code = ec.CONFIG_ERROR
                 self.finish("error", self.condition["message"])
             return
+        if self.evaluator.maybe_start(self.cfg):
+            return  # the live adapter is being evaluated: the next job waits for it
         try:
             retention.maybe_run_daily(self.home, self.cfg)  # between jobs, when config.json asks for it
         except Exception as e:  # noqa: BLE001 - housekeeping never stops training
@@ -537,6 +549,7 @@ class Daemon:
             done = self.queue.complete(job, result=summary)
             snapshots.after_job(self.home, done, summary, self.cfg.to_dict(), self.cfg.keep_snapshots)
             ended("done", "ok")
+            self.evaluator.job_done(job.id, self.cfg)
             if skip_wanted:
                 self._ack_all("skip", "too late: the job had already finished")
         elif skip_wanted and code not in (ec.DATA_ERROR, ec.CHECKPOINT_MISMATCH, ec.USAGE):
@@ -642,6 +655,8 @@ class Daemon:
         elif self.condition is not None:
             state, detail = "paused", self.condition["message"] + ". Ways out: " + "; ".join(
                 self.condition["ways_out"])
+        elif self.evaluator.proc is not None:
+            state, detail = "evaluating", f"held-out evaluation of the adapter after job {self.evaluator.job_id}"
         else:
             state, detail = "idle", "waiting for files in inbox/"
         if r is not None:
@@ -659,6 +674,8 @@ class Daemon:
                    "model_display_name": self.cfg.model_display_name},
             control=control, last_error=self.last_error)
         doc["condition"] = self.condition
+        doc["auto_generate"] = self.autogen.status()
+        doc["eval"] = self.evaluator.status()
         return self.writer.write(doc, durable=final)
 
 

@@ -222,7 +222,9 @@ class Intake:
             return self.queue.reject(path, UNREADABLE_REASON, source="inbox")
         if name.endswith(".json"):
             return self._convert(path)
-        return self.queue.add(path, priority="normal", source="inbox", move=True)
+        # Batches of the generator service go in at auto_generate.priority (see trainingd.autogen).
+        priority = self.cfg.auto_generate.priority if name.startswith("syllo_autogen_") else "normal"
+        return self.queue.add(path, priority=priority, source="inbox", move=True)
 
     def _convert(self, path: Path) -> Job:
         """A complete ``x.json``: converted to ``x.jsonl`` (or ``x-2.jsonl``... when taken) and queued, or

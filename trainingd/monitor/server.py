@@ -128,6 +128,10 @@ class Monitor:
         return {"daemon_running": self.running(),
                 **views.history_view(self.history, _int(q, "offset", 0), _int(q, "limit", 100, 0, views.MAX_PAGE))}
 
+    def eval_api(self, q: dict) -> Any:
+        """Held-out evaluations, oldest first: accuracy against examples trained (the monitor's eval chart)."""
+        return {"daemon_running": self.running(), **views.eval_view(self.history)}
+
     def system_api(self, q: dict) -> Any:
         return {"daemon_running": self.running(), **system.system(self.home)}
 
@@ -157,6 +161,7 @@ class Monitor:
             "/api/metrics": (self.metrics_api, json_type),
             "/api/queue": (self.queue, json_type),
             "/api/history": (self.history_api, json_type),
+            "/api/eval": (self.eval_api, json_type),
             "/api/system": (self.system_api, json_type),
             "/api/gpu": (self.gpu, json_type),
             "/api/memory": (self.memory, json_type),

@@ -97,9 +97,19 @@ class HistoryCache:
             return self._entries
 
 
+EVAL_KEYS = ("finished_at", "job_id", "trigger", "trained_jobs", "trained_examples", "trained_tokens", "exact_match",
+             "token_accuracy", "correct", "total", "seconds")
+
+
+def eval_view(cache: HistoryCache) -> dict[str, Any]:
+    """The held-out evaluations of ``status/history.jsonl`` (``"kind": "eval"``), oldest first."""
+    evals = [e for e in cache.entries() if e.get("kind") == "eval"]
+    return {"total": len(evals), "evals": [{k: e.get(k) for k in EVAL_KEYS} for e in evals]}
+
+
 def history_view(cache: HistoryCache, offset: int = 0, limit: int = 100) -> dict[str, Any]:
     """Finished jobs, newest first: file, steps, final loss, eval loss, duration (``seconds``)."""
-    entries = cache.entries()
+    entries = [e for e in cache.entries() if e.get("kind") != "eval"]  # evaluations have their own view
     limit = max(0, min(limit, MAX_PAGE))
     page = list(reversed(entries))[max(0, offset):max(0, offset) + limit]
     return {"total": len(entries), "offset": offset, "limit": limit,

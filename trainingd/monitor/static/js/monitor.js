@@ -91,6 +91,12 @@
       [[], []]);
     charts.evalLoss = makeChart("chart-eval", [{ label: "eval loss", stroke: "rgb(214, 39, 40)", width: 2,
       points: { show: true, size: 6 } }], [[], []]);
+    // Held-out evaluations (/api/eval): accuracy against examples trained, not time.
+    charts.accuracy = makeChart("chart-accuracy", [
+      { label: "exact match", stroke: "rgb(44, 160, 44)", width: 2, points: { show: true, size: 6 } },
+      { label: "token accuracy", stroke: "rgb(23, 190, 207)", width: 1.5, dash: [4, 4], points: { show: true, size: 4 } }
+    ], [[], [], []], { scales: { x: { time: false }, y: { range: [0, 1] } },
+      axes: [{ label: "examples trained" }, { size: 60 }] });
     charts.system = makeChart("chart-system", [
       { label: "CPU %", stroke: "rgb(148, 103, 189)", width: 2 },
       { label: "RAM %", stroke: "rgb(140, 86, 75)", width: 2 },
@@ -301,6 +307,16 @@
     charts.system.setData([state.sysX, state.cpu, state.ram, state.gpu]);
   }
 
+  function showEval(doc) {
+    var evals = (doc.evals || []).filter(function (e) { return isNum(e.trained_examples) && isNum(e.exact_match); });
+    charts.accuracy.setData([evals.map(function (e) { return e.trained_examples; }),
+      evals.map(function (e) { return e.exact_match; }),
+      evals.map(function (e) { return isNum(e.token_accuracy) ? e.token_accuracy : null; })]);
+    var last = evals[evals.length - 1];
+    setText("eval-last", last ? "· last " + last.correct + "/" + last.total + " after " + last.trained_examples +
+      " examples" : "· no evaluation yet");
+  }
+
   function showMessage(text, isError) {
     var el = $("message");
     el.hidden = !text;
@@ -316,6 +332,7 @@
     if (slow) {
       work.push(getJSON("/api/queue?limit=20").then(showQueue));
       work.push(getJSON("/api/system").then(showSystem));
+      work.push(getJSON("/api/eval").then(showEval));
     }
     Promise.all(work).then(function () {
       if (state.errors) showMessage("");

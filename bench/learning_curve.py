@@ -1,0 +1,196 @@
+"""Does training help? Held-out exact match of the stack training on auto-generated SYLLO puzzles over time.
+
+Runs the real stack on a fresh home: the reference generator (in this process, on a free port), the daemon
+(a subprocess) with auto-generate on and an evaluation after each job. A first evaluation of the base alone
+gives the starting value. When ``--minutes`` have passed the daemon is stopped, and the evaluations of
+``status/history.jsonl`` -- exact match and token accuracy against examples trained and wall time -- are
+written to a JSON file and plotted (matplotlib: ``pip install 'trainingd[bench]'``).
+
+    nice -n 10 .venv/bin/python bench/learning_curve.py --base embedded:smollm2-135m --minutes 38 \\
+        --out docs/learning_curve_smollm2.json --png docs/learning_curve.png
+    .venv/bin/python bench/learning_curve.py --base embedded:tiny-qwen3 --minutes 8 --out docs/learning_curve_tiny.json
+
+``--png`` may name several JSON results with ``--also`` to draw them in one figure (e.g. the tiny model's run
+for contrast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from trainingd.contracts.requests import write_request  # noqa: E402
+from trainingd.generator.server import serve_in_thread  # noqa: E402
+from trainingd.paths import Home  # noqa: E402
+
+log = logging.getLogger("learning_curve")
+
+
+def read_history(home: Home) -> list[dict]:
+    if not home.history.exists():
+        return []
+    out = []
+    for line in home.history.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    root = Path(args.home or tempfile.mkdtemp(prefix="learning-curve-")).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    server, url = serve_in_thread("127.0.0.1", 0)
+    config = {
+        "base_model": args.base, "max_length": 256, "batch_size": args.batch_size, "gradient_accumulation": 1,
+        "learning_rate": args.lr, "lr_scheduler": "constant", "warmup_ratio": 0.0, "save_steps": 1000,
+        "layer_stats_steps": 0, "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
+                                         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                            "up_proj", "down_proj"]},
+        "auto_generate": {"enabled": True, "url": url, "count": args.batch, "min_interval_s": 0,
+                          "level": args.level, "seed": 1, "max_pending_generated": 1},
+        "evaluation": {"after_each_job": True, "count": args.eval_count, "level": args.level,
+                       "batch_size": 50, "max_new_tokens": 12},
+    }
+    (root / "config.json").write_text(json.dumps(config, indent=2))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    home = Home.at(root)
+    log.info("home %s; generator %s; base %s", root, url, args.base)
+    t0 = time.time()
+    # The starting value: the base alone (this also builds an embedded base once).
+    subprocess.run([sys.executable, "-m", "trainingd.train.evaluate", "--home", str(root)], cwd=REPO, env=env,
+                   check=True)
+    t_base = time.time()
+    daemon = subprocess.Popen([sys.executable, str(REPO / "training_daemon.py"), "--home", str(root)], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = t0 + args.minutes * 60
+    seen = 0
+    try:
+        while time.time() < deadline and daemon.poll() is None:
+            evals = [e for e in read_history(home) if e.get("kind") == "eval"]
+            for e in evals[seen:]:
+                log.info("%.0fs: %d examples trained, exact match %.3f, token accuracy %.3f (eval %.0fs)",
+                         time.time() - t0, e["trained_examples"], e["exact_match"], e["token_accuracy"],
+                         e["seconds"])
+            seen = len(evals)
+            time.sleep(5)
+    finally:
+        if daemon.poll() is None:
+            write_request(home, "stop")
+            try:
+                daemon.wait(180)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        server.shutdown()
+    evals = [e for e in read_history(home) if e.get("kind") == "eval"]
+    jobs = [e for e in read_history(home) if e.get("state")]
+    from datetime import datetime
+
+    def wall(e: dict) -> float:
+        return round(datetime.fromisoformat(e["finished_at"].replace("Z", "+00:00")).timestamp() - t0, 1)
+
+    points = [{"trained_examples": e["trained_examples"], "trained_tokens": e["trained_tokens"],
+               "wall_s": wall(e), "exact_match": e["exact_match"], "token_accuracy": e["token_accuracy"],
+               "correct": e["correct"], "total": e["total"], "eval_seconds": e["seconds"]} for e in evals]
+    return {"base_model": args.base, "level": args.level, "batch": args.batch, "eval_count": args.eval_count,
+            "learning_rate": args.lr, "batch_size": args.batch_size, "minutes": args.minutes, "home": str(root),
+            "base_eval_wall_s": round(t_base - t0, 1), "jobs_done": sum(1 for j in jobs if j["state"] == "done"),
+            "jobs_failed": sum(1 for j in jobs if j["state"] == "failed"), "points": points,
+            "cpu_count": os.cpu_count(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def plot(results: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in results:
+        pts = r["points"]
+        name = r["base_model"].removeprefix("embedded:")
+        ax1.plot([p["trained_examples"] for p in pts], [p["exact_match"] for p in pts], "o-",
+                 label=f"{name}: exact match")
+        ax1.plot([p["trained_examples"] for p in pts], [p["token_accuracy"] for p in pts], "x--", alpha=0.6,
+                 label=f"{name}: token accuracy")
+        ax2.plot([p["wall_s"] / 60 for p in pts], [p["exact_match"] for p in pts], "o-", label=name)
+    ax1.set_xlabel("examples trained")
+    ax1.set_ylabel(f"held-out accuracy ({results[0]['eval_count']} puzzles)")
+    ax1.set_ylim(0, 1)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    ax2.set_xlabel("wall time (minutes, 2 shared CPU cores, incl. evaluations)")
+    ax2.set_ylabel("held-out exact match")
+    ax2.set_ylim(0, 1)
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(f"SYLLO level {results[0]['level']} puzzles, LoRA r=16, auto-generated batches of "
+                 f"{results[0]['batch']}")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+
+
+def screenshot_chart(home_dir: Path, png: Path) -> None:
+    """The monitor's "Held-out accuracy" chart of a run's home, as the page draws it (Debian's chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    from trainingd.monitor.browser import chart_points, wait_until, watch_page
+    from trainingd.monitor.server import serve_in_thread as serve_monitor
+
+    server, _ = serve_monitor(Home.at(home_dir), "127.0.0.1", 0)
+    try:
+        with sync_playwright() as pw, watch_page(pw, f"http://127.0.0.1:{server.server_address[1]}/") as watch:
+            wait_until(lambda: chart_points(watch.page, "accuracy") > 0, "the accuracy chart")
+            watch.page.locator("#chart-accuracy").locator("xpath=..").screenshot(path=str(png))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", default="embedded:smollm2-135m")
+    p.add_argument("--minutes", type=float, default=38.0, help="wall-clock budget, the base evaluation included")
+    p.add_argument("--level", type=int, default=1)
+    p.add_argument("--batch", type=int, default=256, help="puzzles per generated file (one job, then an eval)")
+    p.add_argument("--eval-count", type=int, default=100)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--home", help="home folder (default: a new temporary one)")
+    p.add_argument("--out", type=Path, help="write the result JSON here")
+    p.add_argument("--png", type=Path, help="plot the result (and --also results) here")
+    p.add_argument("--also", type=Path, action="append", default=[], help="another result JSON to plot")
+    p.add_argument("--plot-only", type=Path, help="plot this result JSON without running")
+    p.add_argument("--monitor-png", type=Path, help="also save the monitor's accuracy chart of the run's home here")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.plot_only:
+        result = json.loads(args.plot_only.read_text())
+    else:
+        result = run(args)
+        text = json.dumps(result, indent=2)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text + "\n")
+        print(text)
+    if args.png:
+        plot([result] + [json.loads(a.read_text()) for a in args.also], args.png)
+    if args.monitor_png:
+        screenshot_chart(Path(result["home"]), args.monitor_png)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Auto-generate: ask the generator service for a batch when the queue runs dry (the daemon's side), stdlib only.
+
+The daemon calls ``AutoGenerator.tick()`` from its loop; the HTTP request runs on a background thread, so
+the loop never waits on the generator. One request at a time:
+
+    GET {url}/generate?count=N&seed=S&level=L
+      -> streamed into HOME/.autogen/batch-S.part (hidden, outside inbox/: the inbox watcher never sees it)
+      -> complete only when the chunked body ended properly, every line is a JSON object with ``messages``,
+         and exactly N lines arrived
+      -> fsync, then linked into inbox/ as syllo_autogen_<YYYYMMDD_HHMMSS>_count<N>.jsonl (never replacing a
+         file), and the normal intake path queues it (at ``auto_generate.priority``).
+
+A request starts when auto-generate is enabled, the daemon is neither paused nor stopping, at most
+``low_water`` jobs are pending, fewer than ``max_pending_generated`` generated files wait in inbox/ or the
+queue, and ``min_interval_s`` has passed since the last request. A generator that is down, slow (no data for
+``timeout_s``), answers an error, cuts the body or sends garbage is one failure: one log line, and the next
+try waits 1, 2, 4 ... up to 300 s. The partial file is removed; nothing partial ever reaches inbox/.
+
+Each successful batch takes the next seed, so batches differ; the next seed survives restarts in
+``status/autogen_state.json`` (reset when ``auto_generate.seed`` changes). ``status()`` is the ``auto_generate``
+block of the status file.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from .atomic_ops import atomic_write_json, fsync_dir, read_json
+from .config import AutoGenerateConfig
+from .contracts.job import now_iso
+from .paths import Home
+
+log = logging.getLogger("trainingd.autogen")
+
+PREFIX = "syllo_autogen_"
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 300.0
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+class FetchError(Exception):
+    """One failed request; the message is the one log line."""
+
+
+def check_url(url: str, allow_remote: bool) -> str | None:
+    """Why ``url`` cannot be used (None when it can): http only, a host, loopback unless ``allow_remote``."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return f"{url!r}: only http:// URLs are supported"
+    host = parts.hostname
+    if not host:
+        return f"{url!r} names no host"
+    try:
+        parts.port
+    except ValueError as e:
+        return f"{url!r}: {e}"
+    if allow_remote:
+        return None
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host.lower() in LOOPBACK_NAMES
+    if not loopback:
+        return (f"{host} is not a loopback address; set auto_generate.allow_remote to true to fetch training data "
+                "from another host")
+    return None
+
+
+def is_generated(name: str | None) -> bool:
+    return bool(name) and name.startswith(PREFIX)
+
+
+def state_path(home: Home) -> Path:
+    return home.status_dir / "autogen_state.json"
+
+
+def temp_dir(home: Home) -> Path:
+    """Where bodies are streamed: in the home (same filesystem as inbox/, so the final link is atomic)."""
+    return home.root / ".autogen"
+
+
+def fetch_batch(url: str, *, count: int, seed: int, level: int, timeout_s: float, tmp_dir: Path, inbox: Path,
+                cancel: threading.Event | None = None, now: datetime | None = None) -> tuple[Path, int]:
+    """Fetch one batch into ``inbox/``; returns (final path, lines). Raises FetchError; leaves no partial file."""
+    parts = urlsplit(url)
+    query = urlencode({"count": count, "seed": seed, "level": level})
+    target = f"{parts.path.rstrip('/')}/generate?{query}"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"batch-{seed}.part"
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout_s)
+    try:
+        try:
+            conn.request("GET", target)
+            resp = conn.getresponse()
+            if resp.status != 200:
+                body = resp.read(300).decode("utf-8", "replace").strip().replace("\n", " ")
+                raise FetchError(f"HTTP {resp.status} {resp.reason}: {body[:200]}")
+            n = 0
+            with open(tmp, "wb") as f:
+                while True:
+                    if cancel is not None and cancel.is_set():
+                        raise FetchError("cancelled (the daemon is stopping)")
+                    line = resp.readline()
+                    if not line:
+                        break
+                    if not line.strip():
+                        continue
+                    _check_line(line, n + 1)
+                    f.write(line if line.endswith(b"\n") else line + b"\n")
+                    n += 1
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, http.client.HTTPException) as e:
+            # refused, reset, timed out, or a chunked body that ended before its last chunk (IncompleteRead)
+            raise FetchError(f"{type(e).__name__}: {e}") from None
+        if n != count:
+            raise FetchError(f"asked for {count} lines, the body held {n}")
+        final = _link_into(tmp, inbox, f"{PREFIX}{(now or datetime.now()).strftime('%Y%m%d_%H%M%S')}_count{n}")
+        return final, n
+    finally:
+        conn.close()
+        tmp.unlink(missing_ok=True)
+
+
+def _check_line(line: bytes, lineno: int) -> None:
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        raise FetchError(f"line {lineno} is not JSON: {line[:80]!r}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("messages"), list):
+        raise FetchError(f"line {lineno} is not a chat record with 'messages': {line[:80]!r}")
+
+
+def _link_into(tmp: Path, inbox: Path, stem: str) -> Path:
+    """Give ``tmp`` a free name in ``inbox`` (a link never replaces a file; numbered when the name is taken)."""
+    for n in range(1, 1000):
+        final = inbox / (f"{stem}.jsonl" if n == 1 else f"{stem}-{n}.jsonl")
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            continue
+        fsync_dir(inbox)
+        return final
+    raise FetchError(f"{stem}.jsonl and 998 numbered variants already exist in {inbox}")
+
+
+class AutoGenerator:
+    """The daemon's auto-generate state; every method runs on the daemon's loop except the fetch thread."""
+
+    def __init__(self, home: Home, clock=time.monotonic):
+        self.home = home
+        self.clock = clock
+        self.thread: threading.Thread | None = None
+        self.cancel = threading.Event()
+        self.outcome: tuple | None = None  # set by the thread: ("ok", path, n, seed) or ("error", message, seed)
+        self.failures = 0
+        self.next_at = 0.0
+        self.last_error: str | None = None
+        self.fetching_since: str | None = None
+        try:
+            saved = read_json(state_path(home), {})
+        except (ValueError, OSError) as e:  # a hand-edited file: start again from auto_generate.seed
+            log.warning("auto-generate: ignoring unreadable %s (%s)", state_path(home), e)
+            saved = {}
+        self.saved: dict[str, Any] = saved if isinstance(saved, dict) else {}
+        # Leftovers of a daemon that died mid-request are never complete: remove them.
+        for leftover in temp_dir(home).glob("*.part") if temp_dir(home).is_dir() else []:
+            leftover.unlink(missing_ok=True)
+        self.cfg: AutoGenerateConfig | None = None
+        self._failed_seen: set[str] | None = None
+        self._done_seen: int | None = None
+        self.refused_streak = 0
+
+    # ------------------------------------------------------------------------------------------ seeds
+    def next_seed(self, cfg: AutoGenerateConfig) -> int:
+        if self.saved.get("config_seed") == cfg.seed and isinstance(self.saved.get("next_seed"), int):
+            return self.saved["next_seed"]
+        return cfg.seed
+
+    def _record_batch(self, cfg: AutoGenerateConfig, seed: int, path: Path, n: int) -> None:
+        self.saved = {"config_seed": cfg.seed, "next_seed": seed + 1,
+                      "batches": int(self.saved.get("batches") or 0) + 1,
+                      "examples": int(self.saved.get("examples") or 0) + n,
+                      "last": {"seed": seed, "file": path.name, "count": n, "level": cfg.level, "at": now_iso()}}
+        atomic_write_json(state_path(self.home), self.saved)
+
+    # ------------------------------------------------------------------------------------------ loop
+    def busy(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def tick(self, cfg: AutoGenerateConfig, *, pending_jobs: int, may_start: bool, queue=None) -> None:
+        """Reap a finished request; start one when it is wanted. Never blocks."""
+        self.cfg = cfg
+        if self.thread is not None and not self.thread.is_alive():
+            self._reap(cfg)
+        if not cfg.enabled or not may_start or self.busy() or self.clock() < self.next_at:
+            return
+        if pending_jobs > cfg.low_water:
+            return
+        waiting = self.generated_waiting(queue)
+        if waiting >= cfg.max_pending_generated:
+            return
+        refused = self._new_refusal(queue)
+        if refused:  # batches the trainer cannot use: asking again at once would fill failed/ in a loop
+            delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.refused_streak - 1))
+            self.next_at = self.clock() + delay
+            self.last_error = refused
+            log.warning("auto-generate: %s; next request in %.0fs", refused, delay)
+            return
+        problem = check_url(cfg.url, cfg.allow_remote)
+        if problem:  # the config check refuses this at load; kept here so a bad url never gets fetched
+            self.last_error = problem
+            self.next_at = self.clock() + BACKOFF_MAX_S
+            log.error("auto-generate: %s", problem)
+            return
+        seed = self.next_seed(cfg)
+        self.outcome = None
+        self.cancel.clear()
+        self.fetching_since = now_iso()
+        self.next_at = self.clock() + cfg.min_interval_s
+        log.info("auto-generate: asking %s for %d puzzles (seed %d, level %d)", cfg.url, cfg.count, seed, cfg.level)
+        self.thread = threading.Thread(target=self._fetch, args=(cfg, seed), name="autogen-fetch", daemon=True)
+        self.thread.start()
+
+    def _fetch(self, cfg: AutoGenerateConfig, seed: int) -> None:
+        try:
+            path, n = fetch_batch(cfg.url, count=cfg.count, seed=seed, level=cfg.level, timeout_s=cfg.timeout_s,
+                                  tmp_dir=temp_dir(self.home), inbox=self.home.inbox, cancel=self.cancel)
+            self.outcome = ("ok", path, n, seed)
+        except FetchError as e:
+            self.outcome = ("error", str(e), seed)
+        except Exception as e:  # noqa: BLE001 - anything else is one more failure, never the daemon's end
+            self.outcome = ("error", f"{type(e).__name__}: {e}", seed)
+
+    def _reap(self, cfg: AutoGenerateConfig) -> None:
+        self.thread = None
+        self.fetching_since = None
+        outcome, self.outcome = self.outcome, None
+        if outcome is None:
+            return
+        if outcome[0] == "ok":
+            _, path, n, seed = outcome
+            self._record_batch(cfg, seed, path, n)
+            self.failures = 0
+            self.last_error = None
+            log.info("auto-generate: %s (%d puzzles, seed %d) is in inbox/", path.name, n, seed)
+            return
+        _, message, seed = outcome
+        self.failures += 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1))
+        self.next_at = self.clock() + max(delay, 0.0)
+        self.last_error = message
+        log.warning("auto-generate: request to %s (seed %d) failed: %s; try %d in %.0fs", cfg.url, seed, message,
+                    self.failures + 1, delay)
+
+    def _new_refusal(self, queue) -> str | None:
+        """The reason when a generated batch reached ``queue/failed/`` since the last look (None on the first)."""
+        if queue is None:
+            return None
+        try:
+            failed = {p.name for p in self.home.failed.iterdir() if PREFIX in p.name}
+        except OSError:
+            return None
+        done = queue.counts()["done"]
+        first = self._failed_seen is None
+        new = sorted(failed - (self._failed_seen or set()))
+        self._failed_seen = failed
+        if not first and not new and done > (self._done_seen or 0):
+            self.refused_streak = 0  # a job was trained since: the batches are usable again
+        self._done_seen = done
+        if first or not new:
+            return None
+        self.refused_streak += 1
+        try:
+            reason = str(queue.get(new[-1]).meta.get("reason") or "no reason").splitlines()[0]
+        except Exception:  # noqa: BLE001 - only for the message
+            reason = "see queue/failed/"
+        return f"generated batch {new[-1]} was refused ({reason})"
+
+    def generated_waiting(self, queue=None) -> int:
+        """Generated files not yet trained: in inbox/, and pending in the queue."""
+        try:
+            n = sum(1 for p in self.home.inbox.iterdir() if is_generated(p.name))
+        except OSError:
+            n = 0
+        if queue is not None:
+            n += sum(1 for job in queue.jobs(["pending"]) if is_generated(job.meta.get("original_name")))
+        return n
+
+    def stop(self) -> None:
+        """Ask a running request to end (the thread is a daemon thread: nothing waits for it)."""
+        self.cancel.set()
+
+    def status(self) -> dict[str, Any]:
+        cfg = self.cfg or AutoGenerateConfig()
+        if not cfg.enabled:
+            state = "off"
+        elif self.busy():
+            state = "fetching"
+        elif self.failures or self.refused_streak:
+            state = "backoff"
+        else:
+            state = "idle"
+        wait = max(0.0, self.next_at - self.clock()) if cfg.enabled else None
+        return {"enabled": cfg.enabled, "url": cfg.url, "state": state, "level": cfg.level, "count": cfg.count,
+                "next_seed": self.next_seed(cfg), "fetching_since": self.fetching_since,
+                "failures": self.failures, "refused_batches_in_a_row": self.refused_streak, "last_error": self.last_error,
+                "next_request_in_s": round(wait, 1) if wait is not None else None,
+                "batches": self.saved.get("batches", 0), "examples": self.saved.get("examples", 0),
+                "last": self.saved.get("last")}
