@@ -181,3 +181,21 @@ def test_learning_rate_schedule_warms_up_then_follows_the_configured_shape(sched
         assert f(9) == 1.0
     else:
         assert f(9) < f(5) < 1.0
+
+
+def test_low_disk_pauses_at_a_step_boundary_and_a_stop_still_ends_it(tiny_model, tmp_path):
+    ds = write_jsonl(tmp_path / "a.jsonl", chat_lines(8))
+    spec = make_spec(tmp_path, tiny_model, ds, min_free_disk_gb=1e9)  # no disk has this much free
+    seen: list[str] = []
+
+    def commands() -> str:
+        progress = json.loads(spec.progress_path.read_text())
+        seen.append(f"{progress['status']}: {progress.get('status_detail')}")
+        return "stop" if progress["status"] == "paused" else "run"
+
+    spec.commands = commands
+    result = run(spec)
+    assert result.exit_code == exit_codes.STOPPED, result
+    waiting = [s for s in seen if s.startswith("paused: low disk")]
+    assert waiting and "min_free_disk_gb" in waiting[0], seen
+    assert not (spec.output_dir / "adapter_model.safetensors").exists()  # nothing published while waiting

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import time
 import traceback
@@ -455,16 +456,41 @@ class Recipe:
             return "stop"
         if spec.commands is not None and self.is_main:
             try:
-                return spec.commands()
+                action = spec.commands()
             except (OSError, ValueError) as e:  # a torn or missing command file must not kill training
                 log.warning("could not read the trainer command: %s", e)
+                action = "run"
+            if action != "run":
+                return action
+        if self.is_main and self._low_disk() is not None:
+            return "pause"  # the next checkpoint could not be written: wait for space, keep the steps in memory
         return "run"
+
+    def _low_disk(self) -> str | None:
+        """Why training waits for disk space (free space under ``min_free_disk_gb``), or None."""
+        if not self.cfg.min_free_disk_gb:
+            return None
+        folder = self.spec.checkpoint_dir
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            free_gb = shutil.disk_usage(folder).free / 2**30
+        except OSError:
+            return None
+        if free_gb >= self.cfg.min_free_disk_gb:
+            return None
+        return (f"low disk: {free_gb:.2f} GB free under {folder}, under min_free_disk_gb "
+                f"{self.cfg.min_free_disk_gb:g}; paused at step {self.state['step']} until space is freed "
+                "(trainingd clean --dry-run lists what can go)")
 
     def _obey(self) -> None:
         """At a step boundary: pause while asked, checkpoint and leave on stop, leave on skip."""
         action = self._action()
         if action == "pause":
-            self.progress.set_status("paused", f"paused at step {self.state['step']}")
+            why = (self._low_disk() if self.is_main else None) or f"paused at step {self.state['step']}"
+            self.progress.set_status("paused", why)
+            if why.startswith("low disk"):
+                log.warning("%s", why)
             paused_at = time.time()
             while action == "pause":
                 time.sleep(PAUSE_POLL_S)
