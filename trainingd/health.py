@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import ConfigError, load_config, resolve_base_model
+from .contracts.manifest import FILE as MANIFEST
+from .contracts.manifest import read_manifest
+from .contracts.status import load_status
 from .instance import is_daemon_running, read_pid
 from .invariants import check_home, job_locations, temp_files
 from .paths import Home
 
 MIN_FREE_GB = 2.0
 STATUS_STALE_S = 120.0
-MANIFEST = "manifest.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
@@ -138,7 +140,7 @@ def _alive(pid: int) -> bool:
 def check_status(home: Home) -> dict[str, Any]:
     running = is_daemon_running(home)
     try:
-        doc = json.loads(home.status.read_text(encoding="utf-8"))
+        doc = load_status(home)
     except FileNotFoundError:
         if running:
             return _result("status", [("the daemon runs but has written no status file",
@@ -225,10 +227,10 @@ def check_checkpoints(home: Home) -> dict[str, Any]:
 
 def _manifest_ok(step: Path) -> bool:
     try:
-        doc = json.loads((step / MANIFEST).read_text())
+        doc = read_manifest(step)
     except (OSError, ValueError):
         return False
-    return isinstance(doc, dict) and bool(doc.get("job_id"))
+    return bool(doc.get("job_id"))
 
 
 def check_gpu(home: Home) -> dict[str, Any]:  # noqa: ARG001 - same signature as the others
@@ -290,7 +292,7 @@ def consistency(home: Home) -> dict[str, Any]:
         for place in places:
             counts[place.split("/")[0]] += 1
     try:
-        doc = json.loads(home.status.read_text(encoding="utf-8"))
+        doc = load_status(home)
     except (OSError, ValueError):
         doc = None
     if isinstance(doc, dict) and not running:

@@ -23,12 +23,14 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .contracts.adapter_state import read_adapter_state, trained_entries
+from .contracts.job import FILE as JOB_FILE
+from .contracts.status import load_status
 from .paths import PRIORITIES, Home
 
 log = logging.getLogger(__name__)
 
 REASON_FILE = "reason.txt"
-JOB_FILE = "job.json"
 CHECKPOINT_TEMP_PREFIXES = (".tmp-step-", ".old-step-", ".retired-")
 TEMP_MIN_AGE_S = 60.0
 
@@ -192,14 +194,11 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
                         + ", ".join(p.name for p in incoming))
 
     # The adapter: each job trained into it at most once, and every trained job is done.
-    state_path = home.current_model / "adapter_state.json"
     trained: list[dict] = []
-    if state_path.exists():
-        try:
-            doc = _read_json(state_path)
-            trained = [t for t in doc.get("trained") or [] if isinstance(t, dict)]
-        except (OSError, ValueError, AttributeError) as e:
-            problems.append(f"current_model/adapter_state.json unreadable: {e}")
+    try:
+        trained = trained_entries(read_adapter_state(home.current_model))
+    except (OSError, ValueError, AttributeError) as e:
+        problems.append(f"current_model/adapter_state.json unreadable: {e}")
     for job_id, n in Counter(t.get("job_id") for t in trained).items():
         if n > 1:
             problems.append(f"job {job_id} is listed {n} times as trained in adapter_state.json")
@@ -240,13 +239,14 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         return problems
     for p in temp_files(home):
         problems.append(f"temp file left behind: {p.relative_to(home.root)}")
-    if home.status.exists() or require_status:
-        try:
-            doc = _read_json(home.status)
-            if not isinstance(doc, dict) or doc.get("schema_version") != 1:
-                problems.append("status/training_status.json is not a schema-1 status document")
-        except (OSError, ValueError) as e:
-            problems.append(f"status/training_status.json does not parse: {e}")
+    try:
+        if load_status(home).get("schema_version") != 1:
+            problems.append("status/training_status.json is not a schema-1 status document")
+    except FileNotFoundError:
+        if require_status:
+            problems.append("status/training_status.json is missing")
+    except (OSError, ValueError) as e:
+        problems.append(f"status/training_status.json does not parse: {e}")
     return problems
 
 

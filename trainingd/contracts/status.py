@@ -13,6 +13,7 @@ Units are in the names, unknown values are ``null``, never NaN. Finished jobs ar
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -53,6 +54,20 @@ def data_counts(report: Any) -> dict | None:
 
 def _home(home: Home | str | os.PathLike) -> Home:
     return home if isinstance(home, Home) else Home.at(home)
+
+
+def load_status(home: Home | str | os.PathLike) -> dict:
+    """The current status document for a checker that reports why it is unusable: raises FileNotFoundError when
+    none was written, ValueError when it is not a JSON object (NaN included), OSError when it cannot be read."""
+    path = _home(home).status
+    data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
+
+
+def _refuse_constant(token: str):
+    raise ValueError(f"{token} is not JSON")
 
 
 def read_status(home: Home | str | os.PathLike) -> dict | None:
