@@ -16,7 +16,6 @@ jobs in the same order publishes. Exit 0 when nothing was lost or duplicated and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random

@@ -16,7 +16,6 @@ import pytest
 
 from conftest import chat_lines, write_config, write_jsonl
 from trainingd import home_guard
-from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

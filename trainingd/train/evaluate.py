@@ -31,7 +31,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -41,7 +40,7 @@ from ..config import Config, load_config
 from ..contracts.adapter_state import read_adapter_state, trained_entries
 from ..contracts.job import now_iso
 from ..evaluation import HISTORY_KIND, eval_set_cache, result_path
-from ..generator.puzzles import check_answer, generate as generate_puzzles, normalise_answer
+from ..generator.puzzles import check_answer, generate as generate_puzzles
 from ..paths import Home
 from . import checkpoint as ckpt
 from .model import load_tokenizer, set_threads

@@ -614,7 +614,6 @@ class Recipe:
 
         cfg, st = self.cfg, self.state
         k = cfg.gradient_accumulation
-        autocast = self._autocast
         self.progress.set_status("training", f"step {st['step']} of {self.total_steps}")
         t0, steps_here, tokens_here = time.time(), 0, 0
         while st["epoch"] < cfg.epochs:
