@@ -23,7 +23,7 @@ from .config import ConfigError, load_config, resolve_base_model
 from .contracts.manifest import FILE as MANIFEST
 from .contracts.manifest import read_manifest
 from .contracts.status import load_status
-from .instance import is_daemon_running, read_pid
+from .instance import is_daemon_running, pid_alive, read_pid
 from .invariants import check_home, job_locations, temp_files
 from .paths import Home
 
@@ -120,21 +120,11 @@ def check_daemon(home: Home) -> dict[str, Any]:
                          f"find it with: fuser {_q(home.lock)}; stop it (kill -TERM PID) and start it again: "
                          f"{_start(home)}"))
     elif not running and pid is not None:
-        alive = _alive(pid)
+        alive = pid_alive(pid)
         what = f"pid {pid} is {'a live, unrelated process' if alive else 'not running'}"
         problems.append((f"stale .daemon.pid: no daemon holds the lock ({what})", f"rm {_q(home.pid)}"))
     detail = f"running (pid {pid})" if running else "not running"
     return _result("daemon", problems, detail)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def check_status(home: Home) -> dict[str, Any]:

@@ -79,6 +79,17 @@ class InstanceLock:
         self.fd = None
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_locked(lock_file: Path) -> bool:
     """True when some process holds an exclusive flock on ``lock_file``.
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from trainingd.atomic_ops import file_sha256, fsync_dir
 from trainingd.config import Config
+from trainingd.instance import pid_alive
 from trainingd.train.formats import (FORMATS, DataError, Scan, bad_lines_reason, check_record, detect_format,
                                      iter_lines, parse_line, scan_file, to_messages, to_tools)
 from trainingd.train.masking import IGNORE, Encoder, tokenizer_name
@@ -358,16 +359,6 @@ def warn_losses(name: str, report: dict) -> None:
                     report.get("truncated") or 0, report.get("no_trained_tokens") or 0)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def prune_cache(cache_dir: Path, *, keep: int = 8, protect: Path | None = None) -> list[Path]:
     """Delete what a long-running daemon would otherwise pile up under ``cache_dir``; returns what went.
 
@@ -383,7 +374,7 @@ def prune_cache(cache_dir: Path, *, keep: int = 8, protect: Path | None = None) 
     for entry in cache_dir.iterdir():
         if entry.name.startswith(".") and ".tmp-" in entry.name:
             pid = entry.name.split(".tmp-", 1)[1].split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         elif (entry / "report.json").exists() and entry != protect:
