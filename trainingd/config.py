@@ -339,6 +339,12 @@ def _check_values(cfg: Config) -> None:
     if cfg.distributed.num_processes < 1:
         raise ConfigError(f"config key 'distributed.num_processes' must be at least 1, got "
                           f"{cfg.distributed.num_processes}")
+    if cfg.distributed.strategy == "fsdp":
+        # The trainer saves the adapter from the main process's copy of the model; a sharded model holds only a
+        # shard there, so an FSDP run would publish a partial adapter. Refused until the save gathers the shards.
+        raise ConfigError("config key 'distributed.strategy': 'fsdp' is not supported yet (the adapter of a sharded "
+                          "model is not gathered before it is saved); use 'ddp', with use_qlora: true when a "
+                          "model does not fit one device")
     if cfg.micro_batch_size is not None and cfg.micro_batch_size < 1:
         raise ConfigError(f"config key 'micro_batch_size' must be at least 1 or null, got {cfg.micro_batch_size}")
     if cfg.micro_batch_tokens is not None and cfg.micro_batch_tokens < 1:

@@ -188,8 +188,6 @@ def plan(cfg: Config, model_dir: Path) -> dict[str, Any]:
             if not cfg.use_qlora:
                 advice.append("set use_qlora: true")
             advice.append("lower max_length")
-            if gpu and cfg.distributed.strategy != "fsdp":
-                advice.append("use distributed.strategy fsdp over several GPUs")
         rows.append({**d, "needs": est["total_per_device"], "fits": fits, "advice": advice})
     return {"model": str(model_dir), "processes": n, "processes_per_device": per_device, "bf16": bf16,
             "estimate": est, "alternatives": alt, "devices": rows}
