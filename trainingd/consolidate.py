@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import exit_codes as ec
 
-    p = argparse.ArgumentParser(prog="consolidate_model.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="consolidate_model.py", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", metavar="DIR", help="home folder (default: $TRAININGD_HOME, else the current directory)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
