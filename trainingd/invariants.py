@@ -12,8 +12,6 @@ running daemon may legitimately have in flight (one job in processing/, a temp f
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -21,11 +19,12 @@ import shutil
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from .contracts.adapter_state import read_adapter_state, trained_entries
 from .contracts.job import FILE as JOB_FILE
 from .contracts.status import load_status
+from .jobqueue import queue_lock
 from .paths import PRIORITIES, Home
 
 log = logging.getLogger(__name__)
@@ -83,20 +82,8 @@ def sweep_temp_files(home: Home, min_age_s: float = TEMP_MIN_AGE_S) -> list[Path
     this moment is never robbed. queue/.incoming/ is left to
     ``JobQueue.recover_incoming``, which runs before this.
     """
-    with _queue_lock(home):  # job.json and the job counter are written only under this lock: their temps are ours
+    with queue_lock(home):  # job.json and the job counter are written only under this lock: their temps are ours
         return _sweep(home, min_age_s)
-
-
-@contextlib.contextmanager
-def _queue_lock(home: Home) -> Iterator[None]:
-    home.queue.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home.queue / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _sweep(home: Home, min_age_s: float) -> list[Path]:

@@ -92,6 +92,20 @@ class Job:
         return job_number(self.id)
 
 
+
+@contextlib.contextmanager
+def queue_lock(home: Home) -> Iterator[None]:
+    """Serialise queue mutations between processes (daemon, CLI, the start-up sweep) with an flock on queue/.lock."""
+    home.queue.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home.queue / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 class JobQueue:
     """Jobs as folders under ``home.queue``; see the module docstring."""
 
@@ -102,10 +116,6 @@ class JobQueue:
     @property
     def incoming(self) -> Path:
         return self.home.queue / ".incoming"
-
-    @property
-    def _lock_path(self) -> Path:
-        return self.home.queue / ".lock"
 
     def ensure_dirs(self) -> None:
         for p in PRIORITIES:
@@ -145,17 +155,8 @@ class JobQueue:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Serialise queue mutations between processes (daemon, CLI) with an flock on queue/.lock."""
-        self.home.queue.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return queue_lock(self.home)
 
     def _next_id(self, name: str) -> str:
         """Allocate a job id; numbers come from a counter file and are never reused."""
