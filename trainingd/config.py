@@ -112,8 +112,9 @@ class DistributedConfig:
     mixed_precision: str = "auto"
     """``auto`` (bf16 on GPUs that support it, fp32 on the CPU), ``no`` (fp32) or ``bf16``."""
     strategy: str = "ddp"
-    """``ddp`` (each process holds the whole model) or ``fsdp`` (sharded; for QLoRA on models one GPU cannot hold;
-    passed to ``accelerate launch``)."""
+    """``ddp`` (each process holds the whole model) or ``fsdp`` (FSDP2: each process holds 1/N of the frozen and
+    LoRA weights, gathered block by block while it runs; for a 16-bit model one device cannot hold; not with
+    ``use_qlora``)."""
     config_file: str | None = None
     """An ``accelerate`` config file for the launcher (multi-node: machine rank, main process address); its
     settings win over the three above."""
@@ -339,12 +340,12 @@ def _check_values(cfg: Config) -> None:
     if cfg.distributed.num_processes < 1:
         raise ConfigError(f"config key 'distributed.num_processes' must be at least 1, got "
                           f"{cfg.distributed.num_processes}")
-    if cfg.distributed.strategy == "fsdp":
-        # The trainer saves the adapter from the main process's copy of the model; a sharded model holds only a
-        # shard there, so an FSDP run would publish a partial adapter. Refused until the save gathers the shards.
-        raise ConfigError("config key 'distributed.strategy': 'fsdp' is not supported yet (the adapter of a sharded "
-                          "model is not gathered before it is saved); use 'ddp', with use_qlora: true when a "
-                          "model does not fit one device")
+    if cfg.distributed.strategy == "fsdp" and cfg.use_qlora:
+        # bitsandbytes' packed 4-bit weights lose their layout when FSDP shards them (forward fails on the CPU);
+        # nothing here can show that it trains right on a GPU either.
+        raise ConfigError("config key 'distributed.strategy': 'fsdp' shards 16/32-bit weights and cannot be used "
+                          "with use_qlora: true; use 'ddp' with use_qlora (each device holds the 4-bit model), or "
+                          "'fsdp' with use_qlora: false (the model is split over the devices)")
     if cfg.micro_batch_size is not None and cfg.micro_batch_size < 1:
         raise ConfigError(f"config key 'micro_batch_size' must be at least 1 or null, got {cfg.micro_batch_size}")
     if cfg.micro_batch_tokens is not None and cfg.micro_batch_tokens < 1:

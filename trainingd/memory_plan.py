@@ -187,6 +187,8 @@ def plan(cfg: Config, model_dir: Path) -> dict[str, Any]:
                 advice.append(f"lower micro_batch_size (to {max(1, micro // 2)})")
             if not cfg.use_qlora:
                 advice.append("set use_qlora: true")
+                if gpu and len(devices) > 1 and cfg.distributed.strategy != "fsdp":
+                    advice.append(f"or shard the 16-bit model: distributed.strategy fsdp, num_processes {len(devices)}")
             advice.append("lower max_length")
         rows.append({**d, "needs": est["total_per_device"], "fits": fits, "advice": advice})
     return {"model": str(model_dir), "processes": n, "processes_per_device": per_device, "bf16": bf16,

@@ -11,7 +11,7 @@ Set ``TRAININGD_TRAINER=/path/script.py`` to run that script instead of ``-m tra
 arguments, same contract); useful for wrapping the trainer, e.g. under a profiler.
 
 With ``distributed.num_processes > 1`` the trainer starts through a launcher (:func:`launcher_argv`):
-``accelerate launch`` where a GPU is visible, an accelerate config file is named or FSDP is asked for, otherwise
+``accelerate launch`` where a GPU is visible or an accelerate config file is named, otherwise
 ``torchrun`` (several processes on a CPU, gloo). The launcher is the group's leader: the stop ladder signals its
 group and every process under it, a worker that dies makes the launcher end the others and exit non-zero (one
 failure for the daemon), and the job's exit code is the main process's result file (:meth:`TrainerProcess.exit_code`).
@@ -90,13 +90,13 @@ def launcher_argv(dist: Any, target: list[str]) -> list[str]:
     script) as one group: ``accelerate launch`` or ``torchrun`` (both run from this Python)."""
     n = int(dist.num_processes)
     module = target[0] == "-m"
-    if dist.config_file or dist.strategy == "fsdp" or gpu_visible():
+    if dist.config_file or gpu_visible():
         argv = [sys.executable, "-m", "accelerate.commands.launch"]
         if dist.config_file:
             argv += ["--config_file", str(dist.config_file)]
         else:
-            argv += ["--num_processes", str(n), "--num_machines", "1"]
-            argv += ["--use_fsdp"] if dist.strategy == "fsdp" else ["--multi_gpu"]
+            # --multi_gpu for FSDP too: the trainer shards the model itself (FSDP2), the same on GPUs as on a CPU
+            argv += ["--num_processes", str(n), "--num_machines", "1", "--multi_gpu"]
         if dist.main_process_port:
             argv += ["--main_process_port", str(dist.main_process_port)]
         return argv + (["--module", target[1]] if module else target)

@@ -14,6 +14,11 @@ and, with one process, every method is a plain return with no communication.
   all take the strongest (``skip > stop > pause > run``). No rank is ever left waiting in a collective.
 * **Writes.** Only the main process writes progress, metrics, checkpoints and the adapter (the recipe checks
   ``Group.is_main``); every rank's RNG state is gathered into the checkpoint.
+* **Sharding** (``distributed.strategy: fsdp``). :meth:`Group.fully_shard` shards the LoRA model with torch's
+  FSDP2 (``fully_shard`` on each decoder block, then on the loss module), on the CPU (gloo) as on GPUs (NCCL), so
+  the tested path is the one that runs on a cluster (accelerate enables its own FSDP plugin for GPUs only). Every
+  rank runs the same number of forward passes per step (FSDP gathers each block's weights in every forward);
+  the adapter and the optimizer are gathered in full (:func:`full_state`) for the checkpoint, frozen weights never.
 * **Exit.** Under the daemon's launcher (``TRAININGD_LAUNCHER=1``) a rank that ends as the group agreed exits 0
   and the main process's result file carries the job's exit code, because ``torchrun`` reports any non-zero worker
   as a failure of the whole group; a crash exits non-zero, so the launcher brings the group down and the daemon
@@ -30,6 +35,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 LAUNCHER_ENV = "TRAININGD_LAUNCHER"
+ACCELERATE_FSDP_ENV = "ACCELERATE_USE_FSDP"
 ACTION_ORDER = ("run", "pause", "stop", "skip")
 
 
@@ -45,6 +51,14 @@ def env_rank() -> int:
 
 def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def wants_fsdp(strategy: str) -> bool:
+    """Shard the model? The config says so, or an accelerate config file did (``accelerate launch`` then sets
+    ``ACCELERATE_USE_FSDP``). The variable is removed so that accelerate does not wrap the model a second time:
+    the recipe shards it itself, the same way on every device."""
+    from_launcher = os.environ.pop(ACCELERATE_FSDP_ENV, "false").lower() == "true"
+    return strategy == "fsdp" or from_launcher
 
 
 def shard(rows: list[int], rank: int, world: int) -> list[int]:
@@ -131,6 +145,41 @@ class Group:
         dist.broadcast_object_list(box, src=0)
         return (box[0] or [None] * self.world)[self.rank]
 
+    def fully_shard(self, module: Any, block_types: set[str]) -> Any:
+        """Shard ``module`` over every rank with FSDP2: each submodule whose class is in ``block_types`` (the
+        model's decoder layers) is one unit, the rest (embeddings, head, final norm) the root's. Parameters become
+        DTensors on this rank's device: build the optimizer from ``module.parameters()`` afterwards."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(self.accelerator.device.type, (self.world,))
+        blocks = [m for m in module.modules() if type(m).__name__ in block_types]
+        if not blocks:
+            log.warning("no %s blocks found: the model is sharded as one unit (no memory saved while it runs)",
+                        "/".join(sorted(block_types)) or "decoder")
+        for m in blocks:
+            fully_shard(m, mesh=mesh)
+        fully_shard(module, mesh=mesh)
+        log.info("model sharded over %d processes (FSDP2, %d blocks)", self.world, len(blocks))
+        return module
+
     def barrier(self) -> None:
         if self.world > 1:
             self.accelerator.wait_for_everyone()
+
+
+def full_state(module: Any, optimizer: Any) -> tuple[dict, dict]:
+    """The trainable weights and the optimizer state of a sharded ``module``, gathered in full onto the main
+    process's CPU (empty on the others). A collective: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                      ignore_frozen_params=True))
+
+
+def load_full_optimizer_state(module: Any, optimizer: Any, state: dict | None) -> None:
+    """Load a full optimizer state (read by the main process; ``None`` on the others) into every rank's shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(module, optimizer, state or {},
+                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))

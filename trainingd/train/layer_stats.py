@@ -61,10 +61,17 @@ def lora_modules(model, adapter: str = "default") -> list[tuple[str, Any]]:
             and m.lora_A[adapter].weight.dim() == 2]  # linear LoRA only (not conv or embedding variants)
 
 
+def full(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or the whole of a sharded (FSDP) tensor: a collective, so every rank must ask for it."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
 def live_factors(modules: list[tuple[str, Any]], adapter: str = "default") -> Factors:
-    """The current factors of each module (detached views, no copies) with its scaling."""
-    return {name: (m.lora_A[adapter].weight.detach(), m.lora_B[adapter].weight.detach(), float(m.scaling[adapter]))
-            for name, m in modules}
+    """The current factors of each module (detached views, no copies; gathered when sharded) with its scaling."""
+    return {name: (full(m.lora_A[adapter].weight.detach()), full(m.lora_B[adapter].weight.detach()),
+                   float(m.scaling[adapter])) for name, m in modules}
 
 
 def _groups(names: list[str], *sides: Factors) -> dict[tuple, list[int]]:
@@ -142,7 +149,7 @@ def grad_norms(modules: list[tuple[str, Any]], adapter: str = "default") -> torc
     device = modules[0][1].lora_A[adapter].weight.device
     vals = []
     for _, m in modules:
-        grads = [p.grad for p in (m.lora_A[adapter].weight, m.lora_B[adapter].weight) if p.grad is not None]
+        grads = [full(p.grad) for p in (m.lora_A[adapter].weight, m.lora_B[adapter].weight) if p.grad is not None]
         if grads:
             vals.append(torch.linalg.vector_norm(torch.stack(
                 [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads])).to(device))

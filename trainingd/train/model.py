@@ -85,8 +85,12 @@ def set_determinism(device: torch.device) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: torch.device, precision: str):
-    """Return a trainable PEFT model on ``device`` with only the LoRA weights requiring grad."""
+def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: torch.device, precision: str,
+               place: bool = True):
+    """Return a trainable PEFT model on ``device`` with only the LoRA weights requiring grad.
+
+    ``place=False`` leaves an unquantized model in host memory for FSDP, which moves each shard to the device
+    (a model too big for one device is never whole on it)."""
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -122,7 +126,7 @@ def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: to
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    if not cfg.use_qlora:
+    if not cfg.use_qlora and place:
         model.to(device)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())

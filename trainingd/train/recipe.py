@@ -16,9 +16,11 @@ What the loop guarantees:
 * control (pause/run/stop/skip, ``.stop``, SIGTERM/SIGINT, parent death) is honoured at every
   optimizer-step boundary; a stop always leaves a complete checkpoint;
 * one code path for 1 CPU, 1 GPU and N processes: the loss runs inside the forward of a ``TokenLoss`` module
-  that ``accelerate`` prepares (DDP), micro-batches but the last of a step run under ``no_sync``, every rank trains
-  its shard of each global micro-batch and all ranks agree on control at the same step (``distributed.py``);
-* an out-of-memory error halves the examples per forward pass and redoes the step (same loss, same data order).
+  that ``accelerate`` prepares (DDP) or FSDP2 shards (``distributed.strategy: fsdp``), under DDP micro-batches but
+  the last of a step run under ``no_sync``, every rank trains its shard of each global micro-batch and all ranks
+  agree on control at the same step (``distributed.py``);
+* an out-of-memory error halves the examples per forward pass and redoes the step (same loss, same data order);
+  with sharded weights the group ends instead and the daemon's retry resumes from the last checkpoint, halved.
 """
 
 from __future__ import annotations
@@ -65,18 +67,24 @@ UNSPLIT = 1 << 30  # examples per forward pass when nothing limits them
 MICRO_BATCH_FILE = "micro_batch.json"
 
 
-def _oom_points() -> Callable[[int], None]:
+def _oom_points() -> Callable[[int, int], None]:
     """Fault injection for tests: ``TRAININGD_OOM_AT=step:N`` raises ``torch.OutOfMemoryError`` in the last
-    forward of optimizer step N (once); ``step:N:always`` at every try of step N (the example cannot fit).
-    Kept here, self-contained, until a central fault module takes it. Unset, this is a no-op."""
+    forward of optimizer step N (once); ``step:N:always`` at every try of step N (the example cannot fit);
+    ``step:N:above:K`` at every try of step N with more than K examples per forward pass (a device that holds K,
+    across retries by new processes). Unset, this is a no-op."""
     raw = os.environ.get(OOM_ENV, "")
     if not raw:
-        return lambda step: None
+        return lambda step, micro: None
     parts = raw.split(":")
     target, always, fired = int(parts[1]), len(parts) > 2 and parts[2] == "always", {"n": 0}
+    above = int(parts[3]) if len(parts) > 3 and parts[2] == "above" else None
 
-    def oom(step: int) -> None:
-        if step == target and (always or not fired["n"]):
+    def oom(step: int, micro: int) -> None:
+        if above is not None:
+            fire = step == target and micro > above
+        else:
+            fire = step == target and (always or not fired["n"])
+        if fire:
             import torch
 
             fired["n"] += 1
@@ -237,7 +245,7 @@ class Recipe:
         self.state: dict[str, Any] = {"epoch": 0, "mb_index": 0, "step": 0, "tokens_seen": 0, "trained_tokens": 0,
                                       "examples_done": 0, "loss": None, "loss_ema": None, "eval_loss": None,
                                       "grad_norm": None, "learning_rate": None, "world_size": 1,
-                                      "micro_batch_size": None}
+                                      "strategy": "ddp", "micro_batch_size": None}
         self.last_saved_step: int | None = None
         self.notice: str | None = None
         self.t_start = time.time()
@@ -255,6 +263,7 @@ class Recipe:
         import accelerate
         import torch
 
+        fsdp = dist_.wants_fsdp(cfg.distributed.strategy)  # before the Accelerator reads the launcher's settings
         # First: with several processes this joins the process group, which every later agreement needs.
         # mixed_precision "no": the recipe's own autocast (``precision``) is the one authority on dtypes;
         # device_placement False: the model is placed by load_model (4-bit weights must not be moved).
@@ -262,6 +271,11 @@ class Recipe:
                                                   device_placement=False)
         self.group = dist_.Group(self.accelerator)
         self.is_main = self.group.is_main
+        self.fsdp = fsdp and self.group.world > 1
+        if self.fsdp and cfg.use_qlora:
+            # Only an accelerate config file gets here (the config check refuses fsdp with use_qlora).
+            log.warning("FSDP does not shard 4-bit (use_qlora) weights: training with DDP instead")
+            self.fsdp = False
         self.data_sha256 = data.file_sha256(spec.dataset)
         self.base_hash = ckpt.base_model_hash(spec.base_model)
         # The adapter we continue must have been made with the same base and locked settings.
@@ -349,15 +363,22 @@ class Recipe:
         self.progress.set_status("loading", f"loading {Path(spec.base_model).name} ({self.precision}"
                                             f"{', 4-bit' if cfg.use_qlora else ''})")
         init = resume_from if resume_from is not None else spec.init_adapter
-        self.model = load_model(spec.base_model, cfg, init_adapter=init, device=self.device, precision=self.precision)
+        self.model = load_model(spec.base_model, cfg, init_adapter=init, device=self.device, precision=self.precision,
+                                place=not self.fsdp)
         self.model.train()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        # What accelerate wraps (DDP with several processes; itself with one): the loss module, so the
-        # lm_head-only-where-trained forward is the wrapper's forward and its gradients are all-reduced.
+        # What accelerate wraps (DDP with several processes; itself with one) or FSDP shards: the loss module, so
+        # the lm_head-only-where-trained forward is the wrapper's forward and its gradients are reduced.
         self.loss_module = TokenLoss(self.model, self._autocast)
         self.parts = self.loss_module._parts
-        self.wrapped, self.optimizer = self.accelerator.prepare(self.loss_module, optimizer)
+        if self.fsdp:
+            blocks = set(getattr(self.model.get_base_model(), "_no_split_modules", None) or [])
+            self.wrapped = self.group.fully_shard(self.loss_module, blocks)
+            self.params = [p for p in self.wrapped.parameters() if p.requires_grad]  # sharded (DTensor)
+            self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        else:
+            self.params = [p for p in self.model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+            self.wrapped, self.optimizer = self.accelerator.prepare(self.loss_module, optimizer)
 
         self.lengths = list(self.prepared.train["length"])
         self.plans = [self._global_plan(e) for e in range(cfg.epochs)]
@@ -375,11 +396,12 @@ class Recipe:
 
             self.events = EventLog(spec.tensorboard_dir)
         self.layer_stats = None
-        if cfg.layer_stats_steps and self.accelerator.is_main_process:
+        if cfg.layer_stats_steps and (self.is_main or self.fsdp):  # sharded factors are gathered by every rank
             from .layer_stats import LayerStats
 
             # Changes are measured from the adapter as this process starts (the checkpoint's, after a resume).
-            self.layer_stats = LayerStats(self.accelerator.unwrap_model(self.model), spec.layer_activity_path,
+            self.layer_stats = LayerStats(self.accelerator.unwrap_model(self.model),
+                                          spec.layer_activity_path if self.is_main else None,
                                           spec.job_id, start_step=self.state["step"])
         self.progress.update(total_steps=self.total_steps, epoch=self.state["epoch"], step=self.state["step"],
                              progress=self.state["step"] / max(1, self.total_steps), **self._sizes())
@@ -528,6 +550,10 @@ class Recipe:
         ranks, times the world size (DDP averages gradients), so the gradient is that of one batch holding every
         example. All forwards but the last run under ``no_sync``: one all-reduce per step. An out-of-memory error
         halves the examples per forward and redoes the step from the same weights and RNG state.
+
+        Sharded (FSDP), every rank runs as many forwards as the rank with the most (FSDP gathers weights in each)
+        and each backward reduces its gradients at once: keeping unsharded gradients across forwards would cost
+        the memory sharding saves.
         """
         import torch
 
@@ -546,13 +572,15 @@ class Recipe:
             pieces = [p for m in mine for p in forward_chunks(m, self.lengths, self.micro, budget)]
             if not pieces:
                 pieces = [[]]  # nothing of this step on this rank: still join the all-reduce
+            if self.fsdp:
+                pieces += [[]] * (self.group.max(len(pieces)) - len(pieces))
             try:
                 local = 0.0
                 for n, piece in enumerate(pieces):
                     if n == len(pieces) - 1:  # injected after the others' gradients: a redo must clear them
-                        oom_point(self.state["step"] + 1)
+                        oom_point(self.state["step"] + 1, max(len(p) for p in pieces))
                     batch = self._batch([rows[i] for i in piece]) if piece else self._empty_batch(group)
-                    sync = n == len(pieces) - 1
+                    sync = self.fsdp or n == len(pieces) - 1
                     with (contextlib.nullcontext() if sync else self.accelerator.no_sync(self.wrapped)):
                         loss = self.wrapped(**batch) / denom
                         if world > 1:
@@ -584,6 +612,14 @@ class Recipe:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         biggest = max(pieces, key=lambda p: (len(p), max((self.lengths[i] for i in p), default=0)))
+        if self.fsdp and self.micro > 1 and len(biggest) > 1:
+            # The other ranks may be inside a weight gather this rank left: a redo here could pair the wrong
+            # collectives. The group ends and the daemon's retry resumes from the last checkpoint, halved.
+            self.micro = max(1, min(self.micro, len(biggest)) // 2)
+            self._record_micro_batch()
+            raise RuntimeError(f"out of memory at step {self.state['step'] + 1} with sharded weights: the retry "
+                               f"resumes from the last checkpoint with {self.micro} examples per forward pass "
+                               f"({error})")
         if self.micro <= 1 or len(biggest) <= 1:
             i = biggest[0] if biggest else None
             what = "" if i is None else (f"example {i} of the prepared file ({self.lengths[i]} tokens, starting "
@@ -629,6 +665,8 @@ class Recipe:
                     self.layer_stats.grads()  # every micro-batch accumulated, before clipping and zero_grad
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(self.accelerator.clip_grad_norm_(self.params, cfg.max_grad_norm))
+                elif self.fsdp:  # sharded gradients: torch's norm of DTensors (clipping at infinity changes nothing)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, float("inf")))
                 else:
                     grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in self.params
                                                               if p.grad is not None])))
@@ -702,7 +740,7 @@ class Recipe:
         from . import data
 
         ev = self.prepared.eval
-        if ev is None or len(ev) == 0 or not self.is_main:  # the main process evaluates; the others go on
+        if ev is None or len(ev) == 0 or not (self.is_main or self.fsdp):  # sharded: every rank joins the forwards
             return None
         self.progress.set_status("evaluating", f"eval at step {self.state['step']}")
         self.model.eval()
@@ -714,9 +752,11 @@ class Recipe:
                 cols = ev[list(mb)]
                 rows = [{c: cols[c][i] for c in cols} for i in range(len(mb))]
                 b = {kk: v.to(self.device) for kk, v in data.collate(rows, self.tokenizer.pad_token_id).items()}
-                total += float(self.loss_module(**b))  # unwrapped: no gradient, nothing to sync
+                total += float(self.loss_module(**b))  # not DDP's wrapper: no gradient, nothing to sync
                 count += data.num_trained_tokens(b)
         self.model.train()
+        if not self.is_main:
+            return None
         value = total / count if count else None
         self.state["eval_loss"] = value
         self.progress.update(eval_loss=value, status="training")
@@ -742,15 +782,25 @@ class Recipe:
                                   "torch": torch.get_rng_state(),
                                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
         self.state["world_size"] = self.group.world
+        self.state["strategy"] = "fsdp" if self.fsdp else "ddp"
         self.state["micro_batch_size"] = None if self.micro >= UNSPLIT else self.micro
+        adapter_sd = optimizer_sd = None
+        if self.fsdp:  # gathered by every rank; only the main process's copy holds the values
+            full, optimizer_sd = dist_.full_state(self.wrapped, self.optimizer)
+            prefix = "model."  # the loss module's name for the PEFT model
+            adapter_sd = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
         if not self.is_main:
             self.last_saved_step = step
             self.group.barrier()  # the checkpoint exists on return, on every rank
             return self.spec.checkpoint_dir / ckpt.step_dir_name(step)
 
         def write(folder: Path) -> None:
-            self.model.save_pretrained(str(folder))
-            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            if adapter_sd is not None:
+                self.model.save_pretrained(str(folder), state_dict=adapter_sd)
+                torch.save(optimizer_sd, folder / "optimizer.pt")  # keyed by parameter name, whole tensors
+            else:
+                self.model.save_pretrained(str(folder))
+                torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
             for rank, rng in enumerate(rngs):
                 torch.save(rng, folder / _rng_file(rank))
@@ -784,9 +834,20 @@ class Recipe:
                 f"checkpoint {folder} was made by {made_with} training process(es) and this run has "
                 f"{self.group.world}: each process's data shard and RNG state are part of exact resume. Set "
                 f"distributed.num_processes back to {made_with} to resume it, or skip the job to train it afresh")
-        # accelerate names a CPU process's device "cpu:<rank>", which torch.load cannot map to
-        where = "cpu" if self.device.type == "cpu" else self.device
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=where, weights_only=True))
+        strategy = "fsdp" if self.fsdp else "ddp"
+        if saved.get("strategy", "ddp") != strategy:
+            raise ckpt.CheckpointMismatch(
+                f"checkpoint {folder} was made with distributed.strategy {saved.get('strategy', 'ddp')!r} and this "
+                f"run uses {strategy!r}: the optimizer state is stored differently. Set the strategy back to "
+                f"resume it, or skip the job to train it afresh")
+        if self.fsdp:
+            whole = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True) if self.is_main else None
+            dist_.load_full_optimizer_state(self.wrapped, self.optimizer, whole)
+        else:
+            # accelerate names a CPU process's device "cpu:<rank>", which torch.load cannot map to
+            where = "cpu" if self.device.type == "cpu" else self.device
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=where,
+                                                      weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
         rng = torch.load(folder / _rng_file(self.group.rank), weights_only=False)
         random.setstate(rng["python"])
