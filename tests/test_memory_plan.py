@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO, write_config
 from trainingd.config import parse_config
@@ -51,3 +52,12 @@ def test_plan_says_it_fits_or_what_to_change(home):
     r = plan_cli(home)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "does NOT fit" in r.stdout and "gradient_checkpointing" in r.stdout and "micro_batch_size" in r.stdout
+
+
+def test_plan_on_a_fresh_home_builds_the_embedded_base_first(tmp_path):
+    fresh = tmp_path / "fresh"  # no config.json: the embedded tiny default, not built yet
+    r = plan_cli(fresh, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (fresh / "models" / "tiny-qwen3" / "config.json").is_file()
+    assert Path(doc["model"]) == fresh / "models" / "tiny-qwen3" and doc["estimate"]["weights"] > 0

@@ -215,11 +215,20 @@ def _run_plan(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"trainingd plan: {e}", file=sys.stderr)
         return ec.CONFIG_ERROR
-    if ref.path is None or not (Path(ref.path) / "config.json").is_file():
+    model_dir = ref.path
+    if ref.kind == "embedded":  # a fresh home: build it now, as the first training run would (once)
+        from .base_model import fetch
+
+        try:
+            model_dir = fetch(ref)
+        except ConfigError as e:
+            print(f"trainingd plan: {e}", file=sys.stderr)
+            return ec.CONFIG_ERROR
+    if model_dir is None or not (Path(model_dir) / "config.json").is_file():
         print(f"trainingd plan: the base model {cfg.base_model} is not on disk yet (the first training run "
-              "builds or fetches it)", file=sys.stderr)
+              "fetches it)", file=sys.stderr)
         return ec.CONFIG_ERROR
-    result = plan(cfg, Path(ref.path))
+    result = plan(cfg, Path(model_dir))
     if args.json:
         print_json(result)
     else:
@@ -433,9 +442,8 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
 
     add_history_command(sub, _leaf)
     add_lifecycle_commands(sub, _leaf, _shared)
-    _leaf(sub, "plan", "estimate the peak memory of the configured run on each visible device",
-          f"Exit {ec.OK} when it fits every device, {ec.ERROR} when not (with what to change), "
-          f"{ec.CONFIG_ERROR} for a config error.", _run_plan)
+    _leaf(sub, "plan", "estimate the peak memory of the configured run on each visible device", ec.PLAN_HELP,
+          _run_plan)
     add_doctor_arguments(_leaf(sub, "doctor", "check the home and say how to fix each problem "
                                "(comprehensive_health_check.py)", "Exit 0: healthy; 1: problems found.", run_doctor))
     text = "serve SYLLO puzzles: /generate, /eval (held-out), /healthz"

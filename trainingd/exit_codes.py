@@ -113,6 +113,14 @@ MONITOR = (
     Row(ALREADY_RUNNING, "ALREADY_RUNNING: another monitor holds the lock of this home (.monitor.lock)"),
 )
 
+PLAN = (
+    Row(OK, "the estimate fits every visible device"),
+    Row(ERROR, "it does not fit at least one device (each such row says what to change)"),
+    Row(USAGE, "usage error (bad command line)"),
+    Row(CONFIG_ERROR, "config error (the message names the key), or the base model is neither on disk nor an "
+                      "embedded model that can be built here"),
+)
+
 # ``trainingd`` itself: its subcommands' codes (the controller's table; ``trainingd monitor`` has its own).
 TRAININGD = CONTROLLER
 
@@ -123,6 +131,7 @@ TABLES = {
     "training_queue.py": QUEUE,
     "config_validator.py": VALIDATOR,
     "trainingd init": INIT,
+    "trainingd plan": PLAN,
     "launch_live_monitor.py": MONITOR,
     "trainingd": TRAININGD,
 }
@@ -145,6 +154,7 @@ QUEUE_HELP = help_table(QUEUE)
 VALIDATOR_HELP = help_table(VALIDATOR)
 INIT_HELP = help_table(INIT)
 MONITOR_HELP = help_table(MONITOR)
+PLAN_HELP = help_table(PLAN)
 TRAININGD_HELP = help_table(TRAININGD)
 
 
