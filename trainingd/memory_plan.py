@@ -6,7 +6,9 @@ What it counts, per training process (each DDP process holds everything below; F
 
 * **weights** at their precision: from the base's safetensors headers (names and shapes, no weight is read); with
   ``use_qlora`` the linear layers of the blocks at 4-bit NF4 with double-quantised scales (~4.13 bits per
-  weight), everything else at the compute dtype;
+  weight), everything else at the compute dtype; on GPUs with ``strategy: fsdp`` over N processes, 1/N of them
+  plus what is gathered while a step runs (the embeddings, head and final norm, and two blocks), with the LoRA
+  states also split N ways (on the CPU each process still loads the whole model before sharding it);
 * **LoRA**: ``r x (in + out)`` per targeted module, fp32 weights + gradients + two AdamW moments (16 bytes each);
 * **activations** for one forward pass (``micro_batch_size x max_length`` tokens): per block what autograd keeps
   for the backward of a Llama/Qwen-style layer with sdpa attention (``8h + 2kv + 4i`` values per token, plus
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -79,6 +82,9 @@ def model_shape(model_dir: Path) -> ModelShape:
                       qk_norm=any(".q_norm." in k for k in shapes), heads=heads)
 
 
+_LAYER_ID = re.compile(r"\.layers\.(\d+)\.")
+
+
 def _is_block_linear(name: str, shape: list[int]) -> bool:
     return ".layers." in name and name.endswith(".weight") and len(shape) == 2
 
@@ -105,13 +111,25 @@ def estimate(cfg: Config, model_dir: Path, *, device: str, bf16: bool, micro_bat
     ckpt = cfg.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
     compute = 2 if (bf16 and device == "cuda") else 4
     weights = 0.0
+    per_layer: dict[str, float] = {}
     for name, shape in m.params.items():
-        n = math.prod(shape)
-        weights += n * (NF4_BYTES_PER_WEIGHT if cfg.use_qlora and _is_block_linear(name, shape) else compute)
-    if cfg.distributed.strategy == "fsdp" and cfg.distributed.num_processes > 1:
-        weights /= cfg.distributed.num_processes
+        size = math.prod(shape) * (NF4_BYTES_PER_WEIGHT if cfg.use_qlora and _is_block_linear(name, shape)
+                                   else compute)
+        weights += size
+        layer_id = _LAYER_ID.search(name)
+        if layer_id:
+            per_layer[layer_id.group(1)] = per_layer.get(layer_id.group(1), 0.0) + size
     lora_params = sum(cfg.lora.r * (shape[0] + shape[1]) for shape in _targets(cfg, m.params))
     lora = lora_params * 16
+    shards = cfg.distributed.num_processes if cfg.distributed.strategy == "fsdp" else 1
+    if shards > 1 and device == "cuda":
+        # FSDP2: 1/N of every weight and LoRA state, plus what is gathered while it runs: the root's weights
+        # (embeddings, head, final norm) and up to two blocks (the running one and the one prefetched). The
+        # host loads the whole model before sharding; that is host memory, not the device's.
+        root = weights - sum(per_layer.values())
+        gathered = root + 2 * max(per_layer.values(), default=0.0)
+        weights = weights / shards + gathered * (shards - 1) / shards
+        lora /= shards
     tokens = micro * length
     act_dtype = 2 if (bf16 and device == "cuda") else 4
     per_token_layer = (8 * m.hidden + 2 * m.kv_dim + 4 * m.intermediate + (2 * m.hidden if m.qk_norm else 0)
