@@ -154,6 +154,7 @@ HELP_CASES = [
     (["launch_live_monitor.py"], exit_codes.MONITOR_HELP),
     (["trainingd", "monitor"], exit_codes.MONITOR_HELP),
     (["trainingd", "plan"], exit_codes.PLAN_HELP),
+    (["trainingd", "node"], exit_codes.NODE_HELP),
 ]
 
 
@@ -194,7 +195,7 @@ def test_the_readme_exit_codes_agree_with_the_table():
     rows = _readme_exit_rows()
     shown = {"train.py": "train.py", "training_daemon.py": "training_daemon.py",
              "config_validator.py": "config_validator.py", "launch_live_monitor.py": "launch_live_monitor.py",
-             "trainingd plan": "trainingd plan"}
+             "trainingd plan": "trainingd plan", "trainingd node": "trainingd node"}
     for command, key in shown.items():
         assert rows[command] == {r.code for r in exit_codes.TABLES[key]}, command
     both = {r.code for r in exit_codes.CONTROLLER} | {r.code for r in exit_codes.QUEUE}

@@ -6,6 +6,7 @@ Run: .venv/bin/pytest tests/test_contracts.py -q
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -228,6 +229,9 @@ def test_trainer_record_round_trips_and_a_broken_one_reads_as_none(home):
                                           started_at=job.now_iso(), daemon_pid=1)
     trainer_record.write_trainer_record(home, record)
     assert trainer_record.read_trainer_record(home) == record
+    group = dataclasses.replace(record, machines=2, trainer_args=("--home", str(home), "--job-id", "000001-a"))
+    trainer_record.write_trainer_record(home, group)
+    assert trainer_record.read_trainer_record(home) == group
     home.trainer_record.write_text('{"pid": "not a number"}')
     assert trainer_record.read_trainer_record(home) is None
     trainer_record.clear_trainer_record(home)

@@ -259,6 +259,16 @@ def _run_monitor(args: argparse.Namespace) -> int:
     return ec.OK
 
 
+def _run_node(args: argparse.Namespace) -> int:
+    from .node import run_node
+
+    logging.getLogger().setLevel(logging.INFO)
+    if args.machine_rank < 1:
+        print("trainingd node: --machine-rank must be 1 or more (machine 0 runs the daemon)", file=sys.stderr)
+        return ec.USAGE
+    return run_node(args.home, args.machine_rank)
+
+
 def _run_generator(args: argparse.Namespace) -> int:
     from .generator.server import make_server
 
@@ -454,6 +464,11 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
                      help="exit once the daemon of --home has stopped (start_all.sh starts it this way)")
     _leaf(sub, "eval", "evaluate the live adapter on the held-out set (exact match, token accuracy)", "",
           _run_eval)
+    node = _leaf(sub, "node", "on another machine of a multi-machine group (distributed.num_machines): start this "
+                 "machine's trainer processes for every job the daemon of the shared --home starts", ec.NODE_HELP,
+                 _run_node, with_json=False)
+    node.add_argument("--machine-rank", type=int, required=True, metavar="R",
+                      help="this machine's rank, 1 .. num_machines - 1 (the daemon's machine is 0)")
     return parser
 
 

@@ -106,9 +106,14 @@ class RetentionConfig:
 @dataclass
 class DistributedConfig:
     num_processes: int = 1
-    """Training processes per job: 1 runs ``python -m trainingd.train``; more start the trainer through a launcher
-    (``accelerate launch`` with GPUs, ``torchrun`` on the CPU) as one process group; each process trains a disjoint
-    shard of every micro-batch (``batch_size`` is per process)."""
+    """Training processes per job, over all machines: 1 runs ``python -m trainingd.train``; more start the trainer
+    through a launcher (``accelerate launch`` with GPUs, ``torchrun`` on the CPU) as one process group; each
+    process trains a disjoint shard of every micro-batch (``batch_size`` is per process)."""
+    num_machines: int = 1
+    """Machines the processes are spread over (``num_processes / num_machines`` each). The daemon's machine is
+    machine 0; every other one runs ``trainingd node --machine-rank R`` on the same home (a shared file system)."""
+    main_process_ip: str | None = None
+    """With several machines: the address of the daemon's machine, where the process group meets."""
     mixed_precision: str = "auto"
     """``auto`` (bf16 on GPUs that support it, fp32 on the CPU), ``no`` (fp32) or ``bf16``."""
     strategy: str = "ddp"
@@ -340,6 +345,13 @@ def _check_values(cfg: Config) -> None:
     if cfg.distributed.num_processes < 1:
         raise ConfigError(f"config key 'distributed.num_processes' must be at least 1, got "
                           f"{cfg.distributed.num_processes}")
+    d = cfg.distributed
+    if d.num_machines < 1 or d.num_processes % d.num_machines:
+        raise ConfigError(f"config key 'distributed.num_machines' must be at least 1 and divide "
+                          f"distributed.num_processes ({d.num_processes}), got {d.num_machines}")
+    if d.num_machines > 1 and not d.config_file and not (d.main_process_ip and d.main_process_port):
+        raise ConfigError("config key 'distributed.main_process_ip': with num_machines > 1, set main_process_ip "
+                          "(this machine's address) and main_process_port, or name an accelerate config_file")
     if cfg.distributed.strategy == "fsdp" and cfg.use_qlora:
         # bitsandbytes' packed 4-bit weights lose their layout when FSDP shards them (forward fails on the CPU);
         # nothing here can show that it trains right on a GPU either.

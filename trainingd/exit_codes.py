@@ -121,6 +121,11 @@ PLAN = (
                       "embedded model that can be built here"),
 )
 
+NODE = (
+    Row(OK, "stopped (SIGTERM or Ctrl-C; its trainer processes were stopped too)"),
+    Row(USAGE, "usage error (bad command line, or --machine-rank 0)"),
+)
+
 # ``trainingd`` itself: its subcommands' codes (the controller's table; ``trainingd monitor`` has its own).
 TRAININGD = CONTROLLER
 
@@ -132,6 +137,7 @@ TABLES = {
     "config_validator.py": VALIDATOR,
     "trainingd init": INIT,
     "trainingd plan": PLAN,
+    "trainingd node": NODE,
     "launch_live_monitor.py": MONITOR,
     "trainingd": TRAININGD,
 }
@@ -155,6 +161,7 @@ VALIDATOR_HELP = help_table(VALIDATOR)
 INIT_HELP = help_table(INIT)
 MONITOR_HELP = help_table(MONITOR)
 PLAN_HELP = help_table(PLAN)
+NODE_HELP = help_table(NODE)
 TRAININGD_HELP = help_table(TRAININGD)
 
 

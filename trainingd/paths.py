@@ -139,6 +139,10 @@ class Home:
     def training_log(self) -> Path:
         return self.logs / "training_output.log"
 
+    def node_training_log(self, machine_rank: int) -> Path:
+        """The output of the trainer processes that ``trainingd node`` starts on machine ``machine_rank``."""
+        return self.logs / f"training_output.node{machine_rank}.log"
+
     @property
     def daemon_log(self) -> Path:
         """Today's daemon log; earlier days are ``daemon.YYYY-MM-DD.log`` beside it (``trainingd.logs``)."""

@@ -85,38 +85,69 @@ def gpu_visible() -> bool:
     return gpus.is_dir() and any(gpus.iterdir())
 
 
-def launcher_argv(dist: Any, target: list[str]) -> list[str]:
-    """The command that starts ``dist.num_processes`` trainer processes running ``target`` (``-m module`` or a
-    script) as one group: ``accelerate launch`` or ``torchrun`` (both run from this Python)."""
+def launcher_argv(dist: Any, target: list[str], machine_rank: int = 0) -> list[str]:
+    """The command that starts this machine's share of ``dist.num_processes`` trainer processes running ``target``
+    (``-m module`` or a script) as one group: ``accelerate launch`` or ``torchrun`` (both run from this Python).
+    ``machine_rank`` 0 is the daemon's machine; ``trainingd node`` runs the same command with its own rank."""
     n = int(dist.num_processes)
+    machines = int(getattr(dist, "num_machines", 1) or 1)
+    ip = getattr(dist, "main_process_ip", None)
     module = target[0] == "-m"
     if dist.config_file or gpu_visible():
         argv = [sys.executable, "-m", "accelerate.commands.launch"]
         if dist.config_file:
             argv += ["--config_file", str(dist.config_file)]
+            if machine_rank:
+                argv += ["--machine_rank", str(machine_rank)]
         else:
             # --multi_gpu for FSDP too: the trainer shards the model itself (FSDP2), the same on GPUs as on a CPU
-            argv += ["--num_processes", str(n), "--num_machines", "1", "--multi_gpu"]
+            argv += ["--num_processes", str(n), "--num_machines", str(machines), "--multi_gpu"]
+            if machines > 1:
+                argv += ["--machine_rank", str(machine_rank), "--main_process_ip", str(ip)]
         if dist.main_process_port:
             argv += ["--main_process_port", str(dist.main_process_port)]
         return argv + (["--module", target[1]] if module else target)
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(n),
-            "--max-restarts", "0"]
-    if dist.main_process_port:
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(machines), "--nproc-per-node",
+            str(n // machines), "--max-restarts", "0"]
+    if machines > 1:
+        argv += ["--node-rank", str(machine_rank), "--master-addr", str(ip), "--master-port",
+                 str(dist.main_process_port)]
+    elif dist.main_process_port:
         argv += ["--master-addr", "127.0.0.1", "--master-port", str(dist.main_process_port)]
     else:
         argv += ["--standalone"]  # a free port of this machine
     return argv + (["--module", target[1]] if module else target)
 
 
-def trainer_argv(home: Home, job: Job, dist: Any = None) -> list[str]:
+def trainer_target() -> list[str]:
     script = os.environ.get(TRAINER_ENV)
-    target = [script] if script else ["-m", "trainingd.train"]
-    args = ["--home", str(home.root), "--job-id", job.id, "--dataset", str(job.data_file),
-            "--reason-file", str(result_path(job.dir)), "--parent-pid", str(os.getpid())]
+    return [script] if script else ["-m", "trainingd.train"]
+
+
+def job_args(home: Home, job: Job) -> list[str]:
+    """The trainer's arguments for ``job`` (every machine of a group passes the same; ``--parent-pid`` aside)."""
+    return ["--home", str(home.root), "--job-id", job.id, "--dataset", str(job.data_file),
+            "--reason-file", str(result_path(job.dir))]
+
+
+def trainer_argv(home: Home, job: Job, dist: Any = None) -> list[str]:
+    args = job_args(home, job) + ["--parent-pid", str(os.getpid())]
     if is_group(dist):
-        return launcher_argv(dist, target) + args
-    return [sys.executable] + target + args
+        return launcher_argv(dist, trainer_target()) + args
+    return [sys.executable] + trainer_target() + args
+
+
+def trainer_env(group: bool) -> dict[str, str]:
+    """The trainer's environment: the package importable from the repository, offline hub, launcher flag."""
+    env = dict(os.environ)
+    # cwd is the home, so the package must be importable from the repository.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    if group:
+        env[LAUNCHER_ENV] = "1"
+    else:
+        env.pop(LAUNCHER_ENV, None)
+    return env
 
 
 def is_group(dist: Any) -> bool:
@@ -156,14 +187,7 @@ class TrainerProcess:
         """Start the trainer for ``job`` in a new session; its output goes to the training log."""
         clear_result(job.dir)  # never read an earlier attempt's result
         clear_progress(home)  # nor show an earlier attempt's progress
-        env = dict(os.environ)
-        # cwd is the home, so the package must be importable from the repository.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        if is_group(dist):
-            env[LAUNCHER_ENV] = "1"
-        else:
-            env.pop(LAUNCHER_ENV, None)
+        env = trainer_env(is_group(dist))
         home.logs.mkdir(parents=True, exist_ok=True)
         with open(home.training_log, "ab") as out:
             out.write(f"\n===== {now_iso()} job {job.id} ({job.meta.get('original_name')}) attempt "
@@ -176,8 +200,10 @@ class TrainerProcess:
         try:
             fault_point("trainer_spawn")
             # Durable before anything else happens: a daemon killed now leaves a trainer the next one can find.
+            machines = int(getattr(dist, "num_machines", 1) or 1) if is_group(dist) else 1
             write_trainer_record(home, TrainerRecord(pid=proc.pid, pgid=proc.pid, job_id=job.id,
-                                                     started_at=running.started_at, daemon_pid=os.getpid()))
+                                                     started_at=running.started_at, daemon_pid=os.getpid(),
+                                                     machines=machines, trainer_args=tuple(job_args(home, job))))
         except BaseException:
             running.signal_group(signal.SIGKILL)
             proc.wait()

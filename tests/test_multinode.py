@@ -1,0 +1,77 @@
+"""A process group over two "machines" on this CPU: the daemon's machine 0 and ``trainingd node --machine-rank 1``
+(torchrun with two nodes, gloo, both on 127.0.0.1; the home is what a shared file system would give both).
+
+    .venv/bin/python -m pytest tests/test_multinode.py -x -q
+
+* the node joins every job the daemon starts (two jobs in a row), and the adapter equals the one machine,
+  two-process adapter of the same files;
+* the node's processes write nothing but their log; SIGTERM stops the node, exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, chat_lines, write_config, write_jsonl
+from test_distributed import TWO, adapter, max_diff, two_homes  # noqa: F401 - fixture
+from test_steering import Daemon, wait_for
+from trainingd.jobqueue import JobQueue
+from trainingd.paths import Home
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_all(home, files) -> list:
+    q = JobQueue(Home(home))
+    q.ensure_dirs()
+    jobs = [q.add(f) for f in files]
+    d = Daemon(home, "--once")
+    try:
+        assert d.wait() == 0, d.tail()
+    finally:
+        d.close()
+    done = [q.get(j.id) for j in jobs]
+    assert [j.state for j in done] == ["done", "done"], d.tail()
+    return done
+
+
+def test_a_second_machine_joins_every_job_and_trains_the_one_machine_adapter(two_homes, tmp_path):
+    one, multi = two_homes
+    files = [write_jsonl(tmp_path / f"data{i}.jsonl", chat_lines(16, seed=10 + i)) for i in range(2)]
+    write_config(one, batch_size=2, distributed=TWO)
+    write_config(multi, batch_size=2, distributed={**TWO, "num_machines": 2, "main_process_ip": "127.0.0.1",
+                                                    "main_process_port": free_port()})
+    train_all(one, files)
+
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = open(tmp_path / "node.out", "wb")
+    node = subprocess.Popen([sys.executable, "-m", "trainingd", "node", "--home", str(multi), "--machine-rank", "1"],
+                            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        done = train_all(multi, files)
+        assert all(j.meta["result"]["num_processes"] == 2 for j in done)
+        assert max_diff(adapter(one), adapter(multi)) <= 1e-6
+        node_log = Home(multi).node_training_log(1)
+        wait_for(lambda: (tmp_path / "node.out").read_text().count("exited (0)") == 2,
+                 "the node's processes of both jobs to exit")
+        said = (tmp_path / "node.out").read_text()
+        assert all(f"joined job {j.id}" in said for j in done), said
+        assert node_log.read_text().count("===== machine 1: job") == 2
+        assert node.poll() is None  # it waits for the next job
+    finally:
+        node.send_signal(signal.SIGTERM)
+        code = node.wait(timeout=60)
+        out.close()
+    assert code == 0, (tmp_path / "node.out").read_text()
