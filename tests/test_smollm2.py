@@ -124,3 +124,28 @@ def test_smollm2_learns_a_new_answer_format_and_its_adapter_loads_with_plain_pef
     assert all(a != b for a, b in zip(answers_before, answers_after))
     print(f"held-out loss {loss_before:.3f} -> {loss_after:.3f}; exact {right}/{len(probe)}; "
           f"{summary['seconds_training']:.0f} s training")
+
+
+def test_smollm2_sharded_over_two_processes_trains_the_unsharded_adapter(smollm2_home, tmp_path):
+    """FSDP on a real pretrained Llama model with tied embeddings: the two-process sharded run (gloo) ends with
+    the adapter of the two-process DDP run of the same file."""
+    from test_distributed import TWO, adapter, max_diff, train_once
+
+    data = write_jsonl(tmp_path / "train.jsonl", [example(w) for w in words(8, seed=1)])
+    homes = []
+    for strategy in ("ddp", "fsdp"):
+        h = tmp_path / strategy
+        h.mkdir()
+        (h / "config.json").write_text(json.dumps({
+            "base_model": str(smollm2_home / "models" / "smollm2-135m"), "max_length": MAX_LENGTH,
+            "batch_size": 2, "gradient_accumulation": 1, "learning_rate": 1e-3, "lora": {"r": 8, "alpha": 16},
+            "layer_stats_steps": 1, "distributed": {**TWO, "strategy": strategy}}))
+        summary = train_once(h, data)
+        assert summary["steps"] == 2 and summary["num_processes"] == 2
+        homes.append(h)
+    a, b = adapter(homes[0]), adapter(homes[1])
+    assert len(a) == 30 * 7 * 2  # every linear layer of 30 blocks, A and B each
+    assert max(float(t.abs().max()) for n, t in a.items() if "lora_B" in n) > 1e-4
+    diff = max_diff(a, b)
+    assert diff <= 1e-5, diff
+    print(f"SmolLM2 FSDP vs DDP, 2 processes, 2 steps: max |adapter diff| {diff:.1e}")
