@@ -49,6 +49,17 @@ def home(tmp_path, tiny_model) -> Path:
     return h
 
 
+@pytest.fixture
+def two_homes(tmp_path, home):
+    """The ``home`` fixture twice (for comparing two runs): same model and data settings, gradient accumulation 2,
+    a checkpoint every 3 steps, no periodic evaluation or layer reports."""
+    write_config(home, gradient_accumulation=2, layer_stats_steps=0, save_steps=3)
+    other = tmp_path / "home2"
+    shutil.copytree(home, other)
+    write_config(other, base_model=str(other / "models" / "tiny-qwen3"))
+    return home, other
+
+
 def chat_lines(n: int, seed: int = 0) -> list[dict]:
     """n small chat examples in OpenAI `messages` format."""
     import random

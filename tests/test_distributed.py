@@ -66,18 +66,6 @@ def trainer_processes(home: Path) -> list[psutil.Process]:
     return out
 
 
-@pytest.fixture
-def two_homes(tmp_path, home):
-    """The ``home`` fixture twice: same model and data settings, no periodic evaluation or layer reports."""
-    import shutil
-
-    write_config(home, gradient_accumulation=2, layer_stats_steps=0, save_steps=3)
-    other = tmp_path / "home2"
-    shutil.copytree(home, other)
-    write_config(other, base_model=str(other / "models" / "tiny-qwen3"))
-    return home, other
-
-
 def test_two_processes_train_the_adapter_of_one_with_twice_the_micro_batch(two_homes, tmp_path):
     one, two = two_homes
     data = write_jsonl(tmp_path / "data.jsonl", chat_lines(24, seed=3))

@@ -22,7 +22,7 @@ import sys
 import pytest
 
 from conftest import chat_lines, write_config, write_jsonl
-from test_distributed import TOLERANCE, TWO, adapter, max_diff, train_once, two_homes  # noqa: F401 - fixture
+from test_distributed import TOLERANCE, TWO, adapter, max_diff, train_once
 from test_steering import REPO, PATIENCE_S, Daemon, controller, trained_steps, training_at, wait_for
 from trainingd.atomic_ops import read_json, read_jsonl
 from trainingd.jobqueue import JobQueue
