@@ -3,8 +3,8 @@
 
     .venv/bin/python -m pytest tests/test_multinode.py -x -q
 
-* the node joins every job the daemon starts (two jobs in a row), and the adapter equals the one machine,
-  two-process adapter of the same files;
+* a job waits for the other machine, and the status says so and how to start it; the node, started late, joins it
+  and every later job (two in a row), and the adapter equals the one machine, two-process adapter of the files;
 * the node's processes write nothing but their log; SIGTERM stops the node, exit 0.
 """
 
@@ -19,8 +19,8 @@ import sys
 import pytest
 
 from conftest import REPO, chat_lines, write_config, write_jsonl
-from test_distributed import TWO, adapter, max_diff, two_homes  # noqa: F401 - fixture
-from test_steering import Daemon, wait_for
+from test_distributed import TWO, adapter, max_diff
+from test_steering import Daemon, status, wait_for
 from trainingd.jobqueue import JobQueue
 from trainingd.paths import Home
 
@@ -33,12 +33,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_all(home, files) -> list:
+def train_all(home, files, before_wait=lambda d: None) -> list:
     q = JobQueue(Home(home))
     q.ensure_dirs()
     jobs = [q.add(f) for f in files]
     d = Daemon(home, "--once")
     try:
+        before_wait(d)
         assert d.wait() == 0, d.tail()
     finally:
         d.close()
@@ -57,10 +58,20 @@ def test_a_second_machine_joins_every_job_and_trains_the_one_machine_adapter(two
 
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = open(tmp_path / "node.out", "wb")
-    node = subprocess.Popen([sys.executable, "-m", "trainingd", "node", "--home", str(multi), "--machine-rank", "1"],
-                            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    started: list[subprocess.Popen] = []
+
+    def start_node_once_the_daemon_waits_for_it(daemon) -> None:
+        # The daemon starts first: its status says that the group waits for the other machine and how to start it.
+        wait_for(lambda: "machines to join" in str((status(multi) or {}).get("status_detail")),
+                 "the status to say that the job waits for machine 1", daemon)
+        assert "trainingd node" in status(multi)["status_detail"]
+        started.append(subprocess.Popen([sys.executable, "-m", "trainingd", "node", "--home", str(multi),
+                                         "--machine-rank", "1"], cwd=REPO, env=env, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True))
+
     try:
-        done = train_all(multi, files)
+        done = train_all(multi, files, start_node_once_the_daemon_waits_for_it)
+        node = started[0]
         assert all(j.meta["result"]["num_processes"] == 2 for j in done)
         assert max_diff(adapter(one), adapter(multi)) <= 1e-6
         node_log = Home(multi).node_training_log(1)
@@ -71,7 +82,8 @@ def test_a_second_machine_joins_every_job_and_trains_the_one_machine_adapter(two
         assert node_log.read_text().count("===== machine 1: job") == 2
         assert node.poll() is None  # it waits for the next job
     finally:
-        node.send_signal(signal.SIGTERM)
-        code = node.wait(timeout=60)
+        for node in started:
+            node.send_signal(signal.SIGTERM)
+        codes = [node.wait(timeout=60) for node in started]
         out.close()
-    assert code == 0, (tmp_path / "node.out").read_text()
+    assert codes == [0], (tmp_path / "node.out").read_text()

@@ -642,6 +642,10 @@ class Daemon:
             state, detail = self.final_status, self.final_detail
         elif r is not None:
             state, detail = status_from_trainer(progress)
+            machines = self.cfg.distributed.num_machines if r.launched else 1
+            if progress is None and machines > 1:  # the launcher waits until every machine has joined
+                detail = (f"starting the trainer: waiting for all {machines} machines to join (each other machine "
+                          f"runs trainingd node --home {self.home.root} --machine-rank R)")
             if self.stopping:
                 state, detail = "stopping", f"waiting for the trainer to checkpoint ({self.stop_reason})"
             elif self.skip_requested:
