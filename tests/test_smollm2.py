@@ -149,3 +149,28 @@ def test_smollm2_sharded_over_two_processes_trains_the_unsharded_adapter(smollm2
     diff = max_diff(a, b)
     assert diff <= 1e-5, diff
     print(f"SmolLM2 FSDP vs DDP, 2 processes, 2 steps: max |adapter diff| {diff:.1e}")
+
+
+def test_evaluation_reuses_the_prompt_pass_and_answers_as_plain_generation(smollm2_home):
+    """The held-out evaluation generates from the cache of its teacher-forced pass (left-padded batches): on the
+    real model its answers are those of plain one-at-a-time greedy generation."""
+    import torch
+
+    from trainingd.generator.puzzles import generate as puzzles
+    from trainingd.train.evaluate import evaluate_model, load_for_eval
+    from trainingd.train.model import load_tokenizer
+
+    base_dir = smollm2_home / "models" / "smollm2-135m"
+    model, tok = load_for_eval(base_dir, None), load_tokenizer(base_dir)
+    records = [p.record(with_answer_fields=True) for p in puzzles(3, 0, 2, held_out=True)]
+    records += [example(w) for w in words(2, seed=3)]  # prompts of other lengths in the same batches
+    scored = evaluate_model(model, tok, records, batch_size=2, max_new_tokens=12)
+    plain = []
+    for r in records:
+        enc = tok.apply_chat_template(r["messages"][:-1], add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+        plain.append(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    assert [s["answer"] for s in scored["samples"]] == plain
+    assert 0 < scored["token_accuracy"] < 1 and scored["answer_tokens"] > 0

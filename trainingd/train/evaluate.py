@@ -118,7 +118,12 @@ def _end_ids(tok) -> list[int]:
 
 @torch.inference_mode()
 def evaluate_model(model, tok, records: list[dict], *, batch_size: int = 32, max_new_tokens: int = 32) -> dict:
-    """Exact match and token accuracy of ``model`` on ``records``; ``answers`` holds the first few generations."""
+    """Exact match and token accuracy of ``model`` on ``records``; ``answers`` holds the first few generations.
+
+    One forward pass per batch over each prompt (left-padded) followed by its reference completion gives the
+    teacher-forced predictions, and its key/value cache cut back to the prompts is where greedy generation starts:
+    the prompts are read once, not twice.
+    """
     model.eval()
     prompts = [tok.apply_chat_template(r["messages"][:-1], add_generation_prompt=True, tokenize=False)
                for r in records]
@@ -131,34 +136,32 @@ def evaluate_model(model, tok, records: list[dict], *, batch_size: int = 32, max
     tok_right = tok_total = 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        tok.padding_side = "left"
-        enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                             eos_token_id=end_ids)
-        new = out[:, enc["input_ids"].shape[1]:]
-        for row, i in enumerate(idx):
-            answers[i] = tok.decode(new[row], skip_special_tokens=True)
-            correct += is_correct(records[i], answers[i])
-        # Teacher-forced token accuracy over the reference completion (prompt + completion, right-padded).
-        seqs, spans = [], []
+        p_ids, c_ids = [], []
         for i in idx:
-            p_ids = tok(prompts[i], add_special_tokens=False)["input_ids"]
+            p_ids.append(tok(prompts[i], add_special_tokens=False)["input_ids"])
             tail = fulls[i][len(prompts[i]):] if fulls[i].startswith(prompts[i]) else (
                 str(records[i]["messages"][-1]["content"]) + (tok.eos_token or ""))
-            c_ids = tok(tail.rstrip("\n"), add_special_tokens=False)["input_ids"]
-            seqs.append(p_ids + c_ids)
-            spans.append((len(p_ids), len(p_ids) + len(c_ids)))
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, :len(s)] = torch.tensor(s)
-            mask[row, :len(s)] = 1
-        pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
-        for row, (a, b) in enumerate(spans):
-            if b > a:
-                tok_right += int((pred[row, a - 1:b - 1] == ids[row, a:b]).sum())
-                tok_total += b - a
+            c_ids.append(tok(tail.rstrip("\n"), add_special_tokens=False)["input_ids"])
+        # [pad... prompt | completion ...pad]: every prompt ends at column w, where generation continues.
+        w, c = max(len(x) for x in p_ids), max(len(x) for x in c_ids)
+        ids = torch.full((len(idx), w + c), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (pi, ci) in enumerate(zip(p_ids, c_ids)):
+            ids[row, w - len(pi):w + len(ci)] = torch.tensor(pi + ci)
+            mask[row, w - len(pi):w + len(ci)] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded rows
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        pred = out.logits.argmax(-1)
+        for row, ci in enumerate(c_ids):  # teacher-forced: the prediction at t is for token t + 1
+            tok_right += int((pred[row, w - 1:w - 1 + len(ci)] == ids[row, w:w + len(ci)]).sum())
+            tok_total += len(ci)
+        cache = out.past_key_values
+        cache.crop(-(c + 1))  # keep the prompts but their last token, which generate feeds to start
+        gen = model.generate(input_ids=ids[:, :w], attention_mask=mask[:, :w], cache=cache,
+                             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=end_ids)
+        for row, i in enumerate(idx):
+            answers[i] = tok.decode(gen[row, w:], skip_special_tokens=True)
+            correct += is_correct(records[i], answers[i])
     return {"correct": correct, "total": len(records), "exact_match": correct / max(1, len(records)),
             "token_accuracy": tok_right / max(1, tok_total), "answer_tokens": tok_total,
             "samples": [{"reference": records[i]["messages"][-1]["content"], "answer": answers[i]}
