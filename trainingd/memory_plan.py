@@ -8,7 +8,7 @@ What it counts, per training process (each DDP process holds everything below; F
   ``use_qlora`` the linear layers of the blocks at 4-bit NF4 with double-quantised scales (~4.13 bits per
   weight), everything else at the compute dtype; on GPUs with ``strategy: fsdp`` over N processes, 1/N of them
   plus what is gathered while a step runs (the embeddings, head and final norm, and two blocks), with the LoRA
-  states also split N ways (on the CPU each process still loads the whole model before sharding it);
+  states also split N ways (on the CPU, counted whole: the first process holds the base while it hands out shards);
 * **LoRA**: ``r x (in + out)`` per targeted module, fp32 weights + gradients + two AdamW moments (16 bytes each);
 * **activations** for one forward pass (``micro_batch_size x max_length`` tokens): per block what autograd keeps
   for the backward of a Llama/Qwen-style layer with sdpa attention (``8h + 2kv + 4i`` values per token, plus

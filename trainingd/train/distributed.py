@@ -18,6 +18,8 @@ and, with one process, every method is a plain return with no communication.
   FSDP2 (``fully_shard`` on each decoder block, then on the loss module), on the CPU (gloo) as on GPUs (NCCL), so
   the tested path is the one that runs on a cluster (accelerate enables its own FSDP plugin for GPUs only). Every
   rank runs the same number of forward passes per step (FSDP gathers each block's weights in every forward);
+  only the main process reads the base from disk: the others build the model on the meta device and receive
+  their shards from it (:meth:`Group.fill_from_main`), so host memory holds one copy of the base, not N;
   the adapter and the optimizer are gathered in full (:func:`full_state`) for the checkpoint, frozen weights never.
 * **Exit.** Under the daemon's launcher (``TRAININGD_LAUNCHER=1``) a rank that ends as the group agreed exits 0
   and the main process's result file carries the job's exit code, because ``torchrun`` reports any non-zero worker
@@ -162,6 +164,29 @@ class Group:
         fully_shard(module, mesh=mesh)
         log.info("model sharded over %d processes (FSDP2, %d blocks)", self.world, len(blocks))
         return module
+
+    def fill_from_main(self, module: Any, full: dict) -> None:
+        """Give every rank's shards of ``module`` (sharded by :meth:`fully_shard`; on the other ranks built on the
+        meta device) the main process's weights ``full`` (its ``state_dict()``; empty on the others), then its
+        buffers and torch RNG state, so that only the main process ever reads the base from disk."""
+        import torch
+        import torch.distributed as dist
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        # Buffers (rotary frequencies, most not in a state dict): small, sent whole, in the same order everywhere.
+        device = self.accelerator.device
+        for name, buf in list(module.named_buffers()):
+            owner, _, attr = name.rpartition(".")
+            mod = module.get_submodule(owner) if owner else module
+            local = buf.to(device) if not buf.is_meta else torch.empty(buf.shape, dtype=buf.dtype, device=device)
+            dist.broadcast(local, src=0)
+            mod._buffers[attr] = local
+        # The main process initialised the LoRA weights (drawing random numbers); every rank continues from there.
+        torch.set_rng_state(self.scatter_from_main([torch.get_rng_state()] * self.world))
+        left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+        if left:
+            raise RuntimeError(f"rank {self.rank}: {len(left)} tensors left unfilled after sharding, e.g. {left[:3]}")
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -86,11 +86,12 @@ def set_determinism(device: torch.device) -> None:
 
 
 def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: torch.device, precision: str,
-               place: bool = True):
+               place: bool = True, skeleton: bool = False):
     """Return a trainable PEFT model on ``device`` with only the LoRA weights requiring grad.
 
     ``place=False`` leaves an unquantized model in host memory for FSDP, which moves each shard to the device
-    (a model too big for one device is never whole on it)."""
+    (a model too big for one device is never whole on it). ``skeleton=True`` builds the same model on the meta
+    device, reading no weight: FSDP's other processes, whose shards the main process's copy fills."""
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -107,7 +108,15 @@ def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: to
     else:
         # Frozen weights in bf16 on bf16 GPUs halve memory; LoRA weights are upcast to fp32 below.
         kwargs["dtype"] = torch.bfloat16 if (precision == "bf16" and device.type == "cuda") else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(base), **kwargs)
+    if skeleton:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(str(base), local_files_only=True)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=kwargs["dtype"],
+                                                     attn_implementation=kwargs["attn_implementation"])
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(base), **kwargs)
     model.config.use_cache = False
     if cfg.use_qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -126,11 +135,12 @@ def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: to
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    if not cfg.use_qlora and place:
+    if not cfg.use_qlora and place and not skeleton:
         model.to(device)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
-    log.info("model loaded: %s (%s), %d trainable / %d parameters, qlora=%s", base, precision, n_train, n_all,
+    log.info("model %s: %s (%s), %d trainable / %d parameters, qlora=%s",
+             "built on the meta device (weights to come)" if skeleton else "loaded", base, precision, n_train, n_all,
              cfg.use_qlora)
     return model
 

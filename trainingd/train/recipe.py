@@ -363,8 +363,10 @@ class Recipe:
         self.progress.set_status("loading", f"loading {Path(spec.base_model).name} ({self.precision}"
                                             f"{', 4-bit' if cfg.use_qlora else ''})")
         init = resume_from if resume_from is not None else spec.init_adapter
+        # Sharded, only the main process reads the weights; the others build the model on the meta device and
+        # receive their shards from it (host memory holds one copy of the base, not one per process).
         self.model = load_model(spec.base_model, cfg, init_adapter=init, device=self.device, precision=self.precision,
-                                place=not self.fsdp)
+                                place=not self.fsdp, skeleton=self.fsdp and not self.is_main)
         self.model.train()
         # What accelerate wraps (DDP with several processes; itself with one) or FSDP shards: the loss module, so
         # the lm_head-only-where-trained forward is the wrapper's forward and its gradients are reduced.
@@ -372,7 +374,10 @@ class Recipe:
         self.parts = self.loss_module._parts
         if self.fsdp:
             blocks = set(getattr(self.model.get_base_model(), "_no_split_modules", None) or [])
+            full = self.loss_module.state_dict() if self.is_main else {}
             self.wrapped = self.group.fully_shard(self.loss_module, blocks)
+            self.group.fill_from_main(self.wrapped, full)
+            del full
             self.params = [p for p in self.wrapped.parameters() if p.requires_grad]  # sharded (DTensor)
             self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         else:
