@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import chat_lines, write_config, write_jsonl
-from test_steering import (PATIENCE_S, Daemon, controller, job_step, status, trained_steps, training_at,
+from test_steering import (PATIENCE_S, REPO, Daemon, controller, job_step, status, trained_steps, training_at,
                            wait_for)
 from trainingd.atomic_ops import read_json, read_jsonl
 from trainingd.jobqueue import JobQueue
@@ -133,11 +135,12 @@ def test_pause_resume_skip_and_stop_reach_both_ranks(home, tmp_path):
         d.close()
 
 
-def test_two_process_resume_is_exact_and_another_process_count_is_refused(two_homes, tmp_path):
-    full, part = two_homes
+def stop_mid_way(full: Path, part: Path, tmp_path: Path, distributed: dict):
+    """Train a 150-step file uninterrupted in ``full``; in ``part`` stop the same file after a few steps (it goes
+    back to pending with a checkpoint). Returns the job in ``part``."""
     data = write_jsonl(tmp_path / "data.jsonl", chat_lines(600, seed=4))  # 150 steps: a stop lands mid-way
     for h in (full, part):
-        write_config(h, batch_size=1, gradient_accumulation=2, save_steps=2, distributed=TWO)
+        write_config(h, batch_size=1, gradient_accumulation=2, save_steps=2, distributed=distributed)
     train_once(full, data)
 
     q = JobQueue(Home(part))
@@ -153,35 +156,46 @@ def test_two_process_resume_is_exact_and_another_process_count_is_refused(two_ho
         d.close()
     stopped_at = max(trained_steps(part, job.id))
     assert 3 <= stopped_at < 150 and q.get(job.id).state == "pending"
+    return job
 
-    # one process cannot continue a two-process checkpoint: refused, the reason says what to do
-    write_config(part, distributed={**TWO, "num_processes": 1})
-    d = Daemon(part, "--once")
+
+def refused_reason(home: Path, job) -> str:
+    """Run the daemon once on a job whose checkpoint the config cannot continue: the job fails; its reason."""
+    d = Daemon(home, "--once")
     try:
         d.wait()
     finally:
         d.close()
-    failed = q.get(job.id)
+    failed = JobQueue(Home(home)).get(job.id)
     assert failed.state == "failed"
-    reason = (failed.dir / "reason.txt").read_text()
-    assert "2 training process(es)" in reason and "num_processes" in reason, reason
+    return (failed.dir / "reason.txt").read_text()
 
-    # put it back and resume with two processes: the uninterrupted adapter
-    write_config(part, distributed=TWO)
-    import subprocess
-    import sys
 
-    from test_steering import REPO
-
-    r = subprocess.run([sys.executable, str(REPO / "training_queue.py"), "retry", job.id, "--home", str(part)],
+def retry_to_the_end(home: Path, job) -> None:
+    """Put a failed job back (``training_queue.py retry``) and let the daemon finish it from its checkpoint."""
+    r = subprocess.run([sys.executable, str(REPO / "training_queue.py"), "retry", job.id, "--home", str(home)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
-    d = Daemon(part, "--once")
+    d = Daemon(home, "--once")
     try:
         assert d.wait() == 0, d.tail()
     finally:
         d.close()
-    assert q.get(job.id).state == "done", d.tail()
-    assert "resumed from" in (Home(part).training_log).read_text()
+    assert JobQueue(Home(home)).get(job.id).state == "done", d.tail()
+    assert "resumed from" in Home(home).training_log.read_text()
+
+
+def test_two_process_resume_is_exact_and_another_process_count_is_refused(two_homes, tmp_path):
+    full, part = two_homes
+    job = stop_mid_way(full, part, tmp_path, TWO)
+
+    # one process cannot continue a two-process checkpoint: refused, the reason says what to do
+    write_config(part, distributed={**TWO, "num_processes": 1})
+    reason = refused_reason(part, job)
+    assert "2 training process(es)" in reason and "num_processes" in reason, reason
+
+    # put it back and resume with two processes: the uninterrupted adapter
+    write_config(part, distributed=TWO)
+    retry_to_the_end(part, job)
     assert max_diff(adapter(full), adapter(part)) <= 1e-6
     assert read_json(Home(part).current_model / "adapter_state.json")["trained"][-1]["job_id"] == job.id

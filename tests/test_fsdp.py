@@ -16,16 +16,13 @@ real daemon. The same sharding code runs on GPUs (NCCL).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from conftest import chat_lines, write_config, write_jsonl
-from test_distributed import TOLERANCE, TWO, adapter, max_diff, train_once
-from test_steering import REPO, PATIENCE_S, Daemon, controller, trained_steps, training_at, wait_for
+from test_distributed import (TOLERANCE, TWO, adapter, max_diff, refused_reason, retry_to_the_end,
+                              stop_mid_way, train_once)
 from trainingd.atomic_ops import read_json, read_jsonl
-from trainingd.jobqueue import JobQueue
 from trainingd.paths import Home
 
 pytestmark = pytest.mark.slow
@@ -80,49 +77,16 @@ def test_sharded_equals_ddp_with_packing_and_gradient_checkpointing(two_homes, t
 
 def test_sharded_resume_is_exact_and_ddp_cannot_continue_it(two_homes, tmp_path):
     full, part = two_homes
-    data = write_jsonl(tmp_path / "data.jsonl", chat_lines(600, seed=4))  # 150 steps: a stop lands mid-way
-    for h in (full, part):
-        write_config(h, batch_size=1, gradient_accumulation=2, save_steps=2, distributed=FSDP)
-    train_once(full, data)
-
-    q = JobQueue(Home(part))
-    q.ensure_dirs()
-    job = q.add(data)
-    d = Daemon(part)
-    try:
-        wait_for(training_at(part, job.id, min_step=3), "a few steps", d)
-        r = controller(part, "stop", "--wait", "--timeout", str(PATIENCE_S))
-        assert r.returncode == 0, r.stderr + d.tail()
-        assert d.wait() == 0, d.tail()
-    finally:
-        d.close()
-    stopped_at = max(trained_steps(part, job.id))
-    assert 3 <= stopped_at < 150 and q.get(job.id).state == "pending"
+    job = stop_mid_way(full, part, tmp_path, FSDP)
     last = sorted(Home(part).job_checkpoints(job.id).glob("step-*/COMPLETE"))[-1].parent
     assert json.loads((last / "state.json").read_text())["strategy"] == "fsdp"
 
     write_config(part, distributed=TWO)  # the same process count, unsharded: refused, the reason says why
-    d = Daemon(part, "--once")
-    try:
-        d.wait()
-    finally:
-        d.close()
-    failed = q.get(job.id)
-    assert failed.state == "failed"
-    reason = (failed.dir / "reason.txt").read_text()
+    reason = refused_reason(part, job)
     assert "distributed.strategy 'fsdp'" in reason and "'ddp'" in reason, reason
 
     write_config(part, distributed=FSDP)
-    r = subprocess.run([sys.executable, str(REPO / "training_queue.py"), "retry", job.id, "--home", str(part)],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    d = Daemon(part, "--once")
-    try:
-        assert d.wait() == 0, d.tail()
-    finally:
-        d.close()
-    assert q.get(job.id).state == "done", d.tail()
-    assert "resumed from" in Home(part).training_log.read_text()
+    retry_to_the_end(part, job)
     assert max_diff(adapter(full), adapter(part)) <= 1e-6
 
 
