@@ -122,7 +122,7 @@ class DistributedConfig:
     ``use_qlora``)."""
     config_file: str | None = None
     """An ``accelerate`` config file for the launcher (multi-node: machine rank, main process address); its
-    settings win over the three above."""
+    settings win over the keys above."""
     main_process_port: int | None = None
     """Port of the process group's rendezvous (null: a free port is picked for one machine)."""
 
