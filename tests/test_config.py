@@ -74,6 +74,7 @@ def test_validator_says_ok_for_a_good_config(tmp_path, capsys, model_dir):
     ({"distributed": {"strategy": "fsdp"}, "use_qlora": True}, ["'distributed.strategy'", "use_qlora", "'ddp'"]),
     ({"distributed": {"num_processes": 4, "num_machines": 2}}, ["'distributed.main_process_ip'", "config_file"]),
     ({"distributed": {"num_processes": 3, "num_machines": 2}}, ["'distributed.num_machines'", "divide"]),
+    ({"distributed": {"join_timeout_s": 0}}, ["'distributed.join_timeout_s'", "at least 1"]),
 ])
 def test_validator_refuses_bad_configs_naming_the_key(tmp_path, capsys, cfg, named):
     code, out, err = _validate(tmp_path, capsys, cfg)

@@ -5,7 +5,9 @@
 
 * a job waits for the other machine, and the status says so and how to start it; the node, started late, joins it
   and every later job (two in a row), and the adapter equals the one machine, two-process adapter of the files;
-* the node's processes write nothing but their log; SIGTERM stops the node, exit 0.
+* the node's processes write nothing but their log; SIGTERM stops the node, exit 0;
+* with the other machine down, each try times out (``join_timeout_s``) and the job goes back with no attempt
+  counted, until the node starts and the job is trained.
 """
 
 from __future__ import annotations
@@ -87,3 +89,33 @@ def test_a_second_machine_joins_every_job_and_trains_the_one_machine_adapter(two
         codes = [node.wait(timeout=60) for node in started]
         out.close()
     assert codes == [0], (tmp_path / "node.out").read_text()
+
+
+def test_a_machine_that_is_down_holds_the_job_without_counting_attempts(home, tmp_path):
+    write_config(home, batch_size=2, layer_stats_steps=0, max_attempts=1,
+                 distributed={**TWO, "num_machines": 2, "main_process_ip": "127.0.0.1",
+                              "main_process_port": free_port(), "join_timeout_s": 2})
+    q = JobQueue(Home(home))
+    q.ensure_dirs()
+    job = q.add(write_jsonl(tmp_path / "data.jsonl", chat_lines(8, seed=1)))
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    d = Daemon(home, "--once")
+    node = None
+    try:
+        # No node: each try times out waiting for machine 1 and the job goes back, however many tries it takes
+        # (max_attempts is 1: one counted crash would fail it).
+        wait_for(lambda: Home(home).daemon_log.is_file()
+                 and Home(home).daemon_log.read_text().count("not every machine joined") >= 2,
+                 "two tries to time out waiting for machine 1", d)
+        assert q.get(job.id).state in ("pending", "processing")
+        assert int(q.get(job.id).meta.get("attempts") or 0) == 0
+        node = subprocess.Popen([sys.executable, "-m", "trainingd", "node", "--home", str(home), "--machine-rank",
+                                 "1"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        assert d.wait() == 0, d.tail()
+    finally:
+        d.close()
+        if node is not None:
+            node.send_signal(signal.SIGTERM)
+            node.wait(timeout=60)
+    assert q.get(job.id).state == "done", d.tail()

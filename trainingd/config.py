@@ -114,6 +114,9 @@ class DistributedConfig:
     machine 0; every other one runs ``trainingd node --machine-rank R`` on the same home (a shared file system)."""
     main_process_ip: str | None = None
     """With several machines: the address of the daemon's machine, where the process group meets."""
+    join_timeout_s: int = 600
+    """With several machines: how long a job's processes wait for every machine to join. A try that times out
+    counts no attempt: the job starts again and waits again, so a machine that is down holds the queue."""
     mixed_precision: str = "auto"
     """``auto`` (bf16 on GPUs that support it, fp32 on the CPU), ``no`` (fp32) or ``bf16``."""
     strategy: str = "ddp"
@@ -349,6 +352,8 @@ def _check_values(cfg: Config) -> None:
     if d.num_machines < 1 or d.num_processes % d.num_machines:
         raise ConfigError(f"config key 'distributed.num_machines' must be at least 1 and divide "
                           f"distributed.num_processes ({d.num_processes}), got {d.num_machines}")
+    if d.join_timeout_s < 1:
+        raise ConfigError(f"config key 'distributed.join_timeout_s' must be at least 1, got {d.join_timeout_s}")
     if d.num_machines > 1 and not d.config_file and not (d.main_process_ip and d.main_process_port):
         raise ConfigError("config key 'distributed.main_process_ip': with num_machines > 1, set main_process_ip "
                           "(this machine's address) and main_process_port, or name an accelerate config_file")

@@ -41,7 +41,7 @@ from .invariants import sweep_temp_files
 from .logs import setup_logging
 from .paths import Home
 from .jobqueue import Job, JobQueue, QueueError
-from .trainer_process import TrainerProcess, end_orphan_trainer, tail
+from .trainer_process import TrainerProcess, end_orphan_trainer, machines_missing, tail
 
 log = logging.getLogger("trainingd.daemon")
 
@@ -592,6 +592,13 @@ class Daemon:
             self.request_stop("configuration error")
         elif self.stopping and (r.term_sent_at is not None or r.stop_sent_at is not None):
             self.queue.requeue(job)  # we ended it on the stop ladder: not the job's fault
+        elif r.launched and machines_missing(tail(self.home.training_log, lines=15)):
+            # A machine that is down is not the job's fault: back to the head of its queue, no attempt counted.
+            # The next try waits join_timeout_s again, so the queue holds until the machine is back.
+            self.queue.requeue(job)
+            self._error(f"job {job.id}: not every machine joined its process group within "
+                        f"{self.cfg.distributed.join_timeout_s} s (start trainingd node --home {self.home.root} "
+                        "--machine-rank R on each other machine); no attempt counted, it starts again", job.id)
         elif _disk_full(result, tail(self.home.training_log, lines=15)):
             # A condition of the home, not of the job: back to the head of its queue, no attempt counted,
             # and the loop backs off (the raised error) until there is room again.

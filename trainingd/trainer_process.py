@@ -85,6 +85,17 @@ def gpu_visible() -> bool:
     return gpus.is_dir() and any(gpus.iterdir())
 
 
+def join_timeout(dist: Any) -> int:
+    return int(getattr(dist, "join_timeout_s", 600) or 600)
+
+
+def machines_missing(log_tail: str) -> bool:
+    """Did a launcher give up because not every machine joined its group? (torch elastic's static rendezvous,
+    under torchrun and accelerate launch alike: "Timed out after N seconds waiting for clients. 1/2 clients
+    joined.")"""
+    return "waiting for clients" in log_tail and "clients joined" in log_tail
+
+
 def launcher_argv(dist: Any, target: list[str], machine_rank: int = 0) -> list[str]:
     """The command that starts this machine's share of ``dist.num_processes`` trainer processes running ``target``
     (``-m module`` or a script) as one group: ``accelerate launch`` or ``torchrun`` (both run from this Python).
@@ -106,12 +117,14 @@ def launcher_argv(dist: Any, target: list[str], machine_rank: int = 0) -> list[s
                 argv += ["--machine_rank", str(machine_rank), "--main_process_ip", str(ip)]
         if dist.main_process_port:
             argv += ["--main_process_port", str(dist.main_process_port)]
+        if machines > 1:
+            argv += ["--rdzv_conf", f"timeout={join_timeout(dist)}"]
         return argv + (["--module", target[1]] if module else target)
     argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(machines), "--nproc-per-node",
             str(n // machines), "--max-restarts", "0"]
     if machines > 1:
         argv += ["--node-rank", str(machine_rank), "--master-addr", str(ip), "--master-port",
-                 str(dist.main_process_port)]
+                 str(dist.main_process_port), "--rdzv-conf", f"timeout={join_timeout(dist)}"]
     elif dist.main_process_port:
         argv += ["--master-addr", "127.0.0.1", "--master-port", str(dist.main_process_port)]
     else:
