@@ -193,6 +193,16 @@ class Group:
             self.accelerator.wait_for_everyone()
 
 
+def close_group() -> None:
+    """Leave the process group before the interpreter exits. Left to exit-time destruction, gloo's worker threads
+    can abort the process ("terminate called without an active exception", SIGABRT) after a job that ended well,
+    which the launcher reports as a failure of the whole group. Local: no rank waits for another."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def full_state(module: Any, optimizer: Any) -> tuple[dict, dict]:
     """The trainable weights and the optimizer state of a sharded ``module``, gathered in full onto the main
     process's CPU (empty on the others). A collective: every rank calls it."""

@@ -947,5 +947,6 @@ def execute(spec: RunSpec, reason_file: Path | None) -> int:
     if dist_.is_launched() and result.exit_code != exit_codes.CRASH:
         # The group ended as it agreed: the result file carries the code (the launcher counts any non-zero
         # worker as a failure); a crash exits non-zero so the launcher brings the whole group down.
+        dist_.close_group()
         return exit_codes.OK
     return result.exit_code
