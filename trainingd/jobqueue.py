@@ -37,7 +37,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .atomic_ops import append_jsonl, atomic_write_text, durable_rename, file_sha256, fsync_dir
 from .contracts import result as result_contract
@@ -92,18 +92,44 @@ class Job:
         return job_number(self.id)
 
 
-
 @contextlib.contextmanager
-def queue_lock(home: Home) -> Iterator[None]:
-    """Serialise queue mutations between processes (daemon, CLI, the start-up sweep) with an flock on queue/.lock."""
-    home.queue.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home.queue / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+def _flocked(path: Path, acquire: Callable[[int], None]) -> Iterator[None]:
+    """Hold an flock on ``path`` (created if missing), taken by ``acquire(fd)``, for the ``with`` body."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        acquire(fd)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _exclusive(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _shared(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_SH)
+
+
+def _exclusive_saying_why(fd: int) -> None:
+    """Take the lock exclusively, logging every few seconds what it waits for."""
+    waited = 0.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if waited % INCOMING_WAIT_LOG_S < 0.05:
+                log.info("waiting for a job being added (training_queue.py add) to finish")
+            time.sleep(0.05)
+            waited += 0.05
+
+
+def queue_lock(home: Home) -> contextlib.AbstractContextManager[None]:
+    """Serialise queue mutations between processes (daemon, CLI, the start-up sweep) with an flock on queue/.lock."""
+    return _flocked(home.queue / ".lock", _exclusive)
 
 
 class JobQueue:
@@ -131,29 +157,9 @@ class JobQueue:
             raise QueueError(f"unknown job state {state!r}; expected one of {', '.join(JOB_STATES)}")
         return [("", self.home.queue / state)]
 
-    @contextlib.contextmanager
-    def _assembling(self, exclusive: bool = False) -> Iterator[None]:
+    def _assembling(self, exclusive: bool = False) -> contextlib.AbstractContextManager[None]:
         """Shared while an add assembles in .incoming/; exclusive while recover_incoming() looks there."""
-        self.home.queue.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.home.queue / ".incoming.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if exclusive:
-                waited = 0.0
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if waited % INCOMING_WAIT_LOG_S < 0.05:
-                            log.info("waiting for a job being added (training_queue.py add) to finish")
-                        time.sleep(0.05)
-                        waited += 0.05
-            else:
-                fcntl.flock(fd, fcntl.LOCK_SH)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        return _flocked(self.home.queue / ".incoming.lock", _exclusive_saying_why if exclusive else _shared)
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         return queue_lock(self.home)

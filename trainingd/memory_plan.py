@@ -125,7 +125,7 @@ def estimate(cfg: Config, model_dir: Path, *, device: str, bf16: bool, micro_bat
     if shards > 1 and device == "cuda":
         # FSDP2: 1/N of every weight and LoRA state, plus what is gathered while it runs: the root's weights
         # (embeddings, head, final norm) and up to two blocks (the running one and the one prefetched). The
-        # host loads the whole model before sharding; that is host memory, not the device's.
+        # first process reads the whole base into host memory before sharding; that is not the device's.
         root = weights - sum(per_layer.values())
         gathered = root + 2 * max(per_layer.values(), default=0.0)
         weights = weights / shards + gathered * (shards - 1) / shards

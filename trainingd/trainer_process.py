@@ -85,10 +85,6 @@ def gpu_visible() -> bool:
     return gpus.is_dir() and any(gpus.iterdir())
 
 
-def join_timeout(dist: Any) -> int:
-    return int(getattr(dist, "join_timeout_s", 600) or 600)
-
-
 def machines_missing(log_tail: str) -> bool:
     """Did a launcher give up because not every machine joined its group? (torch elastic's static rendezvous,
     under torchrun and accelerate launch alike: "Timed out after N seconds waiting for clients. 1/2 clients
@@ -101,8 +97,8 @@ def launcher_argv(dist: Any, target: list[str], machine_rank: int = 0) -> list[s
     (``-m module`` or a script) as one group: ``accelerate launch`` or ``torchrun`` (both run from this Python).
     ``machine_rank`` 0 is the daemon's machine; ``trainingd node`` runs the same command with its own rank."""
     n = int(dist.num_processes)
-    machines = int(getattr(dist, "num_machines", 1) or 1)
-    ip = getattr(dist, "main_process_ip", None)
+    machines = int(dist.num_machines)
+    ip = dist.main_process_ip
     module = target[0] == "-m"
     if dist.config_file or gpu_visible():
         argv = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -118,13 +114,13 @@ def launcher_argv(dist: Any, target: list[str], machine_rank: int = 0) -> list[s
         if dist.main_process_port:
             argv += ["--main_process_port", str(dist.main_process_port)]
         if machines > 1:
-            argv += ["--rdzv_conf", f"timeout={join_timeout(dist)}"]
+            argv += ["--rdzv_conf", f"timeout={dist.join_timeout_s}"]
         return argv + (["--module", target[1]] if module else target)
     argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(machines), "--nproc-per-node",
             str(n // machines), "--max-restarts", "0"]
     if machines > 1:
         argv += ["--node-rank", str(machine_rank), "--master-addr", str(ip), "--master-port",
-                 str(dist.main_process_port), "--rdzv-conf", f"timeout={join_timeout(dist)}"]
+                 str(dist.main_process_port), "--rdzv-conf", f"timeout={dist.join_timeout_s}"]
     elif dist.main_process_port:
         argv += ["--master-addr", "127.0.0.1", "--master-port", str(dist.main_process_port)]
     else:
@@ -213,7 +209,7 @@ class TrainerProcess:
         try:
             fault_point("trainer_spawn")
             # Durable before anything else happens: a daemon killed now leaves a trainer the next one can find.
-            machines = int(getattr(dist, "num_machines", 1) or 1) if is_group(dist) else 1
+            machines = int(dist.num_machines) if is_group(dist) else 1
             write_trainer_record(home, TrainerRecord(pid=proc.pid, pgid=proc.pid, job_id=job.id,
                                                      started_at=running.started_at, daemon_pid=os.getpid(),
                                                      machines=machines, trainer_args=tuple(job_args(home, job))))
