@@ -8,7 +8,7 @@ Exit 0 when healthy, 1 when any check fails; see --help.
 
 import sys
 
-from trainingd.health import health_main
+from trainingd.checks.health import health_main
 
 if __name__ == "__main__":
     sys.exit(health_main())

@@ -11,7 +11,7 @@ content hash against the live adapter; every problem is listed, exit 3. See --he
 
 import sys
 
-from trainingd.validator_cli import main
+from trainingd.cli.validator import main
 
 if __name__ == "__main__":
     sys.exit(main())

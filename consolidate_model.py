@@ -10,7 +10,7 @@ Exit 0 when written (and verified), 1 when refused or the verification failed (n
 
 import sys
 
-from trainingd.consolidate import main
+from trainingd.lifecycle.consolidate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ Endpoints: see --help or trainingd/monitor/server.py. Stop with Ctrl-C.
 
 import sys
 
-from trainingd.cli import monitor_main
+from trainingd.cli.main import monitor_main
 
 if __name__ == "__main__":
     sys.exit(monitor_main())

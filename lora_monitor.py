@@ -3,12 +3,12 @@
 
     python3 lora_monitor.py [--home DIR] [--adapter DIR] [--compare DIR2] [--json]
 
-See ``trainingd/layer_report.py``.
+See ``trainingd/train/layer_report.py``.
 """
 
 import sys
 
-from trainingd.layer_report import main
+from trainingd.train.layer_report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ Exit 1 when ``--check`` finds an inconsistency; see --help.
 
 import sys
 
-from trainingd.health import state_main
+from trainingd.checks.health import state_main
 
 if __name__ == "__main__":
     sys.exit(state_main())

@@ -9,7 +9,7 @@
 
 import sys
 
-from trainingd.cli import controller_main
+from trainingd.cli.main import controller_main
 
 if __name__ == "__main__":
     sys.exit(controller_main())

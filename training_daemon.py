@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from trainingd.daemon import main  # noqa: E402 - needs the path above when run from elsewhere
+from trainingd.daemon.loop import main  # noqa: E402 - needs the path above when run from elsewhere
 
 if __name__ == "__main__":
     sys.exit(main())

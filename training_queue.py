@@ -12,7 +12,7 @@
 
 import sys
 
-from trainingd.cli import queue_main
+from trainingd.cli.main import queue_main
 
 if __name__ == "__main__":
     sys.exit(queue_main())

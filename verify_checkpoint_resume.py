@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from trainingd.invariants import adapter_difference
+from trainingd.checks.invariants import adapter_difference
 
 REPO = Path(__file__).resolve().parent
 ARGS = ["--epochs", "1", "--max-length", "96", "--batch-size", "2", "--gradient-accumulation", "1",
@@ -53,7 +53,7 @@ def train(data: Path, model: Path, out: Path, *extra: str, crash_at: str | None 
 
 def verify(work: Path, model: Path | None, examples: int, kill_at: int, tolerance: float) -> dict:
     if model is None:
-        from trainingd.tiny_model import build_tiny_model
+        from trainingd.train.tiny_model import build_tiny_model
 
         model = build_tiny_model(work / "tiny-qwen3")
     data = work / "data.jsonl"

@@ -7,7 +7,7 @@ A home is made in ``--work`` (default: a temporary folder). Files are dropped in
 the daemon runs with ``bench/chaos_trainer.py`` as its trainer (``--trainer fast``: the real queue, checkpoint
 and publish code with a hash chain for weights, so 200 kills take minutes) or the real trainer on the embedded
 tiny model (``--trainer real``: about 10 s per trainer start here, so use fewer kills). After the last kill the
-daemon is left to finish; then the shared invariant checker (``trainingd.invariants``) runs and the report says:
+daemon is left to finish; then the shared invariant checker (``trainingd.checks.invariants``) runs and the report says:
 kills (of the daemon, of the trainer), jobs, done, failed, lost (must be 0), duplicated (must be 0), resumed
 from a checkpoint, and for ``fast`` whether the published adapter equals what an uninterrupted run of the same
 jobs in the same order publishes. Exit 0 when nothing was lost or duplicated and every invariant holds.
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries  # noqa: E402
 from trainingd.instance import is_daemon_running  # noqa: E402
-from trainingd.invariants import check_home, job_locations  # noqa: E402
+from trainingd.checks.invariants import check_home, job_locations  # noqa: E402
 from trainingd.paths import Home  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
@@ -64,7 +64,7 @@ class Chaos:
         if args.trainer == "fast":
             self.env["TRAININGD_TRAINER"] = str(REPO / "bench" / "chaos_trainer.py")
         else:
-            from trainingd.tiny_model import build_tiny_model
+            from trainingd.train.tiny_model import build_tiny_model
 
             model = build_tiny_model(work / "tiny-qwen3")
             cfg.update(base_model=str(model), max_length=96, batch_size=2, save_steps=2, learning_rate=1e-3,

@@ -1,6 +1,6 @@
 """A fast trainer for ``bench/chaos.py``: the real checkpoint and publish code, a hash chain for weights.
 
-It speaks the trainer contract (``trainingd.trainer_process``): arguments, trainer_command.json, progress, the
+It speaks the trainer contract (``trainingd.daemon.trainer_process``): arguments, trainer_command.json, progress, the
 result file and named exit codes. Its "adapter" is a hash chain: each optimizer step folds ``job:step`` into the
 running hash, so a step applied twice or lost, or a job trained twice, changes the published value, and
 ``chaos.py`` can compute what an uninterrupted run would have published. Checkpoints go through

@@ -6,7 +6,7 @@
     bench/gpu_check.sh --steps 100 --max-length 512 --batch-size 8
 
 It prints one table: tokens/s, loss, peak GPU memory (``max_memory_reserved``) and the memory plan's estimate
-(``trainingd.memory_plan``, without the CUDA context) for the old default (``batch_size`` examples per forward),
+(``trainingd.checks.memory_plan``, without the CUDA context) for the old default (``batch_size`` examples per forward),
 a token budget (``micro_batch_tokens``) with 4x the examples per step, packing, and flash-attention 2 when the
 flash-attn package is installed.
 
@@ -42,7 +42,7 @@ def build_model(out: Path, tiny: bool) -> tuple[Path, int]:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from trainingd.tiny_model import build_tokenizer
+    from trainingd.train.tiny_model import build_tokenizer
 
     tok = build_tokenizer(2048)
     shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
@@ -91,7 +91,7 @@ def run_config(model: Path, work: Path, name: str, settings: dict, a: argparse.N
     import torch
 
     from trainingd.config import parse_config
-    from trainingd.memory_plan import estimate
+    from trainingd.checks.memory_plan import estimate
     from trainingd.train.recipe import RunSpec, run
 
     cuda = torch.cuda.is_available()

@@ -69,8 +69,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="the first two sizes only")
     a = ap.parse_args()
     from trainingd.config import parse_config
-    from trainingd.memory_plan import GiB, estimate
-    from trainingd.tiny_model import build_tiny_model
+    from trainingd.checks.memory_plan import GiB, estimate
+    from trainingd.train.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="trainingd-memplan-") as tmp:
         work = Path(tmp)

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(a.worker, a.data, a.model, a.cache)))
         return 0
     sys.path.insert(0, str(REPO))
-    from trainingd.tiny_model import build_tiny_model
+    from trainingd.train.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="prepare-bench-") as tmp:
         tmp_path = Path(tmp)

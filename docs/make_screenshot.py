@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from trainingd.monitor.browser import chart_points, text, wait_until, watch_page  # noqa: E402
 from trainingd.monitor.server import serve_in_thread  # noqa: E402
 from trainingd.paths import Home  # noqa: E402
-from trainingd.tiny_model import build_tiny_model  # noqa: E402
+from trainingd.train.tiny_model import build_tiny_model  # noqa: E402
 
 log = logging.getLogger("make_screenshot")
 WORDS = "the model learns to answer questions about data files and the queue quickly".split()

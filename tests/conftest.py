@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny Qwen3-architecture model + tokenizer built locally (hidden 64, 2 layers), once per run."""
-    from trainingd.tiny_model import build_tiny_model
+    from trainingd.train.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen3")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for, write_config
-from trainingd.autogen import AutoGenerator, FetchError, check_url, fetch_batch
+from trainingd.daemon.autogen import AutoGenerator, FetchError, check_url, fetch_batch
 from trainingd.config import AutoGenerateConfig, ConfigError, parse_config
 from trainingd.contracts.requests import write_request
 from trainingd.generator.puzzles import make_puzzle

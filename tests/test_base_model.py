@@ -14,7 +14,7 @@ import pytest
 
 from conftest import PYTHON, REPO, chat_lines, write_jsonl
 from trainingd import exit_codes
-from trainingd.base_model import MAX_LENGTH_CAP, default_max_length, resolve
+from trainingd.models.base_model import MAX_LENGTH_CAP, default_max_length, resolve
 from trainingd.config import ConfigError, parse_config
 
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}

@@ -44,7 +44,7 @@ FORBIDDEN = ("USERX", "SYSTEMX", "TOOLX")
 
 
 def _tiny_backend():
-    from trainingd.tiny_model import build_tokenizer
+    from trainingd.train.tiny_model import build_tokenizer
 
     return build_tokenizer()
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from conftest import chat_lines, write_config, write_jsonl
-from trainingd import snapshots
+from trainingd.lifecycle import snapshots as snapshots
 from trainingd.instance import init_home
 from trainingd.jobqueue import JobQueue
 from trainingd.paths import Home

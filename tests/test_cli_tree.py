@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from trainingd import cli, exit_codes
+from trainingd import exit_codes
+from trainingd.cli import main as cli
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "trainingd"
 PY = sys.executable
-CLI_MODULES = ["trainingd.cli", "trainingd.queue_cli", "trainingd.controller", "trainingd.formatting",
+CLI_MODULES = ["trainingd.cli.main", "trainingd.cli.queue", "trainingd.cli.controller", "trainingd.cli.formatting",
                "trainingd.exit_codes", "trainingd.logs"]
 
 

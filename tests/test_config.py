@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from trainingd.cli import validator_main
+from trainingd.cli.main import validator_main
 from trainingd.config import Config, ConfigError, default_config_json, load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import chat_lines, write_config, write_jsonl
-from trainingd import snapshots
+from trainingd.lifecycle import snapshots as snapshots
 from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def test_a_consolidated_base_reproduces_base_plus_adapter(home, qlora):
 def test_a_failed_verification_leaves_no_base_and_yes_switches_to_a_verified_one(home):
     import torch
 
-    from trainingd.consolidate import ConsolidationError, consolidate as run
+    from trainingd.lifecycle.consolidate import ConsolidationError, consolidate as run
 
     train_one(home, "one.jsonl", 1)
     h = Home.at(home)

@@ -36,8 +36,9 @@ CONTRACT_ATTRS = ("status", "trainer_progress", "layer_activity", "trainer_recor
 ALLOWED = {("paths.py", "*"), ("train/__main__.py", "trainer_progress"), ("train/__main__.py", "layer_activity"),
            # The fix a health check prints names the status file; the start-up sweep matches the temp names of
            # these files' atomic writes. Neither reads a contract file.
-           ("health.py", "status"), ("invariants.py", "control_requests"), ("invariants.py", "trainer_command"),
-           ("invariants.py", "trainer_record")}
+           ("checks/health.py", "status"), ("checks/invariants.py", "control_requests"),
+           ("checks/invariants.py", "trainer_command"),
+           ("checks/invariants.py", "trainer_record")}
 
 
 def _docstring_nodes(tree: ast.AST) -> set[int]:

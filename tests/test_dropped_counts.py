@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO, chat_lines, write_jsonl
-from trainingd.formatting import format_summary
+from trainingd.cli.formatting import format_summary
 from trainingd.contracts.status import compose_status
 
 

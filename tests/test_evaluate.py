@@ -10,7 +10,7 @@ import json
 import pytest
 
 from conftest import write_config
-from trainingd.evaluation import eval_entries, read_last, run_eval_command
+from trainingd.daemon.evaluation import eval_entries, read_last, run_eval_command
 from trainingd.generator.puzzles import make_eval_puzzle
 from trainingd.monitor import views
 from trainingd.paths import Home

@@ -18,7 +18,7 @@ from conftest import wait_for
 
 from trainingd.config import Config
 from trainingd.contracts.requests import write_request
-from trainingd.intake import SYMLINK_REASON, Intake
+from trainingd.daemon.intake import SYMLINK_REASON, Intake
 from trainingd.paths import Home
 from trainingd.jobqueue import JobQueue
 

@@ -13,7 +13,7 @@ import tracemalloc
 
 import pytest
 
-from trainingd.json_array import NotConvertible, convert, iter_records
+from trainingd.daemon.json_array import NotConvertible, convert, iter_records
 
 
 def random_value(rng: random.Random, depth: int = 0):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import chat_lines, write_config, write_jsonl
-from trainingd import home_guard
+from trainingd.lifecycle import home_guard as home_guard
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -32,7 +32,7 @@ def validator(root: Path, *argv: str) -> subprocess.CompletedProcess:
 def adapter_state(root: Path, **locked) -> None:
     cm = root / "current_model"
     cm.mkdir(parents=True, exist_ok=True)
-    from trainingd.approval import base_hash
+    from trainingd.lifecycle.approval import base_hash
 
     base = str(root / "models" / "tiny-qwen3")
     (cm / "adapter_state.json").write_text(json.dumps({

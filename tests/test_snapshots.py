@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import chat_lines, write_config, write_jsonl
-from trainingd import snapshots
+from trainingd.lifecycle import snapshots as snapshots
 from trainingd.contracts.status import StatusWriter, compose_status
 from trainingd.instance import InstanceLock
 from trainingd.paths import Home

@@ -1,7 +1,7 @@
-"""``python -m trainingd [--home DIR] COMMAND`` (``init``, ``status``, ``queue list``...: see trainingd.cli)."""
+"""``python -m trainingd [--home DIR] COMMAND`` (``init``, ``status``, ``queue list``...: see trainingd.cli.main)."""
 
 import sys
 
-from .cli import main
+from trainingd.cli.main import main
 
 sys.exit(main())

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .faults import fault_point
+from trainingd.faults import fault_point
 
 
 def fsync_dir(path: Path) -> None:

@@ -226,7 +226,7 @@ class Config:
         # An explicit name wins; none (or the old default left behind after switching the base) follows the base.
         if self.model_display_name is None or (self.model_display_name == _OLD_DEFAULT_DISPLAY_NAME
                                                and self.base_model != EMBEDDED_BASE_MODEL):
-            from .base_model import display_name
+            from trainingd.models.base_model import display_name
 
             self.model_display_name = display_name(self.base_model)
 
@@ -385,7 +385,7 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError("config keys 'auto_generate.timeout_s' must be positive and "
                           "'auto_generate.min_interval_s' at least 0")
     if ag.enabled:
-        from .autogen import check_url
+        from trainingd.daemon.autogen import check_url
 
         problem = check_url(ag.url, ag.allow_remote)
         if problem:
@@ -419,12 +419,12 @@ def load_config(path: Path) -> Config:
 
 
 def resolve_base_model(cfg: Config, home_root: Path):
-    """Where the configured base model comes from: a ``trainingd.base_model.BaseModel`` (stdlib only).
+    """Where the configured base model comes from: a ``trainingd.models.base_model.BaseModel`` (stdlib only).
 
     An embedded model resolves to its folder under ``models/`` even before it is built (the trainer builds it);
     raises ConfigError when the name cannot be used (no such folder, a missing package, a hub id offline).
     """
-    from .base_model import resolve
+    from trainingd.models.base_model import resolve
 
     return resolve(cfg.base_model, Path(home_root))
 

@@ -10,9 +10,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from .atomic_ops import atomic_create_text, atomic_write_text
-from .config import default_config_json
-from .paths import Home
+from trainingd.atomic_ops import atomic_create_text, atomic_write_text
+from trainingd.config import default_config_json
+from trainingd.paths import Home
 
 
 def init_home(home: Home) -> bool:

@@ -39,12 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .atomic_ops import append_jsonl, atomic_write_text, durable_rename, file_sha256, fsync_dir
-from .contracts import result as result_contract
-from .contracts.job import FILE as JOB_FILE
-from .contracts.job import keep_broken, now_iso, read_job, write_job
-from .faults import fault_point
-from .paths import JOB_STATES, PRIORITIES, Home
+from trainingd.atomic_ops import append_jsonl, atomic_write_text, durable_rename, file_sha256, fsync_dir
+from trainingd.contracts import result as result_contract
+from trainingd.contracts.job import FILE as JOB_FILE
+from trainingd.contracts.job import keep_broken, now_iso, read_job, write_job
+from trainingd.faults import fault_point
+from trainingd.paths import JOB_STATES, PRIORITIES, Home
 
 log = logging.getLogger(__name__)
 

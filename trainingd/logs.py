@@ -22,7 +22,7 @@ import time
 from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
 
-from .paths import Home
+from trainingd.paths import Home
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 KEEP_DAYS = 30

@@ -23,7 +23,7 @@ import pytest
 
 from fault_helpers import REPO, daemon_log, drop, job_metas, run_daemon, stand_in_home, write_config
 from trainingd import faults
-from trainingd.invariants import adapter_difference, check_home
+from trainingd.checks.invariants import adapter_difference, check_home
 from trainingd.paths import Home
 
 pytestmark = pytest.mark.faults
@@ -122,7 +122,7 @@ def test_a_job_published_just_before_a_kill_is_completed_once_and_its_checkpoint
 
 def test_a_start_up_sweep_removes_what_killed_writes_left_but_not_a_command_line_writing_now(tmp_path):
     from trainingd.instance import init_home
-    from trainingd.invariants import sweep_temp_files, temp_files
+    from trainingd.checks.invariants import sweep_temp_files, temp_files
 
     home = Home.at(tmp_path / "home")
     init_home(home)

@@ -15,7 +15,7 @@ import pytest
 from fault_helpers import daemon_log, drop, job_metas, run_daemon, stand_in_home
 from trainingd import faults
 from trainingd.atomic_ops import atomic_write_json
-from trainingd.invariants import check_home, temp_files
+from trainingd.checks.invariants import check_home, temp_files
 from trainingd.paths import Home
 from trainingd.train import checkpoint as ckpt
 

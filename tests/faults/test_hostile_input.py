@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from fault_helpers import REPO, drop, job_metas, run_daemon, stand_in_home
-from trainingd.invariants import check_home
+from trainingd.checks.invariants import check_home
 from trainingd.paths import Home
 from trainingd.train.formats import MAX_LINE_BYTES, DataError, scan_file
 

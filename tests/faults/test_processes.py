@@ -18,7 +18,7 @@ import pytest
 
 from fault_helpers import REPO, DAEMON, daemon_log, drop, job_metas, run_daemon, stand_in_home, write_config
 from trainingd.instance import is_daemon_running
-from trainingd.invariants import check_home
+from trainingd.checks.invariants import check_home
 from trainingd.paths import Home
 
 pytestmark = pytest.mark.faults

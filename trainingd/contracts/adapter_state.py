@@ -12,9 +12,9 @@ config.json still matches the adapter. Read and write it only through this modul
      "generation_id": "5f0c...",                           # new random id at every publish
      "trained": [{"job_id", "sha256", "file", "steps", "finished_at", "generation"}, ...],
      "updated_at": 1764470000.5,
-     "base_content_sha256": "...",        # every byte of the base, added by the daemon (trainingd.home_guard)
-     "approvals": [{"at", "who", "changes"}, ...],   # locked-key changes accepted (trainingd.approval)
-     "restored_from": "<snapshot name>"}  # after a rollback, until the next publish (trainingd.snapshots)
+     "base_content_sha256": "...",        # every byte of the base, added by the daemon (trainingd.lifecycle.home_guard)
+     "approvals": [{"at", "who", "changes"}, ...],   # locked-key changes accepted (trainingd.lifecycle.approval)
+     "restored_from": "<snapshot name>"}  # after a rollback, until the next publish (trainingd.lifecycle.snapshots)
 
 The generation is part of a checkpoint's identity: a checkpoint records the ``generation_id`` of the
 adapter its job started from, and resumes only onto that adapter (otherwise the job is retrained on the
@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..atomic_ops import atomic_write_json, read_json
+from trainingd.atomic_ops import atomic_write_json, read_json
 
 FILE = "adapter_state.json"
 
@@ -84,7 +84,7 @@ def next_state(previous: dict | None, *, entry: dict, base_model: str, base_mode
                              "model_name": model_name, "generation": generation,
                              "generation_id": uuid.uuid4().hex, "trained": trained, "updated_at": time.time()}
     if (previous or {}).get("base_model_hash") == base_model_hash:
-        # Recorded by the daemon and by approvals (trainingd.home_guard, trainingd.approval): kept while the base is.
+        # Recorded by the daemon and by approvals (trainingd.lifecycle.home_guard, trainingd.lifecycle.approval): kept while the base is.
         for key in ("base_content_sha256", "approvals"):
             if (previous or {}).get(key):
                 state[key] = previous[key]

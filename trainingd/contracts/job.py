@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, TypedDict
 
-from ..atomic_ops import atomic_write_json, read_json
+from trainingd.atomic_ops import atomic_write_json, read_json
 
 FILE = "job.json"
 BROKEN_FILE = "job.json.broken"

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Optional, TypedDict
 
-from ..atomic_ops import atomic_write_json, json_safe, read_json
-from ..paths import Home
+from trainingd.atomic_ops import atomic_write_json, json_safe, read_json
+from trainingd.paths import Home
 
 SCHEMA_VERSION = 1
 FILE = "layer_activity.json"

@@ -1,13 +1,13 @@
 """``manifest.json`` of a snapshot (``snapshots/<stamp>_<job>/``) and of a consolidated base
 (``consolidated_models/<stamp>/``): where an adapter or a base came from. Stdlib only.
 
-A snapshot's (``trainingd.snapshots``)::
+A snapshot's (``trainingd.lifecycle.snapshots``)::
 
     {"name", "created_at", "reason", "label", "base_model", "base_model_hash", "base_content_sha256",
      "generation", "generation_id", "parent", "trained_file": {"job_id", "name", "sha256", "lines",
      "trained_tokens"}, "steps", "final_loss", "eval_loss", "config", "code_version", "trained": [...]}
 
-A consolidated base's (``trainingd.consolidate``)::
+A consolidated base's (``trainingd.lifecycle.consolidate``)::
 
     {"name", "description", "created_at", "parent_base": {"path", "hash", "consolidated"}, "base_model_hash",
      "backup_snapshot", "snapshots_merged", "files_trained", "adapter", "verification", "dtype", "code_version"}
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic_ops import atomic_write_json, read_json
+from trainingd.atomic_ops import atomic_write_json, read_json
 
 FILE = "manifest.json"
 

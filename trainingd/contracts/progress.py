@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, TypedDict
 
-from ..atomic_ops import atomic_write_json, read_json
-from ..paths import Home
+from trainingd.atomic_ops import atomic_write_json, read_json
+from trainingd.paths import Home
 
 STATUSES = ("loading", "preparing", "training", "evaluating", "saving", "paused", "stopping")
 # The job's position and the metrics, as the status file shows them under ``job`` and ``metrics``.

@@ -1,6 +1,6 @@
 """``control/requests/*.json`` and ``.stop``: how a person steers the daemon. Stdlib only.
 
-One file per request, written by ``training_controller.py`` (``trainingd.controller``) with
+One file per request, written by ``training_controller.py`` (``trainingd.cli.controller``) with
 ``atomic_ops.atomic_write_json`` under the name ``<created_ns, 20 digits>-<action>-<id>.json``, so name
 order is creation order::
 
@@ -24,8 +24,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic_ops import atomic_write_json, read_json
-from ..paths import Home
+from trainingd.atomic_ops import atomic_write_json, read_json
+from trainingd.paths import Home
 
 ACTIONS = ("pause", "resume", "stop", "skip")
 

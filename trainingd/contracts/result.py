@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .. import exit_codes
-from ..atomic_ops import atomic_write_json, json_safe, read_json
+from trainingd import exit_codes
+from trainingd.atomic_ops import atomic_write_json, json_safe, read_json
 
 FILE = "result.json"
 

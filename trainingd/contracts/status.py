@@ -18,10 +18,10 @@ import logging
 import os
 from typing import Any
 
-from ..atomic_ops import append_jsonl, atomic_write_json, json_safe, read_json, read_jsonl
-from ..paths import PRIORITIES, Home
-from .job import now_iso
-from .progress import BATCH_FIELDS, JOB_FIELDS, METRIC_FIELDS, PREPARE_FIELDS, ProgressDoc
+from trainingd.atomic_ops import append_jsonl, atomic_write_json, json_safe, read_json, read_jsonl
+from trainingd.paths import PRIORITIES, Home
+from trainingd.contracts.job import now_iso
+from trainingd.contracts.progress import BATCH_FIELDS, JOB_FIELDS, METRIC_FIELDS, PREPARE_FIELDS, ProgressDoc
 
 log = logging.getLogger(__name__)
 

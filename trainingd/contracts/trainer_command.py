@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..atomic_ops import atomic_write_json, read_json
-from ..paths import Home
+from trainingd.atomic_ops import atomic_write_json, read_json
+from trainingd.paths import Home
 
 ACTIONS = ("run", "pause", "stop", "skip")
 

@@ -1,6 +1,6 @@
 """``.trainer.json`` at the root of a home: which trainer process group this daemon runs. Stdlib only.
 
-Written by the daemon (``trainingd.trainer_process.TrainerProcess.start``, ``write_trainer_record``,
+Written by the daemon (``trainingd.daemon.trainer_process.TrainerProcess.start``, ``write_trainer_record``,
 atomically and durably) right after it spawns a trainer, before anything else happens, and removed once the
 trainer has been waited for. Read by the next daemon at start (``end_orphan_trainer``): a trainer of a killed
 daemon may still be running, and is ended before another starts::
@@ -14,7 +14,7 @@ daemon may still be running, and is ended before another starts::
      "trainer_args": ["--home", "/shared/home", "--job-id", "000012-chat", "--dataset", "...",
                       "--reason-file", "..."]}
 
-Also read by ``trainingd node`` (``trainingd.node``) on the other machines of a multi-machine group: a new record
+Also read by ``trainingd node`` (``trainingd.daemon.node``) on the other machines of a multi-machine group: a new record
 with ``machines > 1`` is a job it joins with the same ``trainer_args`` (and its own ``--parent-pid``).
 """
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..atomic_ops import atomic_write_json, read_json
-from ..paths import Home
+from trainingd.atomic_ops import atomic_write_json, read_json
+from trainingd.paths import Home
 
 
 @dataclass(frozen=True)

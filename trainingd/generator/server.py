@@ -21,7 +21,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from .puzzles import LEVELS, MAX_LEVEL, MIN_LEVEL, generate
+from trainingd.generator.puzzles import LEVELS, MAX_LEVEL, MIN_LEVEL, generate
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..instance import InstanceLock, is_daemon_running, read_pid
-from ..paths import Home
-from .server import create_server
+from trainingd.instance import InstanceLock, is_daemon_running, read_pid
+from trainingd.paths import Home
+from trainingd.monitor.server import create_server
 
 log = logging.getLogger(__name__)
 

@@ -31,15 +31,15 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .. import __version__
-from ..contracts.layer_activity import read_layer_activity
-from ..contracts.layer_activity import summary as layer_summary
-from ..controller import send_request
-from ..instance import is_daemon_running
-from ..jobqueue import QueueError
-from ..paths import Home
-from . import security, system, views
-from .metrics_log import MetricsLog
+from trainingd import __version__
+from trainingd.contracts.layer_activity import read_layer_activity
+from trainingd.contracts.layer_activity import summary as layer_summary
+from trainingd.cli.controller import send_request
+from trainingd.instance import is_daemon_running
+from trainingd.jobqueue import QueueError
+from trainingd.paths import Home
+from trainingd.monitor import security, system, views
+from trainingd.monitor.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 import psutil
 
-from ..contracts.trainer_record import read_trainer_record
-from ..instance import is_daemon_running, read_pid
-from ..paths import Home
+from trainingd.contracts.trainer_record import read_trainer_record
+from trainingd.instance import is_daemon_running, read_pid
+from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from ..contracts.status import read_history, read_status
-from ..instance import is_daemon_running
-from ..jobqueue import Job, JobQueue, QueueError
-from ..paths import JOB_STATES, PRIORITIES, Home
-from . import system as system_info
-from .metrics_log import MetricsLog
+from trainingd.contracts.status import read_history, read_status
+from trainingd.instance import is_daemon_running
+from trainingd.jobqueue import Job, JobQueue, QueueError
+from trainingd.paths import JOB_STATES, PRIORITIES, Home
+from trainingd.monitor import system as system_info
+from trainingd.monitor.metrics_log import MetricsLog
 
 STALE_AFTER_S = 30.0
 MAX_LOG_LINES = 5000

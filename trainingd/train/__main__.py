@@ -24,15 +24,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import exit_codes
-from ..base_model import fetch, resolve
-from ..config import Config, ConfigError, load_config, normalize_locked, parse_config, resolve_base_model
-from ..contracts import layer_activity
-from ..contracts.adapter_state import read_adapter_state
-from ..contracts.result import RunResult, read_result, result_path, write_result
-from ..contracts.trainer_command import read_trainer_command
-from ..paths import Home
-from . import checkpoint as ckpt
+from trainingd import exit_codes
+from trainingd.models.base_model import fetch, resolve
+from trainingd.config import Config, ConfigError, load_config, normalize_locked, parse_config, resolve_base_model
+from trainingd.contracts import layer_activity
+from trainingd.contracts.adapter_state import read_adapter_state
+from trainingd.contracts.result import RunResult, read_result, result_path, write_result
+from trainingd.contracts.trainer_command import read_trainer_command
+from trainingd.paths import Home
+from trainingd.train import checkpoint as ckpt
 
 log = logging.getLogger("trainingd.train")
 
@@ -79,7 +79,7 @@ def daemon_main(argv: list[str] | None = None) -> int:
                    default=os.environ.get("TRAININGD_PRECISION", "auto"), help="autocast precision")
     a = p.parse_args(argv)
     _setup_logging()
-    from .recipe import RunSpec, StopSignal, execute
+    from trainingd.train.recipe import RunSpec, StopSignal, execute
 
     stop = StopSignal().install()  # before the slow imports: a SIGTERM during load is recorded, not fatal
     if a.parent_pid is not None:
@@ -95,7 +95,7 @@ def daemon_main(argv: list[str] | None = None) -> int:
         base = fetch(ref)  # builds an embedded base, or downloads a hub id, once
     except ConfigError as e:
         return _fail(exit_codes.CONFIG_ERROR, str(e), a.reason_file)
-    from .commands import TrainerCommandReader
+    from trainingd.train.commands import TrainerCommandReader
 
     reader = TrainerCommandReader(home, a.job_id)
     spec = RunSpec(
@@ -130,7 +130,7 @@ def _field_docs() -> dict[str, str]:
     import ast
     import inspect
 
-    from .. import config
+    from trainingd import config
 
     docs: dict[str, str] = {}
     for node in ast.parse(inspect.getsource(config)).body:
@@ -147,7 +147,7 @@ def _field_doc(key: str, docs: dict[str, str]) -> tuple[Any, str]:
     """Type and help text of a config key: its docstring from config.py and its default."""
     import typing
 
-    from ..config import LoraConfig
+    from trainingd.config import LoraConfig
 
     cls, name = (LoraConfig, key.split(".")[1]) if key.startswith("lora.") else (Config, key)
     tp = typing.get_type_hints(cls)[name]
@@ -224,7 +224,7 @@ def _standalone_config(a: argparse.Namespace, locked_from_adapter: dict | None) 
 def standalone_main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     _setup_logging()
-    from .recipe import RunSpec, StopSignal, execute
+    from trainingd.train.recipe import RunSpec, StopSignal, execute
 
     stop = StopSignal().install()
     if not a.dataset.is_file():

@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..atomic_ops import fsync_dir
-from ..config import locked_changes
-from ..contracts.adapter_state import write_adapter_state
-from ..contracts.manifest import write_manifest
-from ..faults import fault_point
+from trainingd.atomic_ops import fsync_dir
+from trainingd.config import locked_changes
+from trainingd.contracts.adapter_state import write_adapter_state
+from trainingd.contracts.manifest import write_manifest
+from trainingd.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def versions() -> dict[str, str]:
             out[mod] = __import__(mod).__version__
         except Exception:  # an optional library missing must not break a save
             out[mod] = "missing"
-    from .. import __version__
+    from trainingd import __version__
 
     out["trainingd"] = __version__
     return out

@@ -7,9 +7,9 @@ The trainer asks ``TrainerCommandReader.action()`` at every optimizer-step bound
 
 from __future__ import annotations
 
-from ..contracts.requests import is_emergency_stop
-from ..contracts.trainer_command import ACTIONS, read_trainer_command, trainer_command_stamp
-from ..paths import Home
+from trainingd.contracts.requests import is_emergency_stop
+from trainingd.contracts.trainer_command import ACTIONS, read_trainer_command, trainer_command_stamp
+from trainingd.paths import Home
 
 
 class TrainerCommandReader:

@@ -34,16 +34,16 @@ from pathlib import Path
 
 import torch
 
-from ..atomic_ops import append_jsonl, atomic_write_json, read_jsonl
-from ..base_model import fetch, resolve
-from ..config import Config, load_config
-from ..contracts.adapter_state import read_adapter_state, trained_entries
-from ..contracts.job import now_iso
-from ..evaluation import HISTORY_KIND, eval_set_cache, result_path
-from ..generator.puzzles import check_answer, generate as generate_puzzles
-from ..paths import Home
-from . import checkpoint as ckpt
-from .model import load_tokenizer, set_threads
+from trainingd.atomic_ops import append_jsonl, atomic_write_json, read_jsonl
+from trainingd.models.base_model import fetch, resolve
+from trainingd.config import Config, load_config
+from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.job import now_iso
+from trainingd.daemon.evaluation import HISTORY_KIND, eval_set_cache, result_path
+from trainingd.generator.puzzles import check_answer, generate as generate_puzzles
+from trainingd.paths import Home
+from trainingd.train import checkpoint as ckpt
+from trainingd.train.model import load_tokenizer, set_threads
 
 log = logging.getLogger("trainingd.eval")
 

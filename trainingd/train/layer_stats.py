@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import torch
 
-from ..contracts import layer_activity
+from trainingd.contracts import layer_activity
 
 log = logging.getLogger(__name__)
 

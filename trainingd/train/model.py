@@ -1,6 +1,6 @@
 """Loading the base model (full precision or 4-bit QLoRA), the tokenizer, and the LoRA adapter.
 
-The base is loaded from a local folder only (``trainingd.base_model.fetch`` builds or downloads it first).
+The base is loaded from a local folder only (``trainingd.models.base_model.fetch`` builds or downloads it first).
 The adapter is either a new LoRA from the config (seeded, so the same seed gives the same initial adapter)
 or an existing adapter folder (``current_model/`` or a checkpoint) loaded trainable.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
+from trainingd.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic_ops import append_jsonl
-from ..contracts.progress import STATUSES, initial_progress, write_progress
+from trainingd.atomic_ops import append_jsonl
+from trainingd.contracts.progress import STATUSES, initial_progress, write_progress
 
 log = logging.getLogger(__name__)
 

@@ -41,17 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import exit_codes
-from ..atomic_ops import json_safe
-from ..config import Config
-from ..contracts import adapter_state
-from ..contracts.layer_activity import summary as layer_summary
-from ..contracts.manifest import read_manifest
-from ..contracts.result import RunResult, write_result
-from ..faults import fault_point
-from . import checkpoint as ckpt
-from . import distributed as dist_
-from .progress import Progress
+from trainingd import exit_codes
+from trainingd.atomic_ops import json_safe
+from trainingd.config import Config
+from trainingd.contracts import adapter_state
+from trainingd.contracts.layer_activity import summary as layer_summary
+from trainingd.contracts.manifest import read_manifest
+from trainingd.contracts.result import RunResult, write_result
+from trainingd.faults import fault_point
+from trainingd.train import checkpoint as ckpt
+from trainingd.train import distributed as dist_
+from trainingd.train.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _lr_lambda(cfg: Config, total_steps: int) -> Callable[[int], float]:
 
 def token_loss_sum(model, parts, batch: dict, autocast) -> Any:
     """Summed cross-entropy over the trained positions of one micro-batch (see ``model.token_loss_sum``)."""
-    from .model import token_loss_sum as loss_sum
+    from trainingd.train.model import token_loss_sum as loss_sum
 
     return loss_sum(model, parts, batch, autocast)
 
@@ -193,7 +193,7 @@ def accumulate(model, parts, batches: list[dict], autocast, backward) -> tuple[f
     Each micro-batch contributes its summed token loss divided by the trained tokens of *all* of them, so the
     accumulated gradient equals that of one batch holding every example (not a mean of per-batch means).
     """
-    from . import data
+    from trainingd.train import data
 
     n_trained = sum(data.num_trained_tokens(b) for b in batches)
     denom = max(1, n_trained)
@@ -234,7 +234,7 @@ class Recipe:
         if self.cfg.max_length is None:
             # Resolved here, before anything reads it: the data cache key, the batch plans and the locked values
             # recorded in checkpoints and the adapter all see the number, never "from the model".
-            from ..base_model import default_max_length
+            from trainingd.models.base_model import default_max_length
 
             self.cfg = dataclasses.replace(self.cfg, max_length=default_max_length(spec.base_model))
             log.info("max_length %d (from the model's context length, capped)", self.cfg.max_length)
@@ -255,7 +255,7 @@ class Recipe:
     # ------------------------------------------------------------------ setup
     def setup(self) -> RunResult | None:
         """Check the data, adapter and checkpoints; prepare data; load the model. A result ends the run early."""
-        from . import data
+        from trainingd.train import data
 
         spec, cfg = self.spec, self.cfg
         self.progress.start_heartbeat()
@@ -325,7 +325,7 @@ class Recipe:
         self.resume_from = resume_from
         self.group.barrier()  # no rank looks at checkpoints the main process is still removing
 
-        from .model import load_tokenizer
+        from trainingd.train.model import load_tokenizer
 
         self.tokenizer = load_tokenizer(spec.base_model)
         self.progress.set_status("preparing", f"tokenizing {Path(spec.dataset).name}")
@@ -354,7 +354,7 @@ class Recipe:
 
         import numpy as np
 
-        from .model import TokenLoss, choose_precision, load_model, set_determinism, set_threads
+        from trainingd.train.model import TokenLoss, choose_precision, load_model, set_determinism, set_threads
 
         set_threads()
         self.device = self.accelerator.device
@@ -397,12 +397,12 @@ class Recipe:
             random.seed(cfg.seed)
             np.random.seed(cfg.seed % 2**32)
         if cfg.tensorboard and spec.tensorboard_dir is not None and self.accelerator.is_main_process:
-            from .event_log import EventLog
+            from trainingd.train.event_log import EventLog
 
             self.events = EventLog(spec.tensorboard_dir)
         self.layer_stats = None
         if cfg.layer_stats_steps and (self.is_main or self.fsdp):  # sharded factors are gathered by every rank
-            from .layer_stats import LayerStats
+            from trainingd.train.layer_stats import LayerStats
 
             # Changes are measured from the adapter as this process starts (the checkpoint's, after a resume).
             self.layer_stats = LayerStats(self.accelerator.unwrap_model(self.model),
@@ -419,7 +419,7 @@ class Recipe:
         (the same examples in the same steps as one process with that batch size). Packed: ``world`` packed rows
         per global micro-batch, one per rank.
         """
-        from . import data
+        from trainingd.train import data
 
         cfg, world = self.cfg, self.group.world
         size = cfg.batch_size if cfg.packing else cfg.batch_size * world
@@ -542,7 +542,7 @@ class Recipe:
         return [{k: cols[k][i] for k in keys} for i in range(len(indices))]
 
     def _batch(self, rows: list[dict]) -> dict:
-        from . import data
+        from trainingd.train import data
 
         batch = data.collate(rows, self.tokenizer.pad_token_id, packing=self.cfg.packing)
         return {k: v.to(self.device) for k, v in batch.items()}
@@ -562,7 +562,7 @@ class Recipe:
         """
         import torch
 
-        from . import data
+        from trainingd.train import data
 
         rank, world = self.group.rank, self.group.world
         mine = [mb[rank] for mb in group]
@@ -644,7 +644,7 @@ class Recipe:
 
     def _record_micro_batch(self) -> None:
         """A retry of this job (after a crash) starts with the micro-batch that fitted."""
-        from ..atomic_ops import atomic_write_text
+        from trainingd.atomic_ops import atomic_write_text
 
         folder = Path(self.spec.checkpoint_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -742,7 +742,7 @@ class Recipe:
         """Mean token loss over the held-out set (None without one)."""
         import torch
 
-        from . import data
+        from trainingd.train import data
 
         ev = self.prepared.eval
         if ev is None or len(ev) == 0 or not (self.is_main or self.fsdp):  # sharded: every rank joins the forwards

@@ -14,12 +14,12 @@ import logging
 import time
 from typing import Any, Callable
 
-from .contracts.requests import ACTIONS, write_request
-from .contracts.status import read_status
-from .exit_codes import ERROR, OK, TIMEOUT
-from .instance import is_daemon_running
-from .paths import Home
-from .jobqueue import JobQueue
+from trainingd.contracts.requests import ACTIONS, write_request
+from trainingd.contracts.status import read_status
+from trainingd.exit_codes import ERROR, OK, TIMEOUT
+from trainingd.instance import is_daemon_running
+from trainingd.paths import Home
+from trainingd.jobqueue import JobQueue
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A name is one of:
 
-* ``embedded:<name>`` -- a model built locally under the home's ``models/`` on first use (``trainingd/embedded.py``:
+* ``embedded:<name>`` -- a model built locally under the home's ``models/`` on first use (``trainingd/models/embedded.py``:
   ``embedded:tiny-qwen3``, the default, and ``embedded:smollm2-135m``);
 * a local model folder (holding ``config.json``), absolute or relative to the home (``train.py``: to the current
   directory);
@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import embedded
-from .config import ConfigError
+from trainingd.models import embedded as embedded
+from trainingd.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 One checker for the fault tests, ``bench/chaos.py``, ``state_tracker.py --check`` and the health check::
 
-    from trainingd.invariants import check_home
+    from trainingd.checks.invariants import check_home
     problems = check_home(Home.at(DIR), expect_files=["a.jsonl", "b.jsonl"])   # [] when all hold
 
 ``check_home`` reads only (stdlib; the adapter comparison needs numpy and safetensors, imported there). It is
@@ -21,11 +21,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from .contracts.adapter_state import read_adapter_state, trained_entries
-from .contracts.job import FILE as JOB_FILE
-from .contracts.status import load_status
-from .jobqueue import queue_lock
-from .paths import PRIORITIES, Home
+from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.job import FILE as JOB_FILE
+from trainingd.contracts.status import load_status
+from trainingd.jobqueue import queue_lock
+from trainingd.paths import PRIORITIES, Home
 
 log = logging.getLogger(__name__)
 

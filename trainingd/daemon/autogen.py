@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from .atomic_ops import atomic_write_json, fsync_dir, read_json
-from .config import AutoGenerateConfig
-from .contracts.job import now_iso
-from .paths import Home
+from trainingd.atomic_ops import atomic_write_json, fsync_dir, read_json
+from trainingd.config import AutoGenerateConfig
+from trainingd.contracts.job import now_iso
+from trainingd.paths import Home
 
-log = logging.getLogger("trainingd.autogen")
+log = logging.getLogger("trainingd.daemon.autogen")
 
 PREFIX = "syllo_autogen_"
 BACKOFF_FIRST_S = 1.0

@@ -19,13 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ConfigError, load_config, resolve_base_model
-from .contracts.manifest import FILE as MANIFEST
-from .contracts.manifest import read_manifest
-from .contracts.status import load_status
-from .instance import is_daemon_running, pid_alive, read_pid
-from .invariants import check_home, job_locations, temp_files
-from .paths import Home
+from trainingd.config import ConfigError, load_config, resolve_base_model
+from trainingd.contracts.manifest import FILE as MANIFEST
+from trainingd.contracts.manifest import read_manifest
+from trainingd.contracts.status import load_status
+from trainingd.instance import is_daemon_running, pid_alive, read_pid
+from trainingd.checks.invariants import check_home, job_locations, temp_files
+from trainingd.paths import Home
 
 MIN_FREE_GB = 2.0
 STATUS_STALE_S = 120.0

@@ -3,8 +3,8 @@
     python3 config_validator.py [--home DIR | FILE] [--json]
     python3 config_validator.py --approve [--who NAME] [--home DIR]
 
-The parser is ``trainingd.cli.validator_parser`` with two options added; a home (no FILE) is also checked
-with ``trainingd.approval.check_home`` and every problem is listed (exit 3).
+The parser is ``trainingd.cli.main.validator_parser`` with two options added; a home (no FILE) is also checked
+with ``trainingd.lifecycle.approval.check_home`` and every problem is listed (exit 3).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import argparse
 import json
 import sys
 
-from . import exit_codes as ec
-from .approval import ApprovalError, approve, check_home, missing_folders
-from .cli import _setup_logging, quiet_broken_pipe, validate_config, validator_parser
-from .paths import Home
+from trainingd import exit_codes as ec
+from trainingd.lifecycle.approval import ApprovalError, approve, check_home, missing_folders
+from trainingd.cli.main import _setup_logging, quiet_broken_pipe, validate_config, validator_parser
+from trainingd.paths import Home
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
                   file=sys.stdout if result["ok"] else sys.stderr)
         return ec.OK if result["ok"] else ec.ERROR
     if args.file is not None:
-        from .cli import _run_validate
+        from trainingd.cli.main import _run_validate
 
         return _run_validate(args)
     home = Home.at(args.home)
@@ -59,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     elif result["ok"]:
-        from .formatting import format_validation
+        from trainingd.cli.formatting import format_validation
 
         print(format_validation(result))
         if result["missing_folders"]:

@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .atomic_ops import read_json
-from .config import Config
-from .contracts.job import now_iso
-from .paths import Home
+from trainingd.atomic_ops import read_json
+from trainingd.config import Config
+from trainingd.contracts.job import now_iso
+from trainingd.paths import Home
 
-log = logging.getLogger("trainingd.evaluation")
+log = logging.getLogger("trainingd.daemon.evaluation")
 
 HISTORY_KIND = "eval"
 
@@ -128,11 +128,11 @@ class Evaluator:
 
 def run_eval_command(home: Home, *, as_json: bool) -> int:
     """``trainingd eval``: evaluate the live adapter now and print the result."""
-    from . import exit_codes as ec
-    from .config import ConfigError
+    from trainingd import exit_codes as ec
+    from trainingd.config import ConfigError
 
     try:
-        from .train.evaluate import evaluate_home
+        from trainingd.train.evaluate import evaluate_home
     except ImportError as e:  # torch missing: the trainer's packages are not installed
         print(f"trainingd eval needs the trainer's packages: {e}", file=sys.stderr)
         return ec.ERROR

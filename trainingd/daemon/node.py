@@ -21,12 +21,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from .config import ConfigError, load_config
-from .contracts.trainer_record import TrainerRecord, read_trainer_record
-from .paths import Home
-from .trainer_process import launcher_argv, trainer_env, trainer_target
+from trainingd.config import ConfigError, load_config
+from trainingd.contracts.trainer_record import TrainerRecord, read_trainer_record
+from trainingd.paths import Home
+from trainingd.daemon.trainer_process import launcher_argv, trainer_env, trainer_target
 
-log = logging.getLogger("trainingd.node")
+log = logging.getLogger("trainingd.daemon.node")
 
 ORPHAN_GRACE_S = 30.0
 

@@ -30,14 +30,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .atomic_ops import fsync_dir
-from .contracts.adapter_state import read_adapter_state, trained_entries
-from .contracts.job import read_job
-from .faults import fault_point
-from .contracts.lineage_manifest import FILE as MANIFEST
-from .contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
-from .paths import Home
+from trainingd import __version__
+from trainingd.atomic_ops import fsync_dir
+from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.job import read_job
+from trainingd.faults import fault_point
+from trainingd.contracts.lineage_manifest import FILE as MANIFEST
+from trainingd.contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
+from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def prune_snapshots(home: Home, keep: int) -> list[Path]:
 def after_job(home: Home, job: Any, result: dict | None, config: dict, keep: int) -> Path | None:
     """The daemon's hook after ``queue.complete``: snapshot, then prune. A failure is logged, never raised."""
     try:
-        from .home_guard import record_base_hash
+        from trainingd.lifecycle.home_guard import record_base_hash
 
         record_base_hash(home)  # the base's content hash goes into the adapter's state, and so into the snapshot
         path = take_snapshot(home, reason="job", job=job, result=result, config=config)
@@ -283,8 +283,8 @@ def lineage(home: Home) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- rollback
 def quiet_reason(home: Home, *, allow_paused_job: bool = False) -> str | None:
     """Why the live adapter must not be replaced now (None: the daemon is stopped, or paused with no job)."""
-    from .contracts.status import read_status
-    from .instance import is_daemon_running
+    from trainingd.contracts.status import read_status
+    from trainingd.instance import is_daemon_running
 
     if not is_daemon_running(home):
         return None
@@ -304,7 +304,7 @@ def quiet_reason(home: Home, *, allow_paused_job: bool = False) -> str | None:
 
 def replace_adapter(home: Home, src: Path, state: dict) -> None:
     """Make the adapter files of ``src`` the live adapter, ``adapter_state.json`` last (as a publish does)."""
-    from .train.checkpoint import publish_adapter  # stdlib only, like the daemon
+    from trainingd.train.checkpoint import publish_adapter  # stdlib only, like the daemon
 
     publish_adapter(src, home.current_model, state)
 

@@ -7,7 +7,7 @@ status, as a changed locked key does, instead of training the adapter on other w
 costs seconds, so the hash is cached in ``cache/base_hash.json`` under a stat stamp of the folder's files
 (path, size, mtime_ns, inode): it is recomputed only when one of them changes.
 
-    python3 -c "from trainingd.home_guard import content_hash; print(content_hash('models/tiny-qwen3'))"
+    python3 -c "from trainingd.lifecycle.home_guard import content_hash; print(content_hash('models/tiny-qwen3'))"
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from .atomic_ops import atomic_write_json, read_json
-from .contracts.adapter_state import read_adapter_state, write_adapter_state
-from .paths import Home
+from trainingd.atomic_ops import atomic_write_json, read_json
+from trainingd.contracts.adapter_state import read_adapter_state, write_adapter_state
+from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 

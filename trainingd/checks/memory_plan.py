@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import Config
+from trainingd.config import Config
 
 GiB = 1 << 30
 MiB = 1 << 20

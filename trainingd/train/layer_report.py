@@ -16,17 +16,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import exit_codes
-from .contracts.layer_activity import make_doc
-from .formatting import print_json
-from .paths import Home
+from trainingd import exit_codes
+from trainingd.contracts.layer_activity import make_doc
+from trainingd.cli.formatting import print_json
+from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 
 
 def adapter_report(adapter: Path, compare: Path | None = None) -> dict[str, Any]:
     """The layer-activity document of a saved adapter (``delta_norm`` from ``compare`` when given)."""
-    from .train.layer_stats import adapter_rows
+    from trainingd.train.layer_stats import adapter_rows
 
     doc = dict(make_doc(adapter_rows(adapter, compare), job_id=None, step=None, previous_step=None))
     doc["adapter"] = str(adapter)

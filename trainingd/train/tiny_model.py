@@ -4,9 +4,9 @@ The tokenizer is a byte-level BPE trained on a built-in corpus, with Qwen's chat
 tokens; the weights come from a seeded random initialisation. The same arguments give the same model
 bit for bit, so tests and the quick start agree everywhere.
 
-    python -m trainingd.tiny_model --out models/tiny-qwen3 [--hidden 64 --layers 2]
+    python -m trainingd.train.tiny_model --out models/tiny-qwen3 [--hidden 64 --layers 2]
 
-A home builds it on first use through ``trainingd.embedded`` (``base_model: "embedded:tiny-qwen3"``).
+A home builds it on first use through ``trainingd.models.embedded`` (``base_model: "embedded:tiny-qwen3"``).
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def build_tiny_model(out: Path, *, hidden: int = 64, layers: int = 2, heads: int
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "trainingd_model.json").write_text(
-            json.dumps({"built_by": "trainingd.tiny_model", "hidden": hidden, "layers": layers, "heads": heads,
+            json.dumps({"built_by": "trainingd.train.tiny_model", "hidden": hidden, "layers": layers, "heads": heads,
                         "kv_heads": kv_heads, "vocab_size": vocab_size, "seed": seed}, indent=2) + "\n"
         )
         tmp.rename(out)

@@ -25,14 +25,14 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from .atomic_ops import atomic_write_json, fsync_dir, read_json
-from .config import ConfigError, parse_config, locked_changes
-from .contracts.adapter_state import read_adapter_state
-from .paths import Home
+from trainingd.atomic_ops import atomic_write_json, fsync_dir, read_json
+from trainingd.config import ConfigError, parse_config, locked_changes
+from trainingd.contracts.adapter_state import read_adapter_state
+from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 
-REPO_PRESETS = Path(__file__).resolve().parent.parent / "presets"
+REPO_PRESETS = Path(__file__).resolve().parents[2] / "presets"
 ACTIVE = ".preset.json"
 DEFAULT = "default"
 SHARED = "current_model_shared"
@@ -82,7 +82,7 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def _job_running(home: Home) -> bool:
-    from .instance import is_daemon_running
+    from trainingd.instance import is_daemon_running
 
     busy = home.processing.is_dir() and any(p.is_dir() and not p.name.startswith(".")
                                             for p in home.processing.iterdir())
@@ -102,7 +102,7 @@ def apply_preset(home: Home, name: str, *, yes: bool = False, approve: bool = Fa
         raise PresetError("a job is being trained: applying a preset now changes the settings of the next job; "
                           "repeat with --yes, or wait")
     if swap:
-        from .snapshots import quiet_reason
+        from trainingd.lifecycle.snapshots import quiet_reason
 
         why = quiet_reason(home)
         if why:
@@ -150,7 +150,7 @@ def apply_preset(home: Home, name: str, *, yes: bool = False, approve: bool = Fa
     atomic_write_json(home.root / ACTIVE, {"name": name, "adapter_folder": folder_name, "path": preset["path"]})
     approved = None
     if changes and approve:
-        from .approval import approve as do_approve
+        from trainingd.lifecycle.approval import approve as do_approve
 
         approved = do_approve(home, who=who)["message"]
     reloaded = _reload_daemon(home)
@@ -163,7 +163,7 @@ def apply_preset(home: Home, name: str, *, yes: bool = False, approve: bool = Fa
 
 
 def _reload_daemon(home: Home) -> bool:
-    from .instance import is_daemon_running, read_pid
+    from trainingd.instance import is_daemon_running, read_pid
 
     if not is_daemon_running(home):
         return False

@@ -23,10 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .atomic_ops import read_json
-from .config import Config
-from .contracts.job import read_job
-from .paths import Home
+from trainingd.atomic_ops import read_json
+from trainingd.config import Config
+from trainingd.contracts.job import read_job
+from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def plan(home: Home, cfg: Config, now: float | None = None) -> list[dict[str, An
         if d.is_dir() and (d.name in done_ids or d.name.startswith(".retired-")) and d.name not in live_ids:
             add(d, "checkpoints of a done job")
     # snapshots beyond keep_snapshots (pinned never)
-    from .snapshots import prunable_snapshots
+    from trainingd.lifecycle.snapshots import prunable_snapshots
 
     for p in prunable_snapshots(home, cfg.keep_snapshots):
         add(p, "snapshot beyond keep_snapshots")
@@ -168,7 +168,7 @@ def maybe_run_daily(home: Home, cfg: Config) -> dict[str, Any] | None:
     last = (read_json(stamp, {}) or {}).get("at", 0)
     if time.time() - float(last or 0) < DAY_S:
         return None
-    from .atomic_ops import atomic_write_json
+    from trainingd.atomic_ops import atomic_write_json
 
     result = clean(home, cfg)
     atomic_write_json(stamp, {"at": time.time(), "bytes_freed": result["bytes_freed"],

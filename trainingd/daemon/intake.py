@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .atomic_ops import fsync_dir
-from .config import Config
-from .json_array import NotConvertible, convert
-from .paths import Home
-from .jobqueue import Job, JobQueue, QueueError
+from trainingd.atomic_ops import fsync_dir
+from trainingd.config import Config
+from trainingd.daemon.json_array import NotConvertible, convert
+from trainingd.paths import Home
+from trainingd.jobqueue import Job, JobQueue, QueueError
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class Intake:
             return self.queue.reject(path, UNREADABLE_REASON, source="inbox")
         if name.endswith(".json"):
             return self._convert(path)
-        # Batches of the generator service go in at auto_generate.priority (see trainingd.autogen).
+        # Batches of the generator service go in at auto_generate.priority (see trainingd.daemon.autogen).
         priority = self.cfg.auto_generate.priority if name.startswith("syllo_autogen_") else "normal"
         return self.queue.add(path, priority=priority, source="inbox", move=True)
 

@@ -23,27 +23,28 @@ import sys
 import time
 from typing import Any
 
-from . import __version__, home_guard, retention, snapshots
-from . import exit_codes as ec
-from .config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
-from .contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
-from .contracts.job import now_iso
-from .contracts.progress import read_progress
-from .contracts.requests import Request, clear_emergency_stop, consume, is_emergency_stop, read_requests
-from .contracts.result import read_result, result_path, summary_of
-from .contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
-from .contracts.trainer_command import clear_trainer_command, write_trainer_command
-from .instance import InstanceLock, init_home, read_pid
-from .autogen import AutoGenerator
-from .evaluation import Evaluator
-from .intake import Intake
-from .invariants import sweep_temp_files
-from .logs import setup_logging
-from .paths import Home
-from .jobqueue import Job, JobQueue, QueueError
-from .trainer_process import TrainerProcess, end_orphan_trainer, machines_missing, tail
+from trainingd import __version__
+from trainingd.lifecycle import home_guard, retention, snapshots
+from trainingd import exit_codes as ec
+from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
+from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
+from trainingd.contracts.job import now_iso
+from trainingd.contracts.progress import read_progress
+from trainingd.contracts.requests import Request, clear_emergency_stop, consume, is_emergency_stop, read_requests
+from trainingd.contracts.result import read_result, result_path, summary_of
+from trainingd.contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
+from trainingd.contracts.trainer_command import clear_trainer_command, write_trainer_command
+from trainingd.instance import InstanceLock, init_home, read_pid
+from trainingd.daemon.autogen import AutoGenerator
+from trainingd.daemon.evaluation import Evaluator
+from trainingd.daemon.intake import Intake
+from trainingd.checks.invariants import sweep_temp_files
+from trainingd.logs import setup_logging
+from trainingd.paths import Home
+from trainingd.jobqueue import Job, JobQueue, QueueError
+from trainingd.daemon.trainer_process import TrainerProcess, end_orphan_trainer, machines_missing, tail
 
-log = logging.getLogger("trainingd.daemon")
+log = logging.getLogger("trainingd.daemon.loop")
 
 TICK_S = 0.25
 KILL_AFTER_TERM_S = 10.0
@@ -624,7 +625,7 @@ class Daemon:
 
     def _retire_checkpoints(self, job: Job) -> None:
         """A skipped job's checkpoints are discarded, as the trainer does when it honours the skip."""
-        from .train.checkpoint import remove_checkpoints  # stdlib only, like the daemon
+        from trainingd.train.checkpoint import remove_checkpoints  # stdlib only, like the daemon
 
         remove_checkpoints(self.home.job_checkpoints(job.id))
 

@@ -1,6 +1,6 @@
 """Text views of the command handlers' dicts: the one place that turns results into what a person reads.
 
-Handlers (``trainingd.controller``, ``trainingd.queue_cli``, ``trainingd.cli``'s init and validate) return
+Handlers (``trainingd.cli.controller``, ``trainingd.cli.queue``, ``trainingd.cli.main``'s init and validate) return
 dicts; ``--json`` prints them with ``print_json``; everything else is formatted here.
 """
 
@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from .paths import PRIORITIES
+from trainingd.paths import PRIORITIES
 
 
 def print_json(obj: Any) -> None:

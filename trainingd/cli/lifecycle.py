@@ -6,9 +6,9 @@
     trainingd adapter new [--keep-as NAME]
     trainingd config approve     (= config_validator.py --approve)
     trainingd preset NAME [--yes] [--approve] | --list     (= toggle_preset.sh)
-    trainingd clean [--dry-run]  the retention policy (trainingd.retention)
+    trainingd clean [--dry-run]  the retention policy (trainingd.lifecycle.retention)
 
-The leaves are added to ``trainingd.cli``'s tree through ``add_lifecycle_commands(sub, leaf)``; ``leaf`` is the
+The leaves are added to ``trainingd.cli.main``'s tree through ``add_lifecycle_commands(sub, leaf)``; ``leaf`` is the
 tree's own leaf builder (passed in, so this module does not import ``cli`` back). Handlers return dicts;
 refusals exit 1 with ``error: ...`` (or ``{"ok": false, "error"}`` with --json).
 """
@@ -20,15 +20,15 @@ import json
 import sys
 from typing import Any, Callable
 
-from . import exit_codes as ec
-from .paths import Home
+from trainingd import exit_codes as ec
+from trainingd.paths import Home
 
 
 def _emit(args: argparse.Namespace, fn: Callable[[Home, argparse.Namespace], dict[str, Any]],
           text: Callable[[dict[str, Any]], str]) -> int:
-    from .approval import ApprovalError
-    from .presets import PresetError
-    from .snapshots import SnapshotError
+    from trainingd.lifecycle.approval import ApprovalError
+    from trainingd.lifecycle.presets import PresetError
+    from trainingd.lifecycle.snapshots import SnapshotError
 
     try:
         result = fn(Home.at(args.home), args)
@@ -50,26 +50,26 @@ def _runner(fn, text):
 
 
 def _lineage(home: Home, args: argparse.Namespace) -> dict[str, Any]:
-    from .snapshots import lineage
+    from trainingd.lifecycle.snapshots import lineage
 
     return lineage(home)
 
 
 def _lineage_text(doc: dict[str, Any]) -> str:
-    from .snapshots import format_lineage
+    from trainingd.lifecycle.snapshots import format_lineage
 
     return format_lineage(doc)
 
 
 def _snapshot_list(home: Home, args: argparse.Namespace) -> dict[str, Any]:
-    from .snapshots import list_snapshots
+    from trainingd.lifecycle.snapshots import list_snapshots
 
     return {"snapshots": list_snapshots(home)}
 
 
 def _snapshot_pin(pinned: bool):
     def run(home: Home, args: argparse.Namespace) -> dict[str, Any]:
-        from .snapshots import set_pinned
+        from trainingd.lifecycle.snapshots import set_pinned
 
         path = set_pinned(home, args.name, pinned)
         return {"snapshot": path.name, "pinned": pinned,
@@ -78,25 +78,25 @@ def _snapshot_pin(pinned: bool):
 
 
 def _rollback(home: Home, args: argparse.Namespace) -> dict[str, Any]:
-    from .snapshots import rollback
+    from trainingd.lifecycle.snapshots import rollback
 
     return rollback(home, args.snapshot)
 
 
 def _adapter_new(home: Home, args: argparse.Namespace) -> dict[str, Any]:
-    from .snapshots import start_fresh_adapter
+    from trainingd.lifecycle.snapshots import start_fresh_adapter
 
     return start_fresh_adapter(home, label=args.keep_as)
 
 
 def _approve(home: Home, args: argparse.Namespace) -> dict[str, Any]:
-    from .approval import approve
+    from trainingd.lifecycle.approval import approve
 
     return approve(home, who=getattr(args, "who", None))
 
 
 def _preset(home: Home, args: argparse.Namespace) -> dict[str, Any]:
-    from .presets import active_preset, apply_preset, list_presets
+    from trainingd.lifecycle.presets import active_preset, apply_preset, list_presets
 
     if args.list or not args.name:
         active = active_preset(home)["name"]
@@ -108,8 +108,8 @@ def _preset(home: Home, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _clean(home: Home, args: argparse.Namespace) -> dict[str, Any]:
-    from .config import ConfigError, load_config
-    from .retention import clean
+    from trainingd.config import ConfigError, load_config
+    from trainingd.lifecycle.retention import clean
 
     try:
         cfg = load_config(home.config)
@@ -142,7 +142,7 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction, leaf: Callable[..., 
         return p.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
 
     snap = group("snapshot", "list, pin and unpin snapshots of the adapter (snapshots/)")
-    from .snapshots import format_snapshots
+    from trainingd.lifecycle.snapshots import format_snapshots
 
     leaf(snap, "list", "list snapshots, oldest first", "",
          _runner(_snapshot_list, lambda r: format_snapshots(r["snapshots"])))

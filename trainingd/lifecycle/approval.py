@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .atomic_ops import append_jsonl
-from .config import EMBEDDED_BASE_MODEL, ConfigError, load_config, locked_changes, normalize_locked, \
+from trainingd.atomic_ops import append_jsonl
+from trainingd.config import EMBEDDED_BASE_MODEL, ConfigError, load_config, locked_changes, normalize_locked, \
     resolve_base_model
-from .contracts.adapter_state import read_adapter_state, write_adapter_state
-from .contracts.job import now_iso
-from .paths import Home
+from trainingd.contracts.adapter_state import read_adapter_state, write_adapter_state
+from trainingd.contracts.job import now_iso
+from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def base_folder(home: Home, cfg) -> Path | None:
 
 
 def base_hash(folder: Path) -> str:
-    from .train.checkpoint import base_model_hash  # stdlib only, like the daemon
+    from trainingd.train.checkpoint import base_model_hash  # stdlib only, like the daemon
 
     return base_model_hash(folder)
 
@@ -84,7 +84,7 @@ def approve(home: Home, *, who: str | None = None) -> dict[str, Any]:
                                 "first: the adapter records the new base's content hash)")
         new_state["base_model"] = str(folder.resolve())
         new_state["base_model_hash"] = base_hash(folder)
-        from .home_guard import FIELD, content_hash
+        from trainingd.lifecycle.home_guard import FIELD, content_hash
 
         new_state[FIELD] = content_hash(folder, home.cache)
     who = who or getpass.getuser()

@@ -30,16 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic_ops import atomic_write_text
-from .contracts.job import now_iso
-from .contracts.progress import clear_progress, read_progress
-from .contracts.result import clear_result, read_result, result_path
-from .contracts.trainer_record import TrainerRecord, clear_trainer_record, read_trainer_record, write_trainer_record
-from .faults import fault_point
-from .jobqueue import Job
-from .paths import Home
+from trainingd.atomic_ops import atomic_write_text
+from trainingd.contracts.job import now_iso
+from trainingd.contracts.progress import clear_progress, read_progress
+from trainingd.contracts.result import clear_result, read_result, result_path
+from trainingd.contracts.trainer_record import TrainerRecord, clear_trainer_record, read_trainer_record, write_trainer_record
+from trainingd.faults import fault_point
+from trainingd.jobqueue import Job
+from trainingd.paths import Home
 
-log = logging.getLogger("trainingd.daemon")
+log = logging.getLogger("trainingd.daemon.loop")
 
 TRAINER_ENV = "TRAININGD_TRAINER"
 LAUNCHER_ENV = "TRAININGD_LAUNCHER"  # read by trainingd.train.distributed (which imports torch; this must not)
@@ -242,7 +242,7 @@ class TrainerProcess:
         counts if the main process wrote a deliberate one (stopped, skipped, ...), else it is a crash."""
         if not self.launched:
             return raw
-        from . import exit_codes as ec
+        from trainingd import exit_codes as ec
 
         name = read_result(result_path(self.job.dir)).get("exit")  # the code's name: "ok", "stopped", ...
         code = {n: c for c, n in ec.NAMES.items()}.get(name) if isinstance(name, str) else None

@@ -6,8 +6,8 @@
     python3 training_queue.py retry ID
     python3 training_queue.py remove ID [--skip-if-running]
 
-The command line itself (arguments, output, exit codes) is ``trainingd.cli``; the text views are in
-``trainingd.formatting``. Every change goes through ``trainingd.jobqueue.JobQueue`` (the only code that moves
+The command line itself (arguments, output, exit codes) is ``trainingd.cli.main``; the text views are in
+``trainingd.cli.formatting``. Every change goes through ``trainingd.jobqueue.JobQueue`` (the only code that moves
 job files), so these commands are safe while the daemon runs. Nothing is ever deleted: ``remove`` moves a
 pending job to ``queue/failed/`` with the reason "removed by user".
 """
@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .controller import job_dict, send_request
-from .json_array import NotConvertible, convert
-from .paths import Home
-from .jobqueue import JobQueue
+from trainingd.cli.controller import job_dict, send_request
+from trainingd.daemon.json_array import NotConvertible, convert
+from trainingd.paths import Home
+from trainingd.jobqueue import JobQueue
 
 
 class CliError(Exception):

@@ -4,7 +4,7 @@ Streaming, stdlib only: the array is decoded one element at a time, so memory fo
 the file. Every refusal is a ``NotConvertible`` whose message says what is wrong with the file (the inbox adds
 how to convert it by hand).
 
-    from trainingd.json_array import convert, NotConvertible
+    from trainingd.daemon.json_array import convert, NotConvertible
     records = convert(Path("data.json"), Path("data.jsonl.tmp"))   # dst written and fsynced
 """
 
