@@ -253,6 +253,15 @@ def _expand(keys: list[str]) -> list[str]:
     return out
 
 
+def unenforced_locked_keys(cfg: Config) -> list[str]:
+    """Names in ``locked_keys`` that lock nothing (``use_qlora``, ``max_length``, ... of older configs).
+
+    They are accepted so an old config keeps working, but a reader of the file would believe them enforced:
+    ``config_validator.py`` warns about each one.
+    """
+    return [key for key in cfg.locked_keys if key != "lora" and key not in LOCKABLE_KEYS]
+
+
 def _flatten(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     if isinstance(values.get("lora"), dict):

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from trainingd import __version__
 from trainingd import exit_codes as ec
-from trainingd.config import ConfigError, load_config, resolve_base_model
+from trainingd.config import LOCKABLE_KEYS, ConfigError, load_config, resolve_base_model, unenforced_locked_keys
 from trainingd.cli.controller import DEFAULT_WAIT_TIMEOUT_S, send_request, status_summary
 from trainingd.cli.formatting import (format_counts, format_init, format_jobs, format_summary, format_validation,
                          format_watch_frame, print_json)
@@ -91,10 +91,16 @@ def initialise(home: Home) -> dict[str, Any]:
 
 
 def validate_config(path: Path, home_root: Path) -> dict[str, Any]:
-    """``{"ok", "path", "error", "base_model"}``: parses the config and checks its base model exists."""
-    out: dict[str, Any] = {"ok": False, "path": str(path), "error": None, "base_model": None}
+    """``{"ok", "path", "error", "base_model", "warnings"}``: parses the config and checks its base model exists.
+
+    ``warnings`` are facts that do not make the config invalid, e.g. a ``locked_keys`` entry that locks nothing.
+    """
+    out: dict[str, Any] = {"ok": False, "path": str(path), "error": None, "base_model": None, "warnings": []}
     try:
         cfg = load_config(path)
+        out["warnings"] = [f"locked_keys lists {key!r}, which is accepted and not enforced: only "
+                           f"{', '.join(LOCKABLE_KEYS)} are locked (remove it from locked_keys)"
+                           for key in unenforced_locked_keys(cfg)]
         out["base_model"] = resolve_base_model(cfg, home_root).describe()
     except ConfigError as e:
         out["error"] = str(e)
