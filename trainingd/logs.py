@@ -131,3 +131,43 @@ def setup_logging(home: Home | None, level: str | int = "INFO", keep_days: int =
     root.setLevel(level.upper() if isinstance(level, str) else level)
     # watchdog's per-event debug lines drown the daemon's own
     logging.getLogger("watchdog").setLevel(logging.WARNING)
+
+
+def last_lines(path: Path, n: int, block: int = 64 << 10) -> tuple[list[str], int]:
+    """The last ``n`` lines of a text file and the offset of its end (reading backwards: a log may be large)."""
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos, data = end, b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
+    return (lines[-n:] if n > 0 else []), end
+
+
+def follow(link: Path, offset: int, write, poll_s: float = 0.5, should_stop=lambda: False) -> None:
+    """Write what is appended to the file ``link`` points at from ``offset`` on, like ``tail -F``.
+
+    When the link moves to the next day's file, the rest of the old one is written first, then the new one from
+    its start. Returns when ``should_stop()`` is true (Ctrl-C ends it otherwise).
+    """
+    current = link.resolve()
+    while not should_stop():
+        try:
+            with open(current, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        complete = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for its end
+        if complete:
+            write(complete.decode("utf-8", errors="replace"))
+            offset += len(complete)
+            continue
+        target = link.resolve()
+        if target != current and target.exists():
+            current, offset = target, 0
+            continue
+        time.sleep(poll_s)
