@@ -33,10 +33,8 @@ import logging
 import math
 import random
 import shutil
-import signal
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,7 +50,10 @@ from trainingd.train import checkpoint as ckpt
 from trainingd.train import distributed as dist_
 from trainingd.train.oom import UNSPLIT, OutOfMemory, halve, oom_point, record_micro_batch, start_micro_batch
 from trainingd.train.run_state import RunState
+from trainingd.train.spec import RunSpec, StopSignal
 from trainingd.train.progress import Progress
+
+__all__ = ["Recipe", "RunSpec", "StopSignal", "execute", "run"]  # RunSpec and StopSignal live in spec.py
 
 log = logging.getLogger(__name__)
 
@@ -62,59 +63,6 @@ EMA_BETA = 0.9
 
 # Fault injection (TRAININGD_CRASH_AT / TRAININGD_FAIL_AT): the points are listed in trainingd.faults.
 crash_point = fault_point
-
-class StopSignal:
-    """SIGTERM/SIGINT handler that only records; the loop acts at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def install(self) -> "StopSignal":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal API
-        self.signum = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-
-@dataclass
-class RunSpec:
-    """Everything one training run needs, with explicit paths (no knowledge of the home layout)."""
-
-    dataset: Path
-    base_model: Path
-    output_dir: Path
-    """Where the final adapter is published (``current_model/`` in daemon mode)."""
-    checkpoint_dir: Path
-    """This job's checkpoints: ``step-000NNN/`` folders."""
-    cfg: Config
-    job_id: str
-    init_adapter: Path | None = None
-    """Adapter to continue training (``current_model/`` or an adapter folder); None: a new LoRA."""
-    progress_path: Path | None = None
-    metrics_path: Path | None = None
-    tensorboard_dir: Path | None = None
-    """This run's TensorBoard folder, used when ``cfg.tensorboard`` is on (None: no event files)."""
-    layer_activity_path: Path | None = None
-    """Where the per-LoRA-module report goes every ``cfg.layer_stats_steps`` steps (None: computed, not written)."""
-    commands: Callable[[], str] | None = None
-    """Returns ``run``, ``pause``, ``stop`` or ``skip``; read at every optimizer-step boundary."""
-    resume: bool = True
-    """Resume from the newest complete matching checkpoint in ``checkpoint_dir`` if there is one."""
-    parent_pid: int | None = None
-    cache_dir: Path | None = None
-    eval_file: Path | None = None
-    precision: str = "auto"
-    """``auto``, ``fp32`` or ``bf16`` (autocast)."""
-    stop_signal: StopSignal = field(default_factory=StopSignal)
-    skip_if_trained: bool = False
-    """Daemon mode: a job already listed in the init adapter's state (same id and data) is not trained again."""
-
 
 class _Exit(Exception):
     """Leave the loop with an exit code (stop, skip) after the recipe has cleaned up."""
