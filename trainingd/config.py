@@ -442,3 +442,11 @@ def default_config_json() -> str:
     """The config.json written into a new home: every top-level key users already know, at its default."""
     # model_display_name stays null so that it follows base_model when the user changes it.
     return json.dumps({**Config().to_dict(), "model_display_name": None}, indent=2) + "\n"
+
+
+if __name__ == "__main__":  # python -m trainingd.config --markdown: the generated docs/configuration.md
+    import sys
+
+    from trainingd.config_reference import main
+
+    sys.exit(main())
