@@ -91,3 +91,14 @@ def test_a_user_message_with_a_train_false_part_is_not_trained(qwen3):
     record = json.loads((PARTS / "axolotl_part_train.jsonl").read_text())
     messages = to_messages(record, "messages")
     assert messages[0]["train"] is False and messages[1]["train"] is True
+
+
+def test_tool_parameters_written_as_json_text_are_read_as_a_schema():
+    # Axolotl advises arguments and parameters as JSON strings when their types vary between rows
+    from trainingd.train.chat_fields import parse_tools
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    tools, error = parse_tools([{"type": "function", "function": {"name": "f", "parameters": json.dumps(schema)}}])
+    assert error is None and tools[0]["function"]["parameters"] == schema
+    _, error = parse_tools([{"type": "function", "function": {"name": "f", "parameters": "{oops"}}])
+    assert '"tools"[0] "function" "parameters" is a string but not the JSON of an object' in error

@@ -259,7 +259,13 @@ def parse_tools(value: Any) -> tuple[list | None, str | None]:
             return None, f"{where} must be an object, got {json_type(fn)}"
         if not isinstance(fn.get("name"), str) or not fn["name"]:
             return None, f"{where} needs a \"name\" string, got {json_type(fn.get('name'))}"
-        tools.append({"type": "function", "function": dict(fn)})
+        fn = dict(fn)
+        if isinstance(fn.get("parameters"), str):  # Axolotl's advice against mixed types: the schema as JSON text
+            fn["parameters"], error = parse_json_text(fn["parameters"])
+            if error is not None or not isinstance(fn["parameters"], dict):
+                return None, (f"{where} \"parameters\" is a string but not the JSON of an object "
+                              f"({error or 'not an object'})")
+        tools.append({"type": "function", "function": fn})
     return tools or None, None
 
 
