@@ -42,7 +42,8 @@ def dated_name(default_name: str) -> str:
 def daily_file_handler(path: Path, keep_days: int = KEEP_DAYS) -> TimedRotatingFileHandler:
     """``path`` rotated at UTC midnight into ``<stem>.YYYY-MM-DD<suffix>``, keeping ``keep_days`` of those."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = TimedRotatingFileHandler(path, when="midnight", utc=True, backupCount=keep_days, encoding="utf-8")
+    handler = TimedRotatingFileHandler(path, when="midnight", utc=True, backupCount=keep_days, encoding="utf-8",
+                                       errors="backslashreplace")  # an undecodable file name is never a logging error
     handler.namer = dated_name
     return handler
 

@@ -24,7 +24,7 @@ from typing import Iterable
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
 from trainingd.contracts.job import FILE as JOB_FILE
 from trainingd.contracts.status import load_status
-from trainingd.jobqueue import queue_lock
+from trainingd.jobqueue import job_number, queue_lock
 from trainingd.paths import PRIORITIES, Home
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ def job_locations(home: Home) -> dict[str, list[str]]:
     folders += [("processing", home.processing), ("done", home.done), ("failed", home.failed)]
     for label, folder in folders:
         for p in _children(folder):
-            if p.is_dir() and not p.name.startswith("."):
+            # Only job folders: a link (never followed) or an entry not named like a job is not a job.
+            if not p.is_symlink() and p.is_dir() and job_number(p.name) >= 0:
                 where[p.name].append(label)
     return dict(where)
 
