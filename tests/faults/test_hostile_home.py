@@ -273,3 +273,75 @@ def test_a_queue_head_that_does_not_move_while_idle_is_a_problem(tmp_path):
     finally:
         stop(proc)
     assert daemon_log(root).count("has not moved for") == 1
+
+
+# ------------------------------------------------------------------------------------------------ finding 8
+PROGRESS_THEN_DIE = r'''
+import argparse, hashlib, json, os, shutil, signal, sys, time
+from pathlib import Path
+from trainingd.contracts.adapter_state import next_state, read_adapter_state, write_adapter_state
+p = argparse.ArgumentParser()
+for name in ("--home", "--job-id", "--dataset", "--reason-file", "--parent-pid"):
+    p.add_argument(name)
+a = p.parse_args()
+spec = json.loads(open(a.dataset, encoding="utf-8").readline())["progress_then_die"]
+home = Path(a.home)
+folder = home / "current_model" / "checkpoints" / a.job_id
+steps = sorted(folder.glob("step-*")) if folder.is_dir() else []
+if len(steps) < spec["kills"]:
+    step = folder / f"step-{(len(steps) + 1) * 10:06d}"
+    step.mkdir(parents=True)
+    (step / "COMPLETE").write_text("1\n")  # a checkpoint further on than the last one, then killed
+    if spec.get("daemon"):
+        os.kill(int(a.parent_pid), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+shutil.rmtree(folder)
+model = home / "current_model"
+sha = hashlib.sha256(open(a.dataset, "rb").read()).hexdigest()
+write_adapter_state(model, next_state(read_adapter_state(model), entry={"job_id": a.job_id, "sha256": sha,
+                    "file": os.path.basename(a.dataset), "steps": 1, "finished_at": time.time()},
+                    base_model="stand-in", base_model_hash="stand-in", locked={}, model_name="stand-in"))
+json.dump({"exit": "ok", "reason": "", "details": [], "summary": {"steps": 1}}, open(a.reason_file, "w"))
+'''
+
+
+def _progress_home(tmp_path: Path) -> tuple[Path, dict]:
+    root, env = stand_in_home(tmp_path, max_attempts=3)
+    script = tmp_path / "progress_then_die.py"
+    script.write_text(PROGRESS_THEN_DIE)
+    return root, {**env, "TRAININGD_TRAINER": str(script)}
+
+
+def _drop_progress(root: Path, name: str, kills: int, daemon: bool) -> None:
+    tmp = root / "inbox" / f".{name}.tmp"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps({"progress_then_die": {"kills": kills, "daemon": daemon}}) + "\n")
+    tmp.rename(root / "inbox" / name)
+
+
+def test_daemon_kills_after_each_new_checkpoint_count_no_attempt(tmp_path):
+    root, env = _progress_home(tmp_path)
+    _drop_progress(root, "long.jsonl", kills=4, daemon=True)
+    for _ in range(5):
+        run_daemon(root, env, limit_s=120)
+        if done_names(root):
+            break
+    assert done_names(root) == ["long.jsonl"] and job_metas(root, "failed") == []
+
+
+def test_the_checker_never_advises_deleting_the_checkpoints_a_retry_resumes_from(tmp_path):
+    from trainingd.jobqueue import JobQueue
+
+    root, env = stand_in_home(tmp_path)
+    queue = JobQueue(Home.at(root))
+    job = queue.claim_next() if queue.add(_stand_in_file(tmp_path / "long.jsonl")) else None
+    queue.fail(job, "trainer failed 3 times (last: crash); giving up.")
+    kept = root / "current_model" / "checkpoints" / job.id / "step-000010"
+    kept.mkdir(parents=True)
+    for name in ("COMPLETE", "adapter_config.json", "adapter_model.safetensors"):
+        (kept / name).write_text("1\n")
+    (kept / "manifest.json").write_text(json.dumps({"job_id": job.id}))
+    for report in (consistency(Home.at(root)), run_checks(Home.at(root))):
+        fixes = [p["fix"] for p in report.get("problems", [])] + [
+            p["fix"] for r in report.get("checks", []) for p in r["problems"]]
+        assert not any("rm " in f and job.id in f for f in fixes), fixes

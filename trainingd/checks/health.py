@@ -228,7 +228,9 @@ def check_checkpoints(home: Home) -> dict[str, Any]:
         if job_dir.name.startswith("."):
             continue
         places = where.get(job_dir.name, [])
-        if not any(p == "processing" or p.startswith("pending") for p in places):
+        # A failed job's checkpoints are what `training_queue.py retry` resumes from: kept, never advised away.
+        resumable = any(p == "processing" or p.startswith("pending") for p in places) or places == ["failed"]
+        if not resumable:
             state = places[0] if places else "not in the queue"
             problems.append((f"checkpoints of job {job_dir.name}, which is {state}, are still kept",
                              f"rm -r {_q(job_dir)}"))

@@ -35,6 +35,7 @@ from trainingd.contracts.result import read_result, result_path, summary_of
 from trainingd.contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
 from trainingd.contracts.trainer_command import clear_trainer_command, write_trainer_command
 from trainingd.instance import InstanceLock, init_home, read_pid
+from trainingd.daemon.attempts import START_KEY, checkpoint_step, next_attempts
 from trainingd.daemon.autogen import AutoGenerator
 from trainingd.daemon.containment import Faults, printable
 from trainingd.daemon.evaluation import Evaluator
@@ -232,10 +233,12 @@ class Daemon:
                 append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
                                result="ok", summary={})
             else:
-                # Counted as an attempt, so a trainer that takes its daemon down with it cannot loop forever.
-                attempts = int(job.meta.get("attempts") or 0) + 1
+                # Counted as an attempt unless its checkpoint advanced meanwhile, so a trainer that takes its
+                # daemon down with it cannot loop forever, while a long job killed now and then still finishes.
+                attempts = next_attempts(self.home, job)
                 if attempts >= self.cfg.max_attempts:
-                    reason = (f"the daemon ended {attempts} times while this job was training; giving up.\n"
+                    reason = (f"the daemon ended {attempts} times in a row while this job was training, with no "
+                              "new checkpoint in between; giving up.\n"
                               f"Last lines of logs/training_output.log:\n{tail(self.home.training_log)}\n"
                               f"Fix the cause, then: training_queue.py retry {job.id}")
                     self.queue.fail(job, reason, attempts=attempts)
@@ -245,8 +248,9 @@ class Daemon:
                                    result="daemon_ended", reason=reason, summary={})
                     continue
                 self.queue.update_meta(job, attempts=attempts)
-                log.info("job %s was being trained when the last daemon ended (attempt %d of %d); resuming it first",
-                         job.id, attempts, self.cfg.max_attempts)
+                log.info("job %s was being trained when the last daemon ended (%s); resuming it first", job.id,
+                         f"attempt {attempts} of {self.cfg.max_attempts}" if attempts else
+                         f"its checkpoint advanced to step {checkpoint_step(self.home, job.id)}: no attempt counted")
                 self.resume_first.append(job.id)
         if self.intake.observer is None:
             self.intake.start()
@@ -533,6 +537,8 @@ class Daemon:
         return True
 
     def start_trainer(self, job: Job) -> None:
+        # Where its checkpoint stands now: an ending with no result counts as an attempt only if it did not advance.
+        job = self.queue.update_meta(job, **{START_KEY: checkpoint_step(self.home, job.id)})
         self.cmd_seq += 1
         write_trainer_command(self.home, job.id, "run", self.cmd_seq, config=self.cfg.to_dict())
         self.running = TrainerProcess.start(self.home, job, self.cfg.distributed)
