@@ -221,7 +221,8 @@ class Daemon:
             log.warning("removing a stale .stop left by an earlier run")
             clear_emergency_stop(self.home)
         end_orphan_trainer(self.home, self.cfg.stop_grace_s)
-        sweep_temp_files(self.home)  # what a kill left half-written; no process of this home writes them now
+        # What a kill left half-written (no process of this home writes them now); housekeeping, never fatal.
+        self.faults.run("sweep", sweep_temp_files, self.home)
         trained_ids = {t.get("job_id") for t in trained_entries(self.home)}
         for job in self.queue.jobs(["processing"]):
             if job.id in trained_ids:
