@@ -319,6 +319,25 @@ def _drop_progress(root: Path, name: str, kills: int, daemon: bool) -> None:
     tmp.rename(root / "inbox" / name)
 
 
+def test_trainer_kills_after_each_new_checkpoint_count_no_attempt(tmp_path):
+    root, env = _progress_home(tmp_path)
+    _drop_progress(root, "long.jsonl", kills=4, daemon=False)
+    out = run_daemon(root, env, limit_s=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert done_names(root) == ["long.jsonl"] and job_metas(root, "failed") == []
+    assert "no attempt counted" in daemon_log(root)
+
+
+def test_a_crash_after_progress_counts_no_attempt_and_one_without_does():
+    from trainingd import exit_codes as ec
+    from trainingd.daemon.outcome import Facts, decide
+
+    after_progress = decide(Facts(code=-9, job_id="000001-a", reason="", attempts=2, max_attempts=3, progressed=True))
+    assert (after_progress.state, after_progress.attempts) == ("pending", 0)
+    without = decide(Facts(code=ec.CRASH, job_id="000001-a", reason="", attempts=2, max_attempts=3))
+    assert (without.state, without.attempts) == ("failed", 3)
+
+
 def test_daemon_kills_after_each_new_checkpoint_count_no_attempt(tmp_path):
     root, env = _progress_home(tmp_path)
     _drop_progress(root, "long.jsonl", kills=4, daemon=True)
