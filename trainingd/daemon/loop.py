@@ -178,8 +178,8 @@ class Daemon:
                     continue
                 if self.finished:
                     break
-                if self.stopping:
-                    time.sleep(self.tick_s)  # the inbox is not read while stopping: its flag may stay set
+                if self.stopping or "intake" in self.faults.active:
+                    time.sleep(self.tick_s)  # the inbox is not read (or fails): its flag may stay set
                 else:
                     # An inbox event wakes the loop early, so files are noticed well within a second.
                     self.intake.events.dirty.wait(self.tick_s)
