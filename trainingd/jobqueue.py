@@ -410,8 +410,8 @@ class JobQueue:
         out: list[Job] = []
         self._reserve_numbers_on_disk()  # a discarded leftover's number must not be handed out again
         for work in sorted(self.incoming.iterdir()):
-            if not work.is_dir():
-                continue
+            if work.is_symlink() or not work.is_dir():
+                continue  # not an add of ours (a link is never followed out of the home)
             data = [p for p in work.iterdir() if p.name not in (JOB_FILE, REASON_FILE) and not p.name.startswith(".")]
             if not data:
                 shutil.rmtree(work, ignore_errors=True)

@@ -126,6 +126,7 @@ class Intake:
         self._last_scan: float | None = None
         self._unfinished_add = False  # an I/O error stopped an add half-way in queue/.incoming/
         self._watch_wanted = False  # start() found no inbox folder: the watcher starts once there is one
+        self._watched: tuple[int, int] | None = None  # (st_dev, st_ino) of the inbox folder the watcher watches
         self._entry_errors: dict[str, str] = {}  # name -> the error last logged for it (logged once per change)
 
     # ------------------------------------------------------------------------------------ watcher
@@ -156,6 +157,8 @@ class Intake:
                 log.warning("inbox watcher (%s) could not start: %s", kind, e)
                 continue
             self.observer, self.observer_kind = observer, kind
+            st = os.stat(self.home.inbox)
+            self._watched = (st.st_dev, st.st_ino)
             log.info("watching %s (%s watcher, rescan every %.1fs)", self.home.inbox, kind, self.cfg.rescan_interval_s)
             return
         log.warning("no inbox watcher; relying on rescans every %.1fs", self.cfg.rescan_interval_s)
@@ -205,6 +208,12 @@ class Intake:
             except FileExistsError:
                 pass  # something else took its place meanwhile: the next scan says what
             return out
+        if self.observer is not None and self._watched is not None:
+            st = os.stat(self.home.inbox)
+            if (st.st_dev, st.st_ino) != self._watched:  # the folder was replaced: watch the new one
+                log.info("inbox/ is a new folder; watching it")
+                self.stop()
+                self._watch_wanted = self.watch
         if self._watch_wanted:
             self._watch_wanted = False
             self.start()
