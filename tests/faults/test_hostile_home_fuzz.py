@@ -24,12 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from fault_helpers import DAEMON, REPO, drop, job_metas, stand_in_home
 from trainingd.checks.invariants import check_home
 from trainingd.paths import Home
+
+pytestmark = pytest.mark.faults
 
 EXAMPLES = int(os.environ.get("TRAININGD_FUZZ_EXAMPLES", "3"))
 FOLDERS = ["", "inbox", "queue", "queue/pending/high", "queue/pending/normal", "queue/pending/low",

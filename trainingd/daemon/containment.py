@@ -7,7 +7,8 @@
 A fault is ``{"subsystem", "message", "path", "fix", "since"}``: ``path`` is relative to the home when the error
 names one (an ``OSError``'s filename, or a :class:`HomeFault`'s path), ``fix`` what a person does about it. The same
 fault seen again on the next tick is not logged again; a changed one is, and so is its end ("intake works again").
-A full disk is not contained: it is a condition of the whole home, which the loop waits out (it re-raises).
+A full or failing disk (ENOSPC, EDQUOT, EIO) is not contained: it is a condition of the whole home, which the loop
+waits out (it re-raises).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from trainingd.paths import Home
 log = logging.getLogger("trainingd.daemon.loop")
 
 T = TypeVar("T")
-WAITED_OUT = (errno.ENOSPC, errno.EDQUOT)
+WAITED_OUT = (errno.ENOSPC, errno.EDQUOT, errno.EIO)  # the disk of the whole home, not one subsystem
 
 
 class HomeFault(Exception):
