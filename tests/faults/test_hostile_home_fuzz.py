@@ -62,6 +62,8 @@ def _place(root: Path, outside: Path, folder: str, kind: str, name: str | bytes,
     parent = root / folder
     parent.mkdir(parents=True, exist_ok=True)
     raw = name if isinstance(name, bytes) else name.encode()
+    if folder.startswith("queue/pending/") and kind == "folder" and rng.random() < 0.5:
+        raw = f"{rng.randint(900, 999):06d}-evil".encode()  # looks like a job: it must end in failed/ with a reason
     path = os.path.join(os.fsencode(parent), raw)
     if os.path.lexists(path):
         return
