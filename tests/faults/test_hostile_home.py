@@ -231,7 +231,10 @@ def test_sighup_with_config_json_deleted_keeps_the_running_configuration(tmp_pat
 
 # ------------------------------------------------------------------------------------------------ finding 9
 def test_max_jobs_runs_the_evaluation_due_for_the_last_job(tmp_path):
-    root, env = stand_in_home(tmp_path, evaluation={"after_each_job": True})
+    base = tmp_path / "no-weights"  # a base the evaluator fails to load at once (the embedded one is built first)
+    base.mkdir()
+    (base / "config.json").write_text("{}\n")
+    root, env = stand_in_home(tmp_path, evaluation={"after_each_job": True}, base_model=str(base))
     # The real evaluator runs (and fails: the stand-in leaves no adapter to load); what counts is that it ran
     # before the daemon left, and that the daemon waited for it.
     drop(root, "a.jsonl", {"steps": 1})
