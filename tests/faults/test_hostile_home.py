@@ -272,6 +272,9 @@ def test_a_queue_head_that_does_not_move_while_idle_is_a_problem(tmp_path):
         assert not report["ok"] and any(job.id in p["problem"] and "not moved" in p["problem"] for p in problems)
         state = consistency(Home.at(root))
         assert not state["ok"] and any("not moved" in p["problem"] for p in state["problems"])
+        shown = subprocess.run([sys.executable, str(REPO / "training_controller.py"), "--home", str(root), "status"],
+                               env=env, capture_output=True, text=True).stdout
+        assert "stuck:" in shown and job.id in shown and "fault:     queue" in shown
         processing.unlink()
         processing.mkdir()
         wait_for(lambda: done_names(root) == ["stuck.jsonl"], what="the job to train once it can be claimed")
