@@ -103,7 +103,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         for fault in st.get("faults") or []:
             if isinstance(fault, dict):
                 where = f" ({fault.get('path')})" if fault.get("path") else ""
-                lines.append(f"fault:     {fault.get('subsystem')}: {fault.get('message')}{where}; fix: {fault.get('fix')}")
+                lines.append(f"fault:     {fault.get('subsystem')}: {fault.get('message')}{where}; "
+                             f"fix: {fault.get('fix')}")
         live = st.get("liveness") or {}
         if isinstance(live, dict) and live.get("stalled"):
             lines.append(f"stuck:     {live.get('problem')}; fix: {live.get('fix')}")
