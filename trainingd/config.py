@@ -194,6 +194,9 @@ class Config:
     """Seconds between full rescans of inbox/ (a safety net under the file watcher)."""
     stable_seconds: float = 1.0
     """A file written in place is claimed only after its size and mtime stop changing this long."""
+    stall_after_s: float = 600.0
+    """Seconds the head of the queue may sit unmoved while the daemon is idle before the status (``liveness``), the
+    doctor and ``state_tracker.py --check`` call the queue stuck."""
     stop_grace_s: float = 60.0
     """Seconds a trainer gets to checkpoint and exit after a stop request before SIGTERM, then SIGKILL."""
     micro_batch_size: int | None = None

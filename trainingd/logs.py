@@ -72,7 +72,9 @@ class DailyFileHandler(TimedRotatingFileHandler):
         link.parent.mkdir(parents=True, exist_ok=True)
         _retire_old_regular_file(link)
         self.link = link
-        super().__init__(day_file(link), when="midnight", utc=True, backupCount=keep_days, encoding="utf-8")
+        # an undecodable file name in a message is never a logging error
+        super().__init__(day_file(link), when="midnight", utc=True, backupCount=keep_days, encoding="utf-8",
+                         errors="backslashreplace")
         _point_link(link, Path(self.baseFilename))
 
     def doRollover(self) -> None:

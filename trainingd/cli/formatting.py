@@ -100,6 +100,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         err = st.get("last_error")
         if err:
             lines.append(f"last error: {err.get('message')} (job {err.get('job_id')}, {err.get('at')})")
+        for fault in st.get("faults") or []:
+            if isinstance(fault, dict):
+                where = f" ({fault.get('path')})" if fault.get("path") else ""
+                lines.append(f"fault:     {fault.get('subsystem')}: {fault.get('message')}{where}; "
+                             f"fix: {fault.get('fix')}")
+        live = st.get("liveness") or {}
+        if isinstance(live, dict) and live.get("stalled"):
+            lines.append(f"stuck:     {live.get('problem')}; fix: {live.get('fix')}")
         lines.append(f"updated:   {st.get('updated_at')} (seq {st.get('seq')})")
     lines.append("queue:     " + _format_queue_counts(summary))
     return "\n".join(lines)
