@@ -26,6 +26,7 @@ from typing import Any
 from trainingd import __version__
 from trainingd.lifecycle import home_guard, retention, snapshots
 from trainingd import exit_codes as ec
+from trainingd.lifecycle.ancestry import find_trained
 from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
 from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
 from trainingd.contracts.job import now_iso
@@ -474,15 +475,17 @@ class Daemon:
         return self.queue.claim_next()
 
     def _is_duplicate(self, job: Job) -> bool:
-        """Dedupe: a job whose content is already trained into the adapter goes straight to done/."""
+        """Dedupe: a job whose content is already in the live model (its adapter or a consolidated base below it,
+        ``trainingd.lifecycle.ancestry``) goes straight to done/."""
         sha = job.meta.get("sha256")
         if not self.cfg.dedupe or job.meta.get("force") or not sha:
             return False
-        earlier = next((t.get("job_id") for t in trained_entries(self.home)
-                        if t.get("sha256") == sha and t.get("job_id") != job.id), None)
-        if earlier is None:
+        hit = find_trained(self.home, sha, base_model=self.cfg.base_model, exclude_job=job.id)
+        if hit is None:
             return False
-        log.info("job %s is a duplicate of job %s (same sha256); not trained again", job.id, earlier)
+        earlier = hit.get("job_id")
+        log.info("job %s is a duplicate of job %s (same sha256, trained into the %s); not trained again", job.id,
+                 earlier, hit.get("where"))
         self.queue.complete(job, duplicate_of=earlier, result={"duplicate_of": earlier})
         append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
                        result="duplicate", reason=f"duplicate of {earlier}", summary={})
