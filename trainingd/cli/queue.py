@@ -14,12 +14,15 @@ pending job to ``queue/failed/`` with the reason "removed by user".
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from trainingd.cli.controller import job_dict, send_request
+from trainingd.daemon.intake import SUFFIX_REASON, is_ignored
 from trainingd.daemon.json_array import NotConvertible, convert
 from trainingd.jobqueue import JobQueue
 from trainingd.lifecycle.ancestry import find_trained
@@ -39,6 +42,12 @@ def add(home: Home, src: Path, *, priority: str = "normal", force: bool = False)
         raise CliError(f"{src} is a folder, not a file: add the .jsonl files inside it one by one")
     if not src.is_file():
         raise CliError(f"{src} is not a regular file")
+    # The inbox's rules (trainingd.daemon.intake): work-in-progress names and other extensions are not training data.
+    if is_ignored(src.name):
+        raise CliError(f"{src.name}: a name starting with '.' or ending .tmp/.part is a file still being written; "
+                       "rename it when it is complete, then add it")
+    if not src.name.endswith((".jsonl", ".json")):
+        raise CliError(f"{src.name}: {SUFFIX_REASON.replace(' and drop it into inbox/ again', ', then add it')}")
     q = JobQueue(home)
     q.ensure_dirs()
     if src.name.endswith(".json"):
@@ -74,6 +83,7 @@ def _add_json_array(q: JobQueue, src: Path, *, priority: str, force: bool) -> di
         except NotConvertible as e:
             raise CliError(f"{src.name} {e}; a .json file must be one JSON array of objects (or convert it "
                            f"yourself: jq -c '.[]' {src.name} > {converted.name})") from None
+        os.chmod(converted, stat.S_IMODE(src.stat().st_mode) & stat.S_IMODE(converted.stat().st_mode) | 0o600)
         job = q.add(converted, priority=priority, source="cli", force=force)
         job = q.update_meta(job, converted_from=src.name, converted_records=records)
     finally:

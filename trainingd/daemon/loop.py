@@ -31,6 +31,7 @@ from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_conf
 from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.progress import read_progress
+from trainingd.contracts.requests import ACTIONS as REQUEST_ACTIONS
 from trainingd.contracts.requests import Request, clear_emergency_stop, consume, is_emergency_stop, read_requests
 from trainingd.contracts.result import read_result, result_path, summary_of
 from trainingd.contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
@@ -331,6 +332,10 @@ class Daemon:
             consume(req)
             if req.action == "invalid":
                 log.warning("dropped an invalid control request file %s", req.path.name)
+                continue
+            if req.action not in REQUEST_ACTIONS:
+                # Answered, so a writer waiting for its id is told instead of timing out.
+                self.ack(req, f"refused: unknown action {req.action!r}; expected one of {', '.join(REQUEST_ACTIONS)}")
                 continue
             if req.created_at < self.started_wall:
                 # Written for an earlier daemon (e.g. just as it exited): answered, never applied.
@@ -727,7 +732,12 @@ def check_config(home: Home) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.home is not None and not args.home.strip():
+        parser.error("argument --home: empty; give a folder (--home . for the current one)")
+    if args.max_jobs is not None and args.max_jobs < 1:
+        parser.error(f"argument --max-jobs: {args.max_jobs} is not a number of jobs (1 or more)")
     home = Home.at(args.home)
     try:
         init_home(home)
