@@ -92,6 +92,8 @@ class Soak:
         self.errors: dict[str, int] = {"monitor": 0, "controller": 0}
         self.commands = 0
         self.last_error: Any = None
+        self.last_monitor_error: Any = None
+        self.last_http_error: str | None = None
         self.polls = 0
         self.dropped = 0
         self.stop_event = threading.Event()
@@ -139,13 +141,14 @@ class Soak:
         return p.pid if p is not None and p.poll() is None else None
 
     # -------------------------------------------------------------------------------------- load
-    def http(self, path: str, timeout: float = 10.0) -> tuple[float | None, bytes]:
+    def http(self, path: str, timeout: float = 30.0) -> tuple[float | None, bytes]:
         t0 = time.perf_counter()
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.mon_port}{path}", timeout=timeout) as r:
                 body = r.read()
             return time.perf_counter() - t0, body
-        except OSError:
+        except OSError as e:
+            self.last_http_error = f"{path}: {e}"
             return None, b""
 
     def monitor_client(self) -> None:
@@ -157,6 +160,7 @@ class Soak:
             self.polls += 1
             if took is None and i > 10:  # the monitor may still be starting for the first few polls
                 self.errors["monitor"] += 1
+                self.last_monitor_error = (paths[(i - 1) % len(paths)], round(time.monotonic(), 1))
 
     def controller(self) -> None:
         cycle = (["training_controller.py", "status"], ["training_controller.py", "pause"],
@@ -283,7 +287,8 @@ def report(soak: Soak, seconds: float) -> dict[str, Any]:
         summary["rest_bytes_per_job"] = (rest[-1] - rest[0]) / (jobs[-1] - jobs[0])
     return {"seconds": round(seconds, 1), "samples": s, "jobs_done": s[-1]["done_jobs"] if s else 0,
             "files_dropped": soak.dropped, "controller_commands": soak.commands, "monitor_polls": soak.polls,
-            "errors": soak.errors, "last_error": repr(soak.last_error) if soak.last_error else None, "summary": summary,
+            "errors": soak.errors, "last_error": repr(soak.last_error) if soak.last_error else None,
+            "last_http_error": soak.last_http_error, "summary": summary,
             "biggest_files": biggest_files(soak.home.root, soak.home.done), "cpu_count": os.cpu_count()}
 
 
