@@ -70,3 +70,20 @@ def test_clients_closing_early_leave_no_traceback(tmp_path, serve, capfd):  # no
     assert client.get("/healthz")[0] == 200
     err = capfd.readouterr().err
     assert "Traceback" not in err and "BrokenPipe" not in err and "ConnectionReset" not in err, err[-2000:]
+
+
+def test_steps_redone_after_a_crash_are_one_point_each(tmp_path):
+    import json
+
+    from trainingd.monitor.metrics_log import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"job_id": "000001-a", "step": s, "loss": 1.0 / s} for s in range(1, 21)]
+    rows += [{"job_id": "000001-a", "step": s, "loss": 0.5 / s} for s in range(19, 40)]  # resumed at step 18
+    rows.insert(10, {"job_id": "000001-a", "step": 10, "eval_loss": 0.3})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answer = MetricsLog(path).query()
+    train = [p for p in answer["points"] if p["eval_loss"] is None]
+    assert [p["step"] for p in train] == list(range(1, 40)), [p["step"] for p in train]
+    assert [p["loss"] for p in train if p["step"] in (19, 20)] == [0.5 / 19, 0.5 / 20], "the redone rows win"
+    assert len(answer["points"]) == 40  # and the evaluation
