@@ -164,3 +164,20 @@ def test_an_unknown_control_action_is_acknowledged_as_refused(tmp_path):
     finally:
         daemon.terminate()
         daemon.wait(timeout=60)
+
+
+def test_a_job_held_in_processing_with_no_trainer_is_not_reported_idle(tmp_path):
+    from trainingd.config import Config
+    from trainingd.daemon.loop import Daemon
+
+    home = Home.at(tmp_path)
+    q = JobQueue(home)
+    q.ensure_dirs()
+    q.add(write_jsonl(tmp_path / "src" / "a.jsonl", chat_lines(2)))
+    job = q.claim_next()  # claimed, and then (say) the disk filled before a trainer could start
+    daemon = Daemon(home, Config())
+    daemon.last_error = {"message": "I/O error in the daemon loop: [Errno 28] No space left on device",
+                         "job_id": None, "at": "now"}
+    doc = daemon.write_status()
+    assert doc["status"] != "idle" and job.id in doc["status_detail"], doc["status_detail"]
+    assert "No space left" in doc["status_detail"]

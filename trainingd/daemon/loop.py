@@ -634,6 +634,14 @@ class Daemon:
             state, detail = "evaluating", f"held-out evaluation of the adapter after job {self.evaluator.job_id}"
         else:
             state, detail = "idle", "waiting for files in inbox/"
+        counts = self.queue.counts()
+        if state == "idle" and r is None and counts.get("processing"):
+            # A claimed job with no trainer (one that could not be started or put back, e.g. on a full disk) is
+            # not "waiting for files": say so, with the error that holds it.
+            stuck = ", ".join(j.id for j in self.queue.jobs(["processing"])) or "a job"
+            why = (self.last_error or {}).get("message")
+            state, detail = "error", (f"job {stuck} is in queue/processing/ with no trainer running"
+                                      + (f": {why}" if why else "") + "; it is retried first")
         if r is not None:
             m = r.job.meta
             job_doc = {"id": r.job.id, "file": m.get("original_name"), "sha256": m.get("sha256"),
@@ -644,7 +652,7 @@ class Daemon:
             daemon={"pid": os.getpid(), "version": __version__, "started_at": self.started_at,
                     "home": str(self.home.root), "config_loaded_at": self.config_loaded_at,
                     "config_reload_error": self.config_reload_error},
-            status=state, status_detail=detail, job=job_doc, progress=progress, queue=self.queue.counts(),
+            status=state, status_detail=detail, job=job_doc, progress=progress, queue=counts,
             model={"base": self.cfg.base_model, "adapter": str(adapter.parent) if adapter.exists() else None,
                    "model_display_name": self.cfg.model_display_name},
             control=control, last_error=self.last_error)
