@@ -122,8 +122,10 @@ class Soak:
         self.spawn("monitor", [str(REPO / "launch_live_monitor.py"), "--home", str(self.home.root),
                                "--port", str(self.mon_port)])
 
-    def stop(self) -> None:
+    def stop(self, threads: list[threading.Thread] = ()) -> None:
         self.stop_event.set()
+        for th in threads:  # a controller command in flight finishes before the daemon goes
+            th.join(timeout=150)
         for name in ("monitor", "generator", "daemon"):
             p = self.procs.get(name)
             if p is not None and p.poll() is None:
@@ -228,7 +230,7 @@ class Soak:
                     raise RuntimeError(f"{', '.join(dead)} exited during the soak (see {self.home.root}/soak_*.out)")
                 time.sleep(max(0.0, self.sample_s - (time.monotonic() - t0 - self.samples[-1]["t_s"])))
         finally:
-            self.stop()
+            self.stop(threads)
         return report(self, time.monotonic() - t0)
 
 
