@@ -168,6 +168,10 @@ class Soak:
         cycle = (["training_controller.py", "status"], ["training_controller.py", "pause"],
                  ["training_queue.py", "list", "--state", "pending"], ["training_controller.py", "resume"],
                  ["training_queue.py", "status"])
+        from trainingd.instance import is_daemon_running
+
+        while not is_daemon_running(self.home) and not self.stop_event.wait(0.5):
+            pass  # a slow start on a loaded machine: commands begin once the daemon holds its lock
         i = 0
         while not self.stop_event.wait(3.0):
             i += 1
