@@ -24,7 +24,8 @@ from typing import Any
 from trainingd.cli.controller import job_dict, send_request
 from trainingd.daemon.intake import SUFFIX_REASON, is_ignored
 from trainingd.daemon.json_array import NotConvertible, convert
-from trainingd.jobqueue import JobQueue
+from trainingd.config import ConfigError, load_config
+from trainingd.jobqueue import Job, JobQueue
 from trainingd.lifecycle.ancestry import find_trained
 from trainingd.paths import Home
 
@@ -53,24 +54,28 @@ def add(home: Home, src: Path, *, priority: str = "normal", force: bool = False)
     if src.name.endswith(".json"):
         return _add_json_array(q, src, priority=priority, force=force)
     job = q.add(src, priority=priority, source="cli", force=force)
-    return {"job": job_dict(job), "duplicate_of": _duplicate_of(home, job),
-            "message": f"queued {src.name} as {job.id} (priority {job.priority})" + _duplicate_note(home, job)}
+    return _queued(home, job, f"queued {src.name} as {job.id} (priority {job.priority})")
 
 
-def _duplicate_of(home: Home, job) -> dict | None:
-    """Where the live model already holds this content (dedupe follows the lineage: trainingd.lifecycle.ancestry)."""
-    if job.meta.get("force"):
-        return None
-    hit = find_trained(home, job.meta.get("sha256"), exclude_job=job.id)
-    return {k: hit.get(k) for k in ("job_id", "file", "where")} if hit else None
+def _queued(home: Home, job: Job, message: str) -> dict[str, Any]:
+    """The answer of ``add``: with ``duplicate_of`` when the live model already holds this content (dedupe follows
+    the lineage, ``trainingd.lifecycle.ancestry``: the daemon will complete the job without training it)."""
+    hit = None
+    if not job.meta.get("force") and _dedupe_on(home):
+        hit = find_trained(home, job.meta.get("sha256"), exclude_job=job.id)
+    duplicate = {k: hit.get(k) for k in ("job_id", "file", "where")} if hit else None
+    if duplicate:
+        message += (f"; its content is already trained into the live model ({duplicate['where']}, job "
+                    f"{duplicate['job_id']}): it will go to done/ as a duplicate without training (add --force to "
+                    "train it again)")
+    return {"job": job_dict(job), "duplicate_of": duplicate, "message": message}
 
 
-def _duplicate_note(home: Home, job) -> str:
-    hit = _duplicate_of(home, job)
-    if not hit:
-        return ""
-    return (f"; its content is already trained into the live model ({hit['where']}, job {hit['job_id']}): it will "
-            "go to done/ as a duplicate without training (add --force to train it again)")
+def _dedupe_on(home: Home) -> bool:
+    try:
+        return load_config(home.config).dedupe
+    except (ConfigError, OSError):
+        return True  # the daemon refuses a broken config anyway; say what a valid one would do by default
 
 
 def _add_json_array(q: JobQueue, src: Path, *, priority: str, force: bool) -> dict[str, Any]:
@@ -88,9 +93,8 @@ def _add_json_array(q: JobQueue, src: Path, *, priority: str, force: bool) -> di
         job = q.update_meta(job, converted_from=src.name, converted_records=records)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"job": job_dict(job), "duplicate_of": _duplicate_of(q.home, job),
-            "message": f"converted {src.name} ({records} records) and queued it as {job.id} (priority "
-                       f"{job.priority})" + _duplicate_note(q.home, job)}
+    return _queued(q.home, job, f"converted {src.name} ({records} records) and queued it as {job.id} (priority "
+                                f"{job.priority})")
 
 
 def list_jobs(home: Home, states: list[str] | None = None) -> dict[str, Any]:
