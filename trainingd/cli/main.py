@@ -318,7 +318,8 @@ def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}; anything else exposes the monitor)")
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT}; 0 = any free)")
     p.add_argument("--exit-with-daemon", action="store_true",
                    help="exit once this home's daemon has stopped (checked every second; also when no daemon "
                         "starts within a minute); start_all.sh starts its monitor this way")
