@@ -491,15 +491,16 @@ def monitor_parser(prog: str = "launch_live_monitor.py") -> argparse.ArgumentPar
 def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     _setup_logging()
     args = parser.parse_args(argv)
-    problem = home_problem(getattr(args, "home", None), creates=args.run is _run_init)
+    # init makes a home; a monitor may start before the daemon that makes its home (it only reads it).
+    problem = home_problem(getattr(args, "home", None), creates=args.run in (_run_init, _run_monitor))
     if problem:
         getattr(args, "command_parser", parser).error(problem)  # exit 2 (usage) with the message
     return args.run(args)
 
 
 def home_problem(value: str | None, *, creates: bool = False) -> str | None:
-    """Why ``--home value`` cannot be used (None: it can). Only ``init`` may name a folder that does not exist yet:
-    anything else would make a queue that no daemon reads."""
+    """Why ``--home value`` cannot be used (None: it can). Only a command that ``creates`` the home (init, the
+    monitor) may name a folder that does not exist yet: anything else would make a queue that no daemon reads."""
     if value is not None and not str(value).strip():
         return "argument --home: empty; give a folder (--home . for the current one)"
     try:
