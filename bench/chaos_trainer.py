@@ -6,7 +6,7 @@ running hash, so a step applied twice or lost, or a job trained twice, changes t
 ``chaos.py`` can compute what an uninterrupted run would have published. Checkpoints go through
 ``trainingd.train.checkpoint.save_checkpoint`` (every step), the adapter through ``publish_adapter``, so the
 real fault points and atomic writes are exercised; only the arithmetic is fake. Steps per job: the first line
-of the dataset, ``{"chaos_steps": N}``.
+of the dataset, ``{"chaos_steps": N}`` (else 3); seconds per step: ``$CHAOS_STEP_S`` (0.03).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from trainingd.contracts.result import RunResult, write_result
 from trainingd.paths import Home
 from trainingd.train import checkpoint as ckpt
 
-STEP_S = 0.03
+STEP_S = float(os.environ.get("CHAOS_STEP_S", "0.03"))
+DEFAULT_STEPS = 3
 
 
 def chain(h: str, job_id: str, step: int) -> str:
@@ -56,7 +57,9 @@ def main() -> int:
         return 5
     home = Home.at(a.home)
     out, ckpts = home.current_model, home.job_checkpoints(a.job_id)
-    steps = int(json.loads(open(a.dataset, encoding="utf-8").readline())["chaos_steps"])
+    first = json.loads(open(a.dataset, encoding="utf-8").readline())
+    # A file without chaos_steps (the soak's generated puzzles) takes DEFAULT_STEPS.
+    steps = int(first.get("chaos_steps", DEFAULT_STEPS) if isinstance(first, dict) else DEFAULT_STEPS)
     sha = hashlib.sha256(Path(a.dataset).read_bytes()).hexdigest()
     state = read_adapter_state(out)
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,13 +417,31 @@ def parse_config(data: Any) -> Config:
     return cfg
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config_text(path: Path) -> str:
+    """The text of a config file: a regular file of at most 1 MiB (never a device or FIFO read without end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"{path} is not a regular file (a device, pipe or folder): a config is a JSON file")
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); a config is a JSON file") from None
+
+
 def load_config(path: Path) -> Config:
     """Load and validate ``config.json``. A missing file gives the defaults."""
     path = Path(path)
     if not path.exists():
         return Config()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_config_text(path))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     try:

@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,8 +309,7 @@ class JobQueue:
             _move_file(src, dst)
         else:
             part = work / f".{src.name}.part"
-            shutil.copyfile(src, part)
-            _fsync_file(part)
+            _copy_no_wider(src, part)
             os.rename(part, dst)  # the final name appears only once the copy is complete
         fsync_dir(work)
         fault_point("intake")
@@ -541,6 +541,25 @@ def _guess_data_file(job_dir: Path) -> str:
         if p.name not in (JOB_FILE, REASON_FILE, result_contract.FILE) and not p.name.startswith("."):
             return p.name
     return ""
+
+
+def _copy_no_wider(src: Path, dst: Path) -> None:
+    """Copy ``src`` into a new file ``dst``, durably, readable by no one the source was not readable by: the group
+    and other bits of the source, narrowed further by the umask (the owner keeps read and write, so the daemon can
+    hash the copy and retention can remove it). The source is opened without following a link."""
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd_in)
+        if not stat.S_ISREG(st.st_mode):
+            raise QueueError(f"{src} is not a regular file")
+        mode = (stat.S_IMODE(st.st_mode) & 0o066) | 0o600  # os.open applies the umask on top
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        with open(fd_in, "rb", closefd=False) as inp, open(fd_out, "wb") as out:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        os.close(fd_in)
 
 
 def _fsync_file(path: Path) -> None:

@@ -39,6 +39,37 @@ def day_file(link: Path, when: float | None = None) -> Path:
     return link.with_name(f"{link.stem}_{day}{link.suffix}")
 
 
+def one_line(text: str) -> str:
+    """``text`` with every control character and undecodable byte escaped (``\\n``, ``\\x1b``, ``\\udcff``): a
+    file name holding a newline cannot forge a log line, and a name that is not UTF-8 cannot break the log."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\t")  # readable and harmless
+        elif code < 0x20 or 0x7f <= code < 0xa0 or code in (0x2028, 0x2029):
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        elif 0xd800 <= code < 0xe000:  # a lone surrogate: an undecodable byte of a file name (surrogateescape)
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class OneLineFormatter(logging.Formatter):
+    """One record, one line: the message is escaped (``one_line``); a traceback below it is kept as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - the stdlib's name
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
+
+
 def _point_link(link: Path, target: Path) -> None:
     """Make ``link`` a relative symbolic link to ``target``, replaced in one rename (readers never miss it)."""
     tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
@@ -121,7 +152,7 @@ def setup_logging(home: Home | None, level: str | int = "INFO", keep_days: int =
         if getattr(handler, "_trainingd", False):
             root.removeHandler(handler)
             handler.close()
-    formatter = logging.Formatter(FORMAT)
+    formatter = OneLineFormatter(FORMAT)
     formatter.converter = time.gmtime  # UTC everywhere, like the status file and the rotation
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if home is not None:

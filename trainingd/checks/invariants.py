@@ -26,6 +26,7 @@ from trainingd.contracts.adapter_state import read_adapter_state, trained_entrie
 from trainingd.contracts.job import FILE as JOB_FILE
 from trainingd.contracts.status import load_status
 from trainingd.jobqueue import job_number, queue_lock
+from trainingd.lifecycle.ancestry import ever_trained_ids, model_trained
 from trainingd.paths import PRIORITIES, Home
 
 log = logging.getLogger(__name__)
@@ -195,20 +196,30 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
     for job_id, n in Counter(t.get("job_id") for t in trained).items():
         if n > 1:
             problems.append(f"job {job_id} is listed {n} times as trained in adapter_state.json")
+    # Invariant 11: each content at most once in the live model (its adapter and the consolidated bases below it).
     forced = {j for j, (_, _, m) in jobs.items() if m.get("force")}
-    for sha, n in Counter(t.get("sha256") for t in trained if t.get("job_id") not in forced).items():
+    in_model = model_trained(home)
+    for sha, n in Counter(t.get("sha256") for t in in_model if t.get("job_id") not in forced).items():
         if sha and n > 1:
-            problems.append(f"content {sha[:12]} was trained {n} times into the adapter (duplicate training)")
+            where = sorted({t["where"] for t in in_model if t.get("sha256") == sha})
+            problems.append(f"content {sha[:12]} was trained {n} times into the live model ({', '.join(where)}: "
+                            "duplicate training)")
     trained_ids = {t.get("job_id") for t in trained}
     for job_id in trained_ids:
         state = jobs.get(job_id, ("missing",))[0]
         if state != "done" and not (state == "processing" and not idle):
             problems.append(f"job {job_id} is trained into the adapter but is {state}, not done")
+    # A done job was trained into some adapter of the home's life: the live one, a snapshot (rolled back from,
+    # archived by `adapter new`) or a consolidated base.
+    recorded = None
     for job_id, (state, folder, meta) in jobs.items():
         if state != "done" or meta.get("duplicate_of") or not meta.get("sha256"):
             continue
         if job_id not in trained_ids:
-            problems.append(f"job {job_id} is in done/ but the adapter does not list it as trained")
+            recorded = ever_trained_ids(home) if recorded is None else recorded
+            if job_id not in recorded:
+                problems.append(f"job {job_id} is in done/ but no adapter, snapshot or consolidated base lists it "
+                                "as trained")
         if (home.job_checkpoints(job_id)).exists():
             problems.append(f"job {job_id} is done but its checkpoints are still in "
                             f"current_model/checkpoints/{job_id}/")

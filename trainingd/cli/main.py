@@ -48,7 +48,7 @@ from trainingd.cli.formatting import (format_counts, format_init, format_jobs, f
                          format_watch_frame, print_json)
 from trainingd.checks.health import add_doctor_arguments, run_doctor
 from trainingd.instance import init_home
-from trainingd.paths import JOB_STATES, PRIORITIES, Home
+from trainingd.paths import JOB_STATES, PRIORITIES, Home, resolve_home
 from trainingd.jobqueue import QueueError
 from trainingd.cli.queue import CliError, add, counts, list_jobs, remove, retry
 
@@ -445,7 +445,8 @@ def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}; anything else exposes the monitor)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT}; 0 = any free)")
     p.add_argument("--exit-with-daemon", action="store_true",
                    help="exit once this home's daemon has stopped (checked every second; also when no daemon "
                         "starts within a minute); start_all.sh starts its monitor this way")
@@ -596,7 +597,7 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
     text = "serve SYLLO puzzles: /generate, /eval (held-out), /healthz"
     gen = _leaf(sub, "generator", text, "", _run_generator, with_json=False)
     gen.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    gen.add_argument("--port", type=int, default=8091, help="port (default 8091; 0 = any free)")
+    gen.add_argument("--port", type=port_number, default=8091, help="port (default 8091; 0 = any free)")
     gen.add_argument("--exit-with-daemon", action="store_true",
                      help="exit once the daemon of --home has stopped (start_all.sh starts it this way)")
     _leaf(sub, "eval", "evaluate the live adapter on the held-out set (exact match, token accuracy)", "",
@@ -628,7 +629,38 @@ def monitor_parser(prog: str = "launch_live_monitor.py") -> argparse.ArgumentPar
 def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     _setup_logging()
     args = parser.parse_args(argv)
+    # init makes a home; a monitor may start before the daemon that makes its home (it only reads it).
+    problem = home_problem(getattr(args, "home", None), creates=args.run in (_run_init, _run_monitor))
+    if problem:
+        getattr(args, "command_parser", parser).error(problem)  # exit 2 (usage) with the message
     return args.run(args)
+
+
+def home_problem(value: str | None, *, creates: bool = False) -> str | None:
+    """Why ``--home value`` cannot be used (None: it can). Only a command that ``creates`` the home (init, the
+    monitor) may name a folder that does not exist yet: anything else would make a queue that no daemon reads."""
+    if value is not None and not str(value).strip():
+        return "argument --home: empty; give a folder (--home . for the current one)"
+    try:
+        root = resolve_home(value)
+    except (OSError, RuntimeError) as e:
+        return f"argument --home: {value!r} cannot be used: {e}"
+    if root.exists() and not root.is_dir():
+        return f"argument --home: {root} is a file, not a home folder"
+    if not root.exists() and not creates:
+        return f"argument --home: no such folder {root}; create a home first: trainingd init --home {root}"
+    return None
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 1-65535 (0 = any free port)")
+    return port
 
 
 @quiet_broken_pipe

@@ -15,7 +15,7 @@ import sys
 
 from trainingd import exit_codes as ec
 from trainingd.lifecycle.approval import ApprovalError, approve, check_home, missing_folders
-from trainingd.cli.main import _setup_logging, quiet_broken_pipe, validate_config, validator_parser
+from trainingd.cli.main import _setup_logging, home_problem, quiet_broken_pipe, validate_config, validator_parser
 from trainingd.paths import Home
 
 
@@ -75,5 +75,9 @@ def _run(args: argparse.Namespace) -> int:
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     _setup_logging()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = home_problem(args.home)
+    if problem:
+        parser.error(problem)
     return args.run(args)

@@ -26,10 +26,12 @@ from typing import Any
 from trainingd import __version__
 from trainingd.lifecycle import home_guard, retention, snapshots
 from trainingd import exit_codes as ec
+from trainingd.lifecycle.ancestry import find_trained
 from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
 from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.progress import read_progress
+from trainingd.contracts.requests import ACTIONS as REQUEST_ACTIONS
 from trainingd.contracts.requests import Request, clear_emergency_stop, consume, is_emergency_stop, read_requests
 from trainingd.contracts.result import read_result, result_path, summary_of
 from trainingd.contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
@@ -353,6 +355,10 @@ class Daemon:
             if req.action == "invalid":
                 log.warning("dropped an invalid control request file %s", printable(req.path.name))
                 continue
+            if req.action not in REQUEST_ACTIONS:
+                # Answered, so a writer waiting for its id is told instead of timing out.
+                self.ack(req, f"refused: unknown action {req.action!r}; expected one of {', '.join(REQUEST_ACTIONS)}")
+                continue
             if req.created_at < self.started_wall:
                 # Written for an earlier daemon (e.g. just as it exited): answered, never applied.
                 log.warning("control request %s (%s) was written before this daemon started; not applied",
@@ -522,15 +528,17 @@ class Daemon:
         return self.queue.claim_next()
 
     def _is_duplicate(self, job: Job) -> bool:
-        """Dedupe: a job whose content is already trained into the adapter goes straight to done/."""
+        """Dedupe: a job whose content is already in the live model (its adapter or a consolidated base below it,
+        ``trainingd.lifecycle.ancestry``) goes straight to done/."""
         sha = job.meta.get("sha256")
         if not self.cfg.dedupe or job.meta.get("force") or not sha:
             return False
-        earlier = next((t.get("job_id") for t in trained_entries(self.home)
-                        if t.get("sha256") == sha and t.get("job_id") != job.id), None)
-        if earlier is None:
+        hit = find_trained(self.home, sha, base_model=self.cfg.base_model, exclude_job=job.id)
+        if hit is None:
             return False
-        log.info("job %s is a duplicate of job %s (same sha256); not trained again", job.id, earlier)
+        earlier = hit.get("job_id")
+        log.info("job %s is a duplicate of job %s (same sha256, trained into the %s); not trained again", job.id,
+                 earlier, hit.get("where"))
         self.queue.complete(job, duplicate_of=earlier, result={"duplicate_of": earlier})
         append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
                        result="duplicate", reason=f"duplicate of {earlier}", summary={})
@@ -677,6 +685,14 @@ class Daemon:
             state, detail = "evaluating", f"held-out evaluation of the adapter after job {self.evaluator.job_id}"
         else:
             state, detail = "idle", "waiting for files in inbox/"
+        counts = self.queue.counts()
+        if state == "idle" and r is None and counts.get("processing"):
+            # A claimed job with no trainer (one that could not be started or put back, e.g. on a full disk) is
+            # not "waiting for files": say so, with the error that holds it.
+            stuck = ", ".join(j.id for j in self.queue.jobs(["processing"])) or "a job"
+            why = (self.last_error or {}).get("message")
+            state, detail = "error", (f"job {stuck} is in queue/processing/ with no trainer running"
+                                      + (f": {why}" if why else "") + "; it is retried first")
         if r is not None:
             m = r.job.meta
             job_doc = {"id": r.job.id, "file": m.get("original_name"), "sha256": m.get("sha256"),
@@ -687,7 +703,7 @@ class Daemon:
             daemon={"pid": os.getpid(), "version": __version__, "started_at": self.started_at,
                     "home": str(self.home.root), "config_loaded_at": self.config_loaded_at,
                     "config_reload_error": self.config_reload_error},
-            status=state, status_detail=detail, job=job_doc, progress=progress, queue=self.queue.counts(),
+            status=state, status_detail=detail, job=job_doc, progress=progress, queue=counts,
             model={"base": self.cfg.base_model, "adapter": str(adapter.parent) if adapter.exists() else None,
                    "model_display_name": self.cfg.model_display_name},
             control=control, last_error=self.last_error)
@@ -773,7 +789,12 @@ def check_config(home: Home) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.home is not None and not args.home.strip():
+        parser.error("argument --home: empty; give a folder (--home . for the current one)")
+    if args.max_jobs is not None and args.max_jobs < 1:
+        parser.error(f"argument --max-jobs: {args.max_jobs} is not a number of jobs (1 or more)")
     home = Home.at(args.home)
     try:
         init_home(home)

@@ -310,7 +310,10 @@ def replace_adapter(home: Home, src: Path, state: dict) -> None:
 
 
 def rollback(home: Home, name: str) -> dict[str, Any]:
-    """Make snapshot ``name`` the live adapter. The adapter it replaces is snapshotted first; nothing is deleted."""
+    """Make snapshot ``name`` the live adapter. The adapter it replaces is snapshotted first; nothing is deleted.
+
+    For dedupe (``trainingd.lifecycle.ancestry``) the files trained after that snapshot are no longer in the
+    model: added again, they are trained again. Their jobs stay in done/, listed by the backup snapshot."""
     why = quiet_reason(home)
     if why:
         raise SnapshotError(f"rollback refused: {why}")
@@ -333,6 +336,8 @@ def start_fresh_adapter(home: Home, *, reason: str = "adapter_new", label: str |
     """Archive the live adapter as a pinned snapshot, then empty ``current_model/`` (its checkpoints go too).
 
     The next job trains a new adapter from the config (the way to change a locked key without consolidating).
+    For dedupe the archived adapter is no ancestor of the fresh one: its files, added again, are trained again
+    (a consolidated base below it still counts: its files stay duplicates).
     """
     why = quiet_reason(home)
     if why:

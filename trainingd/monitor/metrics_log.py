@@ -3,7 +3,9 @@
 A home that has trained for weeks holds a file of millions of lines; the monitor reads it once and afterwards
 only the bytes appended since its last read (it remembers the byte offset and the file's inode). The records
 are kept as columns of doubles (NaN for null), about 80 bytes a line, so a million lines cost ~80 MB, not the
-~600 MB of a list of dicts. A torn last line (the trainer is appending) is left for the next read.
+~600 MB of a list of dicts. A torn last line (the trainer is appending) is left for the next read. A job that
+resumed from a checkpoint after a crash writes the steps after it again: the newer rows supersede the older ones
+(``query`` returns one point per step), whether or not the older rows are still in the file.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class MetricsLog:
         self.columns = {f: array("d") for f in FIELDS}
         self.job_ids: list[str | None] = []
         self._job_names: dict[str, str] = {}
+        self.superseded = bytearray()  # 1: a step redone after a crash wrote a newer row for it
+        self._last_step: dict[str | None, float] = {}
 
     def __len__(self) -> int:
         return len(self.job_ids)
@@ -98,6 +102,24 @@ class MetricsLog:
             job = rec.get("job_id")
             job = self._job_names.setdefault(job, job) if isinstance(job, str) else None  # one string per job
             self.job_ids.append(job)
+            self.superseded.append(0)
+            step = self.columns["step"][-1]
+            if math.isnan(self.columns["eval_loss"][-1]) and not math.isnan(step):
+                if step <= self._last_step.get(job, -math.inf):
+                    self._supersede(job, step)
+                self._last_step[job] = step
+
+    def _supersede(self, job: str | None, step: float) -> None:
+        """A job resumed from a checkpoint redoes the steps after it: its earlier rows of steps >= ``step``
+        (the ones just redone, the tail of that job's rows) give way to the new ones."""
+        steps, evals = self.columns["step"], self.columns["eval_loss"]
+        for i in range(len(self.job_ids) - 2, -1, -1):
+            if self.job_ids[i] != job:
+                break  # one job trains at a time: its rows are contiguous
+            if math.isnan(evals[i]) and not math.isnan(steps[i]):
+                if steps[i] < step:
+                    break
+                self.superseded[i] = 1
 
     def query(self, *, since_step: int | None = None, job_id: str | None = None, since_row: int | None = None,
               max_points: int = 2000) -> dict[str, Any]:
@@ -112,7 +134,7 @@ class MetricsLog:
             step, eval_loss = self.columns["step"], self.columns["eval_loss"]
             rows = range(max(0, since_row or 0), n)
             keep = [i for i in rows
-                    if (job_id is None or self.job_ids[i] == job_id)
+                    if not self.superseded[i] and (job_id is None or self.job_ids[i] == job_id)
                     and (since_step is None or (not math.isnan(step[i]) and step[i] > since_step))]
             total = len(keep)
             evals = [i for i in keep if not math.isnan(eval_loss[i])]

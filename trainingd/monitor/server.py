@@ -23,6 +23,7 @@ import html
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -285,6 +286,14 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
 class MonitorServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that closes early (a browser tab, curl | head) is routine: one debug line, no traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("client %s went away: %s", client_address, exc)
+            return
+        log.exception("request from %s failed", client_address)
 
 
 def create_server(home: Home, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> MonitorServer:

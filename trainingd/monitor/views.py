@@ -7,9 +7,13 @@ Everything is read through the owners of the files: the status and history throu
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import stat
 import threading
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from trainingd.contracts.status import read_history, read_status
@@ -18,6 +22,9 @@ from trainingd.jobqueue import Job, JobQueue, QueueError
 from trainingd.paths import JOB_STATES, PRIORITIES, Home
 from trainingd.monitor import system as system_info
 from trainingd.monitor.metrics_log import MetricsLog
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 STALE_AFTER_S = 30.0
 MAX_LOG_LINES = 5000
@@ -116,9 +123,44 @@ def history_view(cache: HistoryCache, offset: int = 0, limit: int = 100) -> dict
             "jobs": [{k: e.get(k) for k in HISTORY_KEYS} for e in page]}
 
 
-def tail_lines(path: os.PathLike, n: int, block: int = 64 << 10) -> list[str]:
-    """The last ``n`` lines of a text file, reading backwards from its end (a log may be large)."""
+class NotServed(Exception):
+    """A log path that is a link, not a regular file, or outside the home: never opened."""
+
+
+def open_in_home(home: Home, relative: str) -> int | None:
+    """A read-only descriptor of the regular file ``home/relative``, opened without following any link on the way
+    (every folder and the file itself with ``O_NOFOLLOW``), so nothing outside the home is ever read through a link
+    a user of the home planted. None when it does not exist; raises NotServed when it is not what belongs there."""
+    parts = [p for p in relative.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise NotServed(f"{relative} is not a path inside the home")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fds: list[int] = []
+    try:
+        fds.append(os.open(home.root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)))
+        for part in parts[:-1]:
+            fds.append(os.open(part, flags | os.O_DIRECTORY, dir_fd=fds[-1]))
+        fd = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fds[-1])  # a FIFO must not block the server
+    except FileNotFoundError:
+        return None
+    except OSError as e:  # ELOOP: a link; ENOTDIR: a folder on the way is a link or a file
+        raise NotServed(f"{relative} is a link or not a regular file ({os.strerror(e.errno or 0)}): not served") \
+            from None
+    finally:
+        for d in fds:
+            os.close(d)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotServed(f"{relative} is not a regular file: not served")
+    return fd
+
+
+def tail_lines(path: os.PathLike | int, n: int, block: int = 64 << 10) -> list[str]:
+    """The last ``n`` lines of a text file (a path, or a descriptor this takes over), reading backwards from its
+    end (a log may be large)."""
     if n <= 0:
+        if isinstance(path, int):
+            os.close(path)
         return []
     try:
         f = open(path, "rb")
@@ -137,8 +179,29 @@ def tail_lines(path: os.PathLike, n: int, block: int = 64 << 10) -> list[str]:
     return lines[-n:]
 
 
+def daemon_log_path(home: Home) -> str:
+    """Today's daemon log relative to the home: ``logs/daemon.log`` is a link the daemon points at its day's file
+    (``trainingd.logs``); only a link to a bare ``daemon_YYYYMMDD.log`` name beside it is followed, never further."""
+    link = home.daemon_log
+    relative = str(link.relative_to(home.root))
+    try:
+        target = os.readlink(link)
+    except OSError:  # missing, or a regular file (an earlier version's log): open it as it is
+        return relative
+    if "/" in target or not re.fullmatch(rf"{re.escape(link.stem)}_\d{{8}}{re.escape(link.suffix)}", target):
+        raise NotServed(f"{relative} links to {target!r}, not to a daily log beside it: not served")
+    return str(Path(relative).with_name(target))
+
+
 def logs_text(home: Home, n: int) -> str:
-    lines = tail_lines(home.daemon_log, max(0, min(n, MAX_LOG_LINES)))
+    try:
+        fd = open_in_home(home, daemon_log_path(home))
+    except NotServed as e:
+        if str(e) not in _warned:  # once per cause, not once per poll
+            _warned.add(str(e))
+            log.warning("/api/logs: %s", e)
+        return f"(trainingd monitor: {e})\n"
+    lines = tail_lines(fd, max(0, min(n, MAX_LOG_LINES))) if fd is not None else []
     return "\n".join(lines) + ("\n" if lines else "")
 
 

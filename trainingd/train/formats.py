@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -392,11 +393,31 @@ def parse_line(raw: bytes) -> tuple[Any, str | None]:
     except UnicodeDecodeError as e:
         return None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
     try:
-        return json.loads(text), None
+        value = json.loads(text)
     except json.JSONDecodeError as e:
         return None, f"invalid JSON ({e.msg} at column {e.colno})"
     except RecursionError:
         return None, "invalid JSON (nested too deeply)"
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+        return None, ("text holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair), which no "
+                      "tokenizer can encode: fix or remove that escape")
+    return value, None
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """A string anywhere in ``value`` holding a surrogate code point (json.loads keeps an unpaired escape)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if any(0xD800 <= ord(c) <= 0xDFFF for c in v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -457,6 +478,14 @@ def bad_lines_reason(details: list[dict], total: int, what: str = "bad line") ->
     return f"{total} {what}s: {quoted}{more}"
 
 
+def _looks_utf16(raw: bytes) -> bool:
+    """A byte-order mark of UTF-16, or text whose every other byte is NUL (UTF-16 without one)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    head = raw[:64]
+    return len(head) >= 4 and (head[1::2].count(0) == len(head[1::2]) or head[0::2].count(0) == len(head[0::2]))
+
+
 def scan_file(path: Path, progress: Callable[[int], None] | None = None) -> Scan:
     """Validate a JSONL training file in one streaming pass (memory does not grow with the file).
 
@@ -477,6 +506,10 @@ def scan_file(path: Path, progress: Callable[[int], None] | None = None) -> Scan
                                    "hold: split it into shorter examples or remove it")
                 continue
             nul = raw.find(b"\x00")
+            if nul >= 0 and number == 1 and _looks_utf16(raw):
+                raise DataError(f"file is UTF-16 text, not UTF-8: convert it, e.g. iconv -f UTF-16 -t UTF-8 "
+                                f"{shlex.quote(path.name)} > {shlex.quote(path.stem + '.utf8.jsonl')}",
+                                [{"line": 1, "error": "UTF-16"}], {"lines": 1, "bad_lines": 1})
             if nul >= 0:
                 raise DataError(f"file is binary (NUL byte at offset {offset + nul})",
                                 [{"line": number, "error": "NUL byte"}], {"lines": number, "bad_lines": 1})
