@@ -144,7 +144,7 @@ class RunSpec:
     cache_dir: Path | None = None
     eval_file: Path | None = None
     precision: str = "auto"
-    """``auto``, ``fp32`` or ``bf16`` (autocast)."""
+    """``auto``, ``fp32`` or ``bf16``: the frozen base's dtype (``trainingd.train.model.choose_precision``)."""
     stop_signal: StopSignal = field(default_factory=StopSignal)
     skip_if_trained: bool = False
     """Daemon mode: a job already listed in the init adapter's state (same id and data) is not trained again."""
@@ -734,9 +734,11 @@ class Recipe:
 
         import torch
 
-        if self.precision == "bf16":
+        from trainingd.train.model import uses_autocast
+
+        if uses_autocast(self.precision, self.device):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return contextlib.nullcontext()  # fp32, or a CPU base stored in bf16: nothing to re-cast
 
     def evaluate(self) -> float | None:
         """Mean token loss over the held-out set (None without one)."""
