@@ -127,3 +127,42 @@ def test_precision_is_a_config_key_with_auto_by_default():
     assert parse_config({"precision": "bf16"}).precision == "bf16"
     with pytest.raises(ConfigError, match="precision"):
         parse_config({"precision": "fp8"})
+
+
+def test_resuming_under_auto_keeps_the_checkpoints_precision_and_an_explicit_other_one_retrains(tiny_model, tmp_path):
+    ds = write_jsonl(tmp_path / "a.jsonl", chat_lines(12))
+    whole = make_spec(tmp_path / "whole", tiny_model, ds, "bf16")
+    assert run(whole).exit_code == exit_codes.OK
+
+    parts = make_spec(tmp_path / "parts", tiny_model, ds, "bf16")
+    parts.commands = lambda: "stop" if progress_step(parts) >= 3 else "run"
+    assert run(parts).exit_code == exit_codes.STOPPED
+    # auto on this home would now pick fp32 (its probe says bf16 is slow); the bf16 checkpoint resumes in bf16.
+    write_cached_probe(parts.cache_dir, fp32=136.0, bf16=29.0)
+    parts.commands, parts.precision = None, "auto"
+    result = run(parts)
+    assert result.exit_code == exit_codes.OK and result.summary["precision"] == "bf16", result
+    assert "notice" not in result.summary
+    a = load_file(whole.output_dir / "adapter_model.safetensors")
+    b = load_file(parts.output_dir / "adapter_model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) == 0.0
+
+    other = make_spec(tmp_path / "other", tiny_model, ds, "bf16")
+    other.commands = lambda: "stop" if progress_step(other) >= 3 else "run"
+    assert run(other).exit_code == exit_codes.STOPPED
+    other.commands, other.precision = None, "fp32"
+    result = run(other)
+    assert result.exit_code == exit_codes.OK and result.summary["precision"] == "fp32"
+    assert "trained in bf16" in result.summary["notice"] and "retraining" in result.summary["notice"]
+    assert result.summary["steps"] == 6  # from the start: 12 examples, batch 2
+
+
+def test_the_status_and_the_controller_say_which_precision_the_job_trains_in():
+    from trainingd.cli.formatting import format_summary
+    from trainingd.contracts.status import compose_status
+
+    doc = compose_status(daemon={"pid": 1}, status="training", job={"id": "job-1", "file": "a.jsonl"},
+                         progress={"precision": "bf16", "step": 2, "total_steps": 6})
+    assert doc["job"]["precision"] == "bf16"
+    text = format_summary({"status": doc, "queue": [], "daemon_running": True, "home": "/h"})
+    assert "precision: bf16" in text
