@@ -74,7 +74,7 @@ MODELS = {
     "smollm2-135m": {"min_len": 32, "max_length": 256, "batch_size": 4, "gradient_accumulation": 1,
                      "examples": 200, "steps": 4, "seconds": 60,
                      "variants": "default,fp32,fp32_no_grad_ckpt,fp32_no_grad_ckpt_group_by_length,"
-                                 "fp32_padding_free,fp32_packing"},
+                                 "fp32_padding_free,fp32_packing,bf16_weights_no_grad_ckpt_group_by_length"},
 }
 HP = {"learning_rate": 2e-4, "lora_r": 16, "lora_alpha": 32, "seed": 42}
 _NO_BF16 = {"bf16": False}
@@ -91,6 +91,10 @@ TRL_VARIANTS = {
                                           "train_sampling_strategy": "group_by_length"},
     "fp32_padding_free": {**_NO_BF16, "gradient_checkpointing": False, "padding_free": True, "max_length": None},
     "fp32_packing": {**_NO_BF16, "gradient_checkpointing": False, "packing": True},
+    # The base loaded in bf16 (what GPU users do), LoRA in fp32 under bf16 autocast: TRL's bf16-stored option.
+    "bf16_weights_no_grad_ckpt_group_by_length": {"gradient_checkpointing": False,
+                                                  "train_sampling_strategy": "group_by_length", "_dtype": "bf16"},
+    "bf16_weights_no_grad_ckpt": {"gradient_checkpointing": False, "_dtype": "bf16"},
 }
 
 WORDS = ("the a model data train loss step batch token adapter layer weight gradient learning rate question answer "
@@ -246,7 +250,8 @@ def worker_trainingd(p: dict, opts: dict) -> dict:
     trained = load_model(model, cfg, init_adapter=adapter, device=torch.device("cpu"), precision="fp32")
     heldout = held_out_loss(trained, load_tokenizer(model), p["eval"], out, m["max_length"])
     losses = [r["loss"] for r in read_jsonl(steps_file) if r.get("loss") is not None]
-    return {"held_out_loss": heldout, "mean_loss": sum(losses) / max(1, len(losses)), "peak_rss_mb": rss}
+    return {"held_out_loss": heldout, "mean_loss": sum(losses) / max(1, len(losses)), "peak_rss_mb": rss,
+            "precision": (result.summary or {}).get("precision")}
 
 
 def worker_trl(p: dict, opts: dict) -> dict:
@@ -277,9 +282,10 @@ def worker_trl(p: dict, opts: dict) -> dict:
 
     tok = AutoTokenizer.from_pretrained(str(model))
     torch.manual_seed(HP["seed"])
-    mdl = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32, attn_implementation="sdpa")
-    ds = load_dataset("json", data_files=str(p["pc"]), split="train")
     options = {"max_length": m["max_length"], **TRL_VARIANTS[variant]}
+    dtype = torch.bfloat16 if options.pop("_dtype", "fp32") == "bf16" else torch.float32
+    mdl = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype, attn_implementation="sdpa")
+    ds = load_dataset("json", data_files=str(p["pc"]), split="train")
     args = SFTConfig(output_dir=str(out), per_device_train_batch_size=m["batch_size"],
                      gradient_accumulation_steps=m["gradient_accumulation"], learning_rate=HP["learning_rate"],
                      lr_scheduler_type="linear", warmup_steps=0, num_train_epochs=1, seed=HP["seed"],
@@ -382,7 +388,8 @@ def main() -> int:
                          "is killed")
     ap.add_argument("--trl-variants", default=None, help="comma-separated; 'default' is (b); choices: "
                                                          + ", ".join(TRL_VARIANTS))
-    ap.add_argument("--precisions", default="fp32", help="trainingd runs (autocast precision on this CPU)")
+    ap.add_argument("--precisions", default="auto,fp32,bf16",
+                    help="trainingd runs: the frozen base's precision (auto: what trainingd picks on this machine)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--worker-arg", help=argparse.SUPPRESS)
     ap.add_argument("--paths", help=argparse.SUPPRESS)
@@ -458,6 +465,9 @@ def main() -> int:
 
     best_name = max(ours, key=lambda k: speed(ours[k]))
     best = speed(ours[best_name])
+    auto = results.get("trainingd[auto]") or {}
+    if auto.get("precision"):
+        print(f"trainingd[auto] chose {auto['precision']} on this machine")
 
     def ratio(name: str) -> str:
         r = trl.get(name)
@@ -475,6 +485,13 @@ def main() -> int:
           + ", ".join(f"{k} {fmt(v.get('held_out_loss'), '.4f', 0)} after {v['steps']} steps"
                       for k, v in results.items() if k in (best_name, "trl[default]", trl_best)))
     print(f"ratio_vs_trl_default={ratio('trl[default]')} ratio_vs_trl_best={ratio(trl_best) if trl_best else 'nan'}")
+    # Raw tokens/s of the same run, without the probe's correction: the fastest of each side.
+    raw_ours = max(ours, key=lambda k: ours[k]["tokens_per_s"])
+    raw_trl = max(measured, key=lambda k: measured[k]["tokens_per_s"]) if measured else None
+    if raw_trl:
+        print(f"raw: {raw_ours} {ours[raw_ours]['tokens_per_s']:.0f} tok/s, {raw_trl} "
+              f"{measured[raw_trl]['tokens_per_s']:.0f} tok/s -> raw_ratio_vs_trl_best="
+              f"{ours[raw_ours]['tokens_per_s'] / measured[raw_trl]['tokens_per_s']:.2f}")
     return 0
 
 

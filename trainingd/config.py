@@ -209,6 +209,13 @@ class Config:
     """Most padded tokens (rows x longest row) in one forward pass: a planned micro-batch above it runs as several
     smaller forwards with the same loss and gradient (null: one forward per micro-batch). On a GPU, raise
     ``batch_size`` and set this to what the device holds."""
+    precision: str = "auto"
+    """The frozen base's dtype: ``auto`` (bf16 on GPUs that support it and on CPUs whose bf16 matmul probe runs at
+    least 1.5x fp32, fp32 elsewhere; the probe is cached per home and machine in cache/precision_probe.json),
+    ``fp32`` or ``bf16``. LoRA weights, their gradients and AdamW are fp32 in every case. A checkpoint resumes
+    only under the precision it was made with (otherwise the job restarts on the adapter, with the reason in
+    the log). ``--precision``/``TRAININGD_PRECISION`` override it; ``distributed.mixed_precision`` counts when
+    this is ``auto``."""
     attn_implementation: str = "sdpa"
     """Attention kernel: ``sdpa``, ``eager``, ``flash_attention_2`` (used only when the flash-attn package and a
     GPU are there; otherwise sdpa)."""
@@ -294,6 +301,7 @@ _CHOICES = {
     "lr_scheduler": ("cosine", "linear", "constant"),
     "auto_generate.priority": ("high", "normal", "low"),
     "attn_implementation": ("sdpa", "eager", "flash_attention_2"),
+    "precision": ("auto", "fp32", "bf16"),
     "distributed.mixed_precision": ("auto", "no", "bf16"),
     "distributed.strategy": ("ddp", "fsdp"),
 }

@@ -82,6 +82,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                 fraction = step / total
             lines.append(f"progress:  {progress_bar(fraction)}  step {_num(step)}/{_num(total)}"
                          f"  epoch {_num(job.get('epoch'))}")
+            if job.get("precision"):
+                lines.append(f"precision: {job['precision']} (the frozen base; LoRA and AdamW in fp32)")
             data = job.get("data")
             if data:
                 lines.append("data:      " + format_data_counts(data))

@@ -19,6 +19,8 @@ never NaN)::
     prepare                        {phase, lines_done, lines_total} while data is prepared, else null
     data                           the data report (format, examples, kept, dropped_too_long, ...), see status
     notice                         e.g. a checkpoint refused because the adapter moved on
+    precision                      fp32 | bf16: the dtype the frozen base trains in (``job.precision``), null
+                                   until the model is loaded
     layer_activity_summary         the top changing LoRA modules at the last layer report
                                    (``contracts.layer_activity.summary``), null before the first one
     updated_at                     seconds since the epoch (float)
@@ -44,7 +46,7 @@ PREPARE_FIELDS = ("phase", "lines_done", "lines_total")
 # step, training processes, and examples per optimizer step over all of them (``job.batch`` in the status).
 BATCH_FIELDS = ("micro_batch_size", "gradient_accumulation", "num_processes", "effective_batch_size")
 FIELDS = ("job_id", "pid", "status", "status_detail", *JOB_FIELDS, *METRIC_FIELDS, *BATCH_FIELDS, "prepare", "data",
-          "notice",
+          "notice", "precision",
           "layer_activity_summary", "updated_at")
 
 
@@ -74,6 +76,7 @@ class ProgressDoc(TypedDict, total=False):
     prepare: Optional[dict]
     data: Optional[dict]
     notice: Optional[str]
+    precision: Optional[str]
     layer_activity_summary: Optional[dict]
     updated_at: float
 

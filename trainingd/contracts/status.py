@@ -107,6 +107,7 @@ def compose_status(*, daemon: dict, status: str, status_detail: str | None = Non
         job_doc["data"] = data_counts(progress.get("data"))
         job_doc["notice"] = progress.get("notice")  # e.g. a checkpoint refused because the adapter moved on
         job_doc["batch"] = {k: progress.get(k) for k in BATCH_FIELDS}  # e.g. a smaller micro-batch after an OOM
+        job_doc["precision"] = progress.get("precision")  # fp32 | bf16: what the frozen base trains in
     metrics = {k: progress.get(k) for k in METRIC_FIELDS}
     prep = progress.get("prepare")
     prepare = {k: prep.get(k) for k in PREPARE_FIELDS} if isinstance(prep, dict) else None

@@ -79,7 +79,8 @@ def daemon_main(argv: list[str] | None = None) -> int:
     p.add_argument("--reason-file", type=Path, required=True, help="where the result JSON is written")
     p.add_argument("--parent-pid", type=int, default=None, help="exit (with a checkpoint) when this parent dies")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"),
-                   default=os.environ.get("TRAININGD_PRECISION", "auto"), help="autocast precision")
+                   default=os.environ.get("TRAININGD_PRECISION", "auto"),
+                   help="the frozen base's dtype (default: the config's precision)")
     a = p.parse_args(argv)
     _setup_logging()
     from trainingd.train.recipe import RunSpec, StopSignal, execute
@@ -123,9 +124,12 @@ def _load_only_what_the_run_needs(cfg: Config) -> None:
 
 
 def _precision(requested: str, cfg: Config) -> str:
-    """``--precision``/``TRAININGD_PRECISION`` when set, else ``distributed.mixed_precision`` (no -> fp32)."""
+    """``--precision``/``TRAININGD_PRECISION`` when set, else the config's ``precision``, else
+    ``distributed.mixed_precision`` (no -> fp32); ``auto`` leaves the choice to the machine."""
     if requested != "auto":
         return requested
+    if cfg.precision != "auto":
+        return cfg.precision
     return {"no": "fp32", "bf16": "bf16"}.get(cfg.distributed.mixed_precision, "auto")
 
 
@@ -190,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-file", type=Path, default=None, help="held-out JSONL file for the eval loss")
     p.add_argument("--job-id", default="standalone", help="name recorded in the checkpoints and adapter state")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="autocast precision (auto: bf16 on GPUs that support it, fp32 on CPU)")
+                   help="the frozen base's dtype (auto: the config's precision, else bf16 on GPUs that support it "
+                        "and on CPUs whose bf16 matmul probe is fast, fp32 elsewhere)")
     docs = _field_docs()
     for key in _CLI_KEYS:
         tp, doc = _field_doc(key, docs)
@@ -267,7 +272,7 @@ def standalone_main(argv: list[str] | None = None) -> int:
                    job_id=a.job_id, init_adapter=ref.adapter, progress_path=out / "progress.json",
                    metrics_path=out / "metrics.jsonl", layer_activity_path=out / layer_activity.FILE,
                    tensorboard_dir=out / "tensorboard" / a.job_id, resume=a.resume, cache_dir=out / ".cache",
-                   eval_file=a.eval_file.resolve() if a.eval_file else None, precision=a.precision,
+                   eval_file=a.eval_file.resolve() if a.eval_file else None, precision=_precision(a.precision, cfg),
                    stop_signal=stop)
     result_file = result_path(out)
     code = execute(spec, result_file)

@@ -157,7 +157,7 @@ def evaluate_model(model, tok, records: list[dict], *, batch_size: int = 32, max
             tok_total += len(ci)
         cache = out.past_key_values
         cache.crop(-(c + 1))  # keep the prompts but their last token, which generate feeds to start
-        gen = model.generate(input_ids=ids[:, :w], attention_mask=mask[:, :w], cache=cache,
+        gen = model.generate(input_ids=ids[:, :w], attention_mask=mask[:, :w], **{_CACHE_KWARG: cache},
                              max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=end_ids)
         for row, i in enumerate(idx):
             answers[i] = tok.decode(gen[row, w:], skip_special_tokens=True)
@@ -166,6 +166,16 @@ def evaluate_model(model, tok, records: list[dict], *, batch_size: int = 32, max
             "token_accuracy": tok_right / max(1, tok_total), "answer_tokens": tok_total,
             "samples": [{"reference": records[i]["messages"][-1]["content"], "answer": answers[i]}
                         for i in range(min(5, len(records)))]}
+
+
+def _cache_kwarg() -> str:
+    """``generate``'s name for a cache it continues: ``past_key_values`` in transformers 5.17, ``cache`` in 5.25."""
+    from transformers.generation import utils
+
+    return utils.ALL_CACHE_NAMES[0]
+
+
+_CACHE_KWARG = _cache_kwarg()
 
 
 def load_for_eval(base: Path, adapter: Path | None):

@@ -18,31 +18,87 @@ from trainingd.config import Config
 log = logging.getLogger(__name__)
 
 
+# bf16 is chosen on a CPU when its matmul runs at least this much faster than fp32: the LoRA weights, their
+# gradients and AdamW stay fp32, so only the frozen base's share of the work speeds up.
+BF16_MIN_SPEEDUP = 1.5
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def cpu_has_native_bf16() -> bool:
     """True when this CPU has AVX512-BF16 or AMX-BF16 instructions (bf16 matmuls at full speed)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    from trainingd.contracts.precision_probe import cpu_info
+
+    flags = cpu_info()[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def choose_precision(requested: str, device: torch.device) -> str:
-    """``"bf16"`` or ``"fp32"`` for autocast.
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 5, device: str = "cpu") -> float:
+    """GFLOP/s of an ``n``-cubed matmul in ``dtype`` on ``device`` (best of ``reps`` after one warm-up)."""
+    import time
 
-    ``auto``: bf16 on GPUs that support it; fp32 on CPU. On the reference CPU (avx512_bf16, where a
-    plain bf16 matmul is ~2x fp32) bf16 autocast trained the benchmark model (hidden 256, 4 layers,
-    LoRA r=16) about 4x *slower* than fp32 with the same loss (``bench/train_throughput.py
-    --precisions fp32,bf16``): autocast re-casts every frozen weight and activation each step and
-    small matmuls do not win it back. So the CPU default stays fp32; bf16 is an explicit choice
-    (``TRAININGD_PRECISION=bf16`` in daemon mode, ``--precision bf16`` standalone).
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def cpu_probe(cache_dir: Path | None, n: int = 1024) -> dict:
+    """This machine's fp32 and bf16 matmul rates: from ``cache_dir``'s probe file, else measured and written there.
+
+    A machine is its host, CPU model and flags, torch version and thread count
+    (``trainingd.contracts.precision_probe``); the probe costs about a second once per home and machine."""
+    from trainingd.contracts import precision_probe
+
+    key = precision_probe.machine_key(torch.__version__, torch.get_num_threads())
+    cached = precision_probe.read_probe(cache_dir, key)
+    if cached is not None:
+        return {**cached, "cached": True}
+    fp32, bf16 = matmul_gflops(torch.float32, n), matmul_gflops(torch.bfloat16, n)
+    if cache_dir is not None:
+        try:
+            precision_probe.write_probe(cache_dir, key, fp32, bf16, n)
+        except OSError as e:  # a read-only cache costs a probe per run, nothing else
+            log.warning("cannot keep the precision probe in %s: %s", cache_dir, e)
+    return {"fp32_gflops": fp32, "bf16_gflops": bf16, "n": n, "cached": False}
+
+
+def choose_precision(requested: str, device: torch.device, cache_dir: Path | None = None) -> str:
+    """``"bf16"`` or ``"fp32"``: the dtype the frozen base is stored in (LoRA weights and AdamW are fp32 always).
+
+    ``auto``: bf16 on GPUs that support it; on a CPU, bf16 when its matmul probe (:func:`cpu_probe`, cached per
+    home and machine) runs bf16 at least ``BF16_MIN_SPEEDUP`` x fp32 (CPUs with AVX512-BF16 or AMX: ~2.7x on an
+    AMD EPYC with avx512_bf16), else fp32 (a CPU without them emulates bf16, 0.2x here). On a CPU the base is
+    *stored* in bf16 and nothing is autocast: bf16 autocast re-cast every frozen weight each step and trained
+    ~4x slower than fp32 even where bf16 matmuls are fast.
     """
     requested = (requested or "auto").lower()
-    if requested in ("bf16", "fp32"):
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested != "auto":
         return requested
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "fp32"
+    if device.type != "cpu":
+        return "fp32"
+    probe = cpu_probe(cache_dir)
+    ratio = probe["bf16_gflops"] / probe["fp32_gflops"]
+    choice = "bf16" if ratio >= BF16_MIN_SPEEDUP else "fp32"
+    log.info("precision auto -> %s: matmul probe fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s (%.2fx, bf16 from %.1fx)%s",
+             choice, probe["fp32_gflops"], probe["bf16_gflops"], ratio, BF16_MIN_SPEEDUP,
+             " (cached)" if probe.get("cached") else "")
+    return choice
+
+
+def uses_autocast(precision: str, device: torch.device) -> bool:
+    """Only on a GPU: there bf16 autocast of the fp32 LoRA weights is cheap; on a CPU the base is stored in bf16."""
+    return precision == "bf16" and device.type == "cuda"
 
 
 def load_tokenizer(base: Path):
@@ -106,8 +162,9 @@ def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: to
         # bitsandbytes keeps non-quantized parts in this dtype; fp32 keeps the CPU path exact
         kwargs["dtype"] = compute
     else:
-        # Frozen weights in bf16 on bf16 GPUs halve memory; LoRA weights are upcast to fp32 below.
-        kwargs["dtype"] = torch.bfloat16 if (precision == "bf16" and device.type == "cuda") else torch.float32
+        # The frozen base stored in bf16 halves its memory and runs bf16 matmuls (GPUs, and CPUs with native
+        # bf16); LoRA weights are upcast to fp32 below, so their gradients and AdamW's state are fp32.
+        kwargs["dtype"] = torch.bfloat16 if precision == "bf16" else torch.float32
     if skeleton:
         from transformers import AutoConfig
 
@@ -131,7 +188,7 @@ def load_model(base: Path, cfg: Config, *, init_adapter: Path | None, device: to
         lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                           target_modules=cfg.lora.target_modules, bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
-    # Trainable weights stay fp32 (optimizer precision); autocast handles compute dtype.
+    # Trainable weights stay fp32 (optimizer precision); peft casts their input and output around them.
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()

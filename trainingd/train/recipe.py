@@ -272,7 +272,8 @@ class Recipe:
         set_threads()
         self.device = self.accelerator.device
         set_determinism(self.device)
-        self.precision = choose_precision(spec.precision, self.device)
+        self.precision = self._choose_precision(choose_precision(spec.precision, self.device, spec.cache_dir))
+        self.progress.update(write=False, precision=self.precision)
         self.progress.set_status("loading", f"loading {Path(spec.base_model).name} ({self.precision}"
                                             f"{', 4-bit' if cfg.use_qlora else ''})")
         init = self.resume_from if self.resume_from is not None else spec.init_adapter
@@ -285,6 +286,31 @@ class Recipe:
         # the lm_head-only-where-trained forward is the wrapper's forward and its gradients are reduced.
         self.loss_module = TokenLoss(self.model, self._autocast)
         self.parts = self.loss_module._parts
+
+    def _choose_precision(self, chosen: str) -> str:
+        """The precision to train in: every rank takes the main process's choice, and a resume keeps the
+        checkpoint's (a resume is exact only within one precision). Under ``auto`` the checkpoint's precision wins;
+        an explicit other precision retrains the job from its start, with the reason as the job's notice."""
+        spec = self.spec
+        chosen = self.group.gather(chosen)[0]
+        if self.resume_from is None:
+            return chosen
+        made = read_manifest(self.resume_from).get("precision")
+        if made not in ("fp32", "bf16") or made == chosen:
+            return chosen
+        if spec.precision == "auto":
+            log.info("job %s: resuming in %s, the precision checkpoint %s was trained in (auto would pick %s)",
+                     spec.job_id, made, self.resume_from.name, chosen)
+            return made
+        self.notice = (f"checkpoint {self.resume_from.name} was trained in {made} and this run trains in {chosen}: "
+                       "retraining the job from its start (a resume is exact only within one precision)")
+        log.warning("job %s: %s", spec.job_id, self.notice)
+        self.progress.update(notice=self.notice)
+        if self.is_main:
+            ckpt.remove_checkpoints(spec.checkpoint_dir)
+        self.resume_from = None
+        self.group.barrier()
+        return chosen
 
     def _setup_optimizer(self) -> None:
         """Wrap the loss module (DDP through accelerate, or FSDP2 shards) and build AdamW over the LoRA weights."""
@@ -626,9 +652,11 @@ class Recipe:
 
         import torch
 
-        if self.precision == "bf16":
+        from trainingd.train.model import uses_autocast
+
+        if uses_autocast(self.precision, self.device):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return contextlib.nullcontext()  # fp32, or a CPU base stored in bf16: nothing to re-cast
 
     def evaluate(self) -> float | None:
         """Mean token loss over the held-out set (None without one)."""
@@ -779,7 +807,7 @@ class Recipe:
                 "trained_tokens": st.trained_tokens, "examples": st.examples_done,
                 "seconds": time.time() - self.t_start,
                 "num_processes": self.group.world if hasattr(self, "group") else 1,
-                "micro_batch_size": st.micro_batch_size,
+                "micro_batch_size": st.micro_batch_size, "precision": getattr(self, "precision", None),
                 "data": json_safe(self.prepared.report) if hasattr(self, "prepared") else None,
                 **({"notice": self.notice} if self.notice else {}), **(extra or {})}
 

@@ -61,7 +61,7 @@ class RunSpec:
     cache_dir: Path | None = None
     eval_file: Path | None = None
     precision: str = "auto"
-    """``auto``, ``fp32`` or ``bf16`` (autocast)."""
+    """``auto``, ``fp32`` or ``bf16``: the frozen base's dtype (``trainingd.train.model.choose_precision``)."""
     stop_signal: StopSignal = field(default_factory=StopSignal)
     skip_if_trained: bool = False
     """Daemon mode: a job already listed in the init adapter's state (same id and data) is not trained again."""
