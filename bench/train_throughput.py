@@ -111,9 +111,10 @@ def build_model(name: str, work: Path) -> Path:
         return build_tiny_model(work / "model", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=1024,
                                 vocab_size=2048)
     from trainingd.models import embedded as embedded
+    from trainingd.train.build_base import ensure_built
 
     # Built once into the repository's (git-ignored) models/, as the daemon would for a home here.
-    return embedded.ensure_built(embedded.lookup(name), REPO / "models")
+    return ensure_built(embedded.lookup(name), REPO / "models")
 
 
 def build(model: Path, work: Path, n_examples: int, min_len: int, max_len: int) -> tuple[Path, Path, Path]:

@@ -217,11 +217,11 @@ def _run_plan(args: argparse.Namespace) -> int:
         return ec.CONFIG_ERROR
     model_dir = ref.path
     if ref.kind == "embedded":  # a fresh home: build it now, as the first training run would (once)
-        from trainingd.models.base_model import fetch
+        from trainingd.models import embedded
 
         try:
-            model_dir = fetch(ref)
-        except ConfigError as e:
+            model_dir = embedded.build_in_subprocess(embedded.lookup(ref.base), ref.path.parent)
+        except embedded.EmbeddedError as e:
             print(f"trainingd plan: {e}", file=sys.stderr)
             return ec.CONFIG_ERROR
     if model_dir is None or not (Path(model_dir) / "config.json").is_file():
@@ -304,9 +304,16 @@ def _run_generator(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from trainingd.daemon.evaluation import run_eval_command
+    """``trainingd eval`` runs the evaluator in its own process: torch is imported there, never here."""
+    import importlib.util
 
-    return run_eval_command(Home.at(args.home), as_json=args.json)
+    from trainingd.entry_points import run_trainer_tool
+
+    if importlib.util.find_spec("torch") is None:
+        print("trainingd eval needs the trainer's packages (torch is not installed)", file=sys.stderr)
+        return ec.ERROR
+    flags = ["--json"] if args.json else []
+    return run_trainer_tool("evaluate", "--home", str(Home.at(args.home).root), "--trigger", "cli", *flags).returncode
 
 
 MONITOR_TEXT = "serve the web monitor's JSON and Prometheus endpoints for a home (read-only)"

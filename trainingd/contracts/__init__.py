@@ -13,6 +13,10 @@ written atomically); its functions are the only code in the package that reads o
     result.py          <job>/result.json                     trainer -> daemon
     adapter_state.py   current_model/adapter_state.json      trainer (publish) -> daemon, next trainer
     manifest.py        <checkpoints>/step-NNNNNN/manifest.json  trainer -> trainer on resume
+    checkpoint.py      current_model/checkpoints/<job>/step-NNNNNN/ + COMPLETE, micro_batch.json; the adapter
+                       files and their atomic publish       trainer -> daemon, snapshots, checks, next trainer
+    eval_result.py     status/eval_result.json, status/eval_set_*.jsonl, history {"kind": "eval"}
+                                                            evaluator -> daemon, monitor, CLIs
     trainer_record.py  .trainer.json                         daemon -> the next daemon (orphan trainer)
 
 Where each file lives in a home is ``trainingd.paths.Home``. Importing this package never imports torch.

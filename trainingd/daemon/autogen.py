@@ -24,7 +24,6 @@ block of the status file.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from trainingd.atomic_ops import atomic_write_json, fsync_dir, read_json
-from trainingd.config import AutoGenerateConfig
+from trainingd.config import AutoGenerateConfig, check_url
 from trainingd.contracts.job import now_iso
 from trainingd.paths import Home
 
@@ -45,35 +44,10 @@ log = logging.getLogger("trainingd.daemon.autogen")
 PREFIX = "syllo_autogen_"
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 300.0
-LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
 
 
 class FetchError(Exception):
     """One failed request; the message is the one log line."""
-
-
-def check_url(url: str, allow_remote: bool) -> str | None:
-    """Why ``url`` cannot be used (None when it can): http only, a host, loopback unless ``allow_remote``."""
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        return f"{url!r}: only http:// URLs are supported"
-    host = parts.hostname
-    if not host:
-        return f"{url!r} names no host"
-    try:
-        parts.port
-    except ValueError as e:
-        return f"{url!r}: {e}"
-    if allow_remote:
-        return None
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host.lower() in LOOPBACK_NAMES
-    if not loopback:
-        return (f"{host} is not a loopback address; set auto_generate.allow_remote to true to fetch training data "
-                "from another host")
-    return None
 
 
 def is_generated(name: str | None) -> bool:

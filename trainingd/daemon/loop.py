@@ -27,6 +27,7 @@ from trainingd import __version__
 from trainingd.lifecycle import home_guard, retention, snapshots
 from trainingd import exit_codes as ec
 from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
+from trainingd.contracts.checkpoint import remove_checkpoints
 from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.progress import read_progress
@@ -625,8 +626,6 @@ class Daemon:
 
     def _retire_checkpoints(self, job: Job) -> None:
         """A skipped job's checkpoints are discarded, as the trainer does when it honours the skip."""
-        from trainingd.train.checkpoint import remove_checkpoints  # stdlib only, like the daemon
-
         remove_checkpoints(self.home.job_checkpoints(job.id))
 
     @staticmethod

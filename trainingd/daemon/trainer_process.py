@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainingd.atomic_ops import atomic_write_text
+from trainingd.contracts.checkpoint import MICRO_BATCH_FILE
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.progress import clear_progress, read_progress
 from trainingd.contracts.result import clear_result, read_result, result_path
@@ -43,8 +44,7 @@ log = logging.getLogger("trainingd.daemon.loop")
 
 TRAINER_ENV = "TRAININGD_TRAINER"
 LAUNCHER_ENV = "TRAININGD_LAUNCHER"  # read by trainingd.train.distributed (which imports torch; this must not)
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MICRO_BATCH_FILE = "micro_batch.json"  # the trainer's recipe.MICRO_BATCH_FILE (this module must not import torch)
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder holding trainingd/
 
 
 OOM_EVENTS_ENV = "TRAININGD_OOM_EVENTS"  # tests: a file standing in for the kernel's counter

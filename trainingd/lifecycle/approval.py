@@ -26,6 +26,7 @@ from trainingd.atomic_ops import append_jsonl
 from trainingd.config import EMBEDDED_BASE_MODEL, ConfigError, load_config, locked_changes, normalize_locked, \
     resolve_base_model
 from trainingd.contracts.adapter_state import read_adapter_state, write_adapter_state
+from trainingd.contracts.checkpoint import base_model_hash
 from trainingd.contracts.job import now_iso
 from trainingd.paths import Home
 
@@ -52,8 +53,6 @@ def base_folder(home: Home, cfg) -> Path | None:
 
 
 def base_hash(folder: Path) -> str:
-    from trainingd.train.checkpoint import base_model_hash  # stdlib only, like the daemon
-
     return base_model_hash(folder)
 
 

@@ -5,14 +5,14 @@
     python3 consolidate_model.py --list [--home DIR]
 
 Steps: refuse while a job trains (a paused daemon is fine; ``--yes`` also needs no job in processing/), check
-free disk, snapshot the adapter (a pinned backup), merge it into the fp32 base (``trainingd.train.merge``)
+free disk, snapshot the adapter (a pinned backup), merge it into the fp32 base (``python -m trainingd.train.merge``)
 into ``consolidated_models/.tmp-<stamp>-*``, verify the merged logits against base + adapter, write
 ``manifest.json`` and ``README.md``, then one rename makes ``consolidated_models/<stamp>/``. A failed check
 removes the temporary folder: no half-written base is ever left under its name. ``--yes`` (the base is a
 locked key) switches ``config.json``'s ``base_model`` to the new folder atomically and starts a fresh
 adapter (the old one stays a pinned snapshot); the previous base stays on disk.
 
-This module imports torch only inside ``consolidate`` (through ``trainingd.train.merge``).
+This module never imports torch: the merge runs as its own process (``trainingd.entry_points``).
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
 from trainingd import __version__
 from trainingd.atomic_ops import atomic_write_json, fsync_dir, read_json
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.entry_points import package_env, trainer_tool
 from trainingd.contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
 from trainingd.faults import fault_point
 from trainingd.instance import is_daemon_running, read_pid
@@ -88,8 +90,27 @@ def _config_value(home: Home, folder: Path) -> str:
         return str(folder)
 
 
+def merge_in_subprocess(base: Path, adapter: Path, out: Path, merge_command: Sequence[str] | None = None) -> dict:
+    """Run ``python -m trainingd.train.merge BASE ADAPTER OUT`` and return its report (torch stays over there).
+
+    ``merge_command`` replaces the command before the three paths (a test passes one that spoils a weight).
+    """
+    report_file = out.parent / f"{out.name}.report.json"
+    cmd = [*(merge_command or trainer_tool("merge")), str(base), str(adapter), str(out), "--report", str(report_file)]
+    try:
+        run = subprocess.run(cmd, env=package_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        report = read_json(report_file, None)
+    finally:
+        report_file.unlink(missing_ok=True)
+    if run.returncode not in (0, 1) or not isinstance(report, dict):
+        tail = "\n".join(run.stderr.strip().splitlines()[-15:])
+        raise ConsolidationError(f"the merge exited {run.returncode} without a report; no new base was written. "
+                                 f"Its last lines:\n{tail}")
+    return report
+
+
 def consolidate(home: Home, description: str, *, yes: bool = False,
-                after_merge: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                merge_command: Sequence[str] | None = None) -> dict[str, Any]:
     """Merge, verify and publish a new base; with ``yes`` switch to it. Raises ConsolidationError."""
     if not description.strip():
         raise ConsolidationError("--description is required: say what was trained (it goes into the manifest)")
@@ -122,10 +143,8 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
     while final.exists():
         final, n = home.consolidated_models / f"{stamp}-{n}", n + 1
     tmp = home.consolidated_models / f".tmp-{final.name}-{time.time_ns()}"
-    from trainingd.train.merge import merge_adapter  # torch: only here
-
     try:
-        report = merge_adapter(base, backup, tmp, after_merge=after_merge)
+        report = merge_in_subprocess(base, backup, tmp, merge_command)
         if not report["ok"]:
             raise ConsolidationError(
                 f"verification failed: max |logit difference| {report['max_abs_logit_diff']:.3g} "

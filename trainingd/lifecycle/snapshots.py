@@ -33,6 +33,7 @@ from typing import Any
 from trainingd import __version__
 from trainingd.atomic_ops import fsync_dir
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.checkpoint import has_adapter, publish_adapter
 from trainingd.contracts.job import read_job
 from trainingd.faults import fault_point
 from trainingd.contracts.lineage_manifest import FILE as MANIFEST
@@ -42,17 +43,12 @@ from trainingd.paths import Home
 log = logging.getLogger(__name__)
 
 PINNED = "PINNED"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # Snapshots taken for these reasons are backups a person relies on: never pruned.
 PINNED_REASONS = ("rollback", "consolidate", "adapter_new", "manual")
 
 
 class SnapshotError(Exception):
     """A snapshot cannot be taken, found or restored; the message says why and what to do."""
-
-
-def has_adapter(folder: Path) -> bool:
-    return all((Path(folder) / n).is_file() for n in ADAPTER_FILES)
 
 
 def _key(entries: list[dict]) -> list[tuple]:
@@ -304,8 +300,6 @@ def quiet_reason(home: Home, *, allow_paused_job: bool = False) -> str | None:
 
 def replace_adapter(home: Home, src: Path, state: dict) -> None:
     """Make the adapter files of ``src`` the live adapter, ``adapter_state.json`` last (as a publish does)."""
-    from trainingd.train.checkpoint import publish_adapter  # stdlib only, like the daemon
-
     publish_adapter(src, home.current_model, state)
 
 

@@ -12,23 +12,21 @@ A name is one of:
   network. Offline (``HF_HUB_OFFLINE=1``) and not cached, or when the download fails, the error says how to fetch it
   into a folder on another machine.
 
-``resolve`` is stdlib only: the daemon checks a config with it and never imports torch. ``fetch`` runs in the trainer:
-it builds an embedded model or downloads a hub model and returns the folder to load.
+This module is stdlib only: the daemon checks a config with ``resolve`` and never imports torch. Fetching (building an
+embedded model, downloading a hub model) runs in the trainer: ``trainingd.train.build_base.fetch``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from trainingd.errors import ConfigError
 from trainingd.models import embedded as embedded
-from trainingd.config import ConfigError
 
-log = logging.getLogger(__name__)
 
 KINDS = ("embedded", "folder", "hub")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -164,29 +162,6 @@ def resolve(name: str, root: Path, *, models_dir: Path | None = None, key: str =
     raise ConfigError(f"{key}: no model at {path} (expected a model folder with config.json, an adapter folder, "
                       f"{' or '.join(embedded.PREFIX + n for n in embedded.REGISTRY)}, or a Hugging Face id such "
                       "as Qwen/Qwen3-0.6B)")
-
-
-def fetch(ref: BaseModel, key: str = "config key 'base_model'") -> Path:
-    """The folder to load ``ref`` from, building an embedded model or downloading a hub model first (trainer only).
-
-    Raises ConfigError (the daemon pauses on it rather than failing jobs) when that is not possible.
-    """
-    if ref.kind == "embedded":
-        try:
-            return embedded.ensure_built(embedded.lookup(ref.base), ref.path.parent)
-        except embedded.EmbeddedError as e:
-            raise ConfigError(f"base model {ref.base}: {e}") from None
-    if ref.path is not None:
-        return ref.path
-    try:
-        from huggingface_hub import snapshot_download
-
-        log.info("downloading %s from the Hugging Face hub (once; later runs use the cache)", ref.base)
-        return Path(snapshot_download(ref.base, allow_patterns=HUB_FILES))
-    except Exception as e:  # offline, unknown or gated repo, network error: all mean "fetch it another way"
-        log.warning("could not download %s: %s", ref.base, e)
-        raise ConfigError(f"base model {ref.base!r} could not be downloaded ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}): {how_to_fetch(ref.base, key)}") from None
 
 
 def default_max_length(model_dir: Path) -> int:

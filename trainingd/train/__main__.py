@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from trainingd import exit_codes
-from trainingd.models.base_model import fetch, resolve
+from trainingd.models.base_model import resolve
+from trainingd.train.build_base import fetch
 from trainingd.config import Config, ConfigError, load_config, normalize_locked, parse_config, resolve_base_model
 from trainingd.contracts import layer_activity
 from trainingd.contracts.adapter_state import read_adapter_state

@@ -45,6 +45,7 @@ from trainingd import exit_codes
 from trainingd.atomic_ops import json_safe
 from trainingd.config import Config
 from trainingd.contracts import adapter_state
+from trainingd.contracts.checkpoint import MICRO_BATCH_FILE
 from trainingd.contracts.layer_activity import summary as layer_summary
 from trainingd.contracts.manifest import read_manifest
 from trainingd.contracts.result import RunResult, write_result
@@ -64,7 +65,6 @@ crash_point = fault_point
 
 OOM_ENV = "TRAININGD_OOM_AT"
 UNSPLIT = 1 << 30  # examples per forward pass when nothing limits them
-MICRO_BATCH_FILE = "micro_batch.json"
 
 
 def _oom_points() -> Callable[[int, int], None]:

@@ -8,7 +8,7 @@ two cores, so it is done once and saved as a safetensors folder that loads in we
 The package is found with ``importlib.util.find_spec`` and never imported (its ``__init__`` needs the ``llm``
 tool, which is not installed with ``--no-deps``). Nothing is downloaded.
 
-    python -m trainingd.models.embedded smollm2-135m --models models
+    python -m trainingd.train.build_base smollm2-135m --models models
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ bit for bit, so tests and the quick start agree everywhere.
 
     python -m trainingd.train.tiny_model --out models/tiny-qwen3 [--hidden 64 --layers 2]
 
-A home builds it on first use through ``trainingd.models.embedded`` (``base_model: "embedded:tiny-qwen3"``).
+A home builds it on first use through ``trainingd.train.build_base`` (registry: ``trainingd.models.embedded``) (``base_model: "embedded:tiny-qwen3"``).
 """
 
 from __future__ import annotations
