@@ -1,4 +1,4 @@
-"""The command lines of trainingd, as one argparse tree.
+"""The controller's command lines as one argparse tree: ``trainingd`` and the seed's scripts that share it.
 
     trainingd [--home DIR] [--json] COMMAND ...      the console script; also ``python -m trainingd``
         init                                        create the runtime folders and a default config.json
@@ -8,7 +8,8 @@
         validate [FILE]                             = config_validator.py
         monitor [--host H] [--port P]               = launch_live_monitor.py (the web monitor's server)
         generator [--host H] [--port P]             the SYLLO puzzle generator service (trainingd.generator)
-        eval                                        evaluate the live adapter on the held-out set (trainingd.daemon.evaluation)
+        eval                                        evaluate the live adapter on the held-out set (its own process:
+                                                    python -m trainingd.train.evaluate)
     training_controller.py, training_queue.py and config_validator.py are the same subcommands under
     their own names (``controller_main``, ``queue_main``, ``validator_main``).
 
@@ -20,6 +21,10 @@ How it fits: each script's parser and ``trainingd``'s are built by the same ``ad
 each leaf sets ``run`` to a function here that calls a handler (``trainingd.cli.controller``,
 ``trainingd.cli.queue``, or ``initialise``/``validate_config`` below; each returns a dict), prints it as JSON
 or through ``trainingd.cli.formatting``, and returns an exit code from ``trainingd.exit_codes``.
+
+Not in this tree: the processes with their own parsers (the daemon, ``trainingd.daemon.loop``; the health check,
+``trainingd.checks.health``; consolidation, ``trainingd.lifecycle.consolidate``; and the trainer's tools under
+``trainingd.train``, run as ``python -m trainingd.train.<tool>``).
 """
 
 from __future__ import annotations
