@@ -129,7 +129,7 @@ def _exclusive_saying_why(fd: int) -> None:
 
 def queue_lock(home: Home) -> contextlib.AbstractContextManager[None]:
     """Serialise queue mutations between processes (daemon, CLI, the start-up sweep) with an flock on queue/.lock."""
-    return _flocked(home.queue / ".lock", _exclusive)
+    return _flocked(home.queue_lock, _exclusive)
 
 
 class JobQueue:
@@ -141,7 +141,7 @@ class JobQueue:
     # ----------------------------------------------------------------------------------------- layout
     @property
     def incoming(self) -> Path:
-        return self.home.queue / ".incoming"
+        return self.home.incoming
 
     def ensure_dirs(self) -> None:
         for p in PRIORITIES:
@@ -159,7 +159,7 @@ class JobQueue:
 
     def _assembling(self, exclusive: bool = False) -> contextlib.AbstractContextManager[None]:
         """Shared while an add assembles in .incoming/; exclusive while recover_incoming() looks there."""
-        return _flocked(self.home.queue / ".incoming.lock", _exclusive_saying_why if exclusive else _shared)
+        return _flocked(self.home.incoming_lock, _exclusive_saying_why if exclusive else _shared)
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         return queue_lock(self.home)

@@ -59,12 +59,12 @@ def check_config(home: Home) -> dict[str, Any]:
 
 def check_folders(home: Home) -> dict[str, Any]:
     problems = []
-    missing = [f for f in [*home.runtime_dirs(), home.queue / ".incoming"] if not f.exists()]
+    missing = [f for f in [*home.runtime_dirs(), home.incoming] if not f.exists()]
     if missing:
         problems.append((f"{len(missing)} folder(s) missing: " + ", ".join(f"{f.relative_to(home.root)}/"
                                                                           for f in missing),
                          f"trainingd init --home {_q(home.root)}"))
-    for folder in [*home.runtime_dirs(), home.queue / ".incoming"]:
+    for folder in [*home.runtime_dirs(), home.incoming]:
         if not folder.exists():
             continue
         elif not folder.is_dir():

@@ -60,7 +60,7 @@ def temp_files(home: Home) -> list[Path]:
         for p in _children(folder):
             if is_temp_name(p.name):
                 found.append(p)
-            elif folder in (home.processing, home.done, home.failed) or folder.parent == home.queue / "pending":
+            elif folder in (home.processing, home.done, home.failed) or folder.parent == home.pending_root:
                 found += [q for q in _children(p) if p.is_dir() and is_temp_name(q.name)]  # inside a job folder
     for p in _children(home.checkpoints):
         if is_temp_name(p.name):
@@ -69,7 +69,7 @@ def temp_files(home: Home) -> list[Path]:
             found += [q for q in _children(p) if is_temp_name(q.name)]
     for folder in (home.snapshots, home.consolidated_models):  # a copy or merge not yet renamed into place
         found += [p for p in _children(folder) if p.name.startswith((".tmp-", ".retired-"))]
-    found += _children(home.queue / ".incoming")  # an add a crash interrupted
+    found += _children(home.incoming)  # an add a crash interrupted
     return sorted(set(found))
 
 
@@ -92,7 +92,7 @@ def _sweep(home: Home, min_age_s: float) -> list[Path]:
     now = time.time()
     removed = []
     for p in temp_files(home):
-        if p.parent in (home.queue / ".incoming", home.consolidated_models):
+        if p.parent in (home.incoming, home.consolidated_models):
             continue  # an add is finished by the intake; a merge may still be running (consolidation cleans up)
         mine = (any(p.parent == d or p.parent.parent == d for d in own) or p.parent.parent in states
                 or p.name.startswith(f".{home.trainer_command.name}.")
@@ -175,7 +175,7 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         problems.append(f"{len(processing)} jobs in processing/ ({', '.join(processing)}); at most one may be")
     if idle and processing:
         problems.append(f"job(s) {', '.join(processing)} still in processing/ with no daemon running")
-    incoming = _children(home.queue / ".incoming")
+    incoming = _children(home.incoming)
     if idle and incoming:
         problems.append(f"queue/.incoming/ holds {len(incoming)} unfinished add(s): "
                         + ", ".join(p.name for p in incoming))
@@ -198,7 +198,7 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         state = jobs.get(job_id, ("missing",))[0]
         if state != "done" and not (state == "processing" and not idle):
             problems.append(f"job {job_id} is trained into the adapter but is {state}, not done")
-    for job_id, (state, folder, meta) in jobs.items():
+    for job_id, (state, _folder, meta) in jobs.items():
         if state != "done" or meta.get("duplicate_of") or not meta.get("sha256"):
             continue
         if job_id not in trained_ids:

@@ -26,13 +26,11 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-from trainingd.atomic_ops import fsync_dir
+from trainingd.atomic_ops import RETIRED_PREFIX, durable_copy, fsync_dir, publish_folder, retire_folder
 from trainingd.contracts.adapter_state import write_adapter_state
 from trainingd.contracts.manifest import write_manifest
-from trainingd.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +42,7 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MICRO_BATCH_FILE = "micro_batch.json"
 """``<checkpoints>/micro_batch.json``: ``{"micro_batch_size": N}``, the size an out-of-memory retry settled on
 (daemon: after an OOM exit; trainer: after it halves the size itself) -> the job's next trainer."""
-RETIRED = ".retired-"
+RETIRED = RETIRED_PREFIX
 _STEP_RE = re.compile(r"^step-(\d{6,})$")
 
 
@@ -124,21 +122,9 @@ def save_checkpoint(checkpoint_dir: Path, step: int, *, write_files, manifest: d
     try:
         write_files(tmp)
         write_manifest(tmp, manifest, step=step)
-        for p in tmp.iterdir():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        fsync_dir(tmp)
-        fault_point("checkpoint_save")
-        if final.exists():
-            # Same step saved twice (a stop right after a periodic save): keep the old one until the
-            # new one is in place.
-            old = checkpoint_dir / f".old-{name}-{time.time_ns()}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        fsync_dir(checkpoint_dir)
+        # Same step saved twice (a stop right after a periodic save): the old one is kept until the new one is
+        # in place (``.old-step-*`` meanwhile, which prune sweeps).
+        publish_folder(tmp, final, point="checkpoint_save", replace=True)
         marker = final / COMPLETE
         with open(marker, "w") as f:
             f.write(f"{step}\n")
@@ -158,15 +144,7 @@ def retire(folder: Path) -> None:
     A kill during the removal leaves a ``.retired-*`` folder that no reader counts (never a folder still
     named ``step-*`` and marked COMPLETE with half its files gone); the next prune removes it.
     """
-    folder = Path(folder)
-    gone = folder.parent / f"{RETIRED}{folder.name}-{time.time_ns()}"
-    try:
-        os.rename(folder, gone)
-    except FileNotFoundError:
-        return
-    fsync_dir(folder.parent)
-    fault_point("checkpoint_retire")
-    shutil.rmtree(gone, ignore_errors=True)
+    retire_folder(folder, point="checkpoint_retire")
 
 
 def _remove_retired(folder: Path) -> None:
@@ -204,19 +182,8 @@ def publish_adapter(src: Path, dest: Path, adapter_state: dict, before_state=Non
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ADAPTER_FILES:
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out, open(Path(src) / name, "rb") as inp:
-                shutil.copyfileobj(inp, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; the monitor and consolidation read these
-            fault_point("publish_file")
-            os.replace(tmp, dest / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    for name in ADAPTER_FILES:  # 0644: the monitor and consolidation read these
+        durable_copy(Path(src) / name, dest / name, mode=0o644, point="publish_file")
     fsync_dir(dest)
     if before_state is not None:
         before_state()  # a crash point in tests: weights replaced, state not yet written

@@ -21,17 +21,16 @@ from trainingd.atomic_ops import read_json
 from trainingd.paths import Home
 
 HISTORY_KIND = "eval"
-FILE = "eval_result.json"
 
 
 def result_path(home: Home) -> Path:
     """The latest evaluation (what the status file's ``eval.last`` shows)."""
-    return home.status_dir / FILE
+    return home.eval_result
 
 
 def eval_set_cache(home: Home, seed: int, level: int, count: int) -> Path:
     """The held-out set fetched from the generator, kept so every evaluation of this home uses the same one."""
-    return home.status_dir / f"eval_set_level{level}_seed{seed}_count{count}.jsonl"
+    return home.eval_set_cache(seed, level, count)
 
 
 def read_last(home: Home) -> dict | None:

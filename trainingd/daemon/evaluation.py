@@ -29,7 +29,7 @@ from trainingd.paths import Home
 log = logging.getLogger("trainingd.daemon.evaluation")
 
 def log_path(home: Home) -> Path:
-    return home.logs / "eval_output.log"
+    return home.eval_log
 
 
 class Evaluator:

@@ -32,7 +32,6 @@ from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 
-APPROVALS = "approvals.jsonl"
 
 
 class ApprovalError(Exception):
@@ -40,7 +39,7 @@ class ApprovalError(Exception):
 
 
 def approvals_log(home: Home) -> Path:
-    return home.logs / APPROVALS
+    return home.approvals_log
 
 
 def base_folder(home: Home, cfg) -> Path | None:
@@ -96,7 +95,7 @@ def approve(home: Home, *, who: str | None = None) -> dict[str, Any]:
     text = "; ".join(f"{c['key']}: {json.dumps(c['adapter'])} -> {json.dumps(c['config'])}" for c in changes)
     log.info("approved by %s: %s", who, text)
     return {"approved": changes, "who": who, "message": f"approved for the live adapter by {who}: {text} "
-                                                         f"(recorded in logs/{APPROVALS})"}
+                                                         f"(recorded in {home.approvals_log.relative_to(home.root)})"}
 
 
 def missing_folders(home: Home) -> list[str]:

@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from trainingd import __version__
-from trainingd.atomic_ops import atomic_write_json, fsync_dir, read_json
+from trainingd.atomic_ops import atomic_write_json, fsync_dir, publish_folder, read_json, retire_folder
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
 from trainingd.entry_points import package_env, trainer_tool
 from trainingd.contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
-from trainingd.faults import fault_point
 from trainingd.instance import is_daemon_running, read_pid
 from trainingd.paths import Home
 from trainingd.lifecycle.snapshots import has_adapter, lineage, quiet_reason, start_fresh_adapter, take_snapshot
@@ -61,6 +60,7 @@ def needed_bytes(base: Path) -> int:
 
 def _readme(manifest: dict[str, Any]) -> str:
     v = manifest["verification"]
+    tol, max_diff = v["tolerance"], f"{v['max_abs_logit_diff']:.3g}"
     files = "\n".join(f"{i}. {t.get('file')} (job {t.get('job_id')}, {t.get('steps')} steps)"
                       for i, t in enumerate(manifest["files_trained"], 1)) or "(none)"
     return f"""# {manifest['name']}: consolidated base model
@@ -72,8 +72,8 @@ def _readme(manifest: dict[str, Any]) -> str:
 - Adapter merged: generation {manifest['adapter']['generation']} of `{manifest['adapter']['model_name']}`
   (backup snapshot `{manifest['backup_snapshot']}`), LoRA r={manifest['adapter']['lora'].get('r')}
 - Weights: float32 safetensors, merged with peft `merge_and_unload` from the full-precision base
-- Verified on {v['prompts']} fixed prompts ({v['tokens']} tokens): max |logit difference| {v['max_abs_logit_diff']:.3g}
-  (tolerance {v['tolerance']['max_abs_logit_diff']:g}), mean KL {v['mean_kl']:.3g} (tolerance {v['tolerance']['mean_kl']:g})
+- Verified on {v['prompts']} fixed prompts ({v['tokens']} tokens): max |logit difference| {max_diff}
+  (tolerance {tol['max_abs_logit_diff']:g}), mean KL {v['mean_kl']:.3g} (tolerance {tol['mean_kl']:g})
 
 ## Files trained into it, in order
 {files}
@@ -173,14 +173,7 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
         manifest["base_model_hash"] = hash_of(tmp)
         write_lineage_manifest(tmp, manifest)
         (tmp / "README.md").write_text(_readme(manifest))
-        for p in tmp.iterdir():
-            if p.is_file():
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
-        fsync_dir(tmp)
-        fault_point("consolidate")
-        os.rename(tmp, final)
-        fsync_dir(home.consolidated_models)
+        publish_folder(tmp, final, point="consolidate")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -227,7 +220,6 @@ def switch_base(home: Home, folder: Path, *, backup_taken: bool = False) -> dict
 
 def _empty_adapter(home: Home) -> dict[str, Any]:
     """The adapter was just snapshotted (the consolidation's backup): empty current_model/ for a fresh one."""
-    from trainingd.lifecycle.snapshots import retire_folder
 
     if home.current_model.exists():
         retire_folder(home.current_model)
