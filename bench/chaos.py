@@ -29,13 +29,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trainingd.contracts.adapter_state import read_adapter_state, trained_entries  # noqa: E402
-from trainingd.instance import is_daemon_running  # noqa: E402
-from trainingd.checks.invariants import check_home, job_locations  # noqa: E402
-from trainingd.paths import Home  # noqa: E402
+from trainingd.contracts.adapter_state import read_adapter_state, trained_entries  # noqa: E402 - imported once sys.path holds the repository
+from trainingd.instance import is_daemon_running  # noqa: E402 - imported once sys.path holds the repository
+from trainingd.checks.invariants import check_home, job_locations  # noqa: E402 - imported once sys.path holds the repository
+from trainingd.paths import Home  # noqa: E402 - imported once sys.path holds the repository
 
 sys.path.insert(0, str(REPO / "bench"))
-from chaos_trainer import chain, read_weights  # noqa: E402
+from chaos_trainer import chain, read_weights  # noqa: E402 - imported once sys.path holds the repository
 
 
 def drop(home: Home, name: str, lines: list[dict]) -> None:

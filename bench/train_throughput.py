@@ -352,7 +352,7 @@ def run_worker(kind: str, arg: str, paths: dict, opts: dict) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
     folder = Path(paths["work"]) / (f"trainingd-{arg}" if kind == "trainingd" else f"trl-{arg}")
     try:
-        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True,
                            timeout=opts["seconds"] + opts["overhead"])
     except subprocess.TimeoutExpired:
         res = {"error": f"killed after {opts['seconds'] + opts['overhead']:.0f} s"}

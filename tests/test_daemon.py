@@ -155,7 +155,8 @@ def folder_jobs(root: Path, state: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- start-up
 def test_daemon_never_imports_torch():
-    code = "import sys, trainingd.daemon.loop, trainingd.daemon.intake, trainingd.contracts.status; print('torch' in sys.modules)"
+    code = ("import sys, trainingd.daemon.loop, trainingd.daemon.intake, trainingd.contracts.status; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
 

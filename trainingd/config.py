@@ -306,7 +306,8 @@ def _type_name(tp: Any) -> str:
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"config key {prefix.rstrip('.') or '(top level)'!r} must be an object, got {type(data).__name__}")
+        raise ConfigError(f"config key {prefix.rstrip('.') or '(top level)'!r} must be an object, "
+                          f"got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
@@ -340,7 +341,7 @@ def check_url(url: str, allow_remote: bool) -> str | None:
     if not host:
         return f"{url!r} names no host"
     try:
-        parts.port
+        _ = parts.port  # raises ValueError when the port is not a number
     except ValueError as e:
         return f"{url!r}: {e}"
     if allow_remote:

@@ -50,7 +50,7 @@ def write_request(home: Home, action: str) -> Request:
 
 
 def read_requests(home: Home) -> list[Request]:
-    """Pending requests, oldest first. A malformed file is returned as action ``invalid`` so it is dropped, not retried."""
+    """Pending requests, oldest first. A malformed file comes back as action ``invalid``: dropped, not retried."""
     out: list[Request] = []
     folder = home.control_requests
     if not folder.is_dir():

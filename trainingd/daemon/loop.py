@@ -28,7 +28,8 @@ from trainingd.lifecycle import home_guard, retention, snapshots
 from trainingd import exit_codes as ec
 from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
 from trainingd.contracts.checkpoint import remove_checkpoints
-from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
+from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state
+from trainingd.contracts.adapter_state import trained_entries as adapter_trained
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.progress import read_progress
 from trainingd.contracts.requests import Request, clear_emergency_stop, consume, is_emergency_stop, read_requests

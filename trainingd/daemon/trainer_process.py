@@ -35,7 +35,8 @@ from trainingd.contracts.checkpoint import MICRO_BATCH_FILE
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.progress import clear_progress, read_progress
 from trainingd.contracts.result import clear_result, read_result, result_path
-from trainingd.contracts.trainer_record import TrainerRecord, clear_trainer_record, read_trainer_record, write_trainer_record
+from trainingd.contracts.trainer_record import (TrainerRecord, clear_trainer_record, read_trainer_record,
+                                               write_trainer_record)
 from trainingd.faults import fault_point
 from trainingd.jobqueue import Job
 from trainingd.paths import Home

@@ -2,8 +2,8 @@
 
 A name is one of:
 
-* ``embedded:<name>`` -- a model built locally under the home's ``models/`` on first use (``trainingd/models/embedded.py``:
-  ``embedded:tiny-qwen3``, the default, and ``embedded:smollm2-135m``);
+* ``embedded:<name>`` -- a model built locally under the home's ``models/`` on first use
+  (``trainingd/models/embedded.py``: ``embedded:tiny-qwen3``, the default, and ``embedded:smollm2-135m``);
 * a local model folder (holding ``config.json``), absolute or relative to the home (``train.py``: to the current
   directory);
 * an adapter folder (holding ``adapter_config.json``) such as ``current_model``: training goes on on top of its base
