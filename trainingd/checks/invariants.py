@@ -23,13 +23,13 @@ from typing import Iterable
 
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
 from trainingd.contracts.job import FILE as JOB_FILE
+from trainingd.contracts.reason import read_reason
 from trainingd.contracts.status import load_status
 from trainingd.jobqueue import queue_lock
 from trainingd.paths import PRIORITIES, Home
 
 log = logging.getLogger(__name__)
 
-REASON_FILE = "reason.txt"
 CHECKPOINT_TEMP_PREFIXES = (".tmp-step-", ".old-step-", ".retired-")
 TEMP_MIN_AGE_S = 60.0
 
@@ -164,11 +164,7 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         if data and not meta.get("rejected") and not (folder / data).is_file():
             problems.append(f"job {job_id} ({state}): its data file {data!r} is missing")
         if state == "failed":
-            try:
-                reason = (folder / REASON_FILE).read_text(encoding="utf-8").strip()
-            except OSError:
-                reason = ""
-            if not reason:
+            if not read_reason(folder):
                 problems.append(f"job {job_id} is in failed/ without a reason.txt")
     processing = [j for j, (s, _, _) in jobs.items() if s == "processing"]
     if len(processing) > 1:
