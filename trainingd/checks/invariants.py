@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.checkpoint import ADAPTER_WEIGHTS
 from trainingd.contracts.job import FILE as JOB_FILE
 from trainingd.contracts.reason import read_reason
 from trainingd.contracts.status import load_status
@@ -241,7 +242,7 @@ def adapter_difference(a: Path, b: Path) -> float:
 
     def load(p: Path) -> dict:
         p = Path(p)
-        return load_file(str(p / "adapter_model.safetensors" if p.is_dir() else p))
+        return load_file(str(p / ADAPTER_WEIGHTS if p.is_dir() else p))
 
     ta, tb = load(a), load(b)
     if ta.keys() != tb.keys():

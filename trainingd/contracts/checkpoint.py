@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
 """The completion marker, written last: a step folder without it never counts."""
 STATE = "state.json"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 """A PEFT adapter: in current_model/, each checkpoint, each snapshot."""
 MICRO_BATCH_FILE = "micro_batch.json"
 """``<checkpoints>/micro_batch.json``: ``{"micro_batch_size": N}``, the size an out-of-memory retry settled on

@@ -27,7 +27,7 @@ from trainingd import __version__
 from trainingd.lifecycle import home_guard, retention, snapshots
 from trainingd import exit_codes as ec
 from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
-from trainingd.contracts.checkpoint import remove_checkpoints
+from trainingd.contracts.checkpoint import ADAPTER_WEIGHTS, remove_checkpoints
 from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state
 from trainingd.contracts.adapter_state import trained_entries as adapter_trained
 from trainingd.contracts.job import now_iso
@@ -630,7 +630,7 @@ class Daemon:
             m = r.job.meta
             job_doc = {"id": r.job.id, "file": m.get("original_name"), "sha256": m.get("sha256"),
                        "priority": r.job.priority, "started_at": r.started_at}
-        adapter = self.home.current_model / "adapter_model.safetensors"
+        adapter = self.home.current_model / ADAPTER_WEIGHTS
         control = {**self.control, "paused": self.paused, "stopping": self.stopping}
         doc = compose_status(
             daemon={"pid": os.getpid(), "version": __version__, "started_at": self.started_at,

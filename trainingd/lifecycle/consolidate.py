@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from trainingd import __version__
 from trainingd.atomic_ops import atomic_write_json, fsync_dir, publish_folder, read_json, retire_folder
+from trainingd.contracts.checkpoint import ADAPTER_CONFIG
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
 from trainingd.entry_points import package_env, trainer_tool
 from trainingd.contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
@@ -151,7 +152,7 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
                 f"(tolerance {report['tolerance']['max_abs_logit_diff']:g}), mean KL {report['mean_kl']:.3g} "
                 f"(tolerance {report['tolerance']['mean_kl']:g}); no new base was written "
                 f"(the adapter is unchanged, backup snapshot {backup.name})")
-        adapter_cfg = read_json(backup / "adapter_config.json", {}) or {}
+        adapter_cfg = read_json(backup / ADAPTER_CONFIG, {}) or {}
         parent_manifest = read_lineage_manifest(base)
         chain = lineage(home)["chain"]
         manifest = {

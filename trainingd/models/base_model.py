@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from trainingd.contracts.checkpoint import ADAPTER_CONFIG
 from trainingd.errors import ConfigError
 from trainingd.models import embedded as embedded
 
@@ -107,7 +108,7 @@ def how_to_fetch(repo_id: str, key: str = "config key 'base_model'") -> str:
 def adapter_base_name(adapter_dir: Path) -> str | None:
     """The base an adapter folder was trained on (``base_model_name_or_path`` of its adapter_config.json)."""
     try:
-        data = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+        data = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     return data.get("base_model_name_or_path") if isinstance(data, dict) else None
@@ -139,7 +140,7 @@ def resolve(name: str, root: Path, *, models_dir: Path | None = None, key: str =
     if not path.is_absolute():
         path = root / path
     if path.is_dir():
-        if (path / "adapter_config.json").is_file() and not _inside_adapter:
+        if (path / ADAPTER_CONFIG).is_file() and not _inside_adapter:
             base_name = adapter_base_name(path)
             if not base_name:
                 raise ConfigError(f"{key}: {path}/adapter_config.json names no base_model_name_or_path")
