@@ -195,7 +195,7 @@ def test_no_second_copy_of_an_exit_code_table():
 
 
 def _readme_exit_rows() -> dict[str, set[int]]:
-    text = (REPO / "README.md").read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    text = (REPO / "docs" / "operations.md").read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     rows: dict[str, set[int]] = {}
     for line in text.splitlines():
         if not line.startswith("| `"):
@@ -207,7 +207,7 @@ def _readme_exit_rows() -> dict[str, set[int]]:
     return rows
 
 
-def test_the_readme_exit_codes_agree_with_the_table():
+def test_the_documented_exit_codes_agree_with_the_table():
     rows = _readme_exit_rows()
     shown = {"train.py": "train.py", "training_daemon.py": "training_daemon.py",
              "config_validator.py": "config_validator.py", "launch_live_monitor.py": "launch_live_monitor.py",

@@ -32,15 +32,26 @@ def _absolute(module: str, is_package: bool, target: str | None, level: int) -> 
     return ".".join(base + ([target] if target else []))
 
 
-def imports_of(path: Path, modules: set[str], root: Path = REPO) -> list[tuple[str, int]]:
+def _is_main_block(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"
+            and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in node.test.comparators))
+
+
+def imports_of(path: Path, modules: set[str], root: Path = REPO, *, main_block: bool = True) -> list[tuple[str, int]]:
     """Every import in ``path`` as (absolute module name, line), trainingd's own resolved to the module imported.
 
-    ``from a.b import c`` counts as importing ``a.b.c`` when that is a module, else ``a.b``.
+    ``from a.b import c`` counts as importing ``a.b.c`` when that is a module, else ``a.b``. ``main_block=False``
+    leaves out the script's own block (``if __name__ == "__main__":``): it runs only when the module is __main__,
+    never while it is imported, so its imports cannot close a circle (they still count for what a process loads).
     """
     module = module_name(path, root)
     is_package = path.name == "__init__.py"
     found: list[tuple[str, int]] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    if not main_block:
+        tree.body = [n for n in tree.body if not _is_main_block(n)]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -61,7 +72,8 @@ def package_graph(package: Path = PACKAGE, root: Path = REPO) -> tuple[dict[str,
     paths = {module_name(p, root): p for p in sorted(package.rglob("*.py"))}
     names = set(paths)
     every = {m: imports_of(p, names, root) for m, p in paths.items()}
-    graph = {m: {i for i, _ in found if i in names and i != m} for m, found in every.items()}
+    graph = {m: {i for i, _ in imports_of(p, names, root, main_block=False) if i in names and i != m}
+             for m, p in paths.items()}
     return graph, every
 
 
@@ -133,7 +145,8 @@ def toy(tmp_path: Path) -> Path:
     for sub in ("", "daemon", "train"):
         (pkg / sub).mkdir(exist_ok=True)
         (pkg / sub / "__init__.py").write_text("")
-    (pkg / "config.py").write_text("def f():\n    from trainingd.daemon import autogen\n")
+    (pkg / "config.py").write_text("def f():\n    from trainingd.daemon import autogen\n\n\n"
+                                   "if __name__ == '__main__':\n    from trainingd.train import model\n")
     (pkg / "daemon" / "autogen.py").write_text("from trainingd.config import f\n")
     (pkg / "daemon" / "loop.py").write_text(
         "import importlib\n\ndef g():\n    importlib.import_module('trainingd.train.model')\n")
@@ -147,5 +160,6 @@ def test_a_function_level_circle_and_a_hidden_torch_import_are_caught(toy: Path)
     assert circles(graph) == [["trainingd.config", "trainingd.daemon.autogen"],
                               ["trainingd.daemon.loop", "trainingd.train.model"]]
     assert "trainingd.config" in graph["trainingd.daemon.status"], "a relative import resolves"
-    assert trainer_only_imports(every) == ["trainingd.daemon.loop:4 imports trainingd.train.model",
+    assert trainer_only_imports(every) == ["trainingd.config:6 imports trainingd.train.model",
+                                           "trainingd.daemon.loop:4 imports trainingd.train.model",
                                            "trainingd.daemon.status:4 imports torch.nn"]

@@ -201,7 +201,7 @@ class TrainerProcess:
         home.logs.mkdir(parents=True, exist_ok=True)
         with open(home.training_log, "ab") as out:
             out.write(f"\n===== {now_iso()} job {job.id} ({job.meta.get('original_name')}) attempt "
-                      f"{job.meta.get('attempts', 0) + 1} =====\n".encode())
+                      f"{job.meta.get('attempts', 0) + 1} =====\n".encode("utf-8", "backslashreplace"))
             out.flush()
             proc = subprocess.Popen(trainer_argv(home, job, dist), cwd=home.root, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parent-pid", type=int, help="accepted for symmetry with the trainer; unused")
     p.add_argument("--json", action="store_true", help="with --trigger cli: print the result as JSON")
     a = p.parse_args(argv)
+    from trainingd.train.noise import quiet_third_party
+
+    quiet_third_party()
     if a.trigger == "cli":  # trainingd eval: print the result, exit with the command line's codes
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return run_eval_command(Home.at(a.home), as_json=a.json)
