@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
               f"uninterrupted run's (largest difference {report['max_abs_difference']:.3g}, tolerance "
               f"{a.tolerance:g})")
     else:
-        print(f"FAILED: {report.get('error') or 'adapters differ by %.3g' % report['max_abs_difference']}")
+        why = report.get("error") or f"adapters differ by {report['max_abs_difference']:.3g}"
+        print(f"FAILED: {why}")
         if report.get("log"):
             print(report["log"])
     return 0 if report["ok"] else 1

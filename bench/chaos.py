@@ -4,9 +4,9 @@
     python3 bench/chaos.py --kills 200 [--jobs N] [--seed 1] [--trainer fast|real] [--work DIR] [--json]
 
 A home is made in ``--work`` (default: a temporary folder). Files are dropped into its inbox as the run goes;
-the daemon runs with ``bench/chaos_trainer.py`` as its trainer (``--trainer fast``: the real queue, checkpoint
-and publish code with a hash chain for weights, so 200 kills take minutes) or the real trainer on the embedded
-tiny model (``--trainer real``: about 10 s per trainer start here, so use fewer kills). After the last kill the
+the daemon runs with the stand-in trainer ``tests/tools/stand_in_trainer.py`` (``--trainer fast``: the real queue,
+checkpoint and publish code with a hash chain for weights, so 200 kills take minutes) or the real trainer on the
+embedded tiny model (``--trainer real``: about 10 s per trainer start here, so use fewer kills). After the last kill the
 daemon is left to finish; then the shared invariant checker (``trainingd.checks.invariants``) runs and the report says:
 kills (of the daemon, of the trainer), jobs, done, failed, lost (must be 0), duplicated (must be 0), resumed
 from a checkpoint, and for ``fast`` whether the published adapter equals what an uninterrupted run of the same
@@ -29,13 +29,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trainingd.contracts.adapter_state import read_adapter_state, trained_entries  # noqa: E402
-from trainingd.instance import is_daemon_running  # noqa: E402
-from trainingd.checks.invariants import check_home, job_locations  # noqa: E402
-from trainingd.paths import Home  # noqa: E402
+from trainingd.contracts.adapter_state import read_adapter_state, trained_entries  # noqa: E402 - imported once sys.path holds the repository
+from trainingd.instance import is_daemon_running  # noqa: E402 - imported once sys.path holds the repository
+from trainingd.checks.invariants import check_home, job_locations  # noqa: E402 - imported once sys.path holds the repository
+from trainingd.paths import Home  # noqa: E402 - imported once sys.path holds the repository
 
-sys.path.insert(0, str(REPO / "bench"))
-from chaos_trainer import chain, read_weights  # noqa: E402
+sys.path.insert(0, str(REPO / "tests" / "tools"))
+from stand_in_trainer import chain, read_weights  # noqa: E402 - imported once sys.path holds the repository
+
+# The fast trainer: checkpoints every step, publishes the hash chain, never outlives its daemon.
+FAST_TRAINER = {"step_s": 0.03, "checkpoints": True, "publish": True, "die_with_parent": True}
 
 
 def drop(home: Home, name: str, lines: list[dict]) -> None:
@@ -62,7 +65,7 @@ class Chaos:
         self.env.update({"HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")])})
         cfg = {"max_attempts": 100000, "stable_seconds": 0.2, "stop_grace_s": 30.0, "rescan_interval_s": 1.0}
         if args.trainer == "fast":
-            self.env["TRAININGD_TRAINER"] = str(REPO / "bench" / "chaos_trainer.py")
+            self.env["TRAININGD_TRAINER"] = str(REPO / "tests" / "tools" / "stand_in_trainer.py")
         else:
             from trainingd.train.tiny_model import build_tiny_model
 
@@ -119,7 +122,8 @@ class Chaos:
             i = len(self.files) + 1
             name = f"chaos-{i:04d}.jsonl"
             steps = self.rng.randint(3, 12) if self.args.trainer == "fast" else 4
-            lines = [{"chaos_steps": steps, "n": i}] if self.args.trainer == "fast" else chat(i, 2 * steps)
+            lines = ([{"stand_in": {**FAST_TRAINER, "steps": steps}, "n": i}] if self.args.trainer == "fast"
+                     else chat(i, 2 * steps))
             drop(self.home, name, lines)
             self.files[name] = steps
             waiting += 1

@@ -29,9 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trainingd.contracts.requests import write_request  # noqa: E402
-from trainingd.generator.server import serve_in_thread  # noqa: E402
-from trainingd.paths import Home  # noqa: E402
+from trainingd.contracts.requests import write_request  # noqa: E402 - imported once sys.path holds the repository
+from trainingd.generator.server import serve_in_thread  # noqa: E402 - imported once sys.path holds the repository
+from trainingd.paths import Home  # noqa: E402 - imported once sys.path holds the repository
 
 log = logging.getLogger("learning_curve")
 

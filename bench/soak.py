@@ -3,7 +3,7 @@
     nice -n 5 .venv/bin/python bench/soak.py --minutes 10 [--work DIR] [--out docs/soak.json] [--plot docs/soak.png]
 
 Many small jobs (dropped into inbox/ and asked of the generator by auto_generate) run through the stand-in trainer
-(``bench/chaos_trainer.py``: the real checkpoint and publish code, no model), with snapshots pruned after every job,
+(``tests/tools/stand_in_trainer.py``: the real checkpoint and publish code, no model), with snapshots pruned after every job,
 ``trainingd clean`` with a retention of seconds every minute, a controller command every few seconds (status,
 pause, resume, queue list) and a monitor client polling ``/api/status``, ``/api/metrics`` and ``/api/logs``.
 Every ``--sample-s`` it samples each long-lived process's RSS and open descriptors, the home's disk use and file
@@ -100,7 +100,9 @@ class Soak:
         self.gen_port, self.mon_port = free_port(), free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TRAININGD_")}
         self.env.update({"HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "bench")]),
-                         "TRAININGD_TRAINER": str(REPO / "bench" / "chaos_trainer.py"), "CHAOS_STEP_S": str(step_s)})
+                         "TRAININGD_TRAINER": str(REPO / "tests" / "tools" / "stand_in_trainer.py"),
+                         "TRAININGD_STAND_IN": json.dumps({"steps": 3, "step_s": step_s, "publish": True,
+                                                           "checkpoints": True})})
         cfg = {"stable_seconds": 0.2, "rescan_interval_s": 1.0, "keep_snapshots": 3, "max_attempts": 5,
                "auto_generate": {"enabled": True, "url": f"http://127.0.0.1:{self.gen_port}", "count": 4,
                                  "min_interval_s": 2.0, "max_pending_generated": 2},

@@ -115,9 +115,10 @@ def build_model(name: str, work: Path) -> Path:
         return build_tiny_model(work / "model", hidden=256, layers=4, heads=4, kv_heads=2, intermediate=1024,
                                 vocab_size=2048)
     from trainingd.models import embedded as embedded
+    from trainingd.train.build_base import ensure_built
 
     # Built once into the repository's (git-ignored) models/, as the daemon would for a home here.
-    return embedded.ensure_built(embedded.lookup(name), REPO / "models")
+    return ensure_built(embedded.lookup(name), REPO / "models")
 
 
 def build(model: Path, work: Path, n_examples: int, min_len: int, max_len: int) -> tuple[Path, Path, Path]:
@@ -356,7 +357,7 @@ def run_worker(kind: str, arg: str, paths: dict, opts: dict) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
     folder = Path(paths["work"]) / (f"trainingd-{arg}" if kind == "trainingd" else f"trl-{arg}")
     try:
-        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True,
                            timeout=opts["seconds"] + opts["overhead"])
     except subprocess.TimeoutExpired:
         res = {"error": f"killed after {opts['seconds'] + opts['overhead']:.0f} s"}

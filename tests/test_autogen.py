@@ -42,7 +42,7 @@ class Misbehaving(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
         self.server.requests += 1
         mode = self.server.mode
         if mode == "500":

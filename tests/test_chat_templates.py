@@ -21,7 +21,8 @@ from trainingd.train.masking import IGNORE, Encoder, trained_text
 TRL_TEMPLATES = Path(importlib.util.find_spec("trl").submodule_search_locations[0]) / "chat_templates"
 # The special-token spellings these templates use; registering them makes each one a single token, as it is in
 # the model's own tokenizer.
-SPECIAL = re.compile(r"<\|[^|<>\s]{1,40}\|>|<｜[^｜<>]{1,40}｜>|<(?:start|end)_of_turn>|<\|?(?:turn|channel|tool_call)\|?>"
+SPECIAL = re.compile(r"<\|[^|<>\s]{1,40}\|>|<｜[^｜<>]{1,40}｜>|<(?:start|end)_of_turn>"
+                     r"|<\|?(?:turn|channel|tool_call)\|?>"
                      r"|\[/?INST\]|<bos>|<eos>|</s>|<s>")
 
 USER1, USER2, SYSTEM, TOOL_RESULT = "Where is USERX one", "And USERX two", "SYSTEMX be brief", "TOOLX sunny, 21 C"
@@ -78,7 +79,8 @@ ALL_TEMPLATES = sorted(p.name for p in TRL_TEMPLATES.glob("*.jinja"))
 
 
 def test_most_of_trls_templates_render_text_only_conversations(tiny_tokenizer):
-    text_only = [n for n in ALL_TEMPLATES if renders_text_only(tokenizer_for(tiny_tokenizer, (TRL_TEMPLATES / n).read_text()))]
+    text_only = [n for n in ALL_TEMPLATES
+                 if renders_text_only(tokenizer_for(tiny_tokenizer, (TRL_TEMPLATES / n).read_text()))]
     # Vision templates (idefics3, llava_next, smolvlm) expect content parts; everything else must be covered.
     assert len(ALL_TEMPLATES) >= 40 and len(text_only) >= len(ALL_TEMPLATES) - 8, text_only
 
@@ -104,7 +106,7 @@ def assert_content_then_end_of_turn(run: str, content: str, tok, last: bool, ful
 def test_trained_tokens_are_exactly_each_answer_and_its_end_of_turn(tiny_tokenizer, name):
     tok = tokenizer_for(tiny_tokenizer, (TRL_TEMPLATES / name).read_text())
     if not renders_text_only(tok):
-        with pytest.raises(Exception):  # noqa: PT011 - such a line is refused, never trained at random
+        with pytest.raises(Exception):  # noqa: B017 - any refusal will do: such a line is never trained at random
             runs(tok, MULTI)
         return
     for conv in (SINGLE, MULTI) + ((WITH_SYSTEM,) if _accepts(tok, WITH_SYSTEM) else ()):

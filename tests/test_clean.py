@@ -95,7 +95,8 @@ def test_clean_dry_run_lists_exactly_what_clean_removes_and_nothing_protected(ho
     paths = {Path(it["path"]).relative_to(home).as_posix() for it in listed["items"]}
     snaps = [s["name"] for s in snapshots.list_snapshots(h)]
     assert paths == {f"current_model/checkpoints/{new_done.id}", f"snapshots/{snaps[1]}",
-                     "logs/daemon.2020-01-01.log", "logs/daemon_20200102.log", "cache/gone", f"queue/done/{old_done.id}/old.jsonl"}
+                     "logs/daemon.2020-01-01.log", "logs/daemon_20200102.log", "cache/gone",
+                     f"queue/done/{old_done.id}/old.jsonl"}
     assert listed["bytes_freed"] > 0
 
     r = trainingd(home, "clean")

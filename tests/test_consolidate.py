@@ -80,20 +80,15 @@ def test_a_consolidated_base_reproduces_base_plus_adapter(home, qlora):
 
 @pytest.mark.slow
 def test_a_failed_verification_leaves_no_base_and_yes_switches_to_a_verified_one(home):
-    import torch
-
     from trainingd.lifecycle.consolidate import ConsolidationError, consolidate as run
 
     train_one(home, "one.jsonl", 1)
     h = Home.at(home)
     adapter = (home / "current_model" / "adapter_model.safetensors").read_bytes()
 
-    def spoil(model) -> None:  # one weight off by a little, after the merge and before the save
-        with torch.no_grad():
-            next(p for n, p in model.named_parameters() if "q_proj" in n).add_(0.05)
-
+    # One weight off by a little, after the merge and before the save (in the merge's own process).
     with pytest.raises(ConsolidationError, match="verification failed"):
-        run(h, "spoiled", after_merge=spoil)
+        run(h, "spoiled", merge_command=[PY, str(REPO / "tests" / "tools" / "spoiled_merge.py")])
     assert bases(home) == [], "a failed check leaves nothing under consolidated_models/, not even a temp folder"
     assert (home / "current_model" / "adapter_model.safetensors").read_bytes() == adapter
 

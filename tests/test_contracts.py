@@ -29,8 +29,8 @@ CONTRACT_NAMES = ("job.json", "job.json.broken", "trainer_command.json", "traine
                   "training_status.json", "result.json", "adapter_state.json", "manifest.json", ".trainer.json",
                   "requests", "layer_activity.json")
 # Home's properties for contract files: reaching one means reading or writing the file by hand.
-CONTRACT_ATTRS = ("status", "trainer_progress", "layer_activity", "trainer_record", "trainer_command", "control_requests",
-                  "emergency_stop")
+CONTRACT_ATTRS = ("status", "trainer_progress", "layer_activity", "trainer_record", "trainer_command",
+                  "control_requests", "emergency_stop")
 # paths.py spells every path of a home; the trainer hands its progress path to Progress, which writes it through
 # contracts.progress (a standalone run writes the same document elsewhere).
 ALLOWED = {("paths.py", "*"), ("train/__main__.py", "trainer_progress"), ("train/__main__.py", "layer_activity"),
@@ -188,7 +188,8 @@ def test_result_round_trips_and_a_missing_one_is_empty(tmp_path):
     assert result.read_result(path) == {}
     result.write_result(path, result.RunResult(exit_codes.OK, summary={"steps": 3, "loss": float("nan")}))
     got = result.read_result(path)
-    assert got == {"exit": exit_codes.name_of(exit_codes.OK), "summary": {"steps": 3, "loss": None}}  # never NaN on disk
+    # never NaN on disk
+    assert got == {"exit": exit_codes.name_of(exit_codes.OK), "summary": {"steps": 3, "loss": None}}
     assert result.summary_of(got) == {"steps": 3, "loss": None}
     result.write_result(path, result.RunResult(exit_codes.DATA_ERROR, reason="bad lines", details=["line 2"]))
     assert result.read_result(path) == {"exit": exit_codes.name_of(exit_codes.DATA_ERROR), "reason": "bad lines",

@@ -29,66 +29,9 @@ from trainingd.jobqueue import JobQueue
 REPO = Path(__file__).resolve().parent.parent
 DAEMON = [sys.executable, str(REPO / "training_daemon.py")]
 
-# Speaks the trainer protocol: progress file, trainer_command.json, result file, named exit codes.
+# The stand-in trainer: a real process speaking the trainer's contract (tests/tools/stand_in_trainer.py).
 # What it does comes from the first line of its dataset: {"stand_in": {...}}.
-CONTRACT_TRAINER = r'''
-import argparse, json, math, os, signal, sys, time
-p = argparse.ArgumentParser()
-for name in ("--home", "--job-id", "--dataset", "--reason-file", "--parent-pid"):
-    p.add_argument(name)
-a = p.parse_args()
-spec = json.loads(open(a.dataset, encoding="utf-8").readline())["stand_in"]
-home = a.home
-
-def write(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-
-def progress(status, step):
-    write(os.path.join(home, "status", "trainer_progress.json"), {
-        "job_id": a.job_id, "pid": os.getpid(), "status": status, "status_detail": None, "epoch": 0,
-        "step": step, "total_steps": 1000, "progress": step / 1000, "examples_done": step, "tokens_seen": 10 * step,
-        "loss": float("nan"), "loss_ema": float("inf"), "learning_rate": 1e-3, "grad_norm": None,
-        "eval_loss": None, "tokens_per_s": 5.0, "seconds_per_step": 0.05, "eta_seconds": None,
-        "prepare": {"phase": "tokenize", "lines_done": 3, "lines_total": 3}, "data": None,
-        "layer_activity_summary": {"step": step, "modules": 1, "top": [{"name": "model.layers.0.mlp.up_proj"}]},
-        "updated_at": time.time()})
-
-def finish(code, name, reason="", summary=None):
-    write(a.reason_file, {"exit": name, "reason": reason, "details": spec.get("details", []), "summary": summary or {}})
-    sys.exit(code)
-
-print("contract trainer started for", a.job_id, flush=True)
-time.sleep(spec.get("start_delay", 0))  # a trainer still loading: no progress file yet
-if "exit" in spec:
-    print(spec.get("print", ""), flush=True)
-    finish(spec["exit"], spec.get("name", "x"), spec.get("reason", ""), {"steps": 1})
-step = 0
-while True:
-    try:
-        cmd = json.load(open(os.path.join(home, "control", "trainer_command.json")))
-    except (OSError, ValueError):
-        cmd = {}
-    action = cmd.get("action", "run") if cmd.get("job_id") == a.job_id else "run"
-    if action == "stop" and not spec.get("ignore_stop"):
-        finish(5, "stopped", "stop requested")
-    if action == "skip" and "on_skip_exit" in spec:  # ended (stopped, crashed) before honouring the skip
-        finish(spec["on_skip_exit"], "x", "ended before the skip")
-    if action == "skip" and not spec.get("ignore_skip"):
-        finish(6, "skipped", "skip requested")
-    if action == "pause":
-        progress("paused", step)
-    else:
-        step += 1
-        progress("training", step)
-        if step >= spec.get("steps", 10**9):
-            finish(0, "ok", summary={"steps": step, "loss": 1.5, "tokens_seen": 10 * step})
-    time.sleep(0.05)
-'''
-
-
+STAND_IN = REPO / "tests" / "tools" / "stand_in_trainer.py"
 
 
 def strict_json(path: Path) -> dict:
@@ -107,10 +50,8 @@ def bare_home(tmp_path: Path, **config) -> Path:
 
 
 @pytest.fixture
-def contract_env(tmp_path) -> dict:
-    script = tmp_path / "contract_trainer.py"
-    script.write_text(CONTRACT_TRAINER)
-    return {**os.environ, "TRAININGD_TRAINER": str(script), "HF_HUB_OFFLINE": "1"}
+def contract_env() -> dict:
+    return {**os.environ, "TRAININGD_TRAINER": str(STAND_IN), "HF_HUB_OFFLINE": "1"}
 
 
 def drop(root: Path, name: str, spec: dict | None = None, lines: list | None = None) -> None:
@@ -155,7 +96,8 @@ def folder_jobs(root: Path, state: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- start-up
 def test_daemon_never_imports_torch():
-    code = "import sys, trainingd.daemon.loop, trainingd.daemon.intake, trainingd.contracts.status; print('torch' in sys.modules)"
+    code = ("import sys, trainingd.daemon.loop, trainingd.daemon.intake, trainingd.contracts.status; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
 

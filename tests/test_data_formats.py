@@ -187,7 +187,8 @@ def test_masking_matches_tokenizing_every_prefix_on_a_prefix_stable_template(tok
             msgs = msgs[1:] if msgs[0]["role"] == "user" else msgs
         convs.append(msgs)
     got = Encoder(tokenizer, "completion").encode_chats(convs, list(range(1, 61)))
-    for msgs, (ids, labels) in zip(convs, got):
+    assert len(got) == len(convs) == 60, "an empty result would pass the comparison below"
+    for msgs, (ids, labels) in zip(convs, got, strict=True):
         assert (ids, labels) == reference_labels(tokenizer, msgs), msgs
 
 

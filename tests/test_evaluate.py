@@ -6,14 +6,21 @@ Run: .venv/bin/python -m pytest tests/test_evaluate.py -q
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import write_config
-from trainingd.daemon.evaluation import eval_entries, read_last, run_eval_command
+from trainingd.contracts.eval_result import eval_entries, read_last
+from trainingd.train.evaluate import run_eval_command
 from trainingd.generator.puzzles import make_eval_puzzle
 from trainingd.monitor import views
 from trainingd.paths import Home
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +81,17 @@ def test_evaluating_a_home_records_history_status_and_a_fixed_set(home):
     assert views.history_view(cache)["jobs"] == []
 
 
-def test_an_eval_file_with_reference_answers_is_used(home, tmp_path):
+def test_an_eval_file_with_reference_answers_is_used_by_trainingd_eval_in_its_own_process(home, tmp_path):
     path = tmp_path / "heldout.jsonl"
     path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"say {w}"},
                                                      {"role": "assistant", "content": w}]}) + "\n"
                             for w in ("yes", "no", "maybe")))
     write_config(home, evaluation={"eval_file": str(path), "max_new_tokens": 4})
     h = Home.at(home)
-    assert run_eval_command(h, as_json=True) == 0
+    r = subprocess.run([sys.executable, "-m", "trainingd", "eval", "--home", str(home), "--json"], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["total"] == 3
     assert read_last(h)["total"] == 3 and read_last(h)["eval_set"]["source"] == str(path)
 
 

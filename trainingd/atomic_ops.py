@@ -3,6 +3,16 @@
 Everything another process reads is written here: a temporary file in the same folder, flushed and
 fsynced, ``os.replace``d over the target, then the folder fsynced so the rename itself survives a power
 cut. Moves between queue states are one ``rename`` on one filesystem, with both folders fsynced.
+
+Folders follow the same rule, at one durability level (the strongest) wherever they are written:
+
+- ``publish_folder``: a finished temporary sibling (every file and folder in it fsynced) renamed into place,
+  then the parent fsynced: checkpoints, snapshots, consolidated bases, embedded models, the data cache.
+- ``retire_folder``: renamed out of sight (``.retired-*``) first, then removed, so a kill never leaves a
+  half-deleted folder under its name.
+- ``durable_copy``: a file copied through a temporary file, fsynced and renamed over the target.
+- ``link_to_free_name``: a finished file given ``<stem><suffix>`` or ``<stem>-N<suffix>`` (a hard link never
+  replaces a file; where the filesystem has none, a rename after checking the name is free).
 """
 
 from __future__ import annotations
@@ -11,7 +21,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +173,118 @@ def claim_by_rename(src: Path, dst: Path) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+RETIRED_PREFIX = ".retired-"
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_tree(folder: Path) -> None:
+    """Make every file and folder below ``folder`` (and ``folder`` itself) durable, deepest first."""
+    folder = Path(folder)
+    dirs = []
+    for root, _subdirs, files in os.walk(folder):
+        for name in files:
+            p = Path(root) / name
+            if not p.is_symlink():
+                fsync_file(p)
+        dirs.append(Path(root))
+    for d in reversed(dirs):
+        fsync_dir(d)
+
+
+def publish_folder(tmp: Path, final: Path, *, point: str | None = None, replace: bool = False,
+                   mode: int | None = 0o755) -> Path:
+    """Make the finished temporary folder ``tmp`` (a sibling of ``final``) appear as ``final`` in one rename.
+
+    Everything in ``tmp`` is fsynced first and the parent after the rename, so ``final`` is either absent or
+    whole after a power cut. ``point`` names the fault point between the fsyncs and the rename. ``mode``
+    (``mkdtemp`` makes folders private) is given to ``tmp`` first. An existing ``final`` is an error (the
+    rename's own) unless ``replace``: then it is moved aside to ``.old-<name>-*`` and removed only after the
+    new one is in place. The caller removes ``tmp`` when this raises.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if mode is not None:
+        os.chmod(tmp, mode)
+    fsync_tree(tmp)
+    if point:
+        fault_point(point)
+    old = None
+    if replace and final.exists():
+        old = final.parent / f".old-{final.name}-{time.time_ns()}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def retire_folder(folder: Path, *, point: str | None = None) -> None:
+    """Remove ``folder`` marker-first: renamed to ``.retired-<name>-*`` (fsynced), then deleted.
+
+    A kill during the removal leaves a ``.retired-*`` folder that no reader counts and the next sweep removes;
+    never a folder under its own name with half its files gone. A missing folder is no error.
+    """
+    folder = Path(folder)
+    gone = folder.parent / f"{RETIRED_PREFIX}{folder.name}-{time.time_ns()}"
+    try:
+        os.rename(folder, gone)
+    except FileNotFoundError:
+        return
+    fsync_dir(folder.parent)
+    if point:
+        fault_point(point)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+def durable_copy(src: Path, dst: Path, *, mode: int | None = 0o644, point: str | None = None) -> None:
+    """Copy ``src`` over ``dst`` atomically: a temporary file beside ``dst``, fsynced, renamed (not the folder).
+
+    ``mode`` replaces ``mkstemp``'s private 0600 (others read these files); ``point`` is the fault point before
+    the rename. Callers fsync ``dst``'s folder once after their last copy (``fsync_dir``).
+    """
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        if point:
+            fault_point(point)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def link_to_free_name(tmp: Path, folder: Path, stem: str, suffix: str = ".jsonl") -> Path:
+    """Give the finished file ``tmp`` the name ``<stem><suffix>`` in ``folder``, or ``<stem>-N<suffix>`` when taken.
+
+    A hard link never replaces a file, so two writers cannot take one name; on a filesystem without hard links
+    the fallback renames after checking the name is free. Durable once this returns (the folder is fsynced).
+    ``tmp`` stays where it was after a link (the caller removes it). Raises FileExistsError when 999 are taken.
+    """
+    tmp, folder = Path(tmp), Path(folder)
+    while len(os.fsencode(stem)) > 200:  # room for "-N<suffix>" within the 255-byte name limit
+        stem = stem[:-1]
+    for n in range(1, 1000):
+        target = folder / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (some network and FUSE filesystems): rename into a free name
+            if target.exists():
+                continue
+            os.rename(tmp, target)
+        fsync_dir(folder)
+        return target
+    raise FileExistsError(f"{stem}{suffix} and 998 numbered variants already exist in {folder}")

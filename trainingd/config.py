@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import os
 import stat
@@ -25,14 +26,14 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from trainingd.errors import ConfigError
+from trainingd.models.base_model import display_name, resolve
 
 EMBEDDED_BASE_MODEL = "embedded:tiny-qwen3"
 # Written into every config.json before model_display_name followed the base; it names no other base.
 _OLD_DEFAULT_DISPLAY_NAME = "tiny-qwen3 (embedded)"
-
-
-class ConfigError(ValueError):
-    """config.json cannot be used; the message names the key and what is wrong."""
 
 
 @dataclass
@@ -238,8 +239,6 @@ class Config:
         # An explicit name wins; none (or the old default left behind after switching the base) follows the base.
         if self.model_display_name is None or (self.model_display_name == _OLD_DEFAULT_DISPLAY_NAME
                                                and self.base_model != EMBEDDED_BASE_MODEL):
-            from trainingd.models.base_model import display_name
-
             self.model_display_name = display_name(self.base_model)
 
     def to_dict(self) -> dict[str, Any]:
@@ -329,7 +328,8 @@ def _type_name(tp: Any) -> str:
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"config key {prefix.rstrip('.') or '(top level)'!r} must be an object, got {type(data).__name__}")
+        raise ConfigError(f"config key {prefix.rstrip('.') or '(top level)'!r} must be an object, "
+                          f"got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
@@ -349,6 +349,33 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             raise ConfigError(f"config key {full!r} must be one of {', '.join(_CHOICES[full])}, got {value!r}")
         kwargs[key] = float(value) if tp is float else value
     return cls(**kwargs)
+
+
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+def check_url(url: str, allow_remote: bool) -> str | None:
+    """Why ``url`` cannot be used (None when it can): http only, a host, loopback unless ``allow_remote``."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return f"{url!r}: only http:// URLs are supported"
+    host = parts.hostname
+    if not host:
+        return f"{url!r} names no host"
+    try:
+        _ = parts.port  # raises ValueError when the port is not a number
+    except ValueError as e:
+        return f"{url!r}: {e}"
+    if allow_remote:
+        return None
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host.lower() in LOOPBACK_NAMES
+    if not loopback:
+        return (f"{host} is not a loopback address; set auto_generate.allow_remote to true to fetch training data "
+                "from another host")
+    return None
 
 
 def _check_values(cfg: Config) -> None:
@@ -407,8 +434,6 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError("config keys 'auto_generate.timeout_s' must be positive and "
                           "'auto_generate.min_interval_s' at least 0")
     if ag.enabled:
-        from trainingd.daemon.autogen import check_url
-
         problem = check_url(ag.url, ag.allow_remote)
         if problem:
             raise ConfigError(f"config key 'auto_generate.url': {problem}")
@@ -464,8 +489,6 @@ def resolve_base_model(cfg: Config, home_root: Path):
     An embedded model resolves to its folder under ``models/`` even before it is built (the trainer builds it);
     raises ConfigError when the name cannot be used (no such folder, a missing package, a hub id offline).
     """
-    from trainingd.models.base_model import resolve
-
     return resolve(cfg.base_model, Path(home_root))
 
 

@@ -1,50 +1,78 @@
 """Every named exit code of trainingd (gunicorn-style), and the per-command tables built from them.
 
-The trainer's code tells the daemon what to do with the job (see ``TRAINER``); the daemon's and the command
-lines' codes are for scripts. Each command's ``--help`` ends with its table (``help_table``); the README's
-"Exit codes" section is checked against these tables by ``tests/test_exit_codes.py``.
+Two enums: ``TrainerExit`` (the trainer's code tells the daemon what to do with the job, see ``TRAINER``) and
+``CliExit`` (the daemon's and the command lines' codes, for scripts). The same number can mean two things (1 is a
+trainer's crash and a command's error; 4 a data error and a ``--wait`` timeout), so each table below uses its own
+enum. Each command's ``--help`` ends with its table (``help_table``); the README's "Exit codes" section is checked
+against these tables by ``tests/test_cli_tree.py``, the enums by ``tests/test_exit_codes.py``.
 
     python -m trainingd.exit_codes          # print every table
 """
 
 from __future__ import annotations
 
+import enum
 import textwrap
 from typing import NamedTuple
 
-# --- the numbers -----------------------------------------------------------------------------------
-OK = 0
-CRASH = 1                # trainer: unexpected error (traceback in logs/training_output.log)
-ERROR = 1                # command lines: error or refused
-USAGE = 2                # bad command line (argparse's own code)
-CONFIG_ERROR = 3         # config.json invalid or the base model missing: never retried in a loop
-DATA_ERROR = 4           # trainer: the file cannot be trained
-TIMEOUT = 4              # command lines: --wait gave up
-STOPPED = 5
-SKIPPED = 6
-CHECKPOINT_MISMATCH = 7
-ADAPTER_MISMATCH = 8     # trainer: the adapter to continue has another base or LoRA shape
-ALREADY_RUNNING = 75     # daemon, monitor: another one holds the lock of this home (EX_TEMPFAIL)
+# --- the numbers: two enums, because 1 and 4 mean different things to the daemon and to a script -----
+class TrainerExit(enum.IntEnum):
+    """How a trainer process ended; the daemon decides from it what happens to the job (see ``TRAINER``)."""
 
-NAMES = {
-    OK: "ok",
-    CRASH: "crash",
-    USAGE: "usage",
-    CONFIG_ERROR: "config_error",
-    DATA_ERROR: "data_error",
-    STOPPED: "stopped",
-    SKIPPED: "skipped",
-    CHECKPOINT_MISMATCH: "checkpoint_mismatch",
-    ADAPTER_MISMATCH: "adapter_mismatch",
-    ALREADY_RUNNING: "already_running",
-}
+    OK = 0
+    CRASH = 1                # unexpected error (traceback in logs/training_output.log)
+    USAGE = 2                # bad command line (argparse's own code)
+    CONFIG_ERROR = 3         # config.json invalid or the base model missing: never retried in a loop
+    DATA_ERROR = 4           # the file cannot be trained
+    STOPPED = 5              # stop requested, checkpoint written
+    SKIPPED = 6              # skip requested, adapter changes discarded
+    CHECKPOINT_MISMATCH = 7  # a checkpoint of other data, base or locked settings
+    ADAPTER_MISMATCH = 8     # the adapter to continue has another base or LoRA shape
+
+
+class CliExit(enum.IntEnum):
+    """How a command line (daemon, controller, queue, validator, monitor, ...) ended, for scripts."""
+
+    OK = 0
+    ERROR = 1                # error or refused
+    USAGE = 2                # bad command line (argparse's own code)
+    CONFIG_ERROR = 3         # config.json invalid or the base model missing
+    TIMEOUT = 4              # --wait gave up
+    ALREADY_RUNNING = 75     # daemon, monitor: another one holds the lock of this home (EX_TEMPFAIL)
+
+
+# The flat names users' scripts and the package already spell (the numbers are on disk and in scripts: fixed).
+OK = TrainerExit.OK
+CRASH = TrainerExit.CRASH
+USAGE = TrainerExit.USAGE
+CONFIG_ERROR = TrainerExit.CONFIG_ERROR
+DATA_ERROR = TrainerExit.DATA_ERROR
+STOPPED = TrainerExit.STOPPED
+SKIPPED = TrainerExit.SKIPPED
+CHECKPOINT_MISMATCH = TrainerExit.CHECKPOINT_MISMATCH
+ADAPTER_MISMATCH = TrainerExit.ADAPTER_MISMATCH
+ERROR = CliExit.ERROR
+TIMEOUT = CliExit.TIMEOUT
+ALREADY_RUNNING = CliExit.ALREADY_RUNNING
+
+NAMES = {int(c): c.name.lower() for c in TrainerExit}
+"""The trainer's codes by number, as ``result.json``'s ``exit`` and the daemon's log spell them."""
 
 
 def name_of(code: int) -> str:
-    """The trainer's exit code as the daemon logs and records it (``killed_by_signal_9`` for -9)."""
+    """A code's lowercase name: a ``CliExit`` member by its own name, any other number as the trainer's code.
+
+    ``name_of(ERROR)`` is ``error`` and ``name_of(CRASH)`` (or a trainer's exit status 1) is ``crash``;
+    ``killed_by_signal_9`` for -9 (a ``Popen`` return code), ``exit_N`` for a number no trainer uses.
+    """
+    if isinstance(code, CliExit):
+        return code.name.lower()
     if code < 0:
         return f"killed_by_signal_{-code}"
-    return NAMES.get(code, f"exit_{code}")
+    try:
+        return TrainerExit(code).name.lower()
+    except ValueError:
+        return f"exit_{code}"
 
 
 # --- what each command means by them ---------------------------------------------------------------
@@ -70,67 +98,68 @@ TRAINER = (
 )
 
 DAEMON = (
-    Row(OK, "stopped cleanly (stop request, .stop, SIGTERM/SIGINT), or the queue ran empty with --once / "
-            "--max-jobs"),
-    Row(CONFIG_ERROR, "CONFIG_ERROR: config.json invalid or the base model missing (the message names the key), "
-                      "or with --once a locked key that no longer matches the live adapter; not retried"),
+    Row(CliExit.OK, "stopped cleanly (stop request, .stop, SIGTERM/SIGINT), or the queue ran empty with --once / "
+                    "--max-jobs"),
+    Row(CliExit.CONFIG_ERROR, "CONFIG_ERROR: config.json invalid or the base model missing (the message names the "
+                              "key), or with --once a locked key that no longer matches the live adapter; not retried"),
     Row(ALREADY_RUNNING, "ALREADY_RUNNING: another daemon holds the lock of this home (.daemon.lock)"),
 )
 
 CONTROLLER = (
-    Row(OK, "ok"),
+    Row(CliExit.OK, "ok"),
     Row(ERROR, "error or refused (bad input, unknown id, no daemon running)"),
-    Row(USAGE, "usage error (bad command line)"),
-    Row(CONFIG_ERROR, "config error (config.json invalid or base model missing)"),
+    Row(CliExit.USAGE, "usage error (bad command line)"),
+    Row(CliExit.CONFIG_ERROR, "config error (config.json invalid or base model missing)"),
     Row(TIMEOUT, "timeout (--wait: the daemon did not acknowledge in time)"),
 )
 
 QUEUE = (
-    Row(OK, "ok"),
+    Row(CliExit.OK, "ok"),
     Row(ERROR, "error or refused (missing file, a folder, unknown id, running job, no daemon for "
                "--skip-if-running)"),
-    Row(USAGE, "usage error (bad command line)"),
+    Row(CliExit.USAGE, "usage error (bad command line)"),
 )
 
 VALIDATOR = (
-    Row(OK, "ok: the config is valid and its base model is present"),
+    Row(CliExit.OK, "ok: the config is valid and its base model is present"),
     Row(ERROR, "--approve refused (a LoRA shape change, or the new base is not on disk)"),
-    Row(USAGE, "usage error (bad command line)"),
-    Row(CONFIG_ERROR, "config error (the message names the key, or the missing base model), or a problem of the "
-                      "home: a locked key or the base model's content differs from the live adapter (each listed)"),
+    Row(CliExit.USAGE, "usage error (bad command line)"),
+    Row(CliExit.CONFIG_ERROR, "config error (the message names the key, or the missing base model), or a problem "
+                              "of the home: a locked key or the base model's content differs from the live adapter "
+                              "(each listed)"),
 )
 
 INIT = (
-    Row(OK, "ok"),
+    Row(CliExit.OK, "ok"),
     Row(ERROR, "error (the home cannot be created)"),
-    Row(USAGE, "usage error (bad command line)"),
+    Row(CliExit.USAGE, "usage error (bad command line)"),
 )
 
 MONITOR = (
-    Row(OK, "stopped (Ctrl-C, SIGTERM, or with --exit-with-daemon the daemon of the home stopped)"),
+    Row(CliExit.OK, "stopped (Ctrl-C, SIGTERM, or with --exit-with-daemon the daemon of the home stopped)"),
     Row(ERROR, "cannot serve: the port is in use (choose another with --port) or the address cannot be bound"),
-    Row(USAGE, "usage error (bad command line)"),
+    Row(CliExit.USAGE, "usage error (bad command line)"),
     Row(ALREADY_RUNNING, "ALREADY_RUNNING: another monitor holds the lock of this home (.monitor.lock)"),
 )
 
 PLAN = (
-    Row(OK, "the estimate fits every visible device"),
+    Row(CliExit.OK, "the estimate fits every visible device"),
     Row(ERROR, "it does not fit at least one device (each such row says what to change)"),
-    Row(USAGE, "usage error (bad command line)"),
-    Row(CONFIG_ERROR, "config error (the message names the key), or the base model is neither on disk nor an "
-                      "embedded model that can be built here"),
+    Row(CliExit.USAGE, "usage error (bad command line)"),
+    Row(CliExit.CONFIG_ERROR, "config error (the message names the key), or the base model is neither on disk nor an "
+                              "embedded model that can be built here"),
 )
 
 NODE = (
-    Row(OK, "stopped (SIGTERM or Ctrl-C; its trainer processes were stopped too)"),
-    Row(USAGE, "usage error (bad command line, or --machine-rank 0)"),
+    Row(CliExit.OK, "stopped (SIGTERM or Ctrl-C; its trainer processes were stopped too)"),
+    Row(CliExit.USAGE, "usage error (bad command line, or --machine-rank 0)"),
 )
 
 START = (
-    Row(OK, "started: the daemon holds the lock of this home and has written .daemon.pid"),
+    Row(CliExit.OK, "started: the daemon holds the lock of this home and has written .daemon.pid"),
     Row(ERROR, "not started: a daemon already runs for this home, or it exited at once (see "
                "logs/daemon_stdout.log)"),
-    Row(USAGE, "usage error (bad command line)"),
+    Row(CliExit.USAGE, "usage error (bad command line)"),
 )
 
 # ``trainingd`` itself: its subcommands' codes (the controller's table; ``trainingd monitor`` has its own).
@@ -153,10 +182,10 @@ TABLES = {
 
 def help_table(rows: tuple[Row, ...]) -> str:
     """The ``exit codes:`` block that ends a command's ``--help``."""
-    width = max(len(str(r.code)) for r in rows)
+    width = max(len(str(int(r.code))) for r in rows)
     indent = " " * (width + 4)
     return "exit codes:\n" + "\n".join(
-        textwrap.fill(r.meaning, 110, initial_indent=f"  {r.code:<{width}}  ", subsequent_indent=indent,
+        textwrap.fill(r.meaning, 110, initial_indent=f"  {int(r.code):<{width}}  ", subsequent_indent=indent,
                       break_on_hyphens=False)
         for r in rows)
 

@@ -22,7 +22,7 @@ def init_home(home: Home) -> bool:
     """
     created = False
     home.root.mkdir(parents=True, exist_ok=True)
-    for folder in [*home.runtime_dirs(), home.queue / ".incoming"]:
+    for folder in [*home.runtime_dirs(), home.incoming]:
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
             created = True

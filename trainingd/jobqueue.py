@@ -44,13 +44,14 @@ from trainingd.atomic_ops import append_jsonl, atomic_write_text, durable_rename
 from trainingd.contracts import result as result_contract
 from trainingd.contracts.job import FILE as JOB_FILE
 from trainingd.contracts.job import keep_broken, now_iso, read_job, write_job
+from trainingd.contracts.reason import FILE as REASON_FILE
+from trainingd.contracts.reason import write_reason
 from trainingd.faults import fault_point
 from trainingd.paths import JOB_STATES, PRIORITIES, Home
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("inbox", "cli", "generator")
-REASON_FILE = "reason.txt"
 INCOMING_WAIT_LOG_S = 5.0
 _ID_RE = re.compile(r"^(\d{6,})-")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -130,7 +131,7 @@ def _exclusive_saying_why(fd: int) -> None:
 
 def queue_lock(home: Home) -> contextlib.AbstractContextManager[None]:
     """Serialise queue mutations between processes (daemon, CLI, the start-up sweep) with an flock on queue/.lock."""
-    return _flocked(home.queue / ".lock", _exclusive)
+    return _flocked(home.queue_lock, _exclusive)
 
 
 class JobQueue:
@@ -142,7 +143,7 @@ class JobQueue:
     # ----------------------------------------------------------------------------------------- layout
     @property
     def incoming(self) -> Path:
-        return self.home.queue / ".incoming"
+        return self.home.incoming
 
     def ensure_dirs(self) -> None:
         for p in PRIORITIES:
@@ -160,7 +161,7 @@ class JobQueue:
 
     def _assembling(self, exclusive: bool = False) -> contextlib.AbstractContextManager[None]:
         """Shared while an add assembles in .incoming/; exclusive while recover_incoming() looks there."""
-        return _flocked(self.home.queue / ".incoming.lock", _exclusive_saying_why if exclusive else _shared)
+        return _flocked(self.home.incoming_lock, _exclusive_saying_why if exclusive else _shared)
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         return queue_lock(self.home)
@@ -323,7 +324,7 @@ class JobQueue:
             reason = f"cannot read {src.name}: {e}"
             meta = {**self._new_meta(job_id, dst, priority=priority, source=source, force=force, hash_file=False),
                     "state": "failed", "finished_at": now_iso(), "reason": reason, "rejected": True}
-            atomic_write_text(work / REASON_FILE, reason + "\n")
+            write_reason(work, reason)
             write_job(work, meta)
             durable_rename(work, self.home.failed / job_id)
             return self._load("failed", "", self.home.failed / job_id)
@@ -357,7 +358,7 @@ class JobQueue:
             **self._new_meta(job_id, dst, priority="normal", source=source, force=False, hash_file=False),
             "state": "failed", "finished_at": now_iso(), "reason": reason, "rejected": True,
         }
-        atomic_write_text(work / REASON_FILE, reason.rstrip("\n") + "\n")
+        write_reason(work, reason)
         write_job(work, meta)
         durable_rename(work, self.home.failed / job_id)
         log.warning("job %s: %s rejected: %s", job_id, name, reason)
@@ -426,7 +427,7 @@ class JobQueue:
                     meta = {**self._new_meta(work.name, data[0], priority="normal", source="inbox", force=False,
                                              hash_file=False), "rejected": True,
                             "reason": f"cannot read {data[0].name}: {e}"}
-                    atomic_write_text(work / REASON_FILE, meta["reason"] + "\n")
+                    write_reason(work, meta["reason"])
             for p in work.iterdir():
                 if p.name.startswith(".") and not p.is_dir():
                     p.unlink(missing_ok=True)  # a partial copy beside the complete file
@@ -463,7 +464,7 @@ class JobQueue:
                 new_meta["previous_reason"] = current.meta.get("reason")
             if reason is not None:
                 new_meta["reason"] = reason
-                atomic_write_text(current.dir / REASON_FILE, reason.rstrip("\n") + "\n")
+                write_reason(current.dir, reason)
             prio = priority or current.priority
             new_meta["priority"] = prio
             write_job(current.dir, new_meta)

@@ -1,7 +1,8 @@
 """Every file and folder name of a home, in one place.
 
 A home is the working directory of one daemon: ``--home DIR`` > ``$TRAININGD_HOME`` > the current
-directory. Nothing else in the package spells a path of a home by hand.
+directory. Nothing else in the package spells a path of a home by hand: a module that needs one adds a property
+here (names inside a job folder or a checkpoint are the contracts', ``trainingd.contracts``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,12 @@ class Home:
     def pending(self, priority: str) -> Path:
         if priority not in PRIORITIES:
             raise ValueError(f"unknown priority {priority!r}; expected one of {', '.join(PRIORITIES)}")
-        return self.queue / "pending" / priority
+        return self.pending_root / priority
+
+    @property
+    def pending_root(self) -> Path:
+        """The folder of the three ``pending/<priority>/`` queues."""
+        return self.queue / "pending"
 
     @property
     def processing(self) -> Path:
@@ -98,6 +104,21 @@ class Home:
     def hashes(self) -> Path:
         """Append-only record of every accepted file's sha256 and job id."""
         return self.queue / "hashes.jsonl"
+
+    @property
+    def incoming(self) -> Path:
+        """Where a new job is assembled before one rename publishes it into ``pending/``."""
+        return self.queue / ".incoming"
+
+    @property
+    def queue_lock(self) -> Path:
+        """The flock that serialises moves of job folders (``trainingd.jobqueue``)."""
+        return self.queue / ".lock"
+
+    @property
+    def incoming_lock(self) -> Path:
+        """Shared while a job is being added, exclusive while leftovers of ``.incoming/`` are swept."""
+        return self.queue / ".incoming.lock"
 
     # status and logs
     @property
@@ -127,6 +148,25 @@ class Home:
         return self.status_dir / "history.jsonl"
 
     @property
+    def eval_result(self) -> Path:
+        """The latest held-out evaluation (``trainingd.contracts.eval_result``)."""
+        return self.status_dir / "eval_result.json"
+
+    def eval_set_cache(self, seed: int, level: int, count: int) -> Path:
+        """The held-out set fetched from the generator, kept so every evaluation uses the same one."""
+        return self.status_dir / f"eval_set_level{level}_seed{seed}_count{count}.jsonl"
+
+    @property
+    def autogen_state(self) -> Path:
+        """What the daemon last asked the generator for (``trainingd.daemon.autogen``)."""
+        return self.status_dir / "autogen_state.json"
+
+    @property
+    def autogen_dir(self) -> Path:
+        """Where generated files are written before they are renamed into ``inbox/``."""
+        return self.root / ".autogen"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 
@@ -142,6 +182,16 @@ class Home:
     def node_training_log(self, machine_rank: int) -> Path:
         """The output of the trainer processes that ``trainingd node`` starts on machine ``machine_rank``."""
         return self.logs / f"training_output.node{machine_rank}.log"
+
+    @property
+    def eval_log(self) -> Path:
+        """The evaluator's output (``python -m trainingd.train.evaluate``)."""
+        return self.logs / "eval_output.log"
+
+    @property
+    def approvals_log(self) -> Path:
+        """Append-only record of accepted locked-key changes (``trainingd.lifecycle.approval``)."""
+        return self.logs / "approvals.jsonl"
 
     @property
     def daemon_log(self) -> Path:
@@ -184,6 +234,11 @@ class Home:
     def cache(self) -> Path:
         """Tokenized-data cache (datasets Arrow files), keyed by file hash, tokenizer, template and settings."""
         return self.root / "cache"
+
+    @property
+    def presets(self) -> Path:
+        """A home's own presets (beside the repository's ``presets/``)."""
+        return self.root / "presets"
 
     @property
     def snapshots(self) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fault_helpers import REPO, daemon_log, drop, job_metas, run_daemon, stand_in_home, write_config
+from fault_helpers import STAND_IN_DEFAULTS, REPO, daemon_log, drop, job_metas, run_daemon, stand_in_home, write_config
 from trainingd import faults
 from trainingd.checks.invariants import adapter_difference, check_home
 from trainingd.paths import Home
@@ -89,9 +89,9 @@ def test_a_command_line_killed_at_its_point_loses_nothing(tmp_path, point):
     root, env = stand_in_home(tmp_path)
     cli = [sys.executable, str(REPO / "training_queue.py"), "--home", str(root)]
     data = tmp_path / "x.jsonl"
-    data.write_text(json.dumps({"stand_in": {"steps": 1}}) + "\n")
+    data.write_text(json.dumps({"stand_in": {**STAND_IN_DEFAULTS, "steps": 1}}) + "\n")
     bad = tmp_path / "y.jsonl"
-    bad.write_text(json.dumps({"stand_in": {"exit": 4, "name": "data_error", "once": str(tmp_path / "y.once")}})
+    bad.write_text(json.dumps({"stand_in": {**STAND_IN_DEFAULTS, "exit": 4, "once": str(tmp_path / "y.once")}})
                    + "\n")
     for f in (data, bad):
         subprocess.run([*cli, "add", str(f)], env=env, check=True, capture_output=True, cwd=REPO)

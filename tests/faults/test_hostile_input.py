@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fault_helpers import REPO, drop, job_metas, run_daemon, stand_in_home
+from fault_helpers import STAND_IN_DEFAULTS, REPO, drop, job_metas, run_daemon, stand_in_home
 from trainingd.checks.invariants import check_home
 from trainingd.paths import Home
 from trainingd.train.formats import MAX_LINE_BYTES, DataError, scan_file
@@ -162,7 +162,7 @@ def test_the_inbox_refuses_what_is_not_a_file_and_trains_odd_names_without_touch
     root, env = stand_in_home(tmp_path, stable_seconds=0.3)
     outside = tmp_path / "outside"
     outside.mkdir()
-    (outside / "secret.jsonl").write_text(json.dumps({"stand_in": {"steps": 1}}) + "\n")
+    (outside / "secret.jsonl").write_text(json.dumps({"stand_in": {**STAND_IN_DEFAULTS, "steps": 1}}) + "\n")
     inbox = root / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     passwd = Path("/etc/passwd").read_bytes()
@@ -197,7 +197,7 @@ def test_a_file_renamed_into_the_inbox_while_still_being_written_is_never_half_t
     inbox = root / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
     f = open(inbox / ".growing.jsonl.tmp", "w")
-    f.write(json.dumps({"stand_in": {"steps": 1}}) + "\n")
+    f.write(json.dumps({"stand_in": {**STAND_IN_DEFAULTS, "steps": 1}}) + "\n")
     f.flush()
     os.rename(inbox / ".growing.jsonl.tmp", inbox / "growing.jsonl")
     daemon = subprocess.Popen([sys.executable, str(REPO / "training_daemon.py"), "--home", str(root), "--once"],

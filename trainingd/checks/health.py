@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainingd.config import ConfigError, load_config, resolve_base_model
+from trainingd.contracts.checkpoint import ADAPTER_FILES
 from trainingd.contracts.manifest import FILE as MANIFEST
 from trainingd.contracts.manifest import read_manifest
 from trainingd.contracts.status import load_status
@@ -29,7 +30,6 @@ from trainingd.paths import Home
 
 MIN_FREE_GB = 2.0
 STATUS_STALE_S = 120.0
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def _q(path: Path | str) -> str:
@@ -59,12 +59,12 @@ def check_config(home: Home) -> dict[str, Any]:
 
 def check_folders(home: Home) -> dict[str, Any]:
     problems = []
-    missing = [f for f in [*home.runtime_dirs(), home.queue / ".incoming"] if not f.exists()]
+    missing = [f for f in [*home.runtime_dirs(), home.incoming] if not f.exists()]
     if missing:
         problems.append((f"{len(missing)} folder(s) missing: " + ", ".join(f"{f.relative_to(home.root)}/"
                                                                           for f in missing),
                          f"trainingd init --home {_q(home.root)}"))
-    for folder in [*home.runtime_dirs(), home.queue / ".incoming"]:
+    for folder in [*home.runtime_dirs(), home.incoming]:
         if not folder.exists():
             continue
         elif not folder.is_dir():

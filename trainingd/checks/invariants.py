@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Iterable
 
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.checkpoint import ADAPTER_WEIGHTS
 from trainingd.contracts.job import FILE as JOB_FILE
+from trainingd.contracts.reason import read_reason
 from trainingd.contracts.status import load_status
 from trainingd.jobqueue import job_number, queue_lock
 from trainingd.lifecycle.ancestry import ever_trained_ids, model_trained
@@ -31,7 +33,6 @@ from trainingd.paths import PRIORITIES, Home
 
 log = logging.getLogger(__name__)
 
-REASON_FILE = "reason.txt"
 CHECKPOINT_TEMP_PREFIXES = (".tmp-step-", ".old-step-", ".retired-")
 TEMP_MIN_AGE_S = 60.0
 
@@ -66,7 +67,7 @@ def temp_files(home: Home) -> list[Path]:
         for p in _children(folder, follow=folder == home.root):
             if is_temp_name(p.name):
                 found.append(p)
-            elif folder in (home.processing, home.done, home.failed) or folder.parent == home.queue / "pending":
+            elif folder in (home.processing, home.done, home.failed) or folder.parent == home.pending_root:
                 found += [q for q in _children(p) if is_temp_name(q.name)]  # inside a job folder (never a link)
     for p in _children(home.checkpoints):
         if is_temp_name(p.name):
@@ -75,7 +76,7 @@ def temp_files(home: Home) -> list[Path]:
             found += [q for q in _children(p) if is_temp_name(q.name)]
     for folder in (home.snapshots, home.consolidated_models):  # a copy or merge not yet renamed into place
         found += [p for p in _children(folder) if p.name.startswith((".tmp-", ".retired-"))]
-    found += _children(home.queue / ".incoming")  # an add a crash interrupted
+    found += _children(home.incoming)  # an add a crash interrupted
     return sorted(set(found))
 
 
@@ -98,7 +99,7 @@ def _sweep(home: Home, min_age_s: float) -> list[Path]:
     now = time.time()
     removed = []
     for p in temp_files(home):
-        if p.parent in (home.queue / ".incoming", home.consolidated_models):
+        if p.parent in (home.incoming, home.consolidated_models):
             continue  # an add is finished by the intake; a merge may still be running (consolidation cleans up)
         mine = (any(p.parent == d or p.parent.parent == d for d in own) or p.parent.parent in states
                 or p.name.startswith(f".{home.trainer_command.name}.")
@@ -171,18 +172,14 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         if data and not meta.get("rejected") and not (folder / data).is_file():
             problems.append(f"job {job_id} ({state}): its data file {data!r} is missing")
         if state == "failed":
-            try:
-                reason = (folder / REASON_FILE).read_text(encoding="utf-8").strip()
-            except OSError:
-                reason = ""
-            if not reason:
+            if not read_reason(folder):
                 problems.append(f"job {job_id} is in failed/ without a reason.txt")
     processing = [j for j, (s, _, _) in jobs.items() if s == "processing"]
     if len(processing) > 1:
         problems.append(f"{len(processing)} jobs in processing/ ({', '.join(processing)}); at most one may be")
     if idle and processing:
         problems.append(f"job(s) {', '.join(processing)} still in processing/ with no daemon running")
-    incoming = _children(home.queue / ".incoming")
+    incoming = _children(home.incoming)
     if idle and incoming:
         problems.append(f"queue/.incoming/ holds {len(incoming)} unfinished add(s): "
                         + ", ".join(p.name for p in incoming))
@@ -212,7 +209,7 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
     # A done job was trained into some adapter of the home's life: the live one, a snapshot (rolled back from,
     # archived by `adapter new`) or a consolidated base.
     recorded = None
-    for job_id, (state, folder, meta) in jobs.items():
+    for job_id, (state, _folder, meta) in jobs.items():
         if state != "done" or meta.get("duplicate_of") or not meta.get("sha256"):
             continue
         if job_id not in trained_ids:
@@ -262,7 +259,7 @@ def adapter_difference(a: Path, b: Path) -> float:
 
     def load(p: Path) -> dict:
         p = Path(p)
-        return load_file(str(p / "adapter_model.safetensors" if p.is_dir() else p))
+        return load_file(str(p / ADAPTER_WEIGHTS if p.is_dir() else p))
 
     ta, tb = load(a), load(b)
     if ta.keys() != tb.keys():

@@ -1,4 +1,4 @@
-"""The command lines of trainingd, as one argparse tree.
+"""The controller's command lines as one argparse tree: ``trainingd`` and the seed's scripts that share it.
 
     trainingd [--home DIR] [--json] COMMAND ...      the console script; also ``python -m trainingd``
         init                                        create the runtime folders and a default config.json
@@ -13,7 +13,8 @@
         validate [FILE]                             = config_validator.py
         monitor [--host H] [--port P]               = launch_live_monitor.py (the web monitor's server)
         generator [--host H] [--port P]             the SYLLO puzzle generator service (trainingd.generator)
-        eval                                        evaluate the live adapter on the held-out set (trainingd.daemon.evaluation)
+        eval                                        evaluate the live adapter on the held-out set (its own process:
+                                                    python -m trainingd.train.evaluate)
     training_controller.py, training_queue.py and config_validator.py are the same subcommands under
     their own names (``controller_main``, ``queue_main``, ``validator_main``).
 
@@ -25,6 +26,10 @@ How it fits: each script's parser and ``trainingd``'s are built by the same ``ad
 each leaf sets ``run`` to a function here that calls a handler (``trainingd.cli.controller``,
 ``trainingd.cli.queue``, or ``initialise``/``validate_config`` below; each returns a dict), prints it as JSON
 or through ``trainingd.cli.formatting``, and returns an exit code from ``trainingd.exit_codes``.
+
+Not in this tree: the processes with their own parsers (the daemon, ``trainingd.daemon.loop``; the health check,
+``trainingd.checks.health``; consolidation, ``trainingd.lifecycle.consolidate``; and the trainer's tools under
+``trainingd.train``, run as ``python -m trainingd.train.<tool>``).
 """
 
 from __future__ import annotations
@@ -256,11 +261,11 @@ def _run_plan(args: argparse.Namespace) -> int:
         return ec.CONFIG_ERROR
     model_dir = ref.path
     if ref.kind == "embedded":  # a fresh home: build it now, as the first training run would (once)
-        from trainingd.models.base_model import fetch
+        from trainingd.models import embedded
 
         try:
-            model_dir = fetch(ref)
-        except ConfigError as e:
+            model_dir = embedded.build_in_subprocess(embedded.lookup(ref.base), ref.path.parent)
+        except embedded.EmbeddedError as e:
             print(f"trainingd plan: {e}", file=sys.stderr)
             return ec.CONFIG_ERROR
     if model_dir is None or not (Path(model_dir) / "config.json").is_file():
@@ -343,9 +348,16 @@ def _run_generator(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from trainingd.daemon.evaluation import run_eval_command
+    """``trainingd eval`` runs the evaluator in its own process: torch is imported there, never here."""
+    import importlib.util
 
-    return run_eval_command(Home.at(args.home), as_json=args.json)
+    from trainingd.entry_points import run_trainer_tool
+
+    if importlib.util.find_spec("torch") is None:
+        print("trainingd eval needs the trainer's packages (torch is not installed)", file=sys.stderr)
+        return ec.ERROR
+    flags = ["--json"] if args.json else []
+    return run_trainer_tool("evaluate", "--home", str(Home.at(args.home).root), "--trigger", "cli", *flags).returncode
 
 
 def _run_start(args: argparse.Namespace) -> int:

@@ -13,7 +13,19 @@ written atomically); its functions are the only code in the package that reads o
     result.py          <job>/result.json                     trainer -> daemon
     adapter_state.py   current_model/adapter_state.json      trainer (publish) -> daemon, next trainer
     manifest.py        <checkpoints>/step-NNNNNN/manifest.json  trainer -> trainer on resume
+    checkpoint.py      current_model/checkpoints/<job>/step-NNNNNN/ + COMPLETE, micro_batch.json; the adapter
+                       files and their atomic publish       trainer -> daemon, snapshots, checks, next trainer
+    eval_result.py     status/eval_result.json, status/eval_set_*.jsonl, history {"kind": "eval"}
+                                                            evaluator -> daemon, monitor, CLIs
     trainer_record.py  .trainer.json                         daemon -> the next daemon (orphan trainer)
+    reason.py          queue/failed/<job>/reason.txt         queue (daemon, CLI) -> people, CLIs, invariants
+
+Cross-process files whose reader and writer still share one module (each module's docstring is the schema):
+
+    status/autogen_state.json   trainingd.daemon.autogen        daemon -> the next daemon (next seed, batches)
+    logs/approvals.jsonl        trainingd.lifecycle.approval    CLI (approve) -> people, doctor
+    queue/hashes.jsonl          trainingd.jobqueue              queue (daemon, CLI) -> queue (duplicate check)
+    cache/base_hash.json        trainingd.lifecycle.home_guard  daemon, CLI -> daemon, CLI (base content hash)
 
 Where each file lives in a home is ``trainingd.paths.Home``. Importing this package never imports torch.
 """

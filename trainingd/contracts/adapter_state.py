@@ -22,7 +22,7 @@ current one), so a resume never overwrites what was published in between. Files 
 generations existed read as generation 0 with id ``None``.
 
     python3 -c "from trainingd.contracts.adapter_state import read_adapter_state; print(read_adapter_state('current_model'))"
-"""
+"""  # noqa: E501 - the shell line above is copied whole
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def read_adapter_state(folder: Path | str) -> dict | None:
 
 
 def adapter_state_stamp(folder: Path | str) -> tuple:
-    """(mtime_ns, size, inode) of the state file, ``()`` when there is none: changes whenever an adapter is published."""
+    """(mtime_ns, size, inode) of the state file, ``()`` when there is none: changes with every publish."""
     try:
         st = (Path(folder) / FILE).stat()
     except FileNotFoundError:
@@ -84,7 +84,8 @@ def next_state(previous: dict | None, *, entry: dict, base_model: str, base_mode
                              "model_name": model_name, "generation": generation,
                              "generation_id": uuid.uuid4().hex, "trained": trained, "updated_at": time.time()}
     if (previous or {}).get("base_model_hash") == base_model_hash:
-        # Recorded by the daemon and by approvals (trainingd.lifecycle.home_guard, trainingd.lifecycle.approval): kept while the base is.
+        # Recorded by the daemon and by approvals (trainingd.lifecycle.home_guard, trainingd.lifecycle.approval):
+        # kept while the base is.
         for key in ("base_content_sha256", "approvals"):
             if (previous or {}).get(key):
                 state[key] = previous[key]

@@ -12,7 +12,7 @@ tick: ``trainingd.daemon.containment``) and ``liveness`` (``{"head", "head_since
 ``status/history.jsonl``. Read it from the shell::
 
     python3 -c "from trainingd.contracts.status import read_status; import json; print(json.dumps(read_status('.'), indent=2))"
-"""
+"""  # noqa: E501 - the shell line above is copied whole
 
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ block of the status file.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import logging
 import os
@@ -35,8 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from trainingd.atomic_ops import atomic_write_json, fsync_dir, read_json
-from trainingd.config import AutoGenerateConfig
+from trainingd.atomic_ops import atomic_write_json, link_to_free_name, read_json
+from trainingd.config import AutoGenerateConfig, check_url
 from trainingd.contracts.job import now_iso
 from trainingd.paths import Home
 
@@ -45,35 +44,10 @@ log = logging.getLogger("trainingd.daemon.autogen")
 PREFIX = "syllo_autogen_"
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 300.0
-LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
 
 
 class FetchError(Exception):
     """One failed request; the message is the one log line."""
-
-
-def check_url(url: str, allow_remote: bool) -> str | None:
-    """Why ``url`` cannot be used (None when it can): http only, a host, loopback unless ``allow_remote``."""
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        return f"{url!r}: only http:// URLs are supported"
-    host = parts.hostname
-    if not host:
-        return f"{url!r} names no host"
-    try:
-        parts.port
-    except ValueError as e:
-        return f"{url!r}: {e}"
-    if allow_remote:
-        return None
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host.lower() in LOOPBACK_NAMES
-    if not loopback:
-        return (f"{host} is not a loopback address; set auto_generate.allow_remote to true to fetch training data "
-                "from another host")
-    return None
 
 
 def is_generated(name: str | None) -> bool:
@@ -81,12 +55,12 @@ def is_generated(name: str | None) -> bool:
 
 
 def state_path(home: Home) -> Path:
-    return home.status_dir / "autogen_state.json"
+    return home.autogen_state
 
 
 def temp_dir(home: Home) -> Path:
     """Where bodies are streamed: in the home (same filesystem as inbox/, so the final link is atomic)."""
-    return home.root / ".autogen"
+    return home.autogen_dir
 
 
 def fetch_batch(url: str, *, count: int, seed: int, level: int, timeout_s: float, tmp_dir: Path, inbox: Path,
@@ -125,7 +99,11 @@ def fetch_batch(url: str, *, count: int, seed: int, level: int, timeout_s: float
             raise FetchError(f"{type(e).__name__}: {e}") from None
         if n != count:
             raise FetchError(f"asked for {count} lines, the body held {n}")
-        final = _link_into(tmp, inbox, f"{PREFIX}{(now or datetime.now()).strftime('%Y%m%d_%H%M%S')}_count{n}")
+        stem = f"{PREFIX}{(now or datetime.now()).strftime('%Y%m%d_%H%M%S')}_count{n}"
+        try:
+            final = link_to_free_name(tmp, inbox, stem)
+        except FileExistsError as e:
+            raise FetchError(str(e)) from None
         return final, n
     finally:
         conn.close()
@@ -139,19 +117,6 @@ def _check_line(line: bytes, lineno: int) -> None:
         raise FetchError(f"line {lineno} is not JSON: {line[:80]!r}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("messages"), list):
         raise FetchError(f"line {lineno} is not a chat record with 'messages': {line[:80]!r}")
-
-
-def _link_into(tmp: Path, inbox: Path, stem: str) -> Path:
-    """Give ``tmp`` a free name in ``inbox`` (a link never replaces a file; numbered when the name is taken)."""
-    for n in range(1, 1000):
-        final = inbox / (f"{stem}.jsonl" if n == 1 else f"{stem}-{n}.jsonl")
-        try:
-            os.link(tmp, final)
-        except FileExistsError:
-            continue
-        fsync_dir(inbox)
-        return final
-    raise FetchError(f"{stem}.jsonl and 998 numbered variants already exist in {inbox}")
 
 
 class AutoGenerator:
@@ -314,7 +279,8 @@ class AutoGenerator:
         wait = max(0.0, self.next_at - self.clock()) if cfg.enabled else None
         return {"enabled": cfg.enabled, "url": cfg.url, "state": state, "level": cfg.level, "count": cfg.count,
                 "next_seed": self.next_seed(cfg), "fetching_since": self.fetching_since,
-                "failures": self.failures, "refused_batches_in_a_row": self.refused_streak, "last_error": self.last_error,
+                "failures": self.failures, "refused_batches_in_a_row": self.refused_streak,
+                "last_error": self.last_error,
                 "next_request_in_s": round(wait, 1) if wait is not None else None,
                 "batches": self.saved.get("batches", 0), "examples": self.saved.get("examples", 0),
                 "last": self.saved.get("last")}

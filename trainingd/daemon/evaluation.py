@@ -7,12 +7,12 @@ share the CPU and each evaluation sees exactly the adapter of the jobs before it
 ticking meanwhile (control requests, status). The evaluator writes ``status/eval_result.json`` and appends a
 ``{"kind": "eval", ...}`` line to ``status/history.jsonl``; ``status()`` is the ``eval`` block of the status file.
 
-``trainingd eval`` runs the same evaluation in the foreground (``run_eval_command``).
+``trainingd eval`` runs the same evaluation in the foreground (``trainingd.train.evaluate.run_eval_command``, in
+its own process). The result file's schema is ``trainingd.contracts.eval_result``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -21,41 +21,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trainingd.atomic_ops import read_json
 from trainingd.config import Config
+from trainingd.contracts.eval_result import eval_entries, read_last  # noqa: F401 - read here by the daemon's callers
 from trainingd.contracts.job import now_iso
 from trainingd.paths import Home
 
 log = logging.getLogger("trainingd.daemon.evaluation")
 
-HISTORY_KIND = "eval"
-
-
-def result_path(home: Home) -> Path:
-    """The latest evaluation (what the status file's ``eval.last`` shows)."""
-    return home.status_dir / "eval_result.json"
-
-
-def eval_set_cache(home: Home, seed: int, level: int, count: int) -> Path:
-    """The held-out set fetched from the generator, kept so every evaluation of this home uses the same one."""
-    return home.status_dir / f"eval_set_level{level}_seed{seed}_count{count}.jsonl"
-
-
 def log_path(home: Home) -> Path:
-    return home.logs / "eval_output.log"
-
-
-def read_last(home: Home) -> dict | None:
-    try:
-        doc = read_json(result_path(home), None)
-    except (ValueError, OSError):
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def eval_entries(history: list[dict]) -> list[dict]:
-    """The evaluation lines of ``status/history.jsonl`` (the others are finished jobs)."""
-    return [e for e in history if isinstance(e, dict) and e.get("kind") == HISTORY_KIND]
+    return home.eval_log
 
 
 class Evaluator:
@@ -124,28 +98,3 @@ class Evaluator:
         return {"state": "running" if self.proc is not None else "idle", "job_id": self.job_id,
                 "started_at": self.started_at if self.proc is not None else None, "last": read_last(self.home),
                 "last_error": self.last_error}
-
-
-def run_eval_command(home: Home, *, as_json: bool) -> int:
-    """``trainingd eval``: evaluate the live adapter now and print the result."""
-    from trainingd import exit_codes as ec
-    from trainingd.config import ConfigError
-
-    try:
-        from trainingd.train.evaluate import evaluate_home
-    except ImportError as e:  # torch missing: the trainer's packages are not installed
-        print(f"trainingd eval needs the trainer's packages: {e}", file=sys.stderr)
-        return ec.ERROR
-    logging.getLogger().setLevel(logging.INFO)
-    try:
-        result = evaluate_home(home, trigger="cli")
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"trainingd eval: {e}", file=sys.stderr)
-        return ec.CONFIG_ERROR
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"exact match {result['correct']}/{result['total']} = {result['exact_match']:.3f}, "
-              f"token accuracy {result['token_accuracy']:.3f}, {result['seconds']:.1f}s "
-              f"(adapter: {result['adapter'] or 'none, the base alone'}; eval set: {result['eval_set']['source']})")
-    return ec.OK

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from trainingd.atomic_ops import fsync_dir
+from trainingd.atomic_ops import fsync_dir, link_to_free_name
 from trainingd.config import Config
 from trainingd.daemon.containment import not_a_folder, printable
 from trainingd.daemon.json_array import NotConvertible, convert
@@ -228,7 +228,7 @@ class Intake:
                 # Vanished or busy: forget it and look again at the next scan.
                 self._entry_error(name, f"could not take it yet: {e}")
                 self._seen.pop(name, None)
-                if isinstance(e, OSError) and any((self.home.queue / ".incoming").iterdir()):
+                if isinstance(e, OSError) and any(self.home.incoming.iterdir()):
                     self._unfinished_add = True  # e.g. a full disk after the move: finished at the next poll
                 continue
             except Exception as e:  # noqa: BLE001 - one entry's fault never stops the others
@@ -304,7 +304,7 @@ class Intake:
                 reason = (f"{path.name} {e}. A .json file in inbox/ must be one JSON array of objects; fix it, or "
                           f"convert it to JSON Lines yourself ({hint}) and drop the .jsonl into inbox/")
                 return self.queue.reject(path, reason, source="inbox")
-            target = self._link_free_name(tmp, stem)
+            target = link_to_free_name(tmp, tmp.parent, stem)
         finally:
             tmp.unlink(missing_ok=True)
         path.unlink()
@@ -313,25 +313,6 @@ class Intake:
         job = self.queue.add(target, priority="normal", source="inbox", move=True)
         return self.queue.update_meta(job, converted_from=path.name, converted_records=records)
 
-    @staticmethod
-    def _link_free_name(tmp: Path, stem: str) -> Path:
-        """Give ``tmp`` the name ``<stem>.jsonl``, or ``<stem>-N.jsonl`` when a file has it (link, unlike
-        rename, never replaces one); durable once this returns."""
-        while len(os.fsencode(stem)) > 200:  # room for "-N.jsonl" within the 255-byte name limit
-            stem = stem[:-1]
-        for n in range(1, 1000):
-            target = tmp.parent / (f"{stem}.jsonl" if n == 1 else f"{stem}-{n}.jsonl")
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                continue
-            except OSError:  # a filesystem without hard links: rename, after checking the name is free
-                if target.exists():
-                    continue
-                os.rename(tmp, target)
-            fsync_dir(tmp.parent)
-            return target
-        raise FileExistsError(f"{stem}.jsonl and 998 numbered variants already exist in {tmp.parent}")
 
 
 __all__ = ["Intake", "is_ignored", "SYMLINK_REASON", "FOLDER_REASON", "SUFFIX_REASON", "CONVERT_PREFIX"]

@@ -28,7 +28,9 @@ from trainingd.lifecycle import home_guard, retention, snapshots
 from trainingd import exit_codes as ec
 from trainingd.lifecycle.ancestry import find_trained
 from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
-from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
+from trainingd.contracts.checkpoint import ADAPTER_WEIGHTS, remove_checkpoints
+from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state
+from trainingd.contracts.adapter_state import trained_entries as adapter_trained
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.progress import read_progress
 from trainingd.contracts.requests import ACTIONS as REQUEST_ACTIONS
@@ -647,8 +649,6 @@ class Daemon:
 
     def _retire_checkpoints(self, job: Job) -> None:
         """A skipped job's checkpoints are discarded, as the trainer does when it honours the skip."""
-        from trainingd.train.checkpoint import remove_checkpoints  # stdlib only, like the daemon
-
         remove_checkpoints(self.home.job_checkpoints(job.id))
 
     def _error(self, message: str, job_id: str | None) -> None:
@@ -697,7 +697,7 @@ class Daemon:
             m = r.job.meta
             job_doc = {"id": r.job.id, "file": m.get("original_name"), "sha256": m.get("sha256"),
                        "priority": r.job.priority, "started_at": r.started_at}
-        adapter = self.home.current_model / "adapter_model.safetensors"
+        adapter = self.home.current_model / ADAPTER_WEIGHTS
         control = {**self.control, "paused": self.paused, "stopping": self.stopping}
         doc = compose_status(
             daemon={"pid": os.getpid(), "version": __version__, "started_at": self.started_at,

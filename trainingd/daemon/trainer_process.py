@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from trainingd.atomic_ops import atomic_write_text
+from trainingd.contracts.checkpoint import MICRO_BATCH_FILE
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.progress import clear_progress, read_progress
 from trainingd.contracts.result import clear_result, read_result, result_path
-from trainingd.contracts.trainer_record import TrainerRecord, clear_trainer_record, read_trainer_record, write_trainer_record
+from trainingd.contracts.trainer_record import (TrainerRecord, clear_trainer_record, read_trainer_record,
+                                               write_trainer_record)
 from trainingd.faults import fault_point
 from trainingd.jobqueue import Job
 from trainingd.paths import Home
@@ -43,8 +45,7 @@ log = logging.getLogger("trainingd.daemon.loop")
 
 TRAINER_ENV = "TRAININGD_TRAINER"
 LAUNCHER_ENV = "TRAININGD_LAUNCHER"  # read by trainingd.train.distributed (which imports torch; this must not)
-REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the trainingd package
-MICRO_BATCH_FILE = "micro_batch.json"  # the trainer's oom.MICRO_BATCH_FILE (this module must not import torch)
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder holding trainingd/
 
 
 OOM_EVENTS_ENV = "TRAININGD_OOM_EVENTS"  # tests: a file standing in for the kernel's counter

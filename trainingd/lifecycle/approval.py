@@ -26,12 +26,12 @@ from trainingd.atomic_ops import append_jsonl
 from trainingd.config import EMBEDDED_BASE_MODEL, ConfigError, load_config, locked_changes, normalize_locked, \
     resolve_base_model
 from trainingd.contracts.adapter_state import read_adapter_state, write_adapter_state
+from trainingd.contracts.checkpoint import base_model_hash
 from trainingd.contracts.job import now_iso
 from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 
-APPROVALS = "approvals.jsonl"
 
 
 class ApprovalError(Exception):
@@ -39,7 +39,7 @@ class ApprovalError(Exception):
 
 
 def approvals_log(home: Home) -> Path:
-    return home.logs / APPROVALS
+    return home.approvals_log
 
 
 def base_folder(home: Home, cfg) -> Path | None:
@@ -52,8 +52,6 @@ def base_folder(home: Home, cfg) -> Path | None:
 
 
 def base_hash(folder: Path) -> str:
-    from trainingd.train.checkpoint import base_model_hash  # stdlib only, like the daemon
-
     return base_model_hash(folder)
 
 
@@ -97,7 +95,7 @@ def approve(home: Home, *, who: str | None = None) -> dict[str, Any]:
     text = "; ".join(f"{c['key']}: {json.dumps(c['adapter'])} -> {json.dumps(c['config'])}" for c in changes)
     log.info("approved by %s: %s", who, text)
     return {"approved": changes, "who": who, "message": f"approved for the live adapter by {who}: {text} "
-                                                         f"(recorded in logs/{APPROVALS})"}
+                                                         f"(recorded in {home.approvals_log.relative_to(home.root)})"}
 
 
 def missing_folders(home: Home) -> list[str]:

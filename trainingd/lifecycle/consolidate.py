@@ -5,14 +5,14 @@
     python3 consolidate_model.py --list [--home DIR]
 
 Steps: refuse while a job trains (a paused daemon is fine; ``--yes`` also needs no job in processing/), check
-free disk, snapshot the adapter (a pinned backup), merge it into the fp32 base (``trainingd.train.merge``)
+free disk, snapshot the adapter (a pinned backup), merge it into the fp32 base (``python -m trainingd.train.merge``)
 into ``consolidated_models/.tmp-<stamp>-*``, verify the merged logits against base + adapter, write
 ``manifest.json`` and ``README.md``, then one rename makes ``consolidated_models/<stamp>/``. A failed check
 removes the temporary folder: no half-written base is ever left under its name. ``--yes`` (the base is a
 locked key) switches ``config.json``'s ``base_model`` to the new folder atomically and starts a fresh
 adapter (the old one stays a pinned snapshot); the previous base stays on disk.
 
-This module imports torch only inside ``consolidate`` (through ``trainingd.train.merge``).
+This module never imports torch: the merge runs as its own process (``trainingd.entry_points``).
 """
 
 from __future__ import annotations
@@ -22,16 +22,18 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence
 
 from trainingd import __version__
-from trainingd.atomic_ops import atomic_write_json, fsync_dir, read_json
+from trainingd.atomic_ops import atomic_write_json, fsync_dir, publish_folder, read_json, retire_folder
+from trainingd.contracts.checkpoint import ADAPTER_CONFIG
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.entry_points import package_env, trainer_tool
 from trainingd.contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
-from trainingd.faults import fault_point
 from trainingd.instance import is_daemon_running, read_pid
 from trainingd.paths import Home
 from trainingd.lifecycle.snapshots import has_adapter, lineage, quiet_reason, start_fresh_adapter, take_snapshot
@@ -59,6 +61,7 @@ def needed_bytes(base: Path) -> int:
 
 def _readme(manifest: dict[str, Any]) -> str:
     v = manifest["verification"]
+    tol, max_diff = v["tolerance"], f"{v['max_abs_logit_diff']:.3g}"
     files = "\n".join(f"{i}. {t.get('file')} (job {t.get('job_id')}, {t.get('steps')} steps)"
                       for i, t in enumerate(manifest["files_trained"], 1)) or "(none)"
     return f"""# {manifest['name']}: consolidated base model
@@ -70,8 +73,8 @@ def _readme(manifest: dict[str, Any]) -> str:
 - Adapter merged: generation {manifest['adapter']['generation']} of `{manifest['adapter']['model_name']}`
   (backup snapshot `{manifest['backup_snapshot']}`), LoRA r={manifest['adapter']['lora'].get('r')}
 - Weights: float32 safetensors, merged with peft `merge_and_unload` from the full-precision base
-- Verified on {v['prompts']} fixed prompts ({v['tokens']} tokens): max |logit difference| {v['max_abs_logit_diff']:.3g}
-  (tolerance {v['tolerance']['max_abs_logit_diff']:g}), mean KL {v['mean_kl']:.3g} (tolerance {v['tolerance']['mean_kl']:g})
+- Verified on {v['prompts']} fixed prompts ({v['tokens']} tokens): max |logit difference| {max_diff}
+  (tolerance {tol['max_abs_logit_diff']:g}), mean KL {v['mean_kl']:.3g} (tolerance {tol['mean_kl']:g})
 
 ## Files trained into it, in order
 {files}
@@ -88,8 +91,27 @@ def _config_value(home: Home, folder: Path) -> str:
         return str(folder)
 
 
+def merge_in_subprocess(base: Path, adapter: Path, out: Path, merge_command: Sequence[str] | None = None) -> dict:
+    """Run ``python -m trainingd.train.merge BASE ADAPTER OUT`` and return its report (torch stays over there).
+
+    ``merge_command`` replaces the command before the three paths (a test passes one that spoils a weight).
+    """
+    report_file = out.parent / f"{out.name}.report.json"
+    cmd = [*(merge_command or trainer_tool("merge")), str(base), str(adapter), str(out), "--report", str(report_file)]
+    try:
+        run = subprocess.run(cmd, env=package_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        report = read_json(report_file, None)
+    finally:
+        report_file.unlink(missing_ok=True)
+    if run.returncode not in (0, 1) or not isinstance(report, dict):
+        tail = "\n".join(run.stderr.strip().splitlines()[-15:])
+        raise ConsolidationError(f"the merge exited {run.returncode} without a report; no new base was written. "
+                                 f"Its last lines:\n{tail}")
+    return report
+
+
 def consolidate(home: Home, description: str, *, yes: bool = False,
-                after_merge: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                merge_command: Sequence[str] | None = None) -> dict[str, Any]:
     """Merge, verify and publish a new base; with ``yes`` switch to it. Raises ConsolidationError."""
     if not description.strip():
         raise ConsolidationError("--description is required: say what was trained (it goes into the manifest)")
@@ -122,17 +144,15 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
     while final.exists():
         final, n = home.consolidated_models / f"{stamp}-{n}", n + 1
     tmp = home.consolidated_models / f".tmp-{final.name}-{time.time_ns()}"
-    from trainingd.train.merge import merge_adapter  # torch: only here
-
     try:
-        report = merge_adapter(base, backup, tmp, after_merge=after_merge)
+        report = merge_in_subprocess(base, backup, tmp, merge_command)
         if not report["ok"]:
             raise ConsolidationError(
                 f"verification failed: max |logit difference| {report['max_abs_logit_diff']:.3g} "
                 f"(tolerance {report['tolerance']['max_abs_logit_diff']:g}), mean KL {report['mean_kl']:.3g} "
                 f"(tolerance {report['tolerance']['mean_kl']:g}); no new base was written "
                 f"(the adapter is unchanged, backup snapshot {backup.name})")
-        adapter_cfg = read_json(backup / "adapter_config.json", {}) or {}
+        adapter_cfg = read_json(backup / ADAPTER_CONFIG, {}) or {}
         parent_manifest = read_lineage_manifest(base)
         chain = lineage(home)["chain"]
         manifest = {
@@ -154,14 +174,7 @@ def consolidate(home: Home, description: str, *, yes: bool = False,
         manifest["base_model_hash"] = hash_of(tmp)
         write_lineage_manifest(tmp, manifest)
         (tmp / "README.md").write_text(_readme(manifest))
-        for p in tmp.iterdir():
-            if p.is_file():
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
-        fsync_dir(tmp)
-        fault_point("consolidate")
-        os.rename(tmp, final)
-        fsync_dir(home.consolidated_models)
+        publish_folder(tmp, final, point="consolidate")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -208,7 +221,6 @@ def switch_base(home: Home, folder: Path, *, backup_taken: bool = False) -> dict
 
 def _empty_adapter(home: Home) -> dict[str, Any]:
     """The adapter was just snapshotted (the consolidation's backup): empty current_model/ for a fresh one."""
-    from trainingd.lifecycle.snapshots import retire_folder
 
     if home.current_model.exists():
         retire_folder(home.current_model)

@@ -43,7 +43,7 @@ class PresetError(Exception):
 
 
 def preset_dirs(home: Home) -> list[Path]:
-    return [home.root / "presets", REPO_PRESETS]
+    return [home.presets, REPO_PRESETS]
 
 
 def list_presets(home: Home) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from trainingd.atomic_ops import read_json
+from trainingd.atomic_ops import RETIRED_PREFIX, read_json, retire_folder
 from trainingd.config import Config
 from trainingd.contracts.job import read_job
 from trainingd.paths import Home
@@ -138,11 +138,10 @@ def clean(home: Home, cfg: Config, *, dry_run: bool = False) -> dict[str, Any]:
         try:
             if it["action"] == "rotate":
                 it["rotated_to"] = str(_rotate(p))
+            elif p.is_dir() and p.name.startswith(RETIRED_PREFIX):
+                shutil.rmtree(p, ignore_errors=True)  # what a kill left of an earlier retirement
             elif p.is_dir():
-                gone = p.parent / f".retired-{p.name}-{time.time_ns()}" if not p.name.startswith(".retired-") else p
-                if gone != p:
-                    os.rename(p, gone)
-                shutil.rmtree(gone, ignore_errors=True)
+                retire_folder(p)
             else:
                 p.unlink(missing_ok=True)
             done.append(it)

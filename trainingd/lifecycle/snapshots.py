@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from datetime import datetime
@@ -31,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from trainingd import __version__
-from trainingd.atomic_ops import fsync_dir
+from trainingd.atomic_ops import durable_copy, fsync_dir, publish_folder, retire_folder
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.checkpoint import has_adapter, publish_adapter
 from trainingd.contracts.job import read_job
-from trainingd.faults import fault_point
 from trainingd.contracts.lineage_manifest import FILE as MANIFEST
 from trainingd.contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
 from trainingd.paths import Home
@@ -42,17 +41,12 @@ from trainingd.paths import Home
 log = logging.getLogger(__name__)
 
 PINNED = "PINNED"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # Snapshots taken for these reasons are backups a person relies on: never pruned.
 PINNED_REASONS = ("rollback", "consolidate", "adapter_new", "manual")
 
 
 class SnapshotError(Exception):
     """A snapshot cannot be taken, found or restored; the message says why and what to do."""
-
-
-def has_adapter(folder: Path) -> bool:
-    return all((Path(folder) / n).is_file() for n in ADAPTER_FILES)
 
 
 def _key(entries: list[dict]) -> list[tuple]:
@@ -108,13 +102,6 @@ def _parent(existing: list[dict], trained: list[dict]) -> str | None:
     return best[1] if best else None
 
 
-def _copy_file(src: Path, dst: Path) -> None:
-    with open(src, "rb") as inp, open(dst, "wb") as out:
-        shutil.copyfileobj(inp, out, 1 << 20)
-        out.flush()
-        os.fsync(out.fileno())
-
-
 def _unique(root: Path, base: str) -> Path:
     path, n = root / base, 2
     while path.exists():
@@ -134,13 +121,10 @@ def copy_folder(src: Path, dest: Path, write_extra=None) -> Path:
     try:
         for f in sorted(Path(src).iterdir()):
             if f.is_file() and not f.name.startswith("."):
-                _copy_file(f, tmp / f.name)
+                durable_copy(f, tmp / f.name)
         if write_extra is not None:
             write_extra(tmp)
-        fsync_dir(tmp)
-        fault_point("snapshot")
-        os.rename(tmp, dest)
-        fsync_dir(dest.parent)
+        publish_folder(tmp, dest, point="snapshot")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -191,14 +175,6 @@ def take_snapshot(home: Home, *, reason: str = "job", job: Any = None, result: d
     copy_folder(src, dest, extra)
     log.info("snapshot %s of the adapter (generation %s, %s)", dest.name, state.get("generation"), reason)
     return dest
-
-
-def retire_folder(folder: Path) -> None:
-    """Remove a folder out of sight first (a rename), so a kill never leaves a half-deleted snapshot by its name."""
-    gone = folder.parent / f".retired-{folder.name}-{time.time_ns()}"
-    os.rename(folder, gone)
-    fsync_dir(folder.parent)
-    shutil.rmtree(gone, ignore_errors=True)
 
 
 def prunable_snapshots(home: Home, keep: int) -> list[Path]:
@@ -304,8 +280,6 @@ def quiet_reason(home: Home, *, allow_paused_job: bool = False) -> str | None:
 
 def replace_adapter(home: Home, src: Path, state: dict) -> None:
     """Make the adapter files of ``src`` the live adapter, ``adapter_state.json`` last (as a publish does)."""
-    from trainingd.train.checkpoint import publish_adapter  # stdlib only, like the daemon
-
     publish_adapter(src, home.current_model, state)
 
 
@@ -358,7 +332,7 @@ def format_lineage(doc: dict[str, Any]) -> str:
         return "no adapter yet: current_model/ is empty (the first job starts one)"
     h = (doc.get("base_model_hash") or "")[:12]
     lines = [f"base  {doc['base_model']}  (hash {h})"]
-    fmt = lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731 - a one-line formatter
     for i, c in enumerate(doc["chain"], 1):
         lines.append(f"  {i:>3}. gen {fmt(c['generation']):>3}  {c['job_id']}  {c['file']}  steps {fmt(c['steps'])}"
                      f"  loss {fmt(c['final_loss'])}  eval {fmt(c['eval_loss'])}  [{c['snapshot'] or 'no snapshot'}]")

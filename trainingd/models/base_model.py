@@ -2,8 +2,8 @@
 
 A name is one of:
 
-* ``embedded:<name>`` -- a model built locally under the home's ``models/`` on first use (``trainingd/models/embedded.py``:
-  ``embedded:tiny-qwen3``, the default, and ``embedded:smollm2-135m``);
+* ``embedded:<name>`` -- a model built locally under the home's ``models/`` on first use
+  (``trainingd/models/embedded.py``: ``embedded:tiny-qwen3``, the default, and ``embedded:smollm2-135m``);
 * a local model folder (holding ``config.json``), absolute or relative to the home (``train.py``: to the current
   directory);
 * an adapter folder (holding ``adapter_config.json``) such as ``current_model``: training goes on on top of its base
@@ -12,23 +12,22 @@ A name is one of:
   network. Offline (``HF_HUB_OFFLINE=1``) and not cached, or when the download fails, the error says how to fetch it
   into a folder on another machine.
 
-``resolve`` is stdlib only: the daemon checks a config with it and never imports torch. ``fetch`` runs in the trainer:
-it builds an embedded model or downloads a hub model and returns the folder to load.
+This module is stdlib only: the daemon checks a config with ``resolve`` and never imports torch. Fetching (building an
+embedded model, downloading a hub model) runs in the trainer: ``trainingd.train.build_base.fetch``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from trainingd.contracts.checkpoint import ADAPTER_CONFIG
+from trainingd.errors import ConfigError
 from trainingd.models import embedded as embedded
-from trainingd.config import ConfigError
 
-log = logging.getLogger(__name__)
 
 KINDS = ("embedded", "folder", "hub")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -109,7 +108,7 @@ def how_to_fetch(repo_id: str, key: str = "config key 'base_model'") -> str:
 def adapter_base_name(adapter_dir: Path) -> str | None:
     """The base an adapter folder was trained on (``base_model_name_or_path`` of its adapter_config.json)."""
     try:
-        data = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+        data = json.loads((Path(adapter_dir) / ADAPTER_CONFIG).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     return data.get("base_model_name_or_path") if isinstance(data, dict) else None
@@ -141,7 +140,7 @@ def resolve(name: str, root: Path, *, models_dir: Path | None = None, key: str =
     if not path.is_absolute():
         path = root / path
     if path.is_dir():
-        if (path / "adapter_config.json").is_file() and not _inside_adapter:
+        if (path / ADAPTER_CONFIG).is_file() and not _inside_adapter:
             base_name = adapter_base_name(path)
             if not base_name:
                 raise ConfigError(f"{key}: {path}/adapter_config.json names no base_model_name_or_path")
@@ -164,29 +163,6 @@ def resolve(name: str, root: Path, *, models_dir: Path | None = None, key: str =
     raise ConfigError(f"{key}: no model at {path} (expected a model folder with config.json, an adapter folder, "
                       f"{' or '.join(embedded.PREFIX + n for n in embedded.REGISTRY)}, or a Hugging Face id such "
                       "as Qwen/Qwen3-0.6B)")
-
-
-def fetch(ref: BaseModel, key: str = "config key 'base_model'") -> Path:
-    """The folder to load ``ref`` from, building an embedded model or downloading a hub model first (trainer only).
-
-    Raises ConfigError (the daemon pauses on it rather than failing jobs) when that is not possible.
-    """
-    if ref.kind == "embedded":
-        try:
-            return embedded.ensure_built(embedded.lookup(ref.base), ref.path.parent)
-        except embedded.EmbeddedError as e:
-            raise ConfigError(f"base model {ref.base}: {e}") from None
-    if ref.path is not None:
-        return ref.path
-    try:
-        from huggingface_hub import snapshot_download
-
-        log.info("downloading %s from the Hugging Face hub (once; later runs use the cache)", ref.base)
-        return Path(snapshot_download(ref.base, allow_patterns=HUB_FILES))
-    except Exception as e:  # offline, unknown or gated repo, network error: all mean "fetch it another way"
-        log.warning("could not download %s: %s", ref.base, e)
-        raise ConfigError(f"base model {ref.base!r} could not be downloaded ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''}): {how_to_fetch(ref.base, key)}") from None
 
 
 def default_max_length(model_dir: Path) -> int:

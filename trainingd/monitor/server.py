@@ -13,8 +13,9 @@ POST /api/control/pause|resume|skip   header X-Trainingd-Token: <control/monitor
 Only these paths exist: the page's files are a fixed map of names inside the package's ``static/`` folder,
 nothing is looked up from the request's path, so ``..``, ``%2e%2e``, absolute paths and symlinks cannot reach a
 file. The page cannot read ``control/monitor_token``: the server writes the token into the HTML it serves
-(``<meta name="trainingd-token">``); only a request with an allowed ``Host`` gets it, so a rebinding site cannot. A request whose ``Host`` is not this machine's loopback name (or the configured
-host) is refused with 403 (DNS rebinding); see ``security``.
+(``<meta name="trainingd-token">``); only a request with an allowed ``Host`` gets it, so a rebinding site cannot.
+A request whose ``Host`` is not this machine's loopback name (or the configured host) is refused with 403 (DNS
+rebinding); see ``security``.
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
 
         do_HEAD = do_GET
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
             if not self._host_ok():
                 return
             length = int(self.headers.get("Content-Length") or 0)

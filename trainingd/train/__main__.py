@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from trainingd import exit_codes
-from trainingd.models.base_model import fetch, resolve
+from trainingd.models.base_model import resolve
+from trainingd.train.build_base import fetch
 from trainingd.config import Config, ConfigError, load_config, normalize_locked, parse_config, resolve_base_model
 from trainingd.contracts import layer_activity
 from trainingd.contracts.adapter_state import read_adapter_state
@@ -109,7 +110,8 @@ def daemon_main(argv: list[str] | None = None) -> int:
         # The home's adapter keeps growing; a base_model naming an adapter folder only seeds the first one.
         init_adapter=home.current_model if ckpt.has_adapter(home.current_model) else ref.adapter,
         progress_path=home.trainer_progress, metrics_path=home.metrics,
-        layer_activity_path=home.layer_activity, tensorboard_dir=home.tensorboard / a.job_id, commands=reader.action, resume=True,
+        layer_activity_path=home.layer_activity, tensorboard_dir=home.tensorboard / a.job_id, commands=reader.action,
+        resume=True,
         parent_pid=a.parent_pid, cache_dir=home.cache, precision=_precision(a.precision, cfg), stop_signal=stop,
         skip_if_trained=True)
     return execute(spec, a.reason_file)
@@ -137,7 +139,8 @@ def _precision(requested: str, cfg: Config) -> str:
 # Config keys a standalone run may override on the command line (every scalar training setting).
 _CLI_KEYS = ["epochs", "learning_rate", "batch_size", "gradient_accumulation", "max_length", "truncation",
              "train_on", "lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "use_qlora",
-             "gradient_checkpointing", "packing", "micro_batch_size", "micro_batch_tokens", "save_steps", "keep_checkpoints", "eval_steps", "eval_fraction",
+             "gradient_checkpointing", "packing", "micro_batch_size", "micro_batch_tokens", "save_steps",
+             "keep_checkpoints", "eval_steps", "eval_fraction",
              "lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"]
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from trainingd.atomic_ops import file_sha256, fsync_dir
+from trainingd.atomic_ops import file_sha256, publish_folder
 from trainingd.config import Config
 from trainingd.instance import pid_alive
 from trainingd.train.formats import (FORMATS, DataError, Scan, bad_lines_reason, check_record, detect_format,
@@ -141,7 +141,7 @@ def _tokenize_file(path: Path, scan: Scan, encoder: Encoder, cfg: Config, writer
             lines.append(number)
         try:
             pairs = encoder.encode_texts(items) if fmt == "text" else encoder.encode_chats(items, lines, tools)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any refusal: the lines are checked one by one below
             # A template may reject a conversation (e.g. roles out of order), or a message may not be locatable
             # in its render: find which lines, one by one, so the reason lists them all.
             pairs = []
@@ -321,15 +321,10 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
                   "dropped": stats.dropped[:10]}
         # report.json is written last: a cache folder without it is never used.
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        fsync_dir(tmp)
         if folder.exists() and not (folder / "report.json").exists():
             shutil.rmtree(folder)  # incomplete (only a lost rename or a hand edit makes one): never used
         try:
-            os.rename(tmp, folder)
-            fsync_dir(cache_dir)
+            publish_folder(tmp, folder, mode=None)
         except OSError:
             # Another process cached the same key first; its copy is just as good.
             if not (folder / "report.json").exists():
@@ -461,10 +456,10 @@ def collate(rows: list[dict], pad_token_id: int, *, packing: bool = False) -> di
     input_ids = torch.full((len(seqs), width), pad_token_id, dtype=torch.long)
     label_t = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
     position_ids = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, (i, l, p) in enumerate(seqs):
+    for b, (i, lab, p) in enumerate(seqs):
         n = len(i)
         input_ids[b, :n] = torch.tensor(i, dtype=torch.long)
-        label_t[b, :n] = torch.tensor(l, dtype=torch.long)
+        label_t[b, :n] = torch.tensor(lab, dtype=torch.long)
         position_ids[b, :n] = torch.tensor(p, dtype=torch.long)
         # Padding continues the positions of the last sequence, so it never looks like a packed example start
         # (it is causal and after every real token, so nothing real attends to it either way).

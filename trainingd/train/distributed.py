@@ -88,7 +88,7 @@ def parent_alive(parent_pid: int | None) -> bool:
 
 
 class Group:
-    """The processes of one job, as the recipe sees them (a thin layer over ``accelerate`` and ``torch.distributed``)."""
+    """The processes of one job, as the recipe sees them (a thin layer over ``accelerate``, ``torch.distributed``)."""
 
     def __init__(self, accelerator: Any):
         self.accelerator = accelerator

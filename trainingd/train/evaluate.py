@@ -35,14 +35,16 @@ from pathlib import Path
 import torch
 
 from trainingd.atomic_ops import append_jsonl, atomic_write_json, read_jsonl
-from trainingd.models.base_model import fetch, resolve
-from trainingd.config import Config, load_config
+from trainingd.models.base_model import resolve
+from trainingd import exit_codes as ec
+from trainingd.config import Config, ConfigError, load_config
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
 from trainingd.contracts.job import now_iso
-from trainingd.daemon.evaluation import HISTORY_KIND, eval_set_cache, result_path
+from trainingd.contracts.eval_result import HISTORY_KIND, eval_set_cache, result_path
 from trainingd.generator.puzzles import check_answer, generate as generate_puzzles
 from trainingd.paths import Home
 from trainingd.train import checkpoint as ckpt
+from trainingd.train.build_base import fetch
 from trainingd.train.model import load_tokenizer, set_threads
 
 log = logging.getLogger("trainingd.eval")
@@ -233,16 +235,37 @@ def evaluate_home(home: Home, *, trigger: str = "cli", job_id: str | None = None
     return result
 
 
+def run_eval_command(home: Home, *, as_json: bool) -> int:
+    """``trainingd eval``: evaluate the live adapter now and print the result."""
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        result = evaluate_home(home, trigger="cli")
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"trainingd eval: {e}", file=sys.stderr)
+        return ec.CONFIG_ERROR
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"exact match {result['correct']}/{result['total']} = {result['exact_match']:.3f}, "
+              f"token accuracy {result['token_accuracy']:.3f}, {result['seconds']:.1f}s "
+              f"(adapter: {result['adapter'] or 'none, the base alone'}; eval set: {result['eval_set']['source']})")
+    return ec.OK
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainingd.train.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--home", required=True)
     p.add_argument("--trigger", default="cli", choices=["cli", "after_job"])
     p.add_argument("--job-id")
     p.add_argument("--parent-pid", type=int, help="accepted for symmetry with the trainer; unused")
+    p.add_argument("--json", action="store_true", help="with --trigger cli: print the result as JSON")
     a = p.parse_args(argv)
     from trainingd.train.noise import quiet_third_party
 
     quiet_third_party()
+    if a.trigger == "cli":  # trainingd eval: print the result, exit with the command line's codes
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return run_eval_command(Home.at(a.home), as_json=a.json)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         evaluate_home(Home.at(a.home), trigger=a.trigger, job_id=a.job_id)

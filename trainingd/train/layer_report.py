@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainingd import exit_codes
+from trainingd.contracts.checkpoint import ADAPTER_WEIGHTS
 from trainingd.contracts.layer_activity import make_doc
 from trainingd.cli.formatting import print_json
 from trainingd.paths import Home
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     adapter = a.adapter if a.adapter is not None else Home.at(a.home).current_model
     for folder in (adapter, a.compare):
-        if folder is not None and not (Path(folder) / "adapter_model.safetensors").is_file():
+        if folder is not None and not (Path(folder) / ADAPTER_WEIGHTS).is_file():
             print(f"no adapter in {folder} (adapter_model.safetensors is missing)")
             return exit_codes.ERROR
     try:

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import torch
 
 from trainingd.contracts import layer_activity
+from trainingd.contracts.checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +225,8 @@ def adapter_factors(folder: Path) -> Factors:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    tensors = load_file(str(folder / ADAPTER_WEIGHTS))
     out: Factors = {}
     for key, a in tensors.items():
         if not key.endswith(".lora_A.weight"):

@@ -1,6 +1,9 @@
 """Merging a LoRA adapter into its base, and verifying the merge by its logits. Imports torch (the trainer side).
 
-    python -m trainingd.train.merge BASE ADAPTER OUT      # merge, save, verify; prints the report as JSON
+    python -m trainingd.train.merge BASE ADAPTER OUT [--report FILE]   # merge, save, verify; the report as JSON
+
+Exit 0: merged and verified; 1: the check failed (the report says by how much); anything else: a crash.
+Consolidation (``trainingd.lifecycle.consolidate``, which never imports torch) runs it this way.
 
 The base is always loaded in fp32 (never the 4-bit copy a QLoRA run trains on: merging into a quantised base
 would add its rounding error to the new base, and again at every later consolidation). The reference is the
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from trainingd.atomic_ops import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +98,18 @@ def merge_adapter(base: Path, adapter: Path, out: Path, *, tolerance: dict[str, 
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Merge a LoRA adapter into its base (fp32) and verify the logits.")
+def main(argv: list[str] | None = None, *, after_merge: Callable[[Any], None] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainingd.train.merge",
+                                description="Merge a LoRA adapter into its base (fp32) and verify the logits.")
     p.add_argument("base", type=Path)
     p.add_argument("adapter", type=Path)
     p.add_argument("out", type=Path)
+    p.add_argument("--report", type=Path, help="also write the report (JSON) to this file, atomically")
     a = p.parse_args(argv)
-    report = merge_adapter(a.base, a.adapter, a.out)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    report = merge_adapter(a.base, a.adapter, a.out, after_merge=after_merge)
+    if a.report is not None:
+        atomic_write_json(a.report, report)
     print(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1
 

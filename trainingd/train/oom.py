@@ -3,8 +3,8 @@
 The recipe's ``_step`` catches ``torch.OutOfMemoryError``, calls :func:`halve` and redoes the step from the same
 weights and RNG state (same loss, same data order). At one example per forward pass the example cannot be trained
 on this device (:class:`OutOfMemory`, a data error). Sharded (FSDP) the group ends instead and the daemon's retry
-resumes from the last checkpoint with the halved size from :data:`MICRO_BATCH_FILE`, which
-:func:`start_micro_batch` reads.
+resumes from the last checkpoint with the halved size from ``MICRO_BATCH_FILE`` (``trainingd.contracts.checkpoint``),
+which :func:`start_micro_batch` reads.
 
 Fault injection for tests: ``TRAININGD_OOM_AT`` (see :func:`oom_points`).
 """
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from trainingd.config import Config
+from trainingd.contracts.checkpoint import MICRO_BATCH_FILE
 
 log = logging.getLogger(__name__)
 
 OOM_ENV = "TRAININGD_OOM_AT"
 UNSPLIT = 1 << 30  # examples per forward pass when nothing limits them
-MICRO_BATCH_FILE = "micro_batch.json"
 
 
 class OutOfMemory(Exception):

@@ -390,7 +390,8 @@ class Recipe:
         """The batch sizes in status: per forward pass, forwards per optimizer step, examples per step."""
         cfg = self.cfg
         per_mb = 1 if self.micro >= UNSPLIT else math.ceil(cfg.batch_size / self.micro)
-        return {"micro_batch_size": None if self.micro >= UNSPLIT else min(self.micro, cfg.batch_size), "gradient_accumulation": cfg.gradient_accumulation * per_mb,
+        return {"micro_batch_size": None if self.micro >= UNSPLIT else min(self.micro, cfg.batch_size),
+                "gradient_accumulation": cfg.gradient_accumulation * per_mb,
                 "num_processes": self.group.world,
                 "effective_batch_size": cfg.batch_size * cfg.gradient_accumulation * self.group.world}
 

@@ -8,7 +8,7 @@ two cores, so it is done once and saved as a safetensors folder that loads in we
 The package is found with ``importlib.util.find_spec`` and never imported (its ``__init__`` needs the ``llm``
 tool, which is not installed with ``--no-deps``). Nothing is downloaded.
 
-    python -m trainingd.models.embedded smollm2-135m --models models
+    python -m trainingd.train.build_base smollm2-135m --models models
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+
+from trainingd.atomic_ops import publish_folder
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +66,9 @@ def build_smollm2(out: Path) -> Path:
         (tmp / "trainingd_model.json").write_text(json.dumps(
             {"built_by": "trainingd.train.smollm2", "source": f"{PACKAGE}/{GGUF_NAME}",
              "source_bytes": src.stat().st_size, "licence": "Apache-2.0"}, indent=2) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; the model is for every user of the home
         for f in tmp.iterdir():
             f.chmod(0o644)
-        tmp.rename(out)
+        publish_folder(tmp, out)  # readable by every user of the home (mkdtemp made it private)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

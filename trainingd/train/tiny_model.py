@@ -6,7 +6,8 @@ bit for bit, so tests and the quick start agree everywhere.
 
     python -m trainingd.train.tiny_model --out models/tiny-qwen3 [--hidden 64 --layers 2]
 
-A home builds it on first use through ``trainingd.models.embedded`` (``base_model: "embedded:tiny-qwen3"``).
+A home builds it on first use through ``trainingd.train.build_base`` (``base_model: "embedded:tiny-qwen3"``; the
+registry is ``trainingd.models.embedded``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+
+from trainingd.atomic_ops import publish_folder
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ CHAT_TEMPLATE = r"""{%- if tools %}
     {%- if enable_thinking is defined and enable_thinking is false %}
         {{- '<think>\n\n</think>\n\n' }}
     {%- endif %}
-{%- endif %}"""
+{%- endif %}"""  # noqa: E501 - Qwen3's chat template, verbatim
 # Qwen3's tokenizer has these as added (not special) tokens: the template writes them as text.
 QWEN3_TEXT_TOKENS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]
 
@@ -208,7 +211,7 @@ def build_tiny_model(out: Path, *, hidden: int = 64, layers: int = 2, heads: int
             json.dumps({"built_by": "trainingd.train.tiny_model", "hidden": hidden, "layers": layers, "heads": heads,
                         "kv_heads": kv_heads, "vocab_size": vocab_size, "seed": seed}, indent=2) + "\n"
         )
-        tmp.rename(out)
+        publish_folder(tmp, out)  # readable by every user of the home (mkdtemp made it private)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

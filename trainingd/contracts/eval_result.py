@@ -1,0 +1,46 @@
+"""``status/eval_result.json``, the held-out set's cache beside it, and the ``{"kind": "eval"}`` history lines.
+
+Written by the evaluator (``python -m trainingd.train.evaluate``, started by the daemon after a job or by
+``trainingd eval``) with ``atomic_ops.atomic_write_json``; read by the daemon (the status file's ``eval.last``),
+the monitor and the CLIs::
+
+    {"kind": "eval", "trigger": "after_job"|"cli", "job_id", "finished_at", "exact_match", "token_accuracy",
+     "correct", "total", "seconds", "load_seconds", "base_model", "adapter", "adapter_jobs",
+     "trained_jobs", "trained_examples", "trained_tokens", "eval_set": {...}, "samples": [...]}
+
+The same document without ``samples`` is appended to ``status/history.jsonl``. The held-out set fetched from the
+generator is kept as ``status/eval_set_level<L>_seed<S>_count<N>.jsonl`` so every evaluation of a home uses the
+same one. Stdlib only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainingd.atomic_ops import read_json
+from trainingd.paths import Home
+
+HISTORY_KIND = "eval"
+
+
+def result_path(home: Home) -> Path:
+    """The latest evaluation (what the status file's ``eval.last`` shows)."""
+    return home.eval_result
+
+
+def eval_set_cache(home: Home, seed: int, level: int, count: int) -> Path:
+    """The held-out set fetched from the generator, kept so every evaluation of this home uses the same one."""
+    return home.eval_set_cache(seed, level, count)
+
+
+def read_last(home: Home) -> dict | None:
+    try:
+        doc = read_json(result_path(home), None)
+    except (ValueError, OSError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def eval_entries(history: list[dict]) -> list[dict]:
+    """The evaluation lines of ``status/history.jsonl`` (the others are finished jobs)."""
+    return [e for e in history if isinstance(e, dict) and e.get("kind") == HISTORY_KIND]
