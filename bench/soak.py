@@ -3,7 +3,8 @@
     nice -n 5 .venv/bin/python bench/soak.py --minutes 10 [--work DIR] [--out docs/soak.json] [--plot docs/soak.png]
 
 Many small jobs (dropped into inbox/ and asked of the generator by auto_generate) run through the stand-in trainer
-(``tests/tools/stand_in_trainer.py``: the real checkpoint and publish code, no model), with snapshots pruned after every job,
+(``tests/tools/stand_in_trainer.py``: the real checkpoint and publish code, no model), with snapshots pruned
+after every job,
 ``trainingd clean`` with a retention of seconds every minute, a controller command every few seconds (status,
 pause, resume, queue list) and a monitor client polling ``/api/status``, ``/api/metrics`` and ``/api/logs``.
 Every ``--sample-s`` it samples each long-lived process's RSS and open descriptors, the home's disk use and file
