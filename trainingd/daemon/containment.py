@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import shlex
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -84,21 +85,33 @@ class Faults:
     def __init__(self, home: Home):
         self.home = home
         self.active: dict[str, dict[str, Any]] = {}
+        self._retry_at: dict[str, float] = {}
 
-    def run(self, subsystem: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-        """``fn(*args, **kwargs)``, or None when it raised (recorded as the subsystem's fault)."""
+    def run(self, subsystem: str, fn: Callable[..., T], *args: Any, backoff_s: float = 0.0, **kwargs: Any) -> T | None:
+        """``fn(*args, **kwargs)``, or None when it raised (recorded as the subsystem's fault).
+
+        With ``backoff_s`` a failed subsystem is not run again for that long (its fault stays shown): a job whose
+        start fails is not claimed and put back every tick."""
+        if time.monotonic() < self._retry_at.get(subsystem, 0.0):
+            return None
         try:
             result = fn(*args, **kwargs)
         except OSError as e:
             if e.errno in WAITED_OUT:
                 raise  # the whole home: the loop backs off until there is room
-            self.record(subsystem, e)
+            self._failed(subsystem, e, backoff_s)
             return None
         except Exception as e:  # noqa: BLE001 - containment: no subsystem's error reaches the others
-            self.record(subsystem, e)
+            self._failed(subsystem, e, backoff_s)
             return None
+        self._retry_at.pop(subsystem, None)
         self.clear(subsystem)
         return result
+
+    def _failed(self, subsystem: str, e: BaseException, backoff_s: float) -> None:
+        self.record(subsystem, e)
+        if backoff_s > 0:
+            self._retry_at[subsystem] = time.monotonic() + backoff_s
 
     def record(self, subsystem: str, e: BaseException) -> dict[str, Any]:
         fault = self.describe(subsystem, e)
@@ -121,7 +134,9 @@ class Faults:
         if isinstance(e, HomeFault):
             message, path, fix = str(e), e.path, e.fix
         elif isinstance(e, OSError):
-            path = _relative(self.home, os.fsdecode(e.filename)) if e.filename is not None else None
+            # a rename's error names its source first; the thing in the way is the destination (``filename2``)
+            named = e.filename2 if getattr(e, "filename2", None) is not None else e.filename
+            path = _relative(self.home, os.fsdecode(named)) if named is not None else None
             message = printable(f"{e.strerror or e}")
             fix = _os_fix(self.home, e, path)
         else:

@@ -282,7 +282,8 @@ class Daemon:
                 if job.state == "failed":
                     self._error(f"{printable(str(job.meta.get('original_name')))}: {job.meta.get('reason')}", job.id)
         contain("evaluation", self.evaluator.poll)
-        contain("queue", self.reconcile)
+        # With no trainer to supervise, a queue that fails (a job that cannot start) waits before it tries again.
+        contain("queue", self.reconcile, backoff_s=0.0 if self.running is not None else IO_RETRY_S)
         if not self.stopping and not self.finished:
             contain("autogen", self.autogen.tick, self.cfg.auto_generate,
                     pending_jobs=sum(self.queue.counts()["pending"].values()),
