@@ -169,10 +169,18 @@ class Config:
     """Micro-batches per optimizer step."""
     learning_rate: float = 2e-4
     """Peak learning rate."""
+    lr_schedule: str = "per_file"
+    """How the learning rate and the optimizer run over a stream of files. "per_file": each file warms up
+    (``warmup_ratio``) and decays (``lr_scheduler``) on its own, with a fresh AdamW. "stream": one warm-up of
+    ``stream_warmup_steps`` per adapter, then a constant ``learning_rate`` across files, and the AdamW state carried
+    from file to file beside the live adapter (``current_model/optimizer/``, keyed to its generation_id)."""
+    stream_warmup_steps: int = 10
+    """Warm-up of the "stream" policy, in optimizer steps over the life of the carried AdamW state (a fresh state,
+    after consolidation or a lost file, warms up again)."""
     lr_scheduler: str = "cosine"
-    """Learning-rate schedule per file after warmup: "cosine", "linear" or "constant"."""
+    """Learning-rate schedule per file after warmup ("per_file" policy): "cosine", "linear" or "constant"."""
     warmup_ratio: float = 0.03
-    """Fraction of a file's optimizer steps spent warming up."""
+    """Fraction of a file's optimizer steps spent warming up ("per_file" policy)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
@@ -295,6 +303,7 @@ _CHOICES = {
     "truncation": ("drop", "truncate"),
     "train_on": ("completion", "all"),
     "lr_scheduler": ("cosine", "linear", "constant"),
+    "lr_schedule": ("per_file", "stream"),
     "auto_generate.priority": ("high", "normal", "low"),
     "attn_implementation": ("sdpa", "eager", "flash_attention_2"),
     "distributed.mixed_precision": ("auto", "no", "bf16"),
@@ -360,6 +369,8 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"config key 'learning_rate' must be positive, got {cfg.learning_rate}")
     if not 0 <= cfg.eval_fraction < 1:
         raise ConfigError(f"config key 'eval_fraction' must be in [0, 1), got {cfg.eval_fraction}")
+    if cfg.stream_warmup_steps < 0:
+        raise ConfigError(f"config key 'stream_warmup_steps' must be 0 or more, got {cfg.stream_warmup_steps}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise ConfigError(f"config key 'warmup_ratio' must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.distributed.num_processes < 1:
