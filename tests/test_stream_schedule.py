@@ -18,8 +18,10 @@ from safetensors.torch import load_file
 from conftest import PYTHON, REPO, chat_lines, write_jsonl
 from trainingd import exit_codes
 from trainingd.atomic_ops import read_jsonl
+from trainingd.checks.invariants import temp_files
 from trainingd.config import ConfigError, parse_config
 from trainingd.contracts.adapter_state import read_adapter_state
+from trainingd.paths import Home
 from trainingd.train import checkpoint as ckpt
 from trainingd.train.stream import lr_lambda, read_carried
 
@@ -118,3 +120,11 @@ def test_a_carried_state_of_another_generation_is_not_used(tmp_path):
     assert read_carried(folder, None) is None and read_carried(None, {"generation_id": "g1"}) is None
     (folder / "optimizer" / "stream.json").write_text("{torn")
     assert read_carried(folder, {"generation_id": "g1"}) is None
+
+
+def test_a_copy_of_the_optimizer_cut_by_a_crash_is_a_temp_file_the_start_up_sweep_finds(tmp_path):
+    home = Home.at(tmp_path)
+    (home.current_model / "optimizer").mkdir(parents=True)
+    torn = home.current_model / "optimizer" / ".optimizer.pt.k2j3.tmp"
+    torn.write_bytes(b"half")
+    assert torn in temp_files(home)
