@@ -278,6 +278,15 @@ def _expand(keys: list[str]) -> list[str]:
     return out
 
 
+def unenforced_locked_keys(cfg: Config) -> list[str]:
+    """Names in ``locked_keys`` that lock nothing (``use_qlora``, ``max_length``, ... of older configs).
+
+    They are accepted so an old config keeps working, but a reader of the file would believe them enforced:
+    ``config_validator.py`` warns about each one.
+    """
+    return [key for key in cfg.locked_keys if key != "lora" and key not in LOCKABLE_KEYS]
+
+
 def _flatten(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     if isinstance(values.get("lora"), dict):
@@ -465,3 +474,11 @@ def default_config_json() -> str:
     """The config.json written into a new home: every top-level key users already know, at its default."""
     # model_display_name stays null so that it follows base_model when the user changes it.
     return json.dumps({**Config().to_dict(), "model_display_name": None}, indent=2) + "\n"
+
+
+if __name__ == "__main__":  # python -m trainingd.config --markdown: the generated docs/configuration.md
+    import sys
+
+    from trainingd.config_reference import main
+
+    sys.exit(main())

@@ -177,7 +177,7 @@ def format_validation(result: dict[str, Any]) -> str:
     if not result["ok"]:
         return result["error"]
     note = " (no config.json: defaults)" if result.get("defaults") else ""
-    return f"ok: {result['path']}{note}"
+    return "\n".join([f"ok: {result['path']}{note}", *(f"warning: {w}" for w in result.get("warnings") or ())])
 
 
 def format_watch_frame(summary: dict[str, Any], now: datetime) -> str:

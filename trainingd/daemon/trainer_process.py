@@ -43,7 +43,7 @@ log = logging.getLogger("trainingd.daemon.loop")
 
 TRAINER_ENV = "TRAININGD_TRAINER"
 LAUNCHER_ENV = "TRAININGD_LAUNCHER"  # read by trainingd.train.distributed (which imports torch; this must not)
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the trainingd package
 MICRO_BATCH_FILE = "micro_batch.json"  # the trainer's oom.MICRO_BATCH_FILE (this module must not import torch)
 
 
