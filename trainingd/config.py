@@ -49,6 +49,8 @@ class LoraConfig:
 
 @dataclass
 class CurriculumConfig:
+    """The auto-generated puzzle level rises with held-out exact match at the current level."""
+
     enabled: bool = True
     """Raise the puzzle level by one when the held-out exact match at the current level reaches ``promote_at`` on
     ``min_evals`` evaluations in a row (needs evaluation.after_each_job; with evaluation.level null the held-out
@@ -87,7 +89,7 @@ class AutoGenerateConfig:
     allow_remote: bool = False
     """Allow a url whose host is not loopback (127.0.0.1, ::1, localhost)."""
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
-    """Levels that rise with held-out exact match, starting at ``level`` (see the README)."""
+    """Levels that rise with held-out exact match, starting at ``level`` (see docs/lifecycle.md)."""
 
 
 @dataclass
@@ -103,7 +105,7 @@ class EvaluationConfig:
     seed: int = 0
     """Seed of the held-out puzzles."""
     level: int | None = None
-    """Puzzle level of the held-out set (null: auto_generate.level)."""
+    """Puzzle level of the held-out set (null: the curriculum's current level, from auto_generate.level)."""
     batch_size: int = 32
     """Prompts generated at once (greedy, left-padded)."""
     max_new_tokens: int = 32
