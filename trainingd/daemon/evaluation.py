@@ -36,9 +36,14 @@ def result_path(home: Home) -> Path:
     return home.status_dir / "eval_result.json"
 
 
+# The generator's vocabulary the cached sets were made from: a set cached from the old 152-word list (no tag) may
+# hold words the new list trains on, so it is not reused.
+EVAL_SET_VOCABULARY = "wordfreq8k"
+
+
 def eval_set_cache(home: Home, seed: int, level: int, count: int) -> Path:
     """The held-out set fetched from the generator, kept so every evaluation of this home uses the same one."""
-    return home.status_dir / f"eval_set_level{level}_seed{seed}_count{count}.jsonl"
+    return home.status_dir / f"eval_set_level{level}_seed{seed}_count{count}_{EVAL_SET_VOCABULARY}.jsonl"
 
 
 def log_path(home: Home) -> Path:
