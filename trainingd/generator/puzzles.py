@@ -63,10 +63,15 @@ _HYPHENATION = "en_US"
 class Word:
     text: str
     syllables: tuple[str, ...]
+    clue: str = ""
+    """What the puzzle says of the word (built once: the generator makes tens of thousands of puzzles a second)."""
+    counted_clue: str = ""
+    """The clue with the syllable count (levels 1-3)."""
 
-    @property
-    def clue(self) -> str:
-        return f"starts with {self.text[0]}, {len(self.text)} letters"
+    @classmethod
+    def of(cls, text: str, syllables: tuple[str, ...]) -> "Word":
+        clue = f"starts with {text[0]}, {len(text)} letters"
+        return cls(text, syllables, clue, f"{clue} ({len(syllables)} syllables)")
 
 
 @functools.cache
@@ -83,7 +88,7 @@ def vocabulary() -> tuple[Word, ...]:
         syllables = tuple(hyphenator.inserted(text).split("-"))
         if len(syllables) < 2 or "".join(syllables) != text:
             continue
-        words.append(Word(text, syllables))
+        words.append(Word.of(text, syllables))
         if len(words) == VOCABULARY_SIZE:
             break
     return tuple(words)
@@ -168,7 +173,7 @@ def _build(rng: random.Random, held_out: bool, level: int, pid: str) -> Puzzle:
                 bank.append(s)
                 n_distract -= 1
     rng.shuffle(bank)
-    clues = tuple(f"{w.clue} ({len(w.syllables)} syllables)" if show_counts else w.clue for w in chosen)
+    clues = tuple(w.counted_clue if show_counts else w.clue for w in chosen)
     lines = [INSTRUCTIONS, "Bank: " + " | ".join(bank)]
     lines += [f"Clue {i}: {c}" for i, c in enumerate(clues, 1)]
     return Puzzle(pid, level, tuple(w.text for w in chosen), tuple(bank), clues, "\n".join(lines))
