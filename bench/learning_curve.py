@@ -54,23 +54,30 @@ def run(args: argparse.Namespace) -> dict:
     server, url = serve_in_thread("127.0.0.1", 0)
     config = {
         "base_model": args.base, "max_length": 256, "batch_size": args.batch_size, "gradient_accumulation": 1,
-        "learning_rate": args.lr, "lr_scheduler": "constant", "warmup_ratio": 0.0, "save_steps": 1000,
+        "learning_rate": args.lr, "lr_scheduler": args.lr_scheduler, "warmup_ratio": args.warmup_ratio,
+        "save_steps": 1000,
         "layer_stats_steps": 0, "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
                                          "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                             "up_proj", "down_proj"]},
         "auto_generate": {"enabled": True, "url": url, "count": args.batch, "min_interval_s": 0,
-                          "level": args.level, "seed": 1, "max_pending_generated": 1},
-        "evaluation": {"after_each_job": True, "count": args.eval_count, "level": args.level,
-                       "batch_size": 50, "max_new_tokens": 12},
+                          "level": args.level, "seed": 1, "max_pending_generated": 1,
+                          "curriculum": {"enabled": args.curriculum}},
+        # With the curriculum the held-out set follows the level; without it, it stays at --level.
+        "evaluation": {"after_each_job": True, "count": args.eval_count,
+                       "level": None if args.curriculum else args.level, "batch_size": 50, "max_new_tokens": 16},
     }
+    if args.lr_schedule:
+        config["lr_schedule"] = args.lr_schedule
+        config["stream_warmup_steps"] = args.stream_warmup_steps
     (root / "config.json").write_text(json.dumps(config, indent=2))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     home = Home.at(root)
     log.info("home %s; generator %s; base %s", root, url, args.base)
     t0 = time.time()
     # The starting value: the base alone (this also builds an embedded base once).
-    subprocess.run([sys.executable, "-m", "trainingd.train.evaluate", "--home", str(root)], cwd=REPO, env=env,
-                   check=True)
+    if not args.no_base_eval:
+        subprocess.run([sys.executable, "-m", "trainingd.train.evaluate", "--home", str(root)], cwd=REPO, env=env,
+                       check=True)
     t_base = time.time()
     daemon = subprocess.Popen([sys.executable, str(REPO / "training_daemon.py"), "--home", str(root)], cwd=REPO,
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -102,9 +109,14 @@ def run(args: argparse.Namespace) -> dict:
 
     points = [{"trained_examples": e["trained_examples"], "trained_tokens": e["trained_tokens"],
                "wall_s": wall(e), "exact_match": e["exact_match"], "token_accuracy": e["token_accuracy"],
-               "correct": e["correct"], "total": e["total"], "eval_seconds": e["seconds"]} for e in evals]
+               "correct": e["correct"], "total": e["total"], "eval_seconds": e["seconds"], "level": e.get("level")}
+              for e in evals]
+    points_levels = [e.get("level") for e in evals]
     return {"base_model": args.base, "level": args.level, "batch": args.batch, "eval_count": args.eval_count,
             "learning_rate": args.lr, "batch_size": args.batch_size, "minutes": args.minutes, "home": str(root),
+            "lr_schedule": args.lr_schedule or "per_file", "lr_scheduler": args.lr_scheduler,
+            "warmup_ratio": args.warmup_ratio, "stream_warmup_steps": args.stream_warmup_steps,
+            "curriculum": args.curriculum, "levels": points_levels,
             "base_eval_wall_s": round(t_base - t0, 1), "jobs_done": sum(1 for j in jobs if j["state"] == "done"),
             "jobs_failed": sum(1 for j in jobs if j["state"] == "failed"), "points": points,
             "cpu_count": os.cpu_count(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -119,7 +131,7 @@ def plot(results: list[dict], png: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in results:
         pts = r["points"]
-        name = r["base_model"].removeprefix("embedded:")
+        name = Path(r["base_model"].removeprefix("embedded:")).name + f" {r.get('lr_schedule', 'per_file')}"
         ax1.plot([p["trained_examples"] for p in pts], [p["exact_match"] for p in pts], "o-",
                  label=f"{name}: exact match")
         ax1.plot([p["trained_examples"] for p in pts], [p["token_accuracy"] for p in pts], "x--", alpha=0.6,
@@ -168,6 +180,12 @@ def main() -> int:
     p.add_argument("--eval-count", type=int, default=100)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr-schedule", choices=["per_file", "stream"], help="lr_schedule (default: the product's)")
+    p.add_argument("--lr-scheduler", default="cosine", help="lr_scheduler of the per-file policy")
+    p.add_argument("--warmup-ratio", type=float, default=0.03, help="warmup_ratio of the per-file policy")
+    p.add_argument("--stream-warmup-steps", type=int, default=10, help="stream_warmup_steps of the stream policy")
+    p.add_argument("--no-base-eval", action="store_true", help="skip the evaluation of the base alone")
+    p.add_argument("--curriculum", action="store_true", help="let the level rise (auto_generate.curriculum)")
     p.add_argument("--home", help="home folder (default: a new temporary one)")
     p.add_argument("--out", type=Path, help="write the result JSON here")
     p.add_argument("--png", type=Path, help="plot the result (and --also results) here")

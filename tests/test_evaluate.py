@@ -68,7 +68,7 @@ def test_evaluating_a_home_records_history_status_and_a_fixed_set(home):
     first = read_last(h)
     assert first["total"] == 20 and first["adapter"] is None and first["trained_examples"] == 0
     assert 0 <= first["exact_match"] <= 1 and 0 <= first["token_accuracy"] <= 1
-    cached = list(h.status_dir.glob("eval_set_level2_seed0_count20.jsonl"))
+    cached = list(h.status_dir.glob("eval_set_level2_seed0_count20_*.jsonl"))
     assert len(cached) == 1 and len(cached[0].read_text().splitlines()) == 20
     assert run_eval_command(h, as_json=False) == 0
     lines = [json.loads(x) for x in h.history.read_text().splitlines()]

@@ -5,6 +5,7 @@ Run: .venv/bin/python -m pytest tests/test_generator.py -q
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import subprocess
@@ -20,6 +21,7 @@ from trainingd.generator.puzzles import (EVAL_WORDS, LEVELS, TRAIN_WORDS, WORDS,
 from trainingd.generator.server import serve_in_thread
 
 REPO = Path(__file__).resolve().parent.parent
+VOCABULARY_SHA256 = "324a8ba6740f8d59a0b34efb43d3e395db335327deec59f06c779fc82c0ef064"
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +38,45 @@ def get_lines(url: str) -> list[dict]:
 
 
 def test_every_word_is_spelled_by_its_syllables_and_the_split_is_disjoint():
-    assert len({w.text for w in WORDS}) == len(WORDS)
+    assert len({w.text for w in WORDS}) == len(WORDS) >= 5000
+    assert all("".join(w.syllables) == w.text and len(w.syllables) >= 2 for w in WORDS)
     assert {w.text for w in TRAIN_WORDS}.isdisjoint({w.text for w in EVAL_WORDS})
-    assert len(EVAL_WORDS) >= 20 and len(TRAIN_WORDS) >= 80
+    assert len(EVAL_WORDS) >= 1000 and len(TRAIN_WORDS) >= 4000
+    assert len(TRAIN_WORDS) + len(EVAL_WORDS) == len(WORDS)
+
+
+def test_the_vocabulary_and_its_split_are_fixed():
+    # The pinned wordfreq and pyphen give this exact list; a different one would move the held-out split and make
+    # old learning curves incomparable, so an upgrade of either package must change this digest on purpose.
+    text = "\n".join("-".join(w.syllables) for w in WORDS)
+    assert hashlib.sha256(text.encode()).hexdigest() == VOCABULARY_SHA256
+
+
+def test_importing_the_generator_loads_no_word_list_until_a_puzzle_is_made():
+    code = ("import sys; import trainingd.generator.puzzles as p; a = 'wordfreq' in sys.modules; "
+            "p.make_puzzle(0, 0); print(a, 'wordfreq' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
+def test_clues_name_first_letter_and_length_and_a_second_fitting_word_is_accepted():
+    p = make_puzzle(0, 3, 1)
+    (word,) = p.words
+    assert p.clues[0].startswith(f"starts with {word[0]}, {len(word)} letters")
+    # Another vocabulary word of the same first letter and length, spelled from the bank, answers the clue too.
+    other = next(w for w in WORDS if w.text != word and w.text[0] == word[0] and len(w.text) == len(word))
+    record = {"words": [word], "bank": list(p.bank) + list(other.syllables)}
+    assert check_answer(record, other.text) and check_answer(record, word)
+    # Bank syllables joined in an order that fits the clue but spells no word are not an answer.
+    known = {w.text for w in WORDS}
+    w3 = next(w for w in TRAIN_WORDS if len(w.syllables) == 3 and w.syllables[0] + w.syllables[2] + w.syllables[1]
+              not in known)
+    fake = w3.syllables[0] + w3.syllables[2] + w3.syllables[1]
+    assert not check_answer({"words": [w3.text], "bank": list(w3.syllables)}, fake)
+    assert check_answer({"words": [w3.text], "bank": list(w3.syllables)}, w3.text)
+    # Each syllable once: two answers cannot share the bank's only copy of a syllable.
+    w = TRAIN_WORDS[0]
+    assert not check_answer({"words": [w.text, w.text], "bank": list(w.syllables)}, f"{w.text}\n{w.text}")
 
 
 @pytest.mark.parametrize("level", sorted(LEVELS))

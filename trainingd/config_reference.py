@@ -69,10 +69,15 @@ def _cell(text: str) -> str:
 def sections() -> list[tuple[str, type]]:
     """``[("", Config), ("lora", LoraConfig), ...]``: the top level, then each nested block in field order."""
     out: list[tuple[str, type]] = [("", config.Config)]
-    hints = typing.get_type_hints(config.Config)
-    for f in dataclasses.fields(config.Config):
-        if dataclasses.is_dataclass(hints[f.name]):
-            out.append((f.name, hints[f.name]))
+
+    def nested(prefix: str, cls: type) -> None:  # a block inside a block (auto_generate.curriculum) follows it
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                out.append((prefix + f.name, hints[f.name]))
+                nested(prefix + f.name + ".", hints[f.name])
+
+    nested("", config.Config)
     return out
 
 

@@ -153,8 +153,9 @@ class Home:
         return self.status_dir / "eval_result.json"
 
     def eval_set_cache(self, seed: int, level: int, count: int) -> Path:
-        """The held-out set fetched from the generator, kept so every evaluation uses the same one."""
-        return self.status_dir / f"eval_set_level{level}_seed{seed}_count{count}.jsonl"
+        """The held-out set fetched from the generator, kept so every evaluation uses the same one. The name carries
+        the generator's vocabulary: a set cached from the old 152-word list may hold words the new list trains on."""
+        return self.status_dir / f"eval_set_level{level}_seed{seed}_count{count}_wordfreq8k.jsonl"
 
     @property
     def autogen_state(self) -> Path:

@@ -58,6 +58,7 @@ def temp_files(home: Home) -> list[Path]:
     """Every temp file or folder a crash can leave in the parts of a home the daemon and trainer write."""
     found: list[Path] = []
     flat = [home.root, home.inbox, home.status_dir, home.control, home.control_requests, home.current_model,
+            home.current_model / "optimizer",  # the AdamW state the "stream" policy carries (train/stream.py)
             home.queue, home.processing, home.done, home.failed, *(home.pending(p) for p in PRIORITIES)]
     seen: set[Path] = set()
     for folder in flat:

@@ -19,6 +19,12 @@ try waits 1, 2, 4 ... up to 300 s. The partial file is removed; nothing partial 
 Each successful batch takes the next seed, so batches differ; the next seed survives restarts in
 ``status/autogen_state.json`` (reset when ``auto_generate.seed`` changes). ``status()`` is the ``auto_generate``
 block of the status file.
+
+The curriculum (``auto_generate.curriculum``) decides the level asked for. It is a pure function of the
+evaluations in ``status/history.jsonl`` (``curriculum_level``): starting at ``auto_generate.level``, the level
+rises by one each time ``min_evals`` evaluations in a row *at the current level* reach ``promote_at``. Being
+replayed from the history, it needs no state of its own, survives restarts, and the evaluator
+(``trainingd.train.evaluate``) computes the same level for its held-out set from the same file.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from trainingd.atomic_ops import atomic_write_json, link_to_free_name, read_json
+from trainingd.atomic_ops import atomic_write_json, link_to_free_name, read_json, read_jsonl
 from trainingd.config import AutoGenerateConfig, check_url
 from trainingd.contracts.job import now_iso
 from trainingd.paths import Home
@@ -119,6 +125,56 @@ def _check_line(line: bytes, lineno: int) -> None:
         raise FetchError(f"line {lineno} is not a chat record with 'messages': {line[:80]!r}")
 
 
+def curriculum_level(cfg: AutoGenerateConfig, history: list[dict]) -> dict[str, Any]:
+    """The level to generate (and evaluate) at, replayed from the history's evaluations, and why.
+
+    Only evaluations that name the level of their held-out set count (an ``evaluation.eval_file`` has none), and
+    only those at the level current at their time: a good score at level 1 says nothing about level 2.
+    """
+    cur = cfg.curriculum
+    level = cfg.level
+    if not cur.enabled:
+        return {"level": level, "reason": f"auto_generate.level {level} (curriculum off)", "streak": 0,
+                "promoted_after": None}
+    streak, last, promoted = 0, None, None
+    for e in history:
+        if not isinstance(e, dict) or e.get("kind") != "eval" or e.get("level") != level:
+            continue
+        em = e.get("exact_match")
+        if not isinstance(em, (int, float)) or isinstance(em, bool):
+            continue
+        last = e
+        streak = streak + 1 if em >= cur.promote_at else 0
+        if streak >= cur.min_evals and level < cur.max_level:
+            promoted = {"from": level, "to": level + 1, "exact_match": em, "job_id": e.get("job_id"),
+                        "at": e.get("finished_at"), "trained_examples": e.get("trained_examples")}
+            level, streak = level + 1, 0
+    if last is None and promoted is None:
+        reason = (f"level {level}: the start (auto_generate.level); rises after {cur.min_evals} held-out "
+                  f"evaluation(s) in a row at exact match >= {cur.promote_at}")
+    elif level >= cur.max_level and promoted is not None:
+        reason = (f"level {level}: the top (curriculum.max_level), reached after exact match "
+                  f"{promoted['exact_match']:.2f} at level {promoted['from']}")
+    elif promoted is not None and (last is None or last.get("level") != level):
+        reason = (f"level {level}: promoted from {promoted['from']} after {cur.min_evals} held-out evaluation(s) in "
+                  f"a row at exact match >= {cur.promote_at} (the last {promoted['exact_match']:.2f}, after job "
+                  f"{promoted['job_id']}); none at level {level} yet")
+    else:
+        reason = (f"level {level}: held-out exact match {last['exact_match']:.2f} in the last evaluation, "
+                  f"{streak} of {cur.min_evals} in a row at >= {cur.promote_at}")
+    return {"level": level, "reason": reason, "streak": streak, "promoted_after": promoted}
+
+
+def read_curriculum(home: Home, cfg: AutoGenerateConfig) -> dict[str, Any]:
+    """``curriculum_level`` of the home's history (an unreadable history starts at auto_generate.level)."""
+    try:
+        history = read_jsonl(home.history) if home.history.is_file() else []
+    except (OSError, ValueError) as e:
+        log.warning("curriculum: cannot read %s (%s); using auto_generate.level", home.history, e)
+        history = []
+    return curriculum_level(cfg, history)
+
+
 class AutoGenerator:
     """The daemon's auto-generate state; every method runs on the daemon's loop except the fetch thread."""
 
@@ -145,6 +201,8 @@ class AutoGenerator:
         self._failed_seen: set[str] | None = None
         self._done_seen: int | None = None
         self.refused_streak = 0
+        self._curriculum: dict[str, Any] | None = None
+        self._curriculum_key: tuple | None = None
 
     # ------------------------------------------------------------------------------------------ seeds
     def next_seed(self, cfg: AutoGenerateConfig) -> int:
@@ -152,12 +210,28 @@ class AutoGenerator:
             return self.saved["next_seed"]
         return cfg.seed
 
-    def _record_batch(self, cfg: AutoGenerateConfig, seed: int, path: Path, n: int) -> None:
+    def _record_batch(self, cfg: AutoGenerateConfig, seed: int, level: int, path: Path, n: int) -> None:
         self.saved = {"config_seed": cfg.seed, "next_seed": seed + 1,
                       "batches": int(self.saved.get("batches") or 0) + 1,
                       "examples": int(self.saved.get("examples") or 0) + n,
-                      "last": {"seed": seed, "file": path.name, "count": n, "level": cfg.level, "at": now_iso()}}
+                      "last": {"seed": seed, "file": path.name, "count": n, "level": level, "at": now_iso()}}
         atomic_write_json(state_path(self.home), self.saved)
+
+    def curriculum(self, cfg: AutoGenerateConfig) -> dict[str, Any]:
+        """The current level and why, replayed again only when the history or the config changed."""
+        try:
+            st = self.home.history.stat()
+            stamp: tuple = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = (None, None)
+        key = (stamp, cfg.level, cfg.curriculum.enabled, cfg.curriculum.promote_at, cfg.curriculum.min_evals,
+               cfg.curriculum.max_level)
+        if self._curriculum is None or key != self._curriculum_key:
+            before = self._curriculum["level"] if self._curriculum else None
+            self._curriculum, self._curriculum_key = read_curriculum(self.home, cfg), key
+            if before is not None and self._curriculum["level"] != before:
+                log.info("auto-generate: %s", self._curriculum["reason"])
+        return self._curriculum
 
     # ------------------------------------------------------------------------------------------ loop
     def busy(self) -> bool:
@@ -189,19 +263,21 @@ class AutoGenerator:
             log.error("auto-generate: %s", problem)
             return
         seed = self.next_seed(cfg)
+        level = self.curriculum(cfg)["level"]
         self.outcome = None
         self.cancel.clear()
         self.fetching_since = now_iso()
         self.next_at = self.clock() + cfg.min_interval_s
-        log.info("auto-generate: asking %s for %d puzzles (seed %d, level %d)", cfg.url, cfg.count, seed, cfg.level)
-        self.thread = threading.Thread(target=self._fetch, args=(cfg, seed), name="autogen-fetch", daemon=True)
+        log.info("auto-generate: asking %s for %d puzzles (seed %d, level %d)", cfg.url, cfg.count, seed, level)
+        self.thread = threading.Thread(target=self._fetch, args=(cfg, seed, level), name="autogen-fetch",
+                                       daemon=True)
         self.thread.start()
 
-    def _fetch(self, cfg: AutoGenerateConfig, seed: int) -> None:
+    def _fetch(self, cfg: AutoGenerateConfig, seed: int, level: int) -> None:
         try:
-            path, n = fetch_batch(cfg.url, count=cfg.count, seed=seed, level=cfg.level, timeout_s=cfg.timeout_s,
+            path, n = fetch_batch(cfg.url, count=cfg.count, seed=seed, level=level, timeout_s=cfg.timeout_s,
                                   tmp_dir=temp_dir(self.home), inbox=self.home.inbox, cancel=self.cancel)
-            self.outcome = ("ok", path, n, seed)
+            self.outcome = ("ok", path, n, seed, level)
         except FetchError as e:
             self.outcome = ("error", str(e), seed)
         except Exception as e:  # noqa: BLE001 - anything else is one more failure, never the daemon's end
@@ -214,8 +290,8 @@ class AutoGenerator:
         if outcome is None:
             return
         if outcome[0] == "ok":
-            _, path, n, seed = outcome
-            self._record_batch(cfg, seed, path, n)
+            _, path, n, seed, level = outcome
+            self._record_batch(cfg, seed, level, path, n)
             self.failures = 0
             self.last_error = None
             log.info("auto-generate: %s (%d puzzles, seed %d) is in inbox/", path.name, n, seed)
@@ -277,7 +353,14 @@ class AutoGenerator:
         else:
             state = "idle"
         wait = max(0.0, self.next_at - self.clock()) if cfg.enabled else None
-        return {"enabled": cfg.enabled, "url": cfg.url, "state": state, "level": cfg.level, "count": cfg.count,
+        cur = self.curriculum(cfg)
+        return {"enabled": cfg.enabled, "url": cfg.url, "state": state, "level": cur["level"],
+                "level_reason": cur["reason"],
+                "curriculum": {"enabled": cfg.curriculum.enabled, "start_level": cfg.level,
+                               "promote_at": cfg.curriculum.promote_at, "min_evals": cfg.curriculum.min_evals,
+                               "max_level": cfg.curriculum.max_level, "streak": cur["streak"],
+                               "promoted_after": cur["promoted_after"]},
+                "count": cfg.count,
                 "next_seed": self.next_seed(cfg), "fetching_since": self.fetching_since,
                 "failures": self.failures, "refused_batches_in_a_row": self.refused_streak,
                 "last_error": self.last_error,

@@ -138,9 +138,9 @@ def _precision(requested: str, cfg: Config) -> str:
 # ------------------------------------------------------------------------------------------ standalone
 # Config keys a standalone run may override on the command line (every scalar training setting).
 _CLI_KEYS = ["epochs", "learning_rate", "batch_size", "gradient_accumulation", "max_length", "truncation",
-             "train_on", "lr_scheduler", "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "use_qlora",
-             "gradient_checkpointing", "packing", "micro_batch_size", "micro_batch_tokens", "save_steps",
-             "keep_checkpoints", "eval_steps", "eval_fraction",
+             "train_on", "lr_schedule", "stream_warmup_steps", "lr_scheduler", "warmup_ratio", "weight_decay",
+             "max_grad_norm", "seed", "use_qlora", "gradient_checkpointing", "packing", "micro_batch_size",
+             "micro_batch_tokens", "save_steps", "keep_checkpoints", "eval_steps", "eval_fraction",
              "lora.r", "lora.alpha", "lora.dropout", "lora.target_modules"]
 
 

@@ -6,7 +6,7 @@
 The held-out set is ``evaluation.eval_file`` (JSONL chat lines whose last assistant turn is the reference; a
 ``syllo`` field, as the generator's ``/eval`` writes, makes the puzzle checker judge the answer), or else
 ``evaluation.count`` puzzles from the generator's ``/eval`` (seed ``evaluation.seed``, level
-``evaluation.level`` or ``auto_generate.level``), fetched once and kept in ``status/`` so that every
+``evaluation.level`` or the curriculum's current level), fetched once per level and kept in ``status/`` so that every
 evaluation of the home uses the same set. When the generator cannot be reached, the same puzzles are built
 locally from ``trainingd.generator.puzzles`` (they are deterministic).
 
@@ -41,6 +41,7 @@ from trainingd.config import Config, ConfigError, load_config
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.eval_result import HISTORY_KIND, eval_set_cache, result_path
+from trainingd.daemon.autogen import read_curriculum
 from trainingd.generator.puzzles import check_answer, generate as generate_puzzles
 from trainingd.paths import Home
 from trainingd.train import checkpoint as ckpt
@@ -74,7 +75,7 @@ def load_eval_set(home: Home, cfg: Config) -> tuple[list[dict], dict]:
             raise ValueError(f"evaluation.eval_file {path} holds no JSON lines")
         source = str(path)
     else:
-        level = ev.level or cfg.auto_generate.level
+        level = ev.level or read_curriculum(home, cfg.auto_generate)["level"]
         cache = eval_set_cache(home, ev.seed, level, ev.count)
         if cache.is_file():
             records = read_jsonl(cache)
@@ -97,7 +98,9 @@ def load_eval_set(home: Home, cfg: Config) -> tuple[list[dict], dict]:
         if not isinstance(msgs, list) or len(msgs) < 2 or msgs[-1].get("role") != "assistant":
             raise ValueError(f"held-out record {i + 1} has no final assistant turn to compare with")
     digest = hashlib.sha256("".join(json.dumps(r, sort_keys=True) for r in records).encode()).hexdigest()
-    return records, {"source": source, "count": len(records), "sha256": digest}
+    levels = {r["syllo"].get("level") for r in records if isinstance(r.get("syllo"), dict)}
+    level = levels.pop() if len(levels) == 1 and all(isinstance(r.get("syllo"), dict) for r in records) else None
+    return records, {"source": source, "count": len(records), "sha256": digest, "level": level}
 
 
 def is_correct(record: dict, answer: str) -> bool:
@@ -223,7 +226,8 @@ def evaluate_home(home: Home, *, trigger: str = "cli", job_id: str | None = None
     state = read_adapter_state(home.current_model) if adapter == home.current_model else None
     result = {"kind": HISTORY_KIND, "trigger": trigger, "job_id": job_id, "finished_at": now_iso(),
               "exact_match": round(scores["exact_match"], 4), "token_accuracy": round(scores["token_accuracy"], 4),
-              "correct": scores["correct"], "total": scores["total"], "seconds": round(seconds, 2),
+              "correct": scores["correct"], "total": scores["total"], "level": eval_set["level"],
+              "seconds": round(seconds, 2),
               "load_seconds": round(loaded - t0, 2), "base_model": cfg.base_model,
               "adapter": str(adapter) if adapter else None, "adapter_jobs": len(trained_entries(state)),
               **trained_so_far(home), "eval_set": eval_set, "samples": scores["samples"]}

@@ -48,6 +48,7 @@ from trainingd.contracts.result import RunResult, write_result
 from trainingd.faults import fault_point
 from trainingd.train import checkpoint as ckpt
 from trainingd.train import distributed as dist_
+from trainingd.train import stream
 from trainingd.train.oom import UNSPLIT, OutOfMemory, halve, oom_point, record_micro_batch, start_micro_batch
 from trainingd.train.run_state import RunState
 from trainingd.train.spec import RunSpec, StopSignal
@@ -341,12 +342,48 @@ class Recipe:
         self.micro = self._start_micro_batch()
         k = cfg.gradient_accumulation
         self.total_steps = sum(math.ceil(len(p) / k) for p in self.plans)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, self.total_steps))
+        self.carried_steps = self._carry_optimizer()  # before the scheduler reads the rates
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, stream.lr_lambda(cfg.stream_warmup_steps, self.carried_steps)
+            if cfg.lr_schedule == "stream" else _lr_lambda(cfg, self.total_steps))
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
         else:
             random.seed(cfg.seed)
             np.random.seed(cfg.seed % 2**32)
+
+    def _carry_optimizer(self) -> int:
+        """The "stream" policy: load the AdamW state the last job left beside the adapter (not on a resume: the
+        checkpoint has its own). Returns the optimizer steps it carries (0: fresh, or the per-file policy)."""
+        if self.cfg.lr_schedule != "stream":
+            return 0
+        carried = stream.read_carried(self.spec.init_adapter, self.prev_state)
+        strategy = "fsdp" if self.fsdp else "ddp"
+        if carried is not None and (carried.get("strategy"), carried.get("world_size")) != (strategy,
+                                                                                              self.group.world):
+            log.info("stream: the carried optimizer was made with %s x%s, this run is %s x%d: a fresh one",
+                     carried.get("strategy"), carried.get("world_size"), strategy, self.group.world)
+            carried = None
+        if carried is None:
+            return 0
+        if self.resume_from is None:
+            import torch
+
+            if self.fsdp:
+                whole = torch.load(carried["path"], map_location="cpu", weights_only=True) if self.is_main else None
+                dist_.load_full_optimizer_state(self.wrapped, self.optimizer, whole)
+            else:
+                where = "cpu" if self.device.type == "cpu" else self.device
+                try:
+                    self.optimizer.load_state_dict(torch.load(carried["path"], map_location=where,
+                                                              weights_only=True))
+                except (OSError, RuntimeError, ValueError, KeyError) as e:  # torn or of another shape: start afresh
+                    log.warning("stream: cannot load %s (%s): a fresh optimizer", carried["path"], e)
+                    return 0
+            stream.reset_groups(self.optimizer, self.cfg.learning_rate, self.cfg.weight_decay)
+            log.info("stream: carried the optimizer state of %d steps from %s", carried["optimizer_steps"],
+                     carried["path"])
+        return int(carried["optimizer_steps"])
 
     def _setup_observers(self) -> None:
         """TensorBoard events and the per-LoRA-module report, where the config asks for them."""
@@ -798,7 +835,19 @@ class Recipe:
         state = adapter_state.next_state(self.prev_state, entry=entry, base_model=self.expected["base_model"],
                                          base_model_hash=self.base_hash, locked=self.expected["locked"],
                                          model_name=self.cfg.model_name)
-        ckpt.publish_adapter(final, self.spec.output_dir, state, before_state=lambda: crash_point("publish"))
+
+        def before_state() -> None:
+            # The optimizer goes beside the weights before adapter_state.json (the commit point) names them.
+            if self.cfg.lr_schedule == "stream":
+                stream.write_carried(self.spec.output_dir, final / "optimizer.pt",
+                                     generation_id=state["generation_id"],
+                                     optimizer_steps=getattr(self, "carried_steps", 0) + self.state.step,
+                                     strategy="fsdp" if self.fsdp else "ddp", world_size=self.group.world)
+            else:
+                stream.remove_carried(self.spec.output_dir)
+            crash_point("publish")
+
+        ckpt.publish_adapter(final, self.spec.output_dir, state, before_state=before_state)
         log.info("published the adapter to %s", self.spec.output_dir)
 
     def summary(self, extra: dict | None = None) -> dict:

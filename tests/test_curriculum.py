@@ -1,0 +1,120 @@
+"""The curriculum: the auto-generated level rises with held-out exact match at the current level, and the
+held-out set follows it.
+
+Run: .venv/bin/python -m pytest tests/test_curriculum.py -q
+
+The level is replayed from ``status/history.jsonl`` by ``curriculum_level``; the generator asked is the real
+reference server on an ephemeral port, and the held-out set is loaded by the evaluator's own ``load_eval_set``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainingd.atomic_ops import append_jsonl
+from trainingd.config import AutoGenerateConfig, ConfigError, CurriculumConfig, parse_config
+from trainingd.daemon.autogen import AutoGenerator, curriculum_level
+from trainingd.generator.puzzles import check_answer
+from trainingd.generator.server import serve_in_thread
+from trainingd.paths import Home
+
+
+def ev(level, em, job="j"):
+    return {"kind": "eval", "level": level, "exact_match": em, "job_id": job, "finished_at": "t"}
+
+
+def cfg(**cur) -> AutoGenerateConfig:
+    return AutoGenerateConfig(enabled=True, level=1, curriculum=CurriculumConfig(**cur))
+
+
+@pytest.fixture
+def generator():
+    server, url = serve_in_thread("127.0.0.1", 0)
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+def test_level_rises_only_after_min_evals_in_a_row_at_the_current_level():
+    c = cfg(promote_at=0.8, min_evals=2)
+    assert curriculum_level(c, [])["level"] == 1
+    assert curriculum_level(c, [ev(1, 0.9)])["level"] == 1
+    assert curriculum_level(c, [ev(1, 0.9), ev(1, 0.5), ev(1, 0.85)])["level"] == 1, "the run was broken"
+    up = curriculum_level(c, [ev(1, 0.5), ev(1, 0.8), ev(1, 0.9, "job7")])
+    assert up["level"] == 2 and up["promoted_after"]["job_id"] == "job7"
+    assert "promoted from 1" in up["reason"] and "none at level 2 yet" in up["reason"]
+    # A score at level 1 after the promotion says nothing about level 2; two at level 2 take it to 3.
+    hist = [ev(1, 0.9), ev(1, 0.9), ev(1, 0.95), ev(2, 0.81), ev(2, 0.8)]
+    assert curriculum_level(c, hist)["level"] == 3
+    assert curriculum_level(c, hist[:4])["level"] == 2
+    assert "1 of 2 in a row" in curriculum_level(c, hist[:4])["reason"]
+
+
+def test_evaluations_without_a_level_other_lines_and_the_top_level_are_respected():
+    c = cfg(promote_at=0.5, min_evals=1, max_level=2)
+    junk = [{"kind": "eval", "exact_match": 1.0}, {"state": "done", "level": 1, "exact_match": 1.0},
+            {"kind": "eval", "level": 1, "exact_match": True}, "not a dict", ev(3, 1.0)]
+    assert curriculum_level(c, junk)["level"] == 1
+    top = curriculum_level(c, [ev(1, 0.6), ev(2, 0.9), ev(2, 0.9)])
+    assert top["level"] == 2 and "the top" in top["reason"]
+    off = curriculum_level(cfg(enabled=False, min_evals=1), [ev(1, 1.0)] * 3)
+    assert off["level"] == 1 and "curriculum off" in off["reason"]
+
+
+def test_bad_curriculum_settings_are_refused():
+    for bad in ({"promote_at": 0}, {"promote_at": 1.5}, {"min_evals": 0}, {"max_level": 6}):
+        with pytest.raises(ConfigError, match="auto_generate.curriculum"):
+            parse_config({"auto_generate": {"curriculum": bad}})
+    with pytest.raises(ConfigError, match="auto_generate.curriculum.promote"):
+        parse_config({"auto_generate": {"curriculum": {"promote": 0.5}}})
+    assert parse_config({}).auto_generate.curriculum.enabled is True
+
+
+def test_the_generator_is_asked_for_the_promoted_level_and_the_status_says_why(tmp_path, generator):
+    home = Home.at(tmp_path)
+    home.inbox.mkdir()
+    home.status_dir.mkdir()
+    c = AutoGenerateConfig(enabled=True, url=generator, count=8, min_interval_s=0, max_pending_generated=5,
+                           curriculum=CurriculumConfig(promote_at=0.7, min_evals=2))
+    ag = AutoGenerator(home)
+
+    def fetch_one() -> list[dict]:
+        before = set(home.inbox.iterdir())
+        ag.tick(c, pending_jobs=0, may_start=True)
+        ag.thread.join(10)
+        ag.tick(c, pending_jobs=0, may_start=False)
+        (new,) = set(home.inbox.iterdir()) - before
+        return [json.loads(x) for x in new.read_text().splitlines()]
+
+    assert all(r["messages"][0]["content"].count("Clue ") == 1 for r in fetch_one())
+    st = ag.status()
+    assert st["level"] == 1 and "the start" in st["level_reason"] and st["last"]["level"] == 1
+    append_jsonl(home.history, ev(1, 0.72, "job-a"))
+    append_jsonl(home.history, ev(1, 0.74, "job-b"))
+    level2 = fetch_one()
+    assert all(r["messages"][0]["content"].count("Clue ") == 2 for r in level2), "level 2 hides two words"
+    st = ag.status()
+    assert st["level"] == 2 and st["last"]["level"] == 2 and "promoted from 1" in st["level_reason"]
+    assert st["curriculum"]["promoted_after"]["job_id"] == "job-b"
+    fresh = AutoGenerator(home)
+    fresh.tick(c, pending_jobs=9, may_start=False)
+    assert fresh.status()["level"] == 2, "the level survives a restart (it is the history's)"
+
+
+def test_the_held_out_set_follows_the_level(tmp_path, generator):
+    from trainingd.train.evaluate import load_eval_set
+
+    home = Home.at(tmp_path)
+    home.status_dir.mkdir()
+    config = parse_config({"auto_generate": {"url": generator, "curriculum": {"promote_at": 0.5, "min_evals": 1}},
+                           "evaluation": {"count": 6}})
+    records, desc = load_eval_set(home, config)
+    assert desc["level"] == 1 and all(r["syllo"]["level"] == 1 for r in records)
+    append_jsonl(home.history, ev(1, 0.6))
+    records, desc = load_eval_set(home, config)
+    assert desc["level"] == 2 and all(r["syllo"]["level"] == 2 and len(r["syllo"]["words"]) == 2 for r in records)
+    assert all(check_answer(r["syllo"], r["messages"][-1]["content"]) for r in records)
+    pinned = parse_config({"auto_generate": {"url": generator}, "evaluation": {"count": 6, "level": 4}})
+    assert load_eval_set(home, pinned)[1]["level"] == 4, "an explicit evaluation.level is kept"
