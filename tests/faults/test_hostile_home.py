@@ -206,7 +206,7 @@ def test_an_inbox_that_is_not_a_folder_holds_intake_alone(tmp_path, kind):
 
 
 def _stand_in_file(path: Path) -> Path:
-    path.write_text(json.dumps({"stand_in": {"steps": 1}}) + "\n")
+    path.write_text(json.dumps({"stand_in": {"steps": 1, "publish": True}}) + "\n")
     return path
 
 
