@@ -11,7 +11,8 @@ reads it with ``read_layer_history`` and serves a summary under ``/api/layers`` 
 
 (``null`` for a value that is unknown, never NaN.)
 
-    python3 -c "from trainingd.contracts.layer_history import read_layer_history; print(len(read_layer_history('status/layer_history.jsonl')))"
+    python3 -c "from trainingd.contracts.layer_history import read_layer_history as r
+    print(len(r('status/layer_history.jsonl')))"
 """
 
 from __future__ import annotations

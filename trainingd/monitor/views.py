@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from trainingd.contracts.layer_history import read_layer_history
 from trainingd.contracts.status import read_history, read_status
@@ -85,18 +85,32 @@ class HistoryCache:
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._entries: list[dict] = []
+        self._derived: dict[str, Any] = {}
 
-    def entries(self) -> list[dict]:
+    def _refresh(self) -> None:
+        """Parse the file again if it changed (the lock is held)."""
         try:
             st = os.stat(self.home.history)
             key = (st.st_ino, st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             key = None
+        if key != self._key:
+            self._entries = [e for e in read_history(self.home) if isinstance(e, dict)] if key else []
+            self._key = key
+            self._derived = {}
+
+    def entries(self) -> list[dict]:
         with self._lock:
-            if key != self._key:
-                self._entries = [e for e in read_history(self.home) if isinstance(e, dict)] if key else []
-                self._key = key
+            self._refresh()
             return self._entries
+
+    def derived(self, name: str, make: Callable[[list[dict]], Any]) -> Any:
+        """``make(entries)``, computed once per change of the file (the jobs table of a long stream)."""
+        with self._lock:
+            self._refresh()
+            if name not in self._derived:
+                self._derived[name] = make(self._entries)
+            return self._derived[name]
 
 
 EVAL_KEYS = ("finished_at", "job_id", "trigger", "trained_jobs", "trained_examples", "trained_tokens", "exact_match",
@@ -200,12 +214,11 @@ class SnapshotIndex:
 
 def jobs_view(cache: HistoryCache, snaps: SnapshotIndex, offset: int = 0, limit: int = 50) -> dict[str, Any]:
     """The jobs table: finished jobs newest first, one page, each with its scores, gate decision and snapshot."""
-    rows = job_rows(cache.entries())
+    rows = cache.derived("job_rows", job_rows)
     limit = max(0, min(limit, MAX_PAGE))
     page = list(reversed(rows))[max(0, offset):max(0, offset) + limit]
     index = snaps.by_job()
-    for row in page:
-        row["snapshot"] = index.get(row["job_id"])
+    page = [{**row, "snapshot": index.get(row["job_id"])} for row in page]
     return {"total": len(rows), "offset": offset, "limit": limit, "jobs": page}
 
 
