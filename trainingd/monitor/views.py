@@ -168,6 +168,8 @@ def job_rows(entries: list[dict]) -> list[dict]:
                 row["score_after"] = _score(e)
             last_eval = e
             continue
+        if e.get("kind") is not None:  # other kinds of line (a gate reset, ...) are not jobs
+            continue
         row = {k: e.get(k) for k in JOB_ROW_KEYS}
         tokens, seconds = e.get("tokens"), e.get("seconds")
         row["tokens_per_s"] = (round(tokens / seconds, 3) if isinstance(tokens, (int, float))
