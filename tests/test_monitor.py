@@ -29,7 +29,7 @@ from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 
-JSON_ENDPOINTS = ["/healthz", "/api/status", "/api/metrics", "/api/queue", "/api/history", "/api/system",
+JSON_ENDPOINTS = ["/healthz", "/api/status", "/api/metrics", "/api/queue", "/api/history", "/api/jobs", "/api/system",
                   "/api/gpu", "/api/memory", "/api/layers", "/api/eval"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -107,7 +107,10 @@ def test_every_endpoint_answers_on_an_empty_home_with_no_daemon(tmp_path, serve)
         assert client.json(path)["daemon_running"] is False, path
     assert client.json("/api/status")["status"] is None
     assert client.json("/api/metrics")["points"] == []
-    assert client.json("/api/layers") == {"daemon_running": False, "activity": None, "summary": None}
+    layers = client.json("/api/layers")
+    assert {k: layers[k] for k in ("daemon_running", "activity", "summary")} == {
+        "daemon_running": False, "activity": None, "summary": None}
+    assert layers["history"]["reports"] == 0 and layers["history"]["per_job"]["jobs"] == []
     queue = client.json("/api/queue")
     assert queue["counts"]["done"] == 0 and queue["states"]["failed"]["jobs"] == []
     assert client.json("/api/history") == {"daemon_running": False, "total": 0, "offset": 0, "limit": 100, "jobs": []}

@@ -72,7 +72,7 @@ def test_the_page_draws_a_live_training_and_pauses_it(home, tmp_path):
             page.click("#btn-pause")
             wait_until(lambda: page.get_attribute("#badge", "data-status") == "paused", "the badge to say paused")
             assert text(page, "badge") == "paused"
-            assert chart_points(page, "loss") >= loss_points  # incremental polling kept what it had
+            assert chart_points(page, "loss") >= loss_points
 
             page.screenshot(path=str(tmp_path / "monitor.png"), full_page=True)
             assert (tmp_path / "monitor.png").stat().st_size > 10_000
@@ -80,7 +80,7 @@ def test_the_page_draws_a_live_training_and_pauses_it(home, tmp_path):
             assert watch.requests and watch.foreign_requests() == []
             port = server.server_address[1]
             assert any(u.endswith("/vendor/uplot/uPlot.iife.min.js") for u in watch.requests)
-            assert any(f":{port}/api/metrics?since_row=" in u for u in watch.requests)
+            assert any(f":{port}/api/metrics?axis=examples&window=all" in u for u in watch.requests)
     finally:
         stop_all(server, home, daemon)
 
@@ -122,10 +122,10 @@ def test_the_layer_page_draws_the_heatmap_and_top_changers_then_skip_fails_the_j
             assert page.locator("#heatmap .rowhead").all_text_contents() == ["0", "1"]
             colours = page.eval_on_selector_all("#heatmap .cell.filled", "cs => cs.map(c => c.style.backgroundColor)")
             assert len(set(colours)) > 1  # a scale, not one flat colour
-            wait_until(lambda: page.evaluate("__layers.charts.top ? __layers.charts.top.data[0].length : 0") >= 2,
-                       "two report steps on the top changers chart")
-            data = page.evaluate("__layers.charts.top.data")
-            assert 1 <= len(data) - 1 <= 5 and data[0] == sorted(data[0])
+            wait_until(lambda: page.evaluate("__layers.charts.life ? __layers.charts.life.data[0].length : 0") >= 2,
+                       "two reports on the life chart")
+            data = page.evaluate("__layers.charts.life.data")
+            assert 1 <= len(data) - 1 <= 8 and data[0] == sorted(data[0])
             assert any(isinstance(v, float) and v > 0 for series in data[1:] for v in series)
             assert page.locator("#top li").count() >= 1
             page.select_option("#metric", "grad_norm")

@@ -140,6 +140,11 @@ class Home:
         return self.status_dir / "layer_activity.json"
 
     @property
+    def layer_history(self) -> Path:
+        """The last reports of ``layer_activity``, across jobs, bounded (``contracts.layer_history``)."""
+        return self.status_dir / "layer_history.jsonl"
+
+    @property
     def metrics(self) -> Path:
         return self.status_dir / "metrics.jsonl"
 

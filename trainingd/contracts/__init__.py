@@ -8,6 +8,7 @@ written atomically); its functions are the only code in the package that reads o
     trainer_command.py control/trainer_command.json          daemon -> trainer
     progress.py        status/trainer_progress.json          trainer -> daemon
     layer_activity.py  status/layer_activity.json            trainer -> monitor, status (summary)
+    layer_history.py   status/layer_history.jsonl            trainer -> monitor (the adapter's life)
     status.py          status/training_status.json           daemon -> controller CLI, monitor
                        status/history.jsonl                  daemon -> CLIs
     result.py          <job>/result.json                     trainer -> daemon

@@ -6,15 +6,22 @@ are kept as columns of doubles (NaN for null), about 80 bytes a line, so a milli
 ~600 MB of a list of dicts. A torn last line (the trainer is appending) is left for the next read. A job that
 resumed from a checkpoint after a crash writes the steps after it again: the newer rows supersede the older ones
 (``query`` returns one point per step), whether or not the older rows are still in the file.
+
+Beside the raw fields each record gets its position on the adapter's whole life, kept as columns too, so a chart
+of a stream of many short files can use one axis across jobs (``query_life``): examples and tokens trained so far
+(each job's counts start from the previous job's last), optimizer steps so far, and training time with idle gaps
+between records compressed to ``IDLE_GAP_S``.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
 import os
 import threading
+import time
 from array import array
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,16 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # The numeric fields of a metrics line (see trainingd.train.recipe: the step and eval records).
-FIELDS = ("t", "step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s", "tokens_seen", "eval_loss")
+FIELDS = ("t", "step", "epoch", "loss", "learning_rate", "grad_norm", "tokens_per_s", "tokens_seen", "examples_done",
+          "eval_loss")
+# The life axes a chart can use (``query_life(axis=...)``), each a column that grows across jobs.
+AXES = {"examples": "life_examples", "tokens": "life_tokens", "steps": "life_steps", "time": "life_seconds"}
+LIFE = tuple(AXES.values())
+# A pause between two records longer than this (the queue ran dry, the daemon was stopped) counts as this long
+# on the "time" axis, so a stream that idled overnight does not squeeze the day's training into a few pixels.
+IDLE_GAP_S = 30.0
+LIFE_POINT_FIELDS = ("step", "loss", "learning_rate", "tokens_per_s", "eval_loss")
+WINDOW_24H_S = 86400.0
 READ_CHUNK = 8 << 20
 
 
@@ -49,11 +65,19 @@ class MetricsLog:
     def _reset(self, inode: int | None) -> None:
         self.offset = 0
         self.inode = inode
-        self.columns = {f: array("d") for f in FIELDS}
+        self.columns = {f: array("d") for f in FIELDS + LIFE}
         self.job_ids: list[str | None] = []
         self._job_names: dict[str, str] = {}
         self.superseded = bytearray()  # 1: a step redone after a crash wrote a newer row for it
         self._last_step: dict[str | None, float] = {}
+        # (first row, job id) of each run of rows of one job, in file order: the file boundaries
+        self.job_starts: list[tuple[int, str | None]] = []
+        self.eval_rows = array("q")  # rows that are eval records (rare; a chart keeps them all)
+        # the life position reached: the finished jobs' totals, and the current job's last counts
+        self._base = {"examples": 0.0, "tokens": 0.0, "steps": 0.0}
+        self._last = {"examples": 0.0, "tokens": 0.0, "steps": 0.0}
+        self._life_seconds = 0.0
+        self._last_t = math.nan
 
     def __len__(self) -> int:
         return len(self.job_ids)
@@ -101,6 +125,10 @@ class MetricsLog:
                 self.columns[f].append(_num(rec.get(f)))
             job = rec.get("job_id")
             job = self._job_names.setdefault(job, job) if isinstance(job, str) else None  # one string per job
+            if not self.job_ids or job != self.job_ids[-1]:
+                self._start_job(len(self.job_ids), job)
+            if not math.isnan(self.columns["eval_loss"][-1]):
+                self.eval_rows.append(len(self.job_ids))
             self.job_ids.append(job)
             self.superseded.append(0)
             step = self.columns["step"][-1]
@@ -108,6 +136,7 @@ class MetricsLog:
                 if step <= self._last_step.get(job, -math.inf):
                     self._supersede(job, step)
                 self._last_step[job] = step
+            self._add_life(rec)
 
     def _supersede(self, job: str | None, step: float) -> None:
         """A job resumed from a checkpoint redoes the steps after it: its earlier rows of steps >= ``step``
@@ -120,6 +149,29 @@ class MetricsLog:
                 if steps[i] < step:
                     break
                 self.superseded[i] = 1
+
+    def _start_job(self, row: int, job: str | None) -> None:
+        self.job_starts.append((row, job))
+        for k in self._base:
+            self._base[k] += self._last[k]
+            self._last[k] = 0.0
+
+    def _add_life(self, rec: dict) -> None:
+        """Append this record's life position (a record without a count keeps the job's last one)."""
+        counts = {"examples": rec.get("examples_done"), "tokens": rec.get("tokens_seen"), "steps": rec.get("step")}
+        for k, v in counts.items():
+            v = _num(v)
+            if not math.isnan(v):
+                # a step redone after a resume goes back to where its superseded row was (``superseded``)
+                self._last[k] = v
+        t = _num(rec.get("t"))
+        if not math.isnan(t):
+            if not math.isnan(self._last_t):
+                self._life_seconds += min(max(0.0, t - self._last_t), IDLE_GAP_S)
+            self._last_t = t
+        for k in ("examples", "tokens", "steps"):
+            self.columns[AXES[k]].append(self._base[k] + self._last[k])
+        self.columns["life_seconds"].append(self._life_seconds)
 
     def query(self, *, since_step: int | None = None, job_id: str | None = None, since_row: int | None = None,
               max_points: int = 2000) -> dict[str, Any]:
@@ -148,8 +200,69 @@ class MetricsLog:
     def _record(self, i: int) -> dict[str, Any]:
         rec: dict[str, Any] = {"row": i, "job_id": self.job_ids[i]}
         for f in FIELDS:
-            rec[f] = _out(self.columns[f][i], integer=f in ("step", "epoch", "tokens_seen"))
+            rec[f] = _out(self.columns[f][i], integer=f in ("step", "epoch", "tokens_seen", "examples_done"))
         return rec
+
+    def query_life(self, *, axis: str = "examples", window: str = "all", x_min: float | None = None,
+                   x_max: float | None = None, max_points: int = 2000, now: float | None = None) -> dict[str, Any]:
+        """The records of ``window`` on one life ``axis`` (see ``AXES``), downsampled to ``max_points``.
+
+        ``window``: ``all``; ``job`` (the last job's records); ``jobs:N`` (the last N jobs); ``24h`` (records of
+        the last day). ``x_min``/``x_max`` narrow it to a zoomed range of the axis. Each point carries ``x``;
+        ``boundaries`` holds where each job of the window starts on the axis (with its job id), so a chart can mark
+        the files. Raises ValueError for an unknown axis or window.
+        """
+        if axis not in AXES:
+            raise ValueError(f"axis must be one of {', '.join(AXES)}, not {axis!r}")
+        self.refresh()
+        with self._lock:
+            n = len(self.job_ids)
+            xs = self.columns[AXES[axis]]
+            first = self._window_start(window, n, time.time() if now is None else now)
+            last = n
+            # every life axis grows along the file (but for the superseded rows of a resumed job, a few at most),
+            # so a zoomed range is two binary searches
+            if x_min is not None:
+                first = bisect.bisect_left(xs, x_min, first, n)
+            if x_max is not None:
+                last = bisect.bisect_right(xs, x_max, first, n)
+            evals = self.eval_rows[bisect.bisect_left(self.eval_rows, first):bisect.bisect_left(self.eval_rows, last)]
+            picked = [i for i in sorted(set(spread(first, last, max(1, max_points))) | set(evals))
+                      if not self.superseded[i]]
+            # only what a chart draws: a life of 2000 points stays a small answer
+            cols = {f: self.columns[f] for f in LIFE_POINT_FIELDS}
+            points = [{"x": xs[i], "job_id": self.job_ids[i],
+                       **{f: _out(c[i], integer=f == "step") for f, c in cols.items()}} for i in picked]
+            # a job starts where the one before it ended on the axis
+            boundaries = [{"row": r, "job_id": j, "x": xs[r - 1] if r else 0.0}
+                          for r, j in self.job_starts if first <= r < last]
+            if first < last and (not boundaries or boundaries[0]["row"] > first):  # the window starts mid-job
+                boundaries.insert(0, {"row": first, "job_id": self.job_ids[first], "x": xs[first]})
+            matched = last - first
+        return {"axis": axis, "window": window, "rows": n, "matched": matched, "returned": len(points),
+                "downsampled": len(points) < matched, "jobs": len(boundaries), "boundaries": boundaries,
+                "points": points}
+
+    def _window_start(self, window: str, n: int, now: float) -> int:
+        """The first row of ``window`` (the lock is held)."""
+        if window == "all":
+            return 0
+        if window == "24h":  # from the end back to the first record older than a day
+            t, i = self.columns["t"], n
+            while i > 0 and (math.isnan(t[i - 1]) or t[i - 1] >= now - WINDOW_24H_S):
+                i -= 1
+            return i
+        if window == "job":
+            return self.job_starts[-1][0] if self.job_starts else 0
+        if window.startswith("jobs:"):
+            try:
+                count = int(window[5:])
+            except ValueError:
+                count = 0
+            if count < 1:
+                raise ValueError(f"window jobs:N needs a whole number N >= 1, not {window!r}")
+            return self.job_starts[-count][0] if len(self.job_starts) >= count else 0
+        raise ValueError(f"window must be all, job, jobs:N or 24h, not {window!r}")
 
     def last(self, field: str) -> float | None:
         """The last non-null value of ``field`` (for the Prometheus export)."""
@@ -160,6 +273,17 @@ class MetricsLog:
                 if not math.isnan(col[i]):
                     return col[i]
         return None
+
+
+def spread(first: int, last: int, max_points: int) -> range | list[int]:
+    """At most ``max_points`` row numbers of ``range(first, last)``, evenly spread, the first and last kept."""
+    n = last - first
+    if n <= max_points:
+        return range(first, last)
+    if max_points == 1:
+        return [last - 1]
+    stride = (n - 1) / (max_points - 1)
+    return [first + round(k * stride) for k in range(max_points)]
 
 
 def downsample(items: list, max_points: int) -> list:

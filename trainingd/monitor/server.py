@@ -3,6 +3,8 @@
     python3 launch_live_monitor.py [--home DIR] [--host 127.0.0.1] [--port 8080]
 
 GET  /healthz  /api/status  /api/metrics?since_step=N&since_row=R&job_id=ID&max_points=N
+     /api/metrics?axis=examples|tokens|steps|time&window=all|job|jobs:N|24h&x_min=&x_max=&max_points=N
+     /api/jobs?offset=0&limit=50  /api/lineage?job_id=ID
      /api/queue?state=done&offset=0&limit=50  /api/history?offset=0&limit=100  /api/system  /api/gpu
      /api/memory  /api/layers  /api/logs?tail=N (text/plain)  /metrics (Prometheus text)
 GET  /  /live_monitor_ui_v2.html (the page)  /js/monitor.js  /css/monitor.css
@@ -75,6 +77,23 @@ class BadRequest(Exception):
     """A query parameter that cannot be used; answered with 400 and the message."""
 
 
+class NotFound(Exception):
+    """A well-formed request for something the home does not have; answered with 404 and the message."""
+
+
+def _float(query: dict[str, list[str]], name: str) -> float | None:
+    values = query.get(name)
+    if not values or values[-1] == "":
+        return None
+    try:
+        v = float(values[-1])
+    except ValueError:
+        raise BadRequest(f"{name} must be a number, not {values[-1]!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise BadRequest(f"{name} must be a finite number")
+    return v
+
+
 def _int(query: dict[str, list[str]], name: str, default: int | None, low: int = 0,
          high: int | None = None) -> int | None:
     values = query.get(name)
@@ -99,6 +118,8 @@ class Monitor:
         self.token = security.ensure_token(home.monitor_token)
         self.metrics = MetricsLog(home.metrics)
         self.history = views.HistoryCache(home)
+        self.snapshots = views.SnapshotIndex(home)
+        self.layer_history = views.LayerHistoryCache(home)
         self.started = time.time()
 
     def running(self) -> bool:
@@ -113,6 +134,15 @@ class Monitor:
         return views.status_view(self.home)
 
     def metrics_api(self, q: dict) -> Any:
+        if "axis" in q or "window" in q:  # the adapter's life on one axis (the page's charts)
+            try:
+                return {"daemon_running": self.running(),
+                        **self.metrics.query_life(axis=q.get("axis", ["examples"])[-1],
+                                                  window=q.get("window", ["all"])[-1],
+                                                  x_min=_float(q, "x_min"), x_max=_float(q, "x_max"),
+                                                  max_points=_int(q, "max_points", 2000, 1, MAX_POINTS))}
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
         job = q.get("job_id", [None])[-1] or None
         return {"daemon_running": self.running(),
                 **self.metrics.query(since_step=_int(q, "since_step", None, low=-1),
@@ -129,6 +159,21 @@ class Monitor:
     def history_api(self, q: dict) -> Any:
         return {"daemon_running": self.running(),
                 **views.history_view(self.history, _int(q, "offset", 0), _int(q, "limit", 100, 0, views.MAX_PAGE))}
+
+    def jobs_api(self, q: dict) -> Any:
+        """The jobs table, newest first: data counts, steps, loss, held-out scores, gate decision, snapshot."""
+        return {"daemon_running": self.running(),
+                **views.jobs_view(self.history, self.snapshots, _int(q, "offset", 0),
+                                  _int(q, "limit", 50, 0, views.MAX_PAGE))}
+
+    def lineage_api(self, q: dict) -> Any:
+        job = q.get("job_id", [""])[-1]
+        if not job:
+            raise BadRequest("job_id is required")
+        doc = views.lineage_view(self.home, self.history, job)
+        if doc is None:
+            raise NotFound(f"no finished job {job!r} in this home")
+        return doc
 
     def eval_api(self, q: dict) -> Any:
         """Held-out evaluations, oldest first: accuracy against examples trained (the monitor's eval chart)."""
@@ -147,7 +192,7 @@ class Monitor:
         """The trainer's latest per-LoRA-module report (``status/layer_activity.json``) and its top changers."""
         doc = read_layer_activity(self.home)
         return {"daemon_running": self.running(), "activity": doc,
-                "summary": layer_summary(doc) if doc is not None else None}
+                "summary": layer_summary(doc) if doc is not None else None, "history": self.layer_history.view()}
 
     def logs(self, q: dict) -> str:
         return views.logs_text(self.home, _int(q, "tail", 200, 0, views.MAX_LOG_LINES))
@@ -163,6 +208,8 @@ class Monitor:
             "/api/metrics": (self.metrics_api, json_type),
             "/api/queue": (self.queue, json_type),
             "/api/history": (self.history_api, json_type),
+            "/api/jobs": (self.jobs_api, json_type),
+            "/api/lineage": (self.lineage_api, json_type),
             "/api/eval": (self.eval_api, json_type),
             "/api/system": (self.system_api, json_type),
             "/api/gpu": (self.gpu, json_type),
@@ -253,6 +300,8 @@ def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
                 body = view(query)
             except BadRequest as e:
                 return self._error(HTTPStatus.BAD_REQUEST, str(e))
+            except NotFound as e:
+                return self._error(HTTPStatus.NOT_FOUND, str(e))
             except Exception:  # a view must never take the server down; the log says why
                 log.exception("%s failed", path)
                 return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error (see the monitor's log)")

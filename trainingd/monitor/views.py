@@ -14,11 +14,13 @@ import stat
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from trainingd.contracts.layer_history import read_layer_history
 from trainingd.contracts.status import read_history, read_status
 from trainingd.instance import is_daemon_running
 from trainingd.jobqueue import Job, JobQueue, QueueError
+from trainingd.lifecycle.snapshots import lineage, list_snapshots
 from trainingd.paths import JOB_STATES, PRIORITIES, Home
 from trainingd.monitor import system as system_info
 from trainingd.monitor.metrics_log import MetricsLog
@@ -90,18 +92,32 @@ class HistoryCache:
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._entries: list[dict] = []
+        self._derived: dict[str, Any] = {}
 
-    def entries(self) -> list[dict]:
+    def _refresh(self) -> None:
+        """Parse the file again if it changed (the lock is held)."""
         try:
             st = os.stat(self.home.history)
             key = (st.st_ino, st.st_size, st.st_mtime_ns)
         except FileNotFoundError:
             key = None
+        if key != self._key:
+            self._entries = [e for e in read_history(self.home) if isinstance(e, dict)] if key else []
+            self._key = key
+            self._derived = {}
+
+    def entries(self) -> list[dict]:
         with self._lock:
-            if key != self._key:
-                self._entries = [e for e in read_history(self.home) if isinstance(e, dict)] if key else []
-                self._key = key
+            self._refresh()
             return self._entries
+
+    def derived(self, name: str, make: Callable[[list[dict]], Any]) -> Any:
+        """``make(entries)``, computed once per change of the file (the jobs table of a long stream)."""
+        with self._lock:
+            self._refresh()
+            if name not in self._derived:
+                self._derived[name] = make(self._entries)
+            return self._derived[name]
 
 
 EVAL_KEYS = ("finished_at", "job_id", "trigger", "trained_jobs", "trained_examples", "trained_tokens", "exact_match",
@@ -153,6 +169,196 @@ def open_in_home(home: Home, relative: str) -> int | None:
         os.close(fd)
         raise NotServed(f"{relative} is not a regular file: not served")
     return fd
+
+
+JOB_ROW_KEYS = ("job_id", "file", "state", "result", "reason", "format", "examples", "kept", "dropped_too_long",
+                "truncated", "no_trained_tokens", "steps", "loss", "eval_loss", "tokens", "seconds", "finished_at")
+
+
+def _score(e: dict | None) -> dict | None:
+    if not isinstance(e, dict):
+        return None
+    return {k: e.get(k) for k in ("exact_match", "token_accuracy", "correct", "total")}
+
+
+def _gate(entry: dict) -> dict | None:
+    """The gate's decision on a job, when the gate judged it: ``{decision, reason, champion, candidate}``."""
+    gate = entry.get("gate")
+    if not isinstance(gate, dict):
+        return None
+    return {"decision": gate.get("decision") or gate.get("outcome"), "reason": gate.get("reason"),
+            "champion": _score(gate.get("champion")), "candidate": _score(gate.get("candidate"))}
+
+
+def job_rows(entries: list[dict]) -> list[dict]:
+    """One row per finished job, oldest first, with the held-out score before and after it.
+
+    "Before" is the last evaluation before the job ended; "after" the evaluation the job triggered (an eval
+    entry naming it, which the daemon appends after the job's own line). When the gate judged the job, its
+    champion and candidate scores are the before and after (measured on the same examples).
+    """
+    rows: list[dict] = []
+    by_id: dict[str, dict] = {}
+    last_eval: dict | None = None
+    for e in entries:
+        if e.get("kind") == "eval":
+            row = by_id.get(e.get("job_id")) if isinstance(e.get("job_id"), str) else None
+            if row is not None and row["score_after"] is None:
+                row["score_after"] = _score(e)
+            last_eval = e
+            continue
+        if e.get("kind") is not None:  # other kinds of line (a gate reset, ...) are not jobs
+            continue
+        row = {k: e.get(k) for k in JOB_ROW_KEYS}
+        tokens, seconds = e.get("tokens"), e.get("seconds")
+        row["tokens_per_s"] = (round(tokens / seconds, 3) if isinstance(tokens, (int, float))
+                               and isinstance(seconds, (int, float)) and seconds > 0 else None)
+        row["gate"] = _gate(e)
+        row["score_before"] = _score(last_eval)
+        row["score_after"] = None
+        if row["gate"]:
+            row["score_before"] = row["gate"]["champion"] or row["score_before"]
+            row["score_after"] = row["gate"]["candidate"]
+        row["snapshot"] = None
+        rows.append(row)
+        if isinstance(e.get("job_id"), str):
+            by_id[e["job_id"]] = row
+    return rows
+
+
+class SnapshotIndex:
+    """Which snapshot holds each job's adapter, listed again only when ``snapshots/`` changes."""
+
+    def __init__(self, home: Home):
+        self.home = home
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._by_job: dict[str, dict] = {}
+
+    def by_job(self) -> dict[str, dict]:
+        try:
+            st = os.stat(self.home.snapshots)
+            key = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            key = None
+        with self._lock:
+            if key != self._key:
+                self._by_job = {}
+                for s in list_snapshots(self.home) if key else []:
+                    job = (s["manifest"].get("trained_file") or {}).get("job_id")
+                    if job:
+                        self._by_job[job] = {"name": s["name"], "pinned": s["pinned"],
+                                             "rejected": bool(s["manifest"].get("rejected"))}
+                self._key = key
+            return self._by_job
+
+
+def jobs_view(cache: HistoryCache, snaps: SnapshotIndex, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+    """The jobs table: finished jobs newest first, one page, each with its scores, gate decision and snapshot."""
+    rows = cache.derived("job_rows", job_rows)
+    limit = max(0, min(limit, MAX_PAGE))
+    page = list(reversed(rows))[max(0, offset):max(0, offset) + limit]
+    index = snaps.by_job()
+    page = [{**row, "snapshot": index.get(row["job_id"])} for row in page]
+    return {"total": len(rows), "offset": offset, "limit": limit, "jobs": page}
+
+
+def lineage_view(home: Home, cache: HistoryCache, job_id: str) -> dict[str, Any] | None:
+    """One job's history line, its place in the live adapter's lineage and its snapshot; None if unknown."""
+    history = next((e for e in reversed(cache.entries()) if e.get("kind") != "eval" and e.get("job_id") == job_id),
+                   None)
+    doc = lineage(home)
+    entry = next((c for c in doc["chain"] if c.get("job_id") == job_id), None)
+    snap = next((s for s in reversed(list_snapshots(home))
+                 if (s["manifest"].get("trained_file") or {}).get("job_id") == job_id), None)
+    if history is None and entry is None and snap is None:
+        return None
+    return {"job_id": job_id, "history": history, "lineage": entry, "in_live_adapter": entry is not None,
+            "snapshot": {"name": snap["name"], "pinned": snap["pinned"], "manifest": snap["manifest"]} if snap
+            else None, "base_model": doc.get("base_model"), "generation": doc.get("generation")}
+
+
+class LayerHistoryCache:
+    """``status/layer_history.jsonl`` summarised once per change of the file (the trainer appends every report)."""
+
+    def __init__(self, home: Home, top: int = 8, max_jobs: int = 60):
+        self.home = home
+        self.top = top
+        self.max_jobs = max_jobs
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._view: dict[str, Any] = layer_history_view([], top, max_jobs)
+
+    def view(self) -> dict[str, Any]:
+        try:
+            st = os.stat(self.home.layer_history)
+            key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        with self._lock:
+            if key != self._key:
+                reports = read_layer_history(self.home.layer_history) if key else []
+                self._view = layer_history_view(reports, self.top, self.max_jobs)
+                self._key = key
+            return self._view
+
+
+def layer_history_view(reports: list[dict], top: int = 8, max_jobs: int = 60) -> dict[str, Any]:
+    """The adapter's life seen by its LoRA modules, from the trainer's bounded report history.
+
+    ``life``: the update norm of the ``top`` modules that are largest now, at each report, against optimizer
+    steps over the adapter's life (each job's steps start from the previous job's last). ``per_job``: for each of
+    the last ``max_jobs`` jobs, how far each module's update norm moved during that job (its last report against
+    the previous job's last), the columns of a modules x jobs heatmap. ``ranked``: modules by their total movement.
+    """
+    life_x: list[float] = []
+    base = last_step = 0.0
+    job_last: dict[str, dict] = {}
+    order: list[str] = []
+    prev_job: Any = object()
+    for r in reports:
+        job = r.get("job_id")
+        if job != prev_job:
+            base += last_step
+            last_step = 0.0
+            prev_job = job
+            if isinstance(job, str) and job not in job_last:
+                order.append(job)
+        step = r.get("step")
+        if isinstance(step, (int, float)):
+            last_step = max(last_step, float(step))
+        life_x.append(base + last_step)
+        if isinstance(job, str):
+            job_last[job] = r["modules"]
+    latest = reports[-1]["modules"] if reports else {}
+    names = list(latest)
+    top_names = sorted((n for n in names if _num(latest[n], 0) is not None),
+                       key=lambda n: -latest[n][0])[:top]
+    series = {n: [_num(r["modules"].get(n), 0) for r in reports] for n in top_names}
+    changes: list[list[float | None]] = []
+    previous: dict = {}
+    for job in order:
+        now = job_last[job]
+        changes.append([_delta(now.get(n), previous.get(n)) for n in names])
+        previous = now
+    totals = [sum(c[i] for c in changes if c[i] is not None) for i in range(len(names))]
+    ranked = sorted(range(len(names)), key=lambda i: -totals[i])[:top]
+    return {"reports": len(reports), "life": {"x": life_x, "series": series},
+            "per_job": {"jobs": order[-max_jobs:], "modules": names, "change": changes[-max_jobs:]},
+            "ranked": [{"name": names[i], "total_change": round(totals[i], 6)} for i in ranked]}
+
+
+def _num(values: Any, i: int) -> float | None:
+    if isinstance(values, list) and len(values) > i and isinstance(values[i], (int, float)):
+        return float(values[i])
+    return None
+
+
+def _delta(now: Any, before: Any) -> float | None:
+    a = _num(now, 0)
+    if a is None:
+        return None
+    return abs(a - (_num(before, 0) or 0.0))
 
 
 def tail_lines(path: os.PathLike | int, n: int, block: int = 64 << 10) -> list[str]:

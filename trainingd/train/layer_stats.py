@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import torch
 
-from trainingd.contracts import layer_activity
+from trainingd.contracts import layer_activity, layer_history
 from trainingd.contracts.checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,8 @@ class LayerStats:
 
     def __init__(self, model, path: Path | None, job_id: str, *, start_step: int = 0, adapter: str = "default"):
         self.path = Path(path) if path else None
+        # every report also goes into the bounded history beside it, for charts over the adapter's life
+        self.history = layer_history.LayerHistory(self.path.with_name(layer_history.FILE)) if self.path else None
         self.job_id = job_id
         self.adapter = adapter
         self.modules = lora_modules(model, adapter)
@@ -210,6 +212,7 @@ class LayerStats:
         if self.path is not None:
             try:
                 layer_activity.write_layer_activity(self.path, doc)
+                self.history.append(doc)
             except (OSError, ValueError) as e:  # a view; never let it kill training
                 log.warning("could not write %s: %s", self.path, e)
         return doc

@@ -665,7 +665,8 @@ class Recipe:
                     seconds_per_step=sps, eta_seconds=sps * (self.total_steps - st.step))
                 self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": st.step,
                                       "epoch": epoch, "loss": st.loss, "learning_rate": lr,
-                                      "grad_norm": grad_norm, "tokens_per_s": tps, "tokens_seen": st.tokens_seen})
+                                      "grad_norm": grad_norm, "tokens_per_s": tps, "tokens_seen": st.tokens_seen,
+                                      "examples_done": st.examples_done})
                 if self.events is not None:
                     self.events.scalars(st.step, {"loss": st.loss, "learning_rate": lr, "grad_norm": grad_norm,
                                                      "tokens_per_s": tps, "tokens_seen": st.tokens_seen})

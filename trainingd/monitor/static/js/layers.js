@@ -1,26 +1,25 @@
 // The layer activity page: polls /api/layers about every 2 s, draws the trainer's latest per-LoRA-module report
-// as a layers x module types heatmap, and keeps its own history of the reports it has seen (keyed by step) to
-// chart the top changers over time with uPlot. Names come from the home: set with textContent only.
+// as a layers x module types heatmap, and from the trainer's bounded history of reports (status/
+// layer_history.jsonl, summarised by the server) charts the largest modules' update norm over the adapter's whole
+// life and a modules x jobs heatmap of how far each job moved each module. Names come from the home: set with
+// textContent only.
 // window.__layers exposes the state and the chart for the browser test and for debugging.
 (function () {
   "use strict";
 
   var POLL_MS = 2000;
   var TOP = 5;
-  var MAX_REPORTS = 1000;        // steps kept in the page's history
   var COLORS = ["rgb(31, 119, 180)", "rgb(255, 127, 14)", "rgb(44, 160, 44)", "rgb(214, 39, 40)",
-    "rgb(148, 103, 189)"];
+    "rgb(148, 103, 189)", "rgb(140, 86, 75)", "rgb(227, 119, 194)", "rgb(23, 190, 207)"];
 
   var state = {
     metric: "delta_norm",
     doc: null,                   // the latest report
-    job: null,                   // a new job starts a new history
-    steps: [],                   // report steps seen, ascending
-    deltas: {},                  // step -> {module name: delta_norm}
-    topNames: [],
+    lifeNames: [],
+    perJob: null, cell: null,
     polls: 0, errors: 0, inFlight: false
   };
-  var charts = { top: null };
+  var charts = { life: null };
   window.__layers = { state: state, charts: charts };
 
   function $(id) { return document.getElementById(id); }
@@ -106,48 +105,89 @@
     }));
   }
 
-  // --- top changers over time ---------------------------------------------------------------------------
-  function remember(doc) {
-    if (!isNum(doc.step)) return;
-    if (doc.job_id !== state.job) {  // another job trains another adapter: its history starts over
-      state.job = doc.job_id;
-      state.steps = [];
-      state.deltas = {};
-    }
-    var entry = {};
-    (doc.modules || []).forEach(function (r) { if (isNum(r.delta_norm)) entry[r.name] = r.delta_norm; });
-    if (!(doc.step in state.deltas)) {
-      state.steps.push(doc.step);
-      state.steps.sort(function (a, b) { return a - b; });
-    }
-    state.deltas[doc.step] = entry;
-    while (state.steps.length > MAX_REPORTS) delete state.deltas[state.steps.shift()];
-  }
-
-  // The top changers of the latest report, charted over every report the page has seen.
-  function drawTopChart() {
-    var latest = state.steps.length ? state.deltas[state.steps[state.steps.length - 1]] : {};
-    var names = Object.keys(latest).sort(function (a, b) { return latest[b] - latest[a]; }).slice(0, TOP);
-    var data = [state.steps.slice()].concat(names.map(function (n) {
-      return state.steps.map(function (s) { var v = state.deltas[s][n]; return isNum(v) ? v : null; });
-    }));
-    var el = $("chart-top");
-    if (!charts.top || names.join("\n") !== state.topNames.join("\n")) {
-      if (charts.top) charts.top.destroy();
-      state.topNames = names;
-      charts.top = new uPlot({
+  // --- the adapter's life ------------------------------------------------------------------------------
+  // The update norm of the modules that are largest now, at every report of the history, against the optimizer
+  // steps of the adapter's life (each job's steps follow the previous job's).
+  function drawLifeChart(history) {
+    var life = (history && history.life) || { x: [], series: {} };
+    var names = Object.keys(life.series);
+    var data = [life.x.slice()].concat(names.map(function (n) { return life.series[n]; }));
+    for (var i = 1; i < data[0].length; i++) if (data[0][i] <= data[0][i - 1]) data[0][i] = data[0][i - 1] + 1e-6;
+    var el = $("chart-life");
+    if (!charts.life || names.join("\n") !== state.lifeNames.join("\n")) {
+      if (charts.life) charts.life.destroy();
+      state.lifeNames = names;
+      charts.life = new uPlot({
         width: Math.max(200, el.clientWidth || 600), height: 260,
         scales: { x: { time: false } },
-        axes: [{ label: "step" }, { size: 70, values: function (u, vals) { return vals.map(fmtNum); } }],
+        axes: [{ label: "optimizer steps over the adapter's life" },
+          { size: 70, values: function (u, vals) { return vals.map(fmtNum); } }],
         series: [{ label: "step" }].concat(names.map(function (n, i) {
-          return { label: n, stroke: COLORS[i % COLORS.length], width: 2, points: { show: true, size: 5 },
-            spanGaps: true, value: function (u, v) { return fmtNum(v); } };
+          return { label: n, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
+            value: function (u, v) { return fmtNum(v); } };
         }))
       }, data, el);
-      window.__layers.charts.top = charts.top;
+      window.__layers.charts.life = charts.life;
     } else {
-      charts.top.setData(data);
+      charts.life.setData(data);
     }
+  }
+
+  // Modules (rows, model order) x jobs (columns, oldest left): how far the job moved the module's update norm.
+  function drawJobHeatmap(history) {
+    var per = (history && history.per_job) || { jobs: [], modules: [], change: [] };
+    var canvas = $("job-heatmap");
+    var rows = per.modules.length, cols = per.jobs.length;
+    state.perJob = per;
+    var cw = Math.max(4, Math.min(24, Math.floor(((canvas.parentNode.clientWidth || 800) - 10) / Math.max(1, cols))));
+    var ch = rows > 80 ? 3 : rows > 30 ? 6 : 12;
+    canvas.width = Math.max(1, cols * cw);
+    canvas.height = Math.max(1, rows * ch);
+    state.cell = { w: cw, h: ch };
+    var ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    var max = 0;
+    per.change.forEach(function (col) { col.forEach(function (v) { if (isNum(v) && v > max) max = v; }); });
+    $("job-scale-max").textContent = fmtNum(max);
+    per.change.forEach(function (col, j) {
+      col.forEach(function (v, i) {
+        if (!isNum(v)) return;
+        ctx.fillStyle = colour(max > 0 ? Math.sqrt(v / max) : 0);
+        ctx.fillRect(j * cw, i * ch, cw - (cw > 6 ? 1 : 0), ch - (ch > 4 ? 1 : 0));
+      });
+    });
+    $("job-heatmap-info").textContent = cols ? cols + " jobs × " + rows + " modules (last " + cols + " jobs)" : "";
+  }
+
+  function describeCell(ev) {
+    var per = state.perJob, c = state.cell;
+    if (!per || !c) return;
+    var rect = ev.target.getBoundingClientRect();
+    var j = Math.floor((ev.clientX - rect.left) / c.w), i = Math.floor((ev.clientY - rect.top) / c.h);
+    if (j < 0 || j >= per.jobs.length || i < 0 || i >= per.modules.length) return;
+    $("job-heatmap-hover").textContent = per.jobs[j] + " · " + per.modules[i] + " · moved " +
+      fmtNum(per.change[j][i]);
+  }
+
+  function drawRanked(history) {
+    var ol = $("ranked");
+    var ranked = (history && history.ranked) || [];
+    ol.replaceChildren.apply(ol, ranked.map(function (r) {
+      var li = document.createElement("li");
+      li.textContent = r.name + " · moved " + fmtNum(r.total_change) + " in all";
+      return li;
+    }));
+  }
+
+  function showHistory(history) {
+    var n = history ? history.reports : 0;
+    var empty = $("empty-history");
+    empty.hidden = n > 0;
+    empty.textContent = n > 0 ? "" : "No report history yet: the trainer appends every layer report " +
+      "(every layer_stats_steps optimizer steps, config.json) to status/layer_history.jsonl while a job trains.";
+    drawLifeChart(history);
+    drawJobHeatmap(history);
+    drawRanked(history);
   }
 
   // --- data ---------------------------------------------------------------------------------------------
@@ -163,6 +203,7 @@
       state.doc = null;
       drawHeatmap();
       drawTopList(null);
+      showHistory(view.history);
       return;
     }
     empty.hidden = true;
@@ -172,10 +213,9 @@
       " · " + (doc.modules || []).length + " modules";
     $("updated").textContent = isNum(doc.updated_at) ? "report written " + new Date(doc.updated_at * 1000).toISOString()
       : "–";
-    remember(doc);
     drawHeatmap();
     drawTopList(view.summary);
-    drawTopChart();
+    showHistory(view.history);
   }
 
   function poll() {
@@ -204,8 +244,9 @@
       drawHeatmap();
     });
     window.addEventListener("resize", function () {
-      if (charts.top) charts.top.setSize({ width: Math.max(200, $("chart-top").clientWidth || 600), height: 260 });
+      if (charts.life) charts.life.setSize({ width: Math.max(200, $("chart-life").clientWidth || 600), height: 260 });
     });
+    $("job-heatmap").addEventListener("mousemove", describeCell);
     poll();
     setInterval(poll, POLL_MS);
   }

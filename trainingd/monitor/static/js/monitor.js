@@ -5,17 +5,24 @@
   "use strict";
 
   var POLL_MS = 1000;
-  var SLOW_EVERY = 2;            // queue and system every 2nd poll
-  var MAX_POINTS = 20000;        // kept in the page; the server downsamples the first answer to 2000
+  var SLOW_EVERY = 2;            // metrics, queue, jobs and system every 2nd poll
+  var MAX_POINTS = 2000;         // per chart; the server downsamples the window to this many
   var SYSTEM_HISTORY = 180;      // samples of CPU/RAM/GPU (about 6 minutes)
+  var JOBS_PAGE = 20;
+  var AXIS_LABELS = { examples: "examples trained", tokens: "tokens trained", steps: "optimizer steps",
+    time: "training time (idle gaps compressed)" };
 
   var token = (document.querySelector('meta[name="trainingd-token"]') || {}).content || "";
 
   var state = {
-    cursor: null,                // next_row of the last /api/metrics answer
-    lastJob: null,               // a new job starts a new line: a null point between jobs breaks it
+    axis: "examples",            // the x axis of the metrics charts: the adapter's life (see AXIS_LABELS)
+    window: "all",               // all | job | jobs:N | 24h
+    zoom: null,                  // [x_min, x_max] after a drag on a chart, null for the whole window
+    metricsKey: null,            // what the last answer held (rows, window, zoom): unchanged means no redraw
+    boundaries: [],              // where each file starts on the axis
     x: [], loss: [], lr: [], tps: [],
     evalX: [], evalLoss: [],
+    jobsOffset: 0, jobsTotal: 0, jobs: [],
     sysX: [], cpu: [], ram: [], gpu: [],
     smoothing: 0.6,
     polls: 0, errors: 0, lastStatus: null, inFlight: false
@@ -66,6 +73,41 @@
     return { width: Math.max(200, el.clientWidth || 400), height: 200 };
   }
 
+  function fmtX(v) {
+    if (!isNum(v)) return "";
+    if (state.axis === "time") return fmtDuration(v);
+    if (Math.abs(v) >= 1e6) return (v / 1e6).toFixed(1) + "M";
+    if (Math.abs(v) >= 1e4) return (v / 1e3).toFixed(0) + "k";
+    return String(Math.round(v));
+  }
+
+  // Faint vertical lines where each file starts (state.boundaries), drawn under the series.
+  function boundaryPlugin() {
+    return { hooks: { drawClear: [function (u) {
+      var ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
+      ctx.save();
+      ctx.strokeStyle = "rgba(120, 120, 120, 0.35)";
+      ctx.lineWidth = 1;
+      ctx.setLineDash([3, 3]);
+      state.boundaries.forEach(function (b) {
+        if (!isNum(b.x) || b.x < u.scales.x.min || b.x > u.scales.x.max) return;
+        var px = Math.round(u.valToPos(b.x, "x", true)) + 0.5;
+        ctx.beginPath(); ctx.moveTo(px, top); ctx.lineTo(px, top + height); ctx.stroke();
+      });
+      ctx.restore();
+    }] } };
+  }
+
+  // A drag on any metrics chart zooms every one of them: the server sends that range at full resolution.
+  function zoomPlugin() {
+    return { hooks: { setSelect: [function (u) {
+      if (u.select.width < 2) return;
+      var lo = u.posToVal(u.select.left, "x"), hi = u.posToVal(u.select.left + u.select.width, "x");
+      u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+      setZoom([lo, hi]);
+    }] } };
+  }
+
   function makeChart(id, series, data, extra) {
     var el = $(id);
     var opts = Object.assign({
@@ -79,18 +121,28 @@
     return new uPlot(opts, data, el);
   }
 
+  function metricsChart(id, series, yValues) {
+    return makeChart(id, series, [[]].concat(series.map(function () { return []; })), {
+      scales: { x: { time: false } },
+      cursor: { drag: { x: true, y: false, setScale: false }, sync: { key: "life" } },
+      plugins: [boundaryPlugin(), zoomPlugin()],
+      axes: [{ values: function (u, vals) { return vals.map(fmtX); } },
+        yValues ? { size: 70, values: yValues } : { size: 60 }],
+      series: [{ label: AXIS_LABELS[state.axis], value: function (u, v) { return fmtX(v); } }].concat(series)
+    });
+  }
+
   function initCharts() {
-    charts.loss = makeChart("chart-loss", [
-      { label: "loss", stroke: "rgba(31, 119, 180, 0.3)", width: 1 },
-      { label: "smoothed", stroke: "rgb(31, 119, 180)", width: 2.5 }
-    ], [[], [], []]);
-    charts.lr = makeChart("chart-lr", [{ label: "learning rate", stroke: "rgb(44, 160, 44)", width: 2,
-      value: function (u, v) { return fmtNum(v); } }], [[], []],
-      { axes: [{}, { size: 70, values: function (u, vals) { return vals.map(function (v) { return fmtNum(v, 2); }); } }] });
-    charts.tps = makeChart("chart-tps", [{ label: "tokens/s", stroke: "rgb(255, 127, 14)", width: 2 }],
-      [[], []]);
-    charts.evalLoss = makeChart("chart-eval", [{ label: "eval loss", stroke: "rgb(214, 39, 40)", width: 2,
-      points: { show: true, size: 6 } }], [[], []]);
+    charts.loss = metricsChart("chart-loss", [
+      { label: "loss", stroke: "rgba(31, 119, 180, 0.35)", width: 1, points: { show: true, size: 3 } },
+      { label: "smoothed", stroke: "rgb(31, 119, 180)", width: 2.5, spanGaps: true }
+    ]);
+    charts.lr = metricsChart("chart-lr", [{ label: "learning rate", stroke: "rgb(44, 160, 44)", width: 2,
+      value: function (u, v) { return fmtNum(v); } }],
+      function (u, vals) { return vals.map(function (v) { return fmtNum(v, 2); }); });
+    charts.tps = metricsChart("chart-tps", [{ label: "tokens/s", stroke: "rgb(255, 127, 14)", width: 2 }]);
+    charts.evalLoss = metricsChart("chart-eval", [{ label: "eval loss", stroke: "rgb(214, 39, 40)", width: 2,
+      points: { show: true, size: 6 } }]);
     // Held-out evaluations (/api/eval): accuracy against examples trained, not time.
     charts.accuracy = makeChart("chart-accuracy", [
       { label: "exact match", stroke: "rgb(44, 160, 44)", width: 2, points: { show: true, size: 6 } },
@@ -110,11 +162,32 @@
     });
   }
 
+  // A panel with nothing to draw says why and how to fill it, instead of showing empty axes.
+  function explain(id, text) {
+    var el = $(id);
+    el.hidden = !text;
+    el.textContent = text || "";
+    var chart = el.nextElementSibling;  // the panel's chart: no empty axes under the explanation
+    if (chart && chart.classList.contains("chart")) chart.style.display = text ? "none" : "";
+  }
+
   function redrawMetrics() {
-    charts.loss.setData([state.x, state.loss, debiasedEma(state.loss, state.smoothing)]);
+    var smooth = debiasedEma(state.loss, state.smoothing);
+    charts.loss.setData([state.x, state.loss, smooth]);
     charts.lr.setData([state.x, state.lr]);
     charts.tps.setData([state.x, state.tps]);
     charts.evalLoss.setData([state.evalX, state.evalLoss]);
+    var running = state.lastStatus && state.lastStatus.daemon_running;
+    var none = state.x.length ? "" : (state.zoom ? "Nothing in the zoomed range: reset the zoom."
+      : state.window === "all" ? "No training step yet: " + (running ? "drop a .jsonl file into inbox/ and "
+        + "the chart fills as it trains." : "start the daemon (./start_all.sh) and drop a .jsonl file into inbox/.")
+      : "No training step in this window: choose a wider one.");
+    ["loss", "lr", "tps"].forEach(function (k) { explain("empty-" + k, none); });
+    explain("empty-eval", state.evalX.length ? "" : "No held-out loss: set \u201ceval_fraction\u201d (e.g. 0.05) " +
+      "in config.json to hold out that share of each file, with \u201ceval_steps\u201d for how often.");
+    setText("axis-info", state.boundaries.length + (state.boundaries.length === 1 ? " file" : " files") +
+      (state.zoom ? " · zoomed " + fmtX(state.zoom[0]) + "–" + fmtX(state.zoom[1]) : ""));
+    $("btn-unzoom").hidden = !state.zoom;
   }
 
   // --- data ---------------------------------------------------------------------------------------------
@@ -125,56 +198,50 @@
     });
   }
 
-  function resetMetrics() {
+  function setMetrics(doc) {
+    var key = [doc.rows, doc.axis, doc.window, doc.matched, JSON.stringify(state.zoom)].join("|");
+    if (key === state.metricsKey) return false;
+    state.metricsKey = key;
     ["x", "loss", "lr", "tps", "evalX", "evalLoss"].forEach(function (k) { state[k] = []; });
-    state.cursor = null;
-    state.lastJob = null;
-  }
-
-  function trim() {
-    var extra = state.x.length - MAX_POINTS;
-    if (extra > 0) ["x", "loss", "lr", "tps"].forEach(function (k) { state[k].splice(0, extra); });
-  }
-
-  function addMetrics(doc) {
-    if (state.cursor !== null && doc.rows < state.cursor) {  // the log was replaced: start over
-      resetMetrics();
-      return false;
-    }
-    var lastX = state.x.length ? state.x[state.x.length - 1] : -Infinity;
+    state.boundaries = doc.boundaries || [];
+    var lastX = -Infinity, lastEval = -Infinity;
     doc.points.forEach(function (p) {
-      var x = isNum(p.t) ? p.t : p.row;
-      if (p.job_id !== state.lastJob && state.lastJob !== null && state.x.length) {
-        var lastEval = state.evalX.length ? state.evalX[state.evalX.length - 1] : -Infinity;
-        var gap = Math.max(Math.max(lastX, lastEval) + 1e-3, x - 1e-3);
-        lastX = gap;
-        state.x.push(gap); state.loss.push(null); state.lr.push(null); state.tps.push(null);
-        if (state.evalX.length) { state.evalX.push(gap); state.evalLoss.push(null); }
-      }
-      state.lastJob = p.job_id;
+      var x = p.x;
+      if (!isNum(x)) return;
       if (isNum(p.eval_loss)) {
-        var prev = state.evalX.length ? state.evalX[state.evalX.length - 1] : -Infinity;
-        state.evalX.push(x > prev ? x : prev + 1e-3); state.evalLoss.push(p.eval_loss);
+        if (x <= lastEval) x = lastEval + 1e-6;
+        lastEval = x;
+        state.evalX.push(x); state.evalLoss.push(p.eval_loss);
         return;
       }
       if (!isNum(p.loss) && !isNum(p.learning_rate) && !isNum(p.tokens_per_s)) return;
-      if (x <= lastX) x = lastX + 1e-3;  // uPlot needs x strictly increasing
+      if (x <= lastX) x = lastX + 1e-6;  // uPlot needs x strictly increasing
       lastX = x;
       state.x.push(x);
       state.loss.push(isNum(p.loss) ? p.loss : null);
       state.lr.push(isNum(p.learning_rate) ? p.learning_rate : null);
       state.tps.push(isNum(p.tokens_per_s) ? p.tokens_per_s : null);
     });
-    state.cursor = doc.next_row;
-    trim();
-    return doc.points.length > 0;
+    return true;
+  }
+
+  function metricsPath() {
+    var q = "axis=" + encodeURIComponent(state.axis) + "&window=" + encodeURIComponent(state.window) +
+      "&max_points=" + MAX_POINTS;
+    if (state.zoom) q += "&x_min=" + state.zoom[0] + "&x_max=" + state.zoom[1];
+    return "/api/metrics?" + q;
   }
 
   function pollMetrics() {
-    var path = "/api/metrics" + (state.cursor === null ? "" : "?since_row=" + state.cursor);
-    return getJSON(path).then(function (doc) {
-      if (addMetrics(doc) || state.cursor === null) redrawMetrics();
+    return getJSON(metricsPath()).then(function (doc) {
+      if (setMetrics(doc) || state.metricsKey === null) redrawMetrics();
     });
+  }
+
+  function setZoom(range) {
+    state.zoom = range;
+    state.metricsKey = null;
+    pollMetrics();
   }
 
   function showStatus(view) {
@@ -314,7 +381,80 @@
       evals.map(function (e) { return isNum(e.token_accuracy) ? e.token_accuracy : null; })]);
     var last = evals[evals.length - 1];
     setText("eval-last", last ? "· last " + last.correct + "/" + last.total + " after " + last.trained_examples +
-      " examples" : "· no evaluation yet");
+      " examples" : "");
+    explain("empty-accuracy", evals.length ? "" : "No held-out evaluation yet: set \u201cevaluation\u201d: " +
+      "{\u201cafter_each_job\u201d: true} in config.json (or run trainingd eval) to score the adapter on a fixed " +
+      "held-out set after each file.");
+  }
+
+  // --- jobs table ---------------------------------------------------------------------------------------
+  function fmtScore(s) {
+    if (!s || !isNum(s.exact_match)) return "–";
+    return s.exact_match.toFixed(2) + (isNum(s.correct) && isNum(s.total) ? " (" + s.correct + "/" + s.total + ")" : "");
+  }
+
+  function cell(text, cls) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    return td;
+  }
+
+  function jobRow(j) {
+    var tr = document.createElement("tr");
+    tr.dataset.job = j.job_id || "";
+    tr.className = "job-" + (j.state || "unknown");
+    tr.appendChild(cell(j.finished_at ? j.finished_at.replace("T", " ").replace(/\.\d+/, "").replace("Z", "") : "–",
+      "nowrap"));
+    var file = cell(j.file || j.job_id || "–", "job-file");
+    if (j.reason) file.title = j.reason;
+    tr.appendChild(file);
+    tr.appendChild(cell(j.state === "failed" ? "failed" : (j.result || j.state || "–"), "job-meta " + j.state));
+    var kept = isNum(j.kept) ? j.kept : j.examples;
+    var dropped = (j.dropped_too_long || 0) + (j.no_trained_tokens || 0);
+    tr.appendChild(cell(isNum(kept) ? kept + (dropped ? " / −" + dropped : "") : "–", "num"));
+    tr.appendChild(cell(isNum(j.steps) ? String(j.steps) : "–", "num"));
+    tr.appendChild(cell(fmtNum(j.loss, 4), "num"));
+    tr.appendChild(cell(fmtScore(j.score_before) + " → " + fmtScore(j.score_after), "num nowrap"));
+    var gate = j.gate;
+    var decision = cell(gate ? (gate.decision || "–") : "off", "gate " + (gate ? "gate-" + gate.decision : "gate-off"));
+    if (gate && gate.reason) {
+      decision.title = gate.reason;
+      var why = document.createElement("div");
+      why.className = "reason";
+      why.textContent = gate.reason;
+      decision.appendChild(why);
+    }
+    tr.appendChild(decision);
+    tr.appendChild(cell(fmtDuration(j.seconds), "num"));
+    tr.appendChild(cell(fmtNum(j.tokens_per_s, 1), "num"));
+    var links = document.createElement("td");
+    if (j.job_id) {
+      var a = document.createElement("a");
+      a.href = "/api/lineage?job_id=" + encodeURIComponent(j.job_id);
+      a.textContent = j.snapshot ? j.snapshot.name : "lineage";
+      if (j.snapshot && j.snapshot.rejected) a.className = "rejected";
+      links.appendChild(a);
+    }
+    tr.appendChild(links);
+    return tr;
+  }
+
+  function showJobs(doc) {
+    state.jobs = doc.jobs || [];
+    state.jobsTotal = doc.total || 0;
+    var body = $("jobs-body");
+    body.replaceChildren.apply(body, state.jobs.map(jobRow));
+    explain("empty-jobs", state.jobsTotal ? "" : "No finished job yet: each file that ends in done/ or failed/ " +
+      "gets a row here.");
+    var from = state.jobsTotal ? state.jobsOffset + 1 : 0, to = state.jobsOffset + state.jobs.length;
+    setText("jobs-range", from + "–" + to + " of " + state.jobsTotal);
+    $("jobs-newer").disabled = state.jobsOffset <= 0;
+    $("jobs-older").disabled = to >= state.jobsTotal;
+  }
+
+  function pollJobs() {
+    return getJSON("/api/jobs?offset=" + state.jobsOffset + "&limit=" + JOBS_PAGE).then(showJobs);
   }
 
   function showMessage(text, isError) {
@@ -328,8 +468,10 @@
     if (state.inFlight) return;
     state.inFlight = true;
     var slow = state.polls % SLOW_EVERY === 0;
-    var work = [getJSON("/api/status").then(showStatus), pollMetrics()];
+    var work = [getJSON("/api/status").then(showStatus)];
     if (slow) {
+      work.push(pollMetrics());
+      work.push(pollJobs());
       work.push(getJSON("/api/queue?limit=20").then(showQueue));
       work.push(getJSON("/api/system").then(showSystem));
       work.push(getJSON("/api/eval").then(showEval));
@@ -367,6 +509,24 @@
       setText("smoothing-value", state.smoothing.toFixed(2));
       redrawMetrics();
     });
+    $("axis").addEventListener("change", function () {
+      state.axis = $("axis").value;
+      state.zoom = null;
+      setZoom(null);
+    });
+    $("window").addEventListener("change", function () {
+      state.window = $("window").value;
+      setZoom(null);
+    });
+    $("btn-unzoom").addEventListener("click", function () { setZoom(null); });
+    $("jobs-newer").addEventListener("click", function () {
+      state.jobsOffset = Math.max(0, state.jobsOffset - JOBS_PAGE);
+      pollJobs();
+    });
+    $("jobs-older").addEventListener("click", function () {
+      state.jobsOffset += JOBS_PAGE;
+      pollJobs();
+    });
     $("btn-pause").addEventListener("click", function () { control("pause"); });
     $("btn-resume").addEventListener("click", function () { control("resume"); });
     $("btn-skip").addEventListener("click", function () {
@@ -377,6 +537,7 @@
   }
 
   window.__trainingd.debiasedEma = debiasedEma;
+  window.__trainingd.setZoom = setZoom;
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
 })();
