@@ -1,6 +1,6 @@
 """Command lines and files as a hostile user gives them: each refused with a reason, none a traceback or a leak.
 
-Run: .venv/bin/python -m pytest tests/test_hostile_input.py -q
+Run: .venv/bin/python -m pytest tests/test_hostile_commands.py -q
 """
 
 from __future__ import annotations
