@@ -198,10 +198,17 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         state = jobs.get(job_id, ("missing",))[0]
         if state != "done" and not (state == "processing" and not idle):
             problems.append(f"job {job_id} is trained into the adapter but is {state}, not done")
+    rejected = _rejected_snapshots(home)
     for job_id, (state, folder, meta) in jobs.items():
         if state != "done" or meta.get("duplicate_of") or not meta.get("sha256"):
             continue
-        if job_id not in trained_ids:
+        if meta.get("gate_outcome") == "rejected":
+            # Trained once, not published (invariant 12): its candidate must be kept. Promoted by hand later, it
+            # is in the adapter as well, which is fine.
+            if job_id not in trained_ids and job_id not in rejected:
+                problems.append(f"job {job_id} was rejected by the gate but no snapshot marked rejected keeps its "
+                                "candidate (snapshots/*-rejected)")
+        elif job_id not in trained_ids:
             problems.append(f"job {job_id} is in done/ but the adapter does not list it as trained")
         if (home.job_checkpoints(job_id)).exists():
             problems.append(f"job {job_id} is done but its checkpoints are still in "
@@ -235,6 +242,18 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
     except (OSError, ValueError) as e:
         problems.append(f"status/training_status.json does not parse: {e}")
     return problems
+
+
+def _rejected_snapshots(home: Home) -> set[str]:
+    """Job ids whose candidate the gate rejected and a snapshot keeps (``reason: rejected`` in its manifest)."""
+    from trainingd.contracts.lineage_manifest import read_lineage_manifest
+
+    out: set[str] = set()
+    for folder in _children(home.snapshots) if home.snapshots.is_dir() else []:
+        m = read_lineage_manifest(folder) if folder.is_dir() and not folder.name.startswith(".") else None
+        if m and m.get("reason") == "rejected" and (m.get("trained_file") or {}).get("job_id"):
+            out.add(m["trained_file"]["job_id"])
+    return out
 
 
 def adapter_difference(a: Path, b: Path) -> float:

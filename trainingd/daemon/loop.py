@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from trainingd import __version__
-from trainingd.lifecycle import home_guard, retention, snapshots
+from trainingd.lifecycle import gate, home_guard, retention, snapshots
 from trainingd import exit_codes as ec
 from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
 from trainingd.contracts.adapter_state import adapter_state_stamp, read_adapter_state, trained_entries as adapter_trained
@@ -32,7 +32,8 @@ from trainingd.contracts.job import now_iso
 from trainingd.contracts.progress import read_progress
 from trainingd.contracts.requests import Request, clear_emergency_stop, consume, is_emergency_stop, read_requests
 from trainingd.contracts.result import read_result, result_path, summary_of
-from trainingd.contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
+from trainingd.contracts.status import (StatusWriter, append_history, compose_status, empty_control, read_history,
+                                        status_from_trainer)
 from trainingd.contracts.trainer_command import clear_trainer_command, write_trainer_command
 from trainingd.instance import InstanceLock, init_home, read_pid
 from trainingd.daemon.autogen import AutoGenerator
@@ -92,6 +93,15 @@ def ways_out(pid: int) -> list[str]:
             "(daemon paused or stopped; or by hand: stop the daemon, move current_model/ aside)"]
 
 
+def gate_ways_out(pid: int) -> list[str]:
+    return ["look at the rejected candidates: trainingd snapshot list (snapshots/*-rejected; each manifest's "
+            "\"gate\" holds both scores) and the status's gate block",
+            "publish one by hand if it is good after all: trainingd promote SNAPSHOT (the streak ends)",
+            "or keep the live adapter and go on: training_controller.py resume (the streak starts again)",
+            "or change the gate (gate.min_delta, gate.max_forgetting, gate.max_rejections_in_row, gate.enabled) "
+            f"or the data in config.json, then reload: kill -HUP {pid}"]
+
+
 # ------------------------------------------------------------------------------------------------ daemon
 class Daemon:
     """One daemon's loop; ``run()`` returns the exit code. The caller holds the instance lock."""
@@ -113,6 +123,7 @@ class Daemon:
         self.config_loaded_at = self.started_at
         self.config_reload_error: str | None = None
         self.condition: dict | None = None  # a condition of the whole home that holds every job
+        self.gate_status: dict = {}  # the status file's gate block (refresh_gate)
         self._condition_stamp: tuple | None = None
         self.running: TrainerProcess | None = None
         self.resume_first: list[str] = []
@@ -219,8 +230,18 @@ class Daemon:
         end_orphan_trainer(self.home, self.cfg.stop_grace_s)
         sweep_temp_files(self.home)  # what a kill left half-written; no process of this home writes them now
         trained_ids = {t.get("job_id") for t in trained_entries(self.home)}
+        rejected = snapshots.rejected_snapshots(self.home)
         for job in self.queue.jobs(["processing"]):
-            if job.id in trained_ids:
+            if job.id in rejected and job.id not in trained_ids:
+                log.info("job %s was rejected by the gate before a crash (snapshot %s); completing it", job.id,
+                         rejected[job.id])
+                self._retire_checkpoints(job)
+                self.queue.complete(job, result=job.meta.get("result") or {"recovered": True},
+                                    gate_outcome=gate.REJECTED, gate_snapshot=rejected[job.id])
+                append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
+                               result=gate.REJECTED, reason=f"rejected by the gate (snapshot {rejected[job.id]})",
+                               summary={})
+            elif job.id in trained_ids:
                 log.info("job %s was published before a crash; completing it", job.id)
                 self._retire_checkpoints(job)  # the trainer was killed before it removed them
                 done = self.queue.complete(job, result=job.meta.get("result") or {"recovered": True})
@@ -245,6 +266,7 @@ class Daemon:
                 log.info("job %s was being trained when the last daemon ended (attempt %d of %d); resuming it first",
                          job.id, attempts, self.cfg.max_attempts)
                 self.resume_first.append(job.id)
+        self.refresh_gate()
         if self.intake.observer is None:
             self.intake.start()
         self.intake.poll(force=True)
@@ -303,11 +325,34 @@ class Daemon:
             log.info("the live adapter changed; trying again")
         self._condition_stamp = stamp
         before = self.condition
-        self.condition = adapter_condition(self.home, self.cfg, os.getpid())
+        self.condition = adapter_condition(self.home, self.cfg, os.getpid()) or self.refresh_gate()
         if self.condition is not None and self.condition != before:
             self._error(self.condition["message"], None)
         elif self.condition is None and before is not None:
             log.info("the condition of the home is resolved; jobs start again")
+
+    def refresh_gate(self) -> dict | None:
+        """Re-read the gate's streak and last decision from the history; the ``regressing`` condition or None."""
+        try:
+            history = read_history(self.home)
+        except (OSError, ValueError) as e:
+            log.warning("status/history.jsonl unreadable (%s); the gate's streak is not known", e)
+            history = []
+        g = self.cfg.gate
+        self.gate_status = gate.status_block(history, enabled=g.enabled, limit=g.max_rejections_in_row)
+        if not g.enabled:
+            return None
+        return gate.regressing_condition(self.gate_status["rejections_in_row"], g.max_rejections_in_row,
+                                         gate_ways_out(os.getpid()))
+
+    def reset_gate_streak(self, why: str) -> None:
+        """A person looked (resume while regressing): the streak of rejections starts again."""
+        from trainingd.atomic_ops import append_jsonl
+
+        append_jsonl(self.home.history, {"kind": gate.STREAK_RESET, "why": why, "at": now_iso()})
+        log.info("the gate's streak of rejections is reset (%s); jobs start again", why)
+        self.condition = None
+        self.refresh_gate()
 
     def _adapter_stamp(self) -> tuple:
         return adapter_state_stamp(self.home.current_model)
@@ -345,6 +390,8 @@ class Daemon:
             elif req.action == "resume":
                 self._supersede("pause", "superseded by resume")
                 self.paused = False
+                if self.condition is not None and self.condition.get("kind") == gate.CONDITION:
+                    self.reset_gate_streak(f"resume request {req.id}")
             elif req.action == "skip":
                 if self.running is None:
                     self.ack(req, "nothing to skip")
@@ -623,6 +670,27 @@ class Daemon:
             if skip_wanted:
                 self._ack_all("skip", f"the trainer ended first ({name})")
 
+    def gate_outcome(self, job: Job, summary: dict, *, file: str | None, seconds: float) -> bool:
+        """A job that trained and was judged by the gate. A rejected one (its candidate kept as a snapshot by the
+        trainer, the live adapter untouched) ends in done/ here and True is returned; after enough rejections in
+        a row the home is held as ``regressing``. A promoted one (or no decision) returns False: the caller
+        completes it as any published job."""
+        decision = summary.get("gate") if isinstance(summary.get("gate"), dict) else None
+        if decision is None or decision.get("outcome") != gate.REJECTED:
+            return False
+        self.queue.complete(job, result=summary, gate_outcome=gate.REJECTED, gate_snapshot=decision.get("snapshot"))
+        append_history(self.home, job_id=job.id, file=file, state="done", result=gate.REJECTED,
+                       reason=decision.get("reason"), summary=summary, seconds=seconds)
+        self.jobs_ended += 1
+        log.warning("job %s: candidate rejected by the gate (%s); kept as snapshot %s, the live adapter is "
+                    "unchanged", job.id, decision.get("reason"), decision.get("snapshot"))
+        held = self.refresh_gate()
+        if held is not None:
+            self.condition = held
+            self._condition_stamp = self._adapter_stamp()  # held until the adapter, the config or a resume changes
+            self._error(held["message"], job.id)
+        return True
+
     def _retire_checkpoints(self, job: Job) -> None:
         """A skipped job's checkpoints are discarded, as the trainer does when it honours the skip."""
         from trainingd.train.checkpoint import remove_checkpoints  # stdlib only, like the daemon
@@ -688,6 +756,7 @@ class Daemon:
         doc["condition"] = self.condition
         doc["auto_generate"] = self.autogen.status()
         doc["eval"] = self.evaluator.status()
+        doc["gate"] = self.gate_status
         return self.writer.write(doc, durable=final)
 
 

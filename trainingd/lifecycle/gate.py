@@ -152,13 +152,29 @@ def regressing_condition(streak: int, limit: int, ways_out: list[str]) -> dict |
             "rejections_in_row": streak, "ways_out": ways_out}
 
 
-def one_line(decision: dict | None) -> str:
-    """``training_controller.py status``'s line for the last gate decision."""
-    if not decision:
-        return "gate: no decision yet"
-    g = decision.get("gate") or {}
-    champ, cand = g.get("champion") or {}, g.get("candidate") or {}
-    metric = g.get("metric") or "exact_match"
+def one_line(last: dict | None, streak: int = 0) -> str:
+    """``training_controller.py status``'s line for the last gate decision (``last``: the status block's)."""
+    if not last:
+        return "no decision yet"
+    champ, cand = last.get("champion") or {}, last.get("candidate") or {}
+    metric = last.get("metric") or "exact_match"
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    return (f"gate: job {decision.get('job_id')} {g.get('outcome')} ({metric} {fmt(cand.get(metric))} vs champion "
-            f"{fmt(champ.get(metric))}, forgetting {fmt(cand.get('forgetting'))})")
+    line = (f"job {last.get('job_id')} {last.get('outcome')}: {metric} {fmt(cand.get(metric))} vs champion "
+            f"{fmt(champ.get(metric))}, forgetting {fmt(cand.get('forgetting'))}")
+    if last.get("snapshot"):
+        line += f", kept as {last['snapshot']}"
+    return line + (f"; {streak} rejection(s) in a row" if streak else "")
+
+
+def status_block(history: list[dict], *, enabled: bool, limit: int) -> dict[str, Any]:
+    """The status file's ``gate`` block: the last decision, both scores and the streak (the monitor shows it)."""
+    entry = last_decision(history)
+    last = None
+    if entry is not None:
+        g = entry["gate"]
+        last = {"job_id": entry.get("job_id"), "file": entry.get("file"), "at": entry.get("finished_at"),
+                **{k: g.get(k) for k in ("outcome", "reason", "metric", "champion", "candidate", "paired",
+                                         "snapshot", "seconds")}}
+    streak = rejections_in_row(history)
+    return {"enabled": enabled, "last": last, "rejections_in_row": streak, "max_rejections_in_row": limit,
+            "line": one_line(last, streak) if (enabled or last) else "off"}
