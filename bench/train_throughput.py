@@ -172,8 +172,7 @@ def held_out_loss(peft_model, tokenizer, eval_file: Path, work: Path, max_length
 
     from trainingd.config import parse_config
     from trainingd.train import data
-    from trainingd.train.model import loss_parts
-    from trainingd.train.recipe import token_loss_sum
+    from trainingd.train.model import loss_parts, token_loss_sum
 
     cfg = parse_config({"max_length": max_length})
     rows = data.prepare_dataset(eval_file, tokenizer, cfg, work / "eval-cache").train

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, chat_lines, write_config, write_jsonl
 from trainingd.atomic_ops import atomic_write_json
-from trainingd.daemon.loop import SKIP_REASON
+from trainingd.daemon.outcome import SKIP_REASON
 from trainingd.contracts.status import compose_status
 from trainingd.monitor.browser import CHROMIUM, chart_points, text, wait_until, watch_page
 from trainingd.monitor.server import serve_in_thread

@@ -17,8 +17,8 @@ from trainingd import exit_codes
 from trainingd.config import parse_config
 from trainingd.train import checkpoint as ckpt
 from trainingd.train import data
-from trainingd.train.model import load_model, load_tokenizer, loss_parts
-from trainingd.train.recipe import RunSpec, accumulate, execute, run
+from trainingd.train.model import load_model
+from trainingd.train.recipe import Recipe, RunSpec, execute, run
 
 SMALL = dict(max_length=128, batch_size=2, gradient_accumulation=1, save_steps=2, learning_rate=1e-3,
              warmup_ratio=0.0)
@@ -49,38 +49,43 @@ class StopAfter:
         return self.act if progress_step(self.spec) >= self.steps else "run"
 
 
-def test_accumulating_two_micro_batches_of_two_equals_one_batch_of_four(tiny_model, tmp_path):
-    cfg = parse_config({**SMALL, "base_model": str(tiny_model)})
-    tok = load_tokenizer(tiny_model)
-    prepared = data.prepare_dataset(write_jsonl(tmp_path / "d.jsonl", chat_lines(4, seed=3)), tok, cfg,
-                                    tmp_path / "cache")
-    rows = [prepared.train[i] for i in range(4)]
-    assert len({r["length"] for r in rows}) > 1  # different lengths: padding differs between the two layouts
-    results = []
-    for groups in ([rows[:2], rows[2:]], [rows]):
-        model = load_model(tiny_model, cfg, init_adapter=None, device=torch.device("cpu"), precision="fp32")
-        params = [p for p in model.parameters() if p.requires_grad]
-        # SGD: the update is linear in the gradient (Adam's first step is ~sign(g), which turns float noise
-        # on the exactly-zero lora_A gradients into full-size steps and tests nothing about accumulation).
-        opt = torch.optim.SGD(params, lr=1.0)
-        batches = [data.collate(g, tok.pad_token_id) for g in groups]
-        import contextlib
+def first_step(tmp_path: Path, tiny_model: Path, dataset: Path, **cfg) -> tuple[float, int, list, Recipe]:
+    """Set a recipe up and run the real step of the loop (``Recipe._step``) on its first optimizer step."""
+    recipe = Recipe(make_spec(tmp_path, tiny_model, dataset, **cfg))
+    assert recipe.setup() is None
+    recipe.cleanup()
+    loss, n = recipe._step(recipe.plans[0][:recipe.cfg.gradient_accumulation])
+    return loss, n, [p.grad.clone() for p in recipe.params], recipe
 
-        loss, n = accumulate(model, loss_parts(model), batches, contextlib.nullcontext, lambda t: t.backward())
-        grads = [p.grad.clone() for p in params]
-        opt.step()
-        results.append((loss, n, grads, [p.detach().clone() for p in params]))
-    (l1, n1, g1, w1), (l2, n2, g2, w2) = results
+
+def test_two_forwards_of_two_in_a_step_equal_one_forward_of_four(tiny_model, tmp_path):
+    ds = write_jsonl(tmp_path / "d.jsonl", chat_lines(8, seed=3))
+    l1, n1, g1, split = first_step(tmp_path / "split", tiny_model, ds, batch_size=4, micro_batch_size=2)
+    l2, n2, g2, whole = first_step(tmp_path / "whole", tiny_model, ds, batch_size=4)
+    rows = split.plans[0][0][0]
+    assert rows == whole.plans[0][0][0] and len(rows) == 4
+    assert len({split.lengths[i] for i in rows}) > 1  # different lengths: padding differs between the two layouts
     assert n1 == n2 > 0
     assert abs(l1 - l2) <= 1e-6
     assert max(float((a - b).abs().max()) for a, b in zip(g1, g2)) <= 1e-6
-    assert max(float((a - b).abs().max()) for a, b in zip(w1, w2)) <= 1e-6
-    # The loss is the per-token mean over the whole accumulated batch, as the full forward computes it.
-    model = load_model(tiny_model, cfg, init_adapter=None, device=torch.device("cpu"), precision="fp32")
-    full = data.collate(rows, tok.pad_token_id)
+    # The loss is the per-token mean over the whole step, as the model's own forward computes it.
+    full = data.collate(split._rows(rows), split.tokenizer.pad_token_id)
     with torch.no_grad():
-        ref = model(input_ids=full["input_ids"], labels=full["labels"], use_cache=False).loss
-    assert abs(float(ref) - l2) <= 1e-5
+        ref = split.model(input_ids=full["input_ids"], labels=full["labels"], use_cache=False).loss
+    assert abs(float(ref) - l1) <= 1e-5
+
+
+def test_two_micro_batches_of_an_optimizer_step_equal_one_batch_of_their_examples(tiny_model, tmp_path):
+    # gradient_accumulation 2 of batch 2 against batch 4: the same examples when the plan holds them alike.
+    ds = write_jsonl(tmp_path / "d.jsonl", chat_lines(8, seed=3))
+    l1, n1, g1, acc = first_step(tmp_path / "acc", tiny_model, ds, batch_size=2, gradient_accumulation=2)
+    rows = [i for mb in acc.plans[0][:2] for i in mb[0]]
+    assert len(rows) == 4
+    full = data.collate(acc._rows(rows), acc.tokenizer.pad_token_id)
+    with torch.no_grad():
+        ref = acc.model(input_ids=full["input_ids"], labels=full["labels"], use_cache=False).loss
+    assert n1 == data.num_trained_tokens(full) > 0
+    assert abs(float(ref) - l1) <= 1e-5  # not the mean of the two micro-batches' means
 
 
 def test_stop_writes_a_checkpoint_and_a_resume_with_other_data_or_settings_is_refused(tiny_model, tmp_path):

@@ -39,6 +39,7 @@ from trainingd.instance import InstanceLock, init_home, read_pid
 from trainingd.daemon.autogen import AutoGenerator
 from trainingd.daemon.evaluation import Evaluator
 from trainingd.daemon.intake import Intake
+from trainingd.daemon.outcome import Facts, Outcome, decide, is_disk_full, needs_log, reason_text
 from trainingd.checks.invariants import sweep_temp_files
 from trainingd.logs import setup_logging
 from trainingd.paths import Home
@@ -51,7 +52,6 @@ TICK_S = 0.25
 KILL_AFTER_TERM_S = 10.0
 IO_RETRY_S = 5.0
 MAX_ACKS = 20
-SKIP_REASON = "skipped by user request; adapter changes discarded"
 
 EXIT_TABLE = ec.DAEMON_HELP
 
@@ -576,99 +576,62 @@ class Daemon:
 
     # -------------------------------------------------------------------------------------- trainer exit
     def on_trainer_exit(self, r: TrainerProcess, code: int) -> None:
+        """Gather the facts of a trainer's exit, decide what it means (``outcome.decide``) and carry it out."""
         job = r.job
         name = ec.name_of(code)
         seconds = round(time.monotonic() - r.started_mono, 3)
         result = read_result(result_path(job.dir))
         summary = summary_of(result)
         log.info("job %s: trainer exited %s (%d) after %.1fs", job.id, name, code, seconds)
-        file = job.meta.get("original_name")
         skip_wanted = self.skip_requested
         self.skip_requested = False
-
-        def ended(state: str, result_name: str, reason: str | None = None) -> None:
-            append_history(self.home, job_id=job.id, file=file, state=state, result=result_name, reason=reason,
-                           summary=summary, seconds=seconds)
-            self.jobs_ended += 1
-
         if summary.get("notice"):
             log.warning("job %s: %s", job.id, summary["notice"])
-        if code == ec.OK:
+        ended_by_us = r.term_sent_at is not None or r.stop_sent_at is not None
+        log_facts: dict[str, Any] = {}
+        if needs_log(code, skip_wanted, self.stopping, ended_by_us):
+            short_tail = tail(self.home.training_log, lines=15)
+            log_facts = {"machines_missing": r.launched and machines_missing(short_tail),
+                         "disk_full": is_disk_full(result, short_tail), "log_tail": tail(self.home.training_log)}
+        facts = Facts(code=code, job_id=job.id, reason=reason_text(result, name), skip_wanted=skip_wanted,
+                      stopping=self.stopping, ended_by_us=ended_by_us, attempts=int(job.meta.get("attempts") or 0),
+                      max_attempts=self.cfg.max_attempts, join_timeout_s=self.cfg.distributed.join_timeout_s,
+                      home=str(self.home.root), **log_facts)
+        self.apply_outcome(job, decide(facts), result=result, summary=summary, seconds=seconds)
+
+    def apply_outcome(self, job: Job, o: Outcome, *, result: dict, summary: dict, seconds: float) -> None:
+        """Carry out the decision on a trainer's exit: the transition first, then its follow-ups."""
+        attempts = {} if o.attempts is None else {"attempts": o.attempts}
+        if o.state == "done":
             done = self.queue.complete(job, result=summary)
             snapshots.after_job(self.home, done, summary, self.cfg.to_dict(), self.cfg.keep_snapshots)
-            ended("done", "ok")
-            self.evaluator.job_done(job.id, self.cfg)
-            if skip_wanted:
-                self._ack_all("skip", "too late: the job had already finished")
-        elif skip_wanted and code not in (ec.DATA_ERROR, ec.CHECKPOINT_MISMATCH, ec.USAGE):
-            # The trainer ended (stopped, crashed, killed) before it honoured the skip: the skip still holds.
-            self.queue.fail(job, SKIP_REASON)
+        elif o.state == "failed":
+            self.queue.fail(job, o.reason or "", **({"result": result or None} if o.keep_result else {}), **attempts)
+        else:
+            self.queue.requeue(job, **attempts)
+        if o.retire_checkpoints:
             self._retire_checkpoints(job)
-            ended("failed", "skipped", SKIP_REASON)
-            self._ack_all("skip", "skipped" if code == ec.SKIPPED else f"skipped (the trainer ended first: {name})")
-            if code == ec.CONFIG_ERROR:
-                self.exit_code = ec.CONFIG_ERROR
-                self._error(f"trainer refused the configuration: {self._reason_text(result, name)}", job.id)
-                self.request_stop("configuration error")
-        elif code == ec.ADAPTER_MISMATCH:
-            # A condition of the home, not of this job: it goes back to the head of its queue and nothing starts.
-            self.queue.requeue(job)
-            message = f"{self._reason_text(result, name)}: no job starts until this is resolved"
-            self.condition = {"kind": "adapter_mismatch", "message": message, "changes": [],
+        if o.result is not None:
+            append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state=o.state,
+                           result=o.result, reason=o.reason, summary=summary, seconds=seconds)
+            self.jobs_ended += 1
+        if o.snapshot_and_evaluate:
+            self.evaluator.job_done(job.id, self.cfg)
+        if o.condition is not None:
+            self.condition = {"kind": o.condition, "message": o.error, "changes": [],
                               "ways_out": ways_out(os.getpid()), "source": "trainer"}
             self._condition_stamp = self._adapter_stamp()  # held until the adapter or the config changes
-            self._error(message, job.id)
-        elif code in (ec.DATA_ERROR, ec.CHECKPOINT_MISMATCH, ec.USAGE):
-            reason = self._reason_text(result, name)
-            self.queue.fail(job, reason, result=result or None)
-            self._error(reason.splitlines()[0], job.id)
-            ended("failed", name, reason)
-            if skip_wanted:
-                self._ack_all("skip", f"the job failed first ({name})")
-        elif code == ec.SKIPPED:
-            self.queue.fail(job, SKIP_REASON)
-            ended("failed", name, SKIP_REASON)
-            self._ack_all("skip", "skipped")
-        elif code == ec.STOPPED:
-            self.queue.requeue(job)
-            if not self.stopping:
-                log.info("job %s: trainer stopped on its own; it stays at the head of the queue", job.id)
-        elif code == ec.CONFIG_ERROR:
-            self.queue.requeue(job)
-            self._error(f"trainer refused the configuration: {self._reason_text(result, name)}", job.id)
+        if o.note:
+            log.info("%s", o.note)
+        for action, ack in o.acks:
+            self._ack_all(action, ack)
+        if o.error:
+            self._error(o.error, job.id)
+        if o.stop_for_config:
             self.exit_code = ec.CONFIG_ERROR
             self.request_stop("configuration error")
-        elif self.stopping and (r.term_sent_at is not None or r.stop_sent_at is not None):
-            self.queue.requeue(job)  # we ended it on the stop ladder: not the job's fault
-        elif r.launched and machines_missing(tail(self.home.training_log, lines=15)):
-            # A machine that is down is not the job's fault: back to the head of its queue, no attempt counted.
-            # The next try waits join_timeout_s again, so the queue holds until the machine is back.
-            self.queue.requeue(job)
-            self._error(f"job {job.id}: not every machine joined its process group within "
-                        f"{self.cfg.distributed.join_timeout_s} s (start trainingd node --home {self.home.root} "
-                        "--machine-rank R on each other machine); no attempt counted, it starts again", job.id)
-        elif _disk_full(result, tail(self.home.training_log, lines=15)):
-            # A condition of the home, not of the job: back to the head of its queue, no attempt counted,
-            # and the loop backs off (the raised error) until there is room again.
-            self.queue.requeue(job)
-            raise OSError(errno.ENOSPC, f"the trainer of job {job.id} ran out of disk space ({name}); the job is "
-                                        "back at the head of its queue. Free space in the home")
-        else:
-            attempts = int(job.meta.get("attempts") or 0) + 1
-            log_tail = tail(self.home.training_log)
-            if attempts >= self.cfg.max_attempts:
-                reason = (f"trainer failed {attempts} times (last: {name}); giving up.\n"
-                          f"Last lines of logs/training_output.log:\n{log_tail}\n"
-                          f"Fix the cause, then: training_queue.py retry {job.id}")
-                self.queue.fail(job, reason, attempts=attempts)
-                self._error(f"job {job.id} failed after {attempts} attempts ({name})", job.id)
-                ended("failed", name, reason)
-            else:
-                self.queue.requeue(job, attempts=attempts)
-                self._error(f"trainer {name} on job {job.id} (attempt {attempts} of {self.cfg.max_attempts}); "
-                            "retrying", job.id)
-            if skip_wanted:
-                self._ack_all("skip", f"the trainer ended first ({name})")
+        if o.disk_full:
+            raise OSError(errno.ENOSPC, o.disk_full)
 
     def gate_outcome(self, job: Job, summary: dict, *, file: str | None, seconds: float) -> bool:
         """A job that trained and was judged by the gate. A rejected one (its candidate kept as a snapshot by the
@@ -696,14 +659,6 @@ class Daemon:
         from trainingd.train.checkpoint import remove_checkpoints  # stdlib only, like the daemon
 
         remove_checkpoints(self.home.job_checkpoints(job.id))
-
-    @staticmethod
-    def _reason_text(result: dict, name: str) -> str:
-        reason = str(result.get("reason") or f"trainer exited {name} without a reason; see logs/training_output.log")
-        details = result.get("details") or []
-        if isinstance(details, list) and details:
-            reason += "\n" + "\n".join(f"  {d}" if isinstance(d, str) else f"  {d!r}" for d in details)
-        return reason
 
     def _error(self, message: str, job_id: str | None) -> None:
         self.last_error = {"message": message, "job_id": job_id, "at": now_iso()}
@@ -758,14 +713,6 @@ class Daemon:
         doc["eval"] = self.evaluator.status()
         doc["gate"] = self.gate_status
         return self.writer.write(doc, durable=final)
-
-
-def _disk_full(result: dict, log_tail: str) -> bool:
-    """True when the trainer ended on a full disk (its result's errno, else its traceback in the log)."""
-    details = result.get("details") if isinstance(result, dict) else None
-    if any(isinstance(d, dict) and d.get("errno") in ("ENOSPC", "EDQUOT") for d in details or []):
-        return True
-    return "No space left on device" in log_tail or "Disk quota exceeded" in log_tail
 
 
 # ------------------------------------------------------------------------------------------------ CLI

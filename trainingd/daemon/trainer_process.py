@@ -44,7 +44,7 @@ log = logging.getLogger("trainingd.daemon.loop")
 TRAINER_ENV = "TRAININGD_TRAINER"
 LAUNCHER_ENV = "TRAININGD_LAUNCHER"  # read by trainingd.train.distributed (which imports torch; this must not)
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MICRO_BATCH_FILE = "micro_batch.json"  # the trainer's recipe.MICRO_BATCH_FILE (this module must not import torch)
+MICRO_BATCH_FILE = "micro_batch.json"  # the trainer's oom.MICRO_BATCH_FILE (this module must not import torch)
 
 
 OOM_EVENTS_ENV = "TRAININGD_OOM_EVENTS"  # tests: a file standing in for the kernel's counter

@@ -31,13 +31,10 @@ import errno
 import json
 import logging
 import math
-import os
 import random
 import shutil
-import signal
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,7 +48,12 @@ from trainingd.contracts.result import RunResult, write_result
 from trainingd.faults import fault_point
 from trainingd.train import checkpoint as ckpt
 from trainingd.train import distributed as dist_
+from trainingd.train.oom import UNSPLIT, OutOfMemory, halve, oom_point, record_micro_batch, start_micro_batch
+from trainingd.train.run_state import RunState
+from trainingd.train.spec import RunSpec, StopSignal
 from trainingd.train.progress import Progress
+
+__all__ = ["Recipe", "RunSpec", "StopSignal", "execute", "run"]  # RunSpec and StopSignal live in spec.py
 
 log = logging.getLogger(__name__)
 
@@ -61,100 +63,6 @@ EMA_BETA = 0.9
 
 # Fault injection (TRAININGD_CRASH_AT / TRAININGD_FAIL_AT): the points are listed in trainingd.faults.
 crash_point = fault_point
-
-OOM_ENV = "TRAININGD_OOM_AT"
-UNSPLIT = 1 << 30  # examples per forward pass when nothing limits them
-MICRO_BATCH_FILE = "micro_batch.json"
-
-
-def _oom_points() -> Callable[[int, int], None]:
-    """Fault injection for tests: ``TRAININGD_OOM_AT=step:N`` raises ``torch.OutOfMemoryError`` in the last
-    forward of optimizer step N (once); ``step:N:always`` at every try of step N (the example cannot fit);
-    ``step:N:above:K`` at every try of step N with more than K examples per forward pass (a device that holds K,
-    across retries by new processes). Unset, this is a no-op."""
-    raw = os.environ.get(OOM_ENV, "")
-    if not raw:
-        return lambda step, micro: None
-    parts = raw.split(":")
-    target, always, fired = int(parts[1]), len(parts) > 2 and parts[2] == "always", {"n": 0}
-    above = int(parts[3]) if len(parts) > 3 and parts[2] == "above" else None
-
-    def oom(step: int, micro: int) -> None:
-        if above is not None:
-            fire = step == target and micro > above
-        else:
-            fire = step == target and (always or not fired["n"])
-        if fire:
-            import torch
-
-            fired["n"] += 1
-            log.warning("injected out-of-memory error at step %d", step)
-            raise torch.OutOfMemoryError(f"injected by {OOM_ENV}={raw}")
-
-    return oom
-
-
-oom_point = _oom_points()
-
-
-class StopSignal:
-    """SIGTERM/SIGINT handler that only records; the loop acts at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def install(self) -> "StopSignal":
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002 - signal API
-        self.signum = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-
-@dataclass
-class RunSpec:
-    """Everything one training run needs, with explicit paths (no knowledge of the home layout)."""
-
-    dataset: Path
-    base_model: Path
-    output_dir: Path
-    """Where the final adapter is published (``current_model/`` in daemon mode)."""
-    checkpoint_dir: Path
-    """This job's checkpoints: ``step-000NNN/`` folders."""
-    cfg: Config
-    job_id: str
-    init_adapter: Path | None = None
-    """Adapter to continue training (``current_model/`` or an adapter folder); None: a new LoRA."""
-    progress_path: Path | None = None
-    metrics_path: Path | None = None
-    tensorboard_dir: Path | None = None
-    """This run's TensorBoard folder, used when ``cfg.tensorboard`` is on (None: no event files)."""
-    layer_activity_path: Path | None = None
-    """Where the per-LoRA-module report goes every ``cfg.layer_stats_steps`` steps (None: computed, not written)."""
-    commands: Callable[[], str] | None = None
-    """Returns ``run``, ``pause``, ``stop`` or ``skip``; read at every optimizer-step boundary."""
-    resume: bool = True
-    """Resume from the newest complete matching checkpoint in ``checkpoint_dir`` if there is one."""
-    parent_pid: int | None = None
-    cache_dir: Path | None = None
-    eval_file: Path | None = None
-    precision: str = "auto"
-    """``auto``, ``fp32`` or ``bf16`` (autocast)."""
-    stop_signal: StopSignal = field(default_factory=StopSignal)
-    skip_if_trained: bool = False
-    """Daemon mode: a job already listed in the init adapter's state (same id and data) is not trained again."""
-    home: Path | None = None
-    """Daemon mode: the home (its held-out set, and where the gate keeps a rejected candidate); None: no gate."""
-
-
-class OutOfMemory(Exception):
-    """An out-of-memory error at one example per forward pass: the example cannot be trained on this device."""
-
 
 class _Exit(Exception):
     """Leave the loop with an exit code (stop, skip) after the recipe has cleaned up."""
@@ -180,31 +88,6 @@ def _lr_lambda(cfg: Config, total_steps: int) -> Callable[[int], float]:
         return 0.5 * (1.0 + math.cos(math.pi * frac))
 
     return f
-
-
-def token_loss_sum(model, parts, batch: dict, autocast) -> Any:
-    """Summed cross-entropy over the trained positions of one micro-batch (see ``model.token_loss_sum``)."""
-    from trainingd.train.model import token_loss_sum as loss_sum
-
-    return loss_sum(model, parts, batch, autocast)
-
-
-def accumulate(model, parts, batches: list[dict], autocast, backward) -> tuple[float, int]:
-    """Forward and backward the micro-batches of one optimizer step; returns (step loss, trained tokens).
-
-    Each micro-batch contributes its summed token loss divided by the trained tokens of *all* of them, so the
-    accumulated gradient equals that of one batch holding every example (not a mean of per-batch means).
-    """
-    from trainingd.train import data
-
-    n_trained = sum(data.num_trained_tokens(b) for b in batches)
-    denom = max(1, n_trained)
-    step_loss = 0.0
-    for b in batches:
-        loss = token_loss_sum(model, parts, b, autocast) / denom
-        backward(loss)
-        step_loss += float(loss.detach())
-    return step_loss, n_trained
 
 
 def forward_chunks(rows: list[int], lengths: list[int], micro: int, max_tokens: int | None) -> list[list[int]]:
@@ -244,10 +127,7 @@ class Recipe:
         self.is_main = dist_.env_rank() == 0
         self.progress = Progress(spec.progress_path if self.is_main else None,
                                  spec.metrics_path if self.is_main else None, spec.job_id)
-        self.state: dict[str, Any] = {"epoch": 0, "mb_index": 0, "step": 0, "tokens_seen": 0, "trained_tokens": 0,
-                                      "examples_done": 0, "loss": None, "loss_ema": None, "eval_loss": None,
-                                      "grad_norm": None, "learning_rate": None, "world_size": 1,
-                                      "strategy": "ddp", "micro_batch_size": None}
+        self.state = RunState()
         self.last_saved_step: int | None = None
         self.notice: str | None = None
         self.t_start = time.time()
@@ -257,16 +137,32 @@ class Recipe:
     # ------------------------------------------------------------------ setup
     def setup(self) -> RunResult | None:
         """Check the data, adapter and checkpoints; prepare data; load the model. A result ends the run early."""
-        from trainingd.train import data
-
-        spec, cfg = self.spec, self.cfg
         self.progress.start_heartbeat()
         self.progress.set_status("loading", "checking data, base model and checkpoints")
+        self._setup_group()
+        self._setup_identity()
+        early = self._setup_resume()
+        if early is not None:
+            return early
+        early = self._setup_data()
+        if early is not None:
+            return early
+        self._check_stop_before_load()
+        self._setup_model()
+        self._setup_optimizer()
+        self._setup_schedule()
+        self._setup_observers()
+        self.progress.update(total_steps=self.total_steps, epoch=self.state.epoch, step=self.state.step,
+                             progress=self.state.step / max(1, self.total_steps), **self._sizes())
+        return None
+
+    def _setup_group(self) -> None:
+        """The Accelerator and the process group (with several processes this joins it: every later agreement
+        needs it)."""
         import accelerate
         import torch
 
-        fsdp = dist_.wants_fsdp(cfg.distributed.strategy)  # before the Accelerator reads the launcher's settings
-        # First: with several processes this joins the process group, which every later agreement needs.
+        fsdp = dist_.wants_fsdp(self.cfg.distributed.strategy)  # before the Accelerator reads the launcher's settings
         # mixed_precision "no": the recipe's own autocast (``precision``) is the one authority on dtypes;
         # device_placement False: the model is placed by load_model (4-bit weights must not be moved).
         self.accelerator = accelerate.Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no",
@@ -274,13 +170,19 @@ class Recipe:
         self.group = dist_.Group(self.accelerator)
         self.is_main = self.group.is_main
         self.fsdp = fsdp and self.group.world > 1
-        if self.fsdp and cfg.use_qlora:
+        if self.fsdp and self.cfg.use_qlora:
             # Only an accelerate config file gets here (the config check refuses fsdp with use_qlora).
             log.warning("FSDP does not shard 4-bit (use_qlora) weights: training with DDP instead")
             self.fsdp = False
+
+    def _setup_identity(self) -> None:
+        """What this run's checkpoints must match (``self.expected``); the adapter we continue must have been made
+        with the same base and locked settings."""
+        from trainingd.train import data
+
+        spec, cfg = self.spec, self.cfg
         self.data_sha256 = data.file_sha256(spec.dataset)
         self.base_hash = ckpt.base_model_hash(spec.base_model)
-        # The adapter we continue must have been made with the same base and locked settings.
         self.prev_state = None
         if spec.init_adapter is not None:
             self.prev_state = adapter_state.read_adapter_state(spec.init_adapter)
@@ -298,6 +200,9 @@ class Recipe:
                                            f"(change them back, or move it away and start a fresh adapter): {e}"
                                            ) from None
 
+    def _setup_resume(self) -> RunResult | None:
+        """Pick the checkpoint to resume (``self.resume_from``, or None); a job already trained ends the run."""
+        spec = self.spec
         if spec.skip_if_trained and any((t.get("job_id"), t.get("sha256")) == (spec.job_id, self.data_sha256)
                                         for t in adapter_state.trained_entries(self.prev_state)):
             # Published before a crash that came before the daemon moved the job: never train twice.
@@ -326,9 +231,14 @@ class Recipe:
                     raise ckpt.CheckpointMismatch(f"checkpoint {resume_from} does not match this run: {e}") from None
         self.resume_from = resume_from
         self.group.barrier()  # no rank looks at checkpoints the main process is still removing
+        return None
 
+    def _setup_data(self) -> RunResult | None:
+        """Load the tokenizer and tokenize the file (``self.prepared``); unusable data ends the run."""
+        from trainingd.train import data
         from trainingd.train.model import load_tokenizer
 
+        spec = self.spec
         self.tokenizer = load_tokenizer(spec.base_model)
         self.progress.set_status("preparing", f"tokenizing {Path(spec.dataset).name}")
         cache_dir = spec.cache_dir or (Path(spec.output_dir) / ".cache")
@@ -337,7 +247,7 @@ class Recipe:
         for turn in ("main", "others"):
             if (turn == "main") == self.is_main:
                 try:
-                    self.prepared = data.prepare_dataset(spec.dataset, self.tokenizer, cfg, cache_dir,
+                    self.prepared = data.prepare_dataset(spec.dataset, self.tokenizer, self.cfg, cache_dir,
                                                          eval_file=spec.eval_file, progress=self._on_prepare,
                                                          sha256=self.data_sha256)
                 except data.DataError as e:
@@ -352,19 +262,20 @@ class Recipe:
             return RunResult(exit_codes.DATA_ERROR, reason=str(error),
                              details=list(getattr(error, "details", []) or []))
         self.progress.update(prepare=None, data=json_safe(self.prepared.report))
-        self._check_stop_before_load()
+        return None
 
-        import numpy as np
-
+    def _setup_model(self) -> None:
+        """Load the base with its adapter (the checkpoint's when resuming) and the loss module around it."""
         from trainingd.train.model import TokenLoss, choose_precision, load_model, set_determinism, set_threads
 
+        spec, cfg = self.spec, self.cfg
         set_threads()
         self.device = self.accelerator.device
         set_determinism(self.device)
         self.precision = choose_precision(spec.precision, self.device)
         self.progress.set_status("loading", f"loading {Path(spec.base_model).name} ({self.precision}"
                                             f"{', 4-bit' if cfg.use_qlora else ''})")
-        init = resume_from if resume_from is not None else spec.init_adapter
+        init = self.resume_from if self.resume_from is not None else spec.init_adapter
         # Sharded, only the main process reads the weights; the others build the model on the meta device and
         # receive their shards from it (host memory holds one copy of the base, not one per process).
         self.model = load_model(spec.base_model, cfg, init_adapter=init, device=self.device, precision=self.precision,
@@ -374,6 +285,12 @@ class Recipe:
         # the lm_head-only-where-trained forward is the wrapper's forward and its gradients are reduced.
         self.loss_module = TokenLoss(self.model, self._autocast)
         self.parts = self.loss_module._parts
+
+    def _setup_optimizer(self) -> None:
+        """Wrap the loss module (DDP through accelerate, or FSDP2 shards) and build AdamW over the LoRA weights."""
+        import torch
+
+        cfg = self.cfg
         if self.fsdp:
             blocks = set(getattr(self.model.get_base_model(), "_no_split_modules", None) or [])
             full = self.loss_module.state_dict() if self.is_main else {}
@@ -387,17 +304,27 @@ class Recipe:
             optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
             self.wrapped, self.optimizer = self.accelerator.prepare(self.loss_module, optimizer)
 
+    def _setup_schedule(self) -> None:
+        """The batch plans, the step count and the LR schedule; then the checkpoint's state, or a seeded start."""
+        import numpy as np
+        import torch
+
+        cfg = self.cfg
         self.lengths = list(self.prepared.train["length"])
         self.plans = [self._global_plan(e) for e in range(cfg.epochs)]
         self.micro = self._start_micro_batch()
         k = cfg.gradient_accumulation
         self.total_steps = sum(math.ceil(len(p) / k) for p in self.plans)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, self.total_steps))
-        if resume_from is not None:
-            self._load_checkpoint(resume_from)
+        if self.resume_from is not None:
+            self._load_checkpoint(self.resume_from)
         else:
             random.seed(cfg.seed)
             np.random.seed(cfg.seed % 2**32)
+
+    def _setup_observers(self) -> None:
+        """TensorBoard events and the per-LoRA-module report, where the config asks for them."""
+        cfg, spec = self.cfg, self.spec
         if cfg.tensorboard and spec.tensorboard_dir is not None and self.accelerator.is_main_process:
             from trainingd.train.event_log import EventLog
 
@@ -409,10 +336,7 @@ class Recipe:
             # Changes are measured from the adapter as this process starts (the checkpoint's, after a resume).
             self.layer_stats = LayerStats(self.accelerator.unwrap_model(self.model),
                                           spec.layer_activity_path if self.is_main else None,
-                                          spec.job_id, start_step=self.state["step"])
-        self.progress.update(total_steps=self.total_steps, epoch=self.state["epoch"], step=self.state["step"],
-                             progress=self.state["step"] / max(1, self.total_steps), **self._sizes())
-        return None
+                                          spec.job_id, start_step=self.state.step)
 
     def _global_plan(self, epoch: int) -> list[list[list[int]]]:
         """One epoch's global micro-batches, each as the rows of every rank (``[rank][row]``).
@@ -433,15 +357,7 @@ class Recipe:
         return [[dist_.shard(mb, r, world) for r in range(world)] for mb in plan]
 
     def _start_micro_batch(self) -> int:
-        """Examples per forward pass: the config's, or what an out-of-memory error of an earlier try left."""
-        # A packed row is one forward however many examples it holds (its tokens are bounded by max_length).
-        micro = self.cfg.micro_batch_size or (UNSPLIT if self.cfg.packing else self.cfg.batch_size)
-        try:
-            saved = json.loads((Path(self.spec.checkpoint_dir) / MICRO_BATCH_FILE).read_text())
-            micro = min(micro, int(saved["micro_batch_size"]))
-            log.info("micro-batch %d examples per forward pass (after an out-of-memory error)", micro)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        micro = start_micro_batch(self.cfg, self.spec.checkpoint_dir)
         return self.group.max(micro) if self.group.world > 1 else micro  # every rank the same
 
     def _sizes(self) -> dict:
@@ -509,14 +425,14 @@ class Recipe:
         if free_gb >= self.cfg.min_free_disk_gb:
             return None
         return (f"low disk: {free_gb:.2f} GB free under {folder}, under min_free_disk_gb "
-                f"{self.cfg.min_free_disk_gb:g}; paused at step {self.state['step']} until space is freed "
+                f"{self.cfg.min_free_disk_gb:g}; paused at step {self.state.step} until space is freed "
                 "(trainingd clean --dry-run lists what can go)")
 
     def _obey(self) -> None:
         """At a step boundary: pause while asked, checkpoint and leave on stop, leave on skip."""
         action = self._action()
         if action == "pause":
-            why = (self._low_disk() if self.is_main else None) or f"paused at step {self.state['step']}"
+            why = (self._low_disk() if self.is_main else None) or f"paused at step {self.state.step}"
             self.progress.set_status("paused", why)
             if why.startswith("low disk"):
                 log.warning("%s", why)
@@ -525,17 +441,17 @@ class Recipe:
                 time.sleep(PAUSE_POLL_S)
                 action = self._action()
             self.paused_s += time.time() - paused_at  # not training time: keeps tokens/s and the ETA honest
-            self.progress.set_status("training", f"resumed at step {self.state['step']}")
+            self.progress.set_status("training", f"resumed at step {self.state.step}")
         if action == "stop":
-            self.progress.set_status("stopping", f"checkpointing at step {self.state['step']}")
+            self.progress.set_status("stopping", f"checkpointing at step {self.state.step}")
             self.save_checkpoint()
-            raise _Exit(exit_codes.STOPPED, f"stopped at step {self.state['step']} of {self.total_steps}; "
+            raise _Exit(exit_codes.STOPPED, f"stopped at step {self.state.step} of {self.total_steps}; "
                                             "checkpoint written")
         if action == "skip":
             self.progress.set_status("stopping", "skip requested: discarding this job's checkpoints")
             if self.is_main:
                 ckpt.remove_checkpoints(self.spec.checkpoint_dir)
-            raise _Exit(exit_codes.SKIPPED, f"skipped at step {self.state['step']}; adapter changes discarded")
+            raise _Exit(exit_codes.SKIPPED, f"skipped at step {self.state.step}; adapter changes discarded")
 
     # ----------------------------------------------------------------- train
     def _rows(self, indices: list[int]) -> list[dict]:
@@ -585,7 +501,7 @@ class Recipe:
                 local = 0.0
                 for n, piece in enumerate(pieces):
                     if n == len(pieces) - 1:  # injected after the others' gradients: a redo must clear them
-                        oom_point(self.state["step"] + 1, max(len(p) for p in pieces))
+                        oom_point(self.state.step + 1, max(len(p) for p in pieces))
                     batch = self._batch([rows[i] for i in piece]) if piece else self._empty_batch(group)
                     sync = self.fsdp or n == len(pieces) - 1
                     with (contextlib.nullcontext() if sync else self.accelerator.no_sync(self.wrapped)):
@@ -609,65 +525,39 @@ class Recipe:
         return self._batch([row])
 
     def _on_oom(self, error: Exception, pieces: list[list[int]]) -> None:
-        """Halve the examples per forward pass (the step is then redone), or give up at one example."""
-        import gc
+        """Halve the examples per forward pass (the step is then redone), or give up (see ``oom.halve``)."""
+        def describe(i: int) -> str:
+            start = self.tokenizer.decode(self._rows([i])[0]["input_ids"][:24])
+            return f"example {i} of the prepared file ({self.lengths[i]} tokens, starting {start!r})"
 
-        import torch
-
-        self.optimizer.zero_grad(set_to_none=True)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        biggest = max(pieces, key=lambda p: (len(p), max((self.lengths[i] for i in p), default=0)))
-        if self.fsdp and self.micro > 1 and len(biggest) > 1:
-            # The other ranks may be inside a weight gather this rank left: a redo here could pair the wrong
-            # collectives. The group ends and the daemon's retry resumes from the last checkpoint, halved.
-            self.micro = max(1, min(self.micro, len(biggest)) // 2)
-            self._record_micro_batch()
-            raise RuntimeError(f"out of memory at step {self.state['step'] + 1} with sharded weights: the retry "
-                               f"resumes from the last checkpoint with {self.micro} examples per forward pass "
-                               f"({error})")
-        if self.micro <= 1 or len(biggest) <= 1:
-            i = biggest[0] if biggest else None
-            what = "" if i is None else (f"example {i} of the prepared file ({self.lengths[i]} tokens, starting "
-                                         f"{self.tokenizer.decode(self._rows([i])[0]['input_ids'][:24])!r})")
-            raise OutOfMemory(f"out of memory at step {self.state['step'] + 1} with one example per forward pass: "
-                              f"{what} does not fit on {self.device}; lower max_length, enable "
-                              f"gradient_checkpointing or use_qlora, or remove that example ({error})")
         old = self.micro
-        self.micro = max(1, min(old, len(biggest)) // 2)
+        self.micro = halve(error, pieces, micro=old, lengths=self.lengths, step=self.state.step, fsdp=self.fsdp,
+                           optimizer=self.optimizer, checkpoint_dir=self.spec.checkpoint_dir, describe=describe,
+                           device=self.device)
         sizes = self._sizes()
         log.warning("out of memory at step %d (%s): micro-batch %d -> %d examples per forward pass, %d forwards "
-                    "per optimizer step; the effective batch and the loss are unchanged", self.state["step"] + 1,
+                    "per optimizer step; the effective batch and the loss are unchanged", self.state.step + 1,
                     error, old, self.micro, sizes["gradient_accumulation"])
-        self.state["micro_batch_size"] = self.micro
+        self.state.micro_batch_size = self.micro
         self.progress.update(**sizes, notice=f"out of memory: micro-batch {old} -> {self.micro}")
-        self._record_micro_batch()  # by the rank that ran out (atomic; every rank would write the same)
-
-    def _record_micro_batch(self) -> None:
-        """A retry of this job (after a crash) starts with the micro-batch that fitted."""
-        from trainingd.atomic_ops import atomic_write_text
-
-        folder = Path(self.spec.checkpoint_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / MICRO_BATCH_FILE, json.dumps({"micro_batch_size": self.micro}) + "\n")
+        record_micro_batch(self.spec.checkpoint_dir, self.micro)  # by the rank that ran out (atomic, all agree)
 
     def train(self) -> dict:
         import torch
 
         cfg, st = self.cfg, self.state
         k = cfg.gradient_accumulation
-        self.progress.set_status("training", f"step {st['step']} of {self.total_steps}")
+        self.progress.set_status("training", f"step {st.step} of {self.total_steps}")
         t0, steps_here, tokens_here = time.time(), 0, 0
-        while st["epoch"] < cfg.epochs:
-            epoch = st["epoch"]
+        while st.epoch < cfg.epochs:
+            epoch = st.epoch
             plan = self.plans[epoch]
-            while st["mb_index"] < len(plan):
+            while st.mb_index < len(plan):
                 self._obey()
-                group = plan[st["mb_index"]:st["mb_index"] + k]
+                group = plan[st.mb_index:st.mb_index + k]
                 step_loss, n_trained = self._step(group)
-                report_layers = self.layer_stats is not None and ((st["step"] + 1) % cfg.layer_stats_steps == 0
-                                                                  or st["step"] + 1 == self.total_steps)
+                report_layers = self.layer_stats is not None and ((st.step + 1) % cfg.layer_stats_steps == 0
+                                                                  or st.step + 1 == self.total_steps)
                 if report_layers:
                     self.layer_stats.grads()  # every micro-batch accumulated, before clipping and zero_grad
                 if cfg.max_grad_norm > 0:
@@ -683,47 +573,47 @@ class Recipe:
                 self.optimizer.zero_grad(set_to_none=True)
 
                 tokens = sum(self.lengths[i] for mb in group for rows in mb for i in rows)  # non-padding, all ranks
-                st["mb_index"] += len(group)
-                st["step"] += 1
-                st["tokens_seen"] += tokens
-                st["trained_tokens"] += n_trained
-                st["examples_done"] += sum(len(rows) for mb in group for rows in mb)
-                st["loss"] = step_loss if n_trained else None
-                if st["loss"] is not None:
-                    st["loss_ema"] = step_loss if st["loss_ema"] is None else (
-                        EMA_BETA * st["loss_ema"] + (1 - EMA_BETA) * step_loss)
-                st["grad_norm"], st["learning_rate"] = grad_norm, lr
+                st.mb_index += len(group)
+                st.step += 1
+                st.tokens_seen += tokens
+                st.trained_tokens += n_trained
+                st.examples_done += sum(len(rows) for mb in group for rows in mb)
+                st.loss = step_loss if n_trained else None
+                if st.loss is not None:
+                    st.loss_ema = step_loss if st.loss_ema is None else (
+                        EMA_BETA * st.loss_ema + (1 - EMA_BETA) * step_loss)
+                st.grad_norm, st.learning_rate = grad_norm, lr
                 steps_here += 1
                 tokens_here += tokens
                 elapsed = time.time() - t0 - self.paused_s
                 tps = tokens_here / elapsed if elapsed > 0 else None
                 sps = elapsed / steps_here
                 if report_layers:
-                    doc = self.layer_stats.report(st["step"])
+                    doc = self.layer_stats.report(st.step)
                     self.progress.update(write=False, layer_activity_summary=layer_summary(doc))
                     if self.events is not None:
                         self.events.layers(doc)
                 self.progress.update(
-                    status="training", status_detail=f"step {st['step']} of {self.total_steps}",
-                    epoch=epoch, step=st["step"], progress=st["step"] / max(1, self.total_steps),
-                    examples_done=st["examples_done"], tokens_seen=st["tokens_seen"], loss=st["loss"],
-                    loss_ema=st["loss_ema"], learning_rate=lr, grad_norm=grad_norm, tokens_per_s=tps,
-                    seconds_per_step=sps, eta_seconds=sps * (self.total_steps - st["step"]))
-                self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": st["step"],
-                                      "epoch": epoch, "loss": st["loss"], "learning_rate": lr,
-                                      "grad_norm": grad_norm, "tokens_per_s": tps, "tokens_seen": st["tokens_seen"]})
+                    status="training", status_detail=f"step {st.step} of {self.total_steps}",
+                    epoch=epoch, step=st.step, progress=st.step / max(1, self.total_steps),
+                    examples_done=st.examples_done, tokens_seen=st.tokens_seen, loss=st.loss,
+                    loss_ema=st.loss_ema, learning_rate=lr, grad_norm=grad_norm, tokens_per_s=tps,
+                    seconds_per_step=sps, eta_seconds=sps * (self.total_steps - st.step))
+                self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": st.step,
+                                      "epoch": epoch, "loss": st.loss, "learning_rate": lr,
+                                      "grad_norm": grad_norm, "tokens_per_s": tps, "tokens_seen": st.tokens_seen})
                 if self.events is not None:
-                    self.events.scalars(st["step"], {"loss": st["loss"], "learning_rate": lr, "grad_norm": grad_norm,
-                                                     "tokens_per_s": tps, "tokens_seen": st["tokens_seen"]})
-                if st["mb_index"] >= len(plan):
-                    st["epoch"] += 1
-                    st["mb_index"] = 0
+                    self.events.scalars(st.step, {"loss": st.loss, "learning_rate": lr, "grad_norm": grad_norm,
+                                                     "tokens_per_s": tps, "tokens_seen": st.tokens_seen})
+                if st.mb_index >= len(plan):
+                    st.epoch += 1
+                    st.mb_index = 0
                 crash_point("step")
-                if cfg.eval_steps and st["step"] % cfg.eval_steps == 0 and st["step"] < self.total_steps:
+                if cfg.eval_steps and st.step % cfg.eval_steps == 0 and st.step < self.total_steps:
                     self.evaluate()
-                if st["step"] % cfg.save_steps == 0 and st["step"] < self.total_steps:
+                if st.step % cfg.save_steps == 0 and st.step < self.total_steps:
                     self.save_checkpoint()
-                if st["epoch"] != epoch:
+                if st.epoch != epoch:
                     break
         self._obey()  # a stop/skip during the last step still counts
         self.evaluate()
@@ -749,7 +639,7 @@ class Recipe:
         ev = self.prepared.eval
         if ev is None or len(ev) == 0 or not (self.is_main or self.fsdp):  # sharded: every rank joins the forwards
             return None
-        self.progress.set_status("evaluating", f"eval at step {self.state['step']}")
+        self.progress.set_status("evaluating", f"eval at step {self.state.step}")
         self.model.eval()
         total, count = 0.0, 0
         plan = data.plan_batches(list(ev["length"]), self.cfg.batch_size, seed=self.cfg.seed, epoch=0,
@@ -765,12 +655,12 @@ class Recipe:
         if not self.is_main:
             return None
         value = total / count if count else None
-        self.state["eval_loss"] = value
+        self.state.eval_loss = value
         self.progress.update(eval_loss=value, status="training")
-        self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": self.state["step"],
-                              "epoch": self.state["epoch"], "eval_loss": value})
+        self.progress.metric({"t": time.time(), "job_id": self.spec.job_id, "step": self.state.step,
+                              "epoch": self.state.epoch, "eval_loss": value})
         if self.events is not None:
-            self.events.scalars(self.state["step"], {"eval_loss": value})
+            self.events.scalars(self.state.step, {"eval_loss": value})
         return value
 
     # ----------------------------------------------------------- checkpoints
@@ -778,7 +668,7 @@ class Recipe:
         import numpy as np
         import torch
 
-        step = self.state["step"]
+        step = self.state.step
         if self.last_saved_step == step:
             return self.spec.checkpoint_dir / ckpt.step_dir_name(step)
         prev_status = self.progress.fields["status"]
@@ -788,9 +678,9 @@ class Recipe:
         rngs = self.group.gather({"python": random.getstate(), "numpy": np.random.get_state(),
                                   "torch": torch.get_rng_state(),
                                   "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
-        self.state["world_size"] = self.group.world
-        self.state["strategy"] = "fsdp" if self.fsdp else "ddp"
-        self.state["micro_batch_size"] = None if self.micro >= UNSPLIT else self.micro
+        self.state.world_size = self.group.world
+        self.state.strategy = "fsdp" if self.fsdp else "ddp"
+        self.state.micro_batch_size = None if self.micro >= UNSPLIT else self.micro
         adapter_sd = optimizer_sd = None
         if self.fsdp:  # gathered by every rank; only the main process's copy holds the values
             full, optimizer_sd = dist_.full_state(self.wrapped, self.optimizer)
@@ -812,9 +702,9 @@ class Recipe:
             for rank, rng in enumerate(rngs):
                 torch.save(rng, folder / _rng_file(rank))
             # Every rank's data position: the same global micro-batch index (ranks take slices of it).
-            (folder / ckpt.STATE).write_text(json.dumps({**self.state, "total_steps": self.total_steps,
-                                                         "rank_positions": [{"rank": r, "epoch": self.state["epoch"],
-                                                                             "mb_index": self.state["mb_index"]}
+            (folder / ckpt.STATE).write_text(json.dumps({**self.state.state_dict(), "total_steps": self.total_steps,
+                                                         "rank_positions": [{"rank": r, "epoch": self.state.epoch,
+                                                                             "mb_index": self.state.mb_index}
                                                                             for r in range(self.group.world)]},
                                                         indent=2, allow_nan=False) + "\n")
 
@@ -865,18 +755,18 @@ class Recipe:
         if saved.get("total_steps") != self.total_steps:
             raise ckpt.CheckpointMismatch(f"checkpoint {folder} planned {saved.get('total_steps')} steps, "
                                           f"this run plans {self.total_steps} (batch settings differ)")
-        self.state.update({k: v for k, v in saved.items() if k in self.state})
+        self.state.load_state_dict(saved)
         if saved.get("micro_batch_size"):
             self.micro = min(self.micro, int(saved["micro_batch_size"]))
-        self.last_saved_step = self.state["step"]
-        log.info("resumed from %s at step %d (epoch %d, micro-batch %d)", folder, self.state["step"],
-                 self.state["epoch"], self.state["mb_index"])
+        self.last_saved_step = self.state.step
+        log.info("resumed from %s at step %d (epoch %d, micro-batch %d)", folder, self.state.step,
+                 self.state.epoch, self.state.mb_index)
 
     # --------------------------------------------------------------- publish
     def next_adapter_state(self) -> dict:
         """The adapter state this job's adapter has once published (a new generation listing this job)."""
         entry = {"job_id": self.spec.job_id, "sha256": self.data_sha256, "file": Path(self.spec.dataset).name,
-                 "steps": self.state["step"], "finished_at": time.time()}
+                 "steps": self.state.step, "finished_at": time.time()}
         return adapter_state.next_state(self.prev_state, entry=entry, base_model=self.expected["base_model"],
                                         base_model_hash=self.base_hash, locked=self.expected["locked"],
                                         model_name=self.cfg.model_name)
@@ -889,12 +779,12 @@ class Recipe:
 
     def summary(self, extra: dict | None = None) -> dict:
         st = self.state
-        return {"steps": st["step"], "total_steps": getattr(self, "total_steps", None), "loss": st["loss"],
-                "loss_ema": st["loss_ema"], "eval_loss": st["eval_loss"], "tokens": st["tokens_seen"],
-                "trained_tokens": st["trained_tokens"], "examples": st["examples_done"],
+        return {"steps": st.step, "total_steps": getattr(self, "total_steps", None), "loss": st.loss,
+                "loss_ema": st.loss_ema, "eval_loss": st.eval_loss, "tokens": st.tokens_seen,
+                "trained_tokens": st.trained_tokens, "examples": st.examples_done,
                 "seconds": time.time() - self.t_start,
                 "num_processes": self.group.world if hasattr(self, "group") else 1,
-                "micro_batch_size": st["micro_batch_size"],
+                "micro_batch_size": st.micro_batch_size,
                 "data": json_safe(self.prepared.report) if hasattr(self, "prepared") else None,
                 **({"notice": self.notice} if self.notice else {}), **(extra or {})}
 
@@ -979,7 +869,7 @@ def _keep_rejected(recipe: Recipe, final: Path, decision: dict, scores: dict | N
     spec = recipe.spec
     state = recipe.next_adapter_state()
     trained_file = {"job_id": spec.job_id, "name": Path(spec.dataset).name, "sha256": recipe.data_sha256,
-                    "lines": None, "trained_tokens": recipe.state["trained_tokens"]}
+                    "lines": None, "trained_tokens": recipe.state.trained_tokens}
     snap = keep_rejected(Home.at(spec.home), final, state, trained_file=trained_file, decision=decision,
                          scores={**scores, "generation_id": state["generation_id"]} if scores else None,
                          config=recipe.cfg.to_dict(), result=recipe.summary())
