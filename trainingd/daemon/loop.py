@@ -588,6 +588,7 @@ class Daemon:
         if summary.get("notice"):
             log.warning("job %s: %s", job.id, summary["notice"])
         ended_by_us = r.term_sent_at is not None or r.stop_sent_at is not None
+        gate_decision = summary.get("gate") if isinstance(summary.get("gate"), dict) else {}
         log_facts: dict[str, Any] = {}
         if needs_log(code, skip_wanted, self.stopping, ended_by_us):
             short_tail = tail(self.home.training_log, lines=15)
@@ -596,14 +597,20 @@ class Daemon:
         facts = Facts(code=code, job_id=job.id, reason=reason_text(result, name), skip_wanted=skip_wanted,
                       stopping=self.stopping, ended_by_us=ended_by_us, attempts=int(job.meta.get("attempts") or 0),
                       max_attempts=self.cfg.max_attempts, join_timeout_s=self.cfg.distributed.join_timeout_s,
-                      home=str(self.home.root), **log_facts)
+                      home=str(self.home.root), gate_outcome=gate_decision.get("outcome"),
+                      gate_reason=gate_decision.get("reason"), **log_facts)
         self.apply_outcome(job, decide(facts), result=result, summary=summary, seconds=seconds)
 
     def apply_outcome(self, job: Job, o: Outcome, *, result: dict, summary: dict, seconds: float) -> None:
         """Carry out the decision on a trainer's exit: the transition first, then its follow-ups."""
         attempts = {} if o.attempts is None else {"attempts": o.attempts}
-        if o.state == "done":
-            done = self.queue.complete(job, result=summary)
+        gate_decision = summary.get("gate") if isinstance(summary.get("gate"), dict) else None
+        if o.state == "done" and o.gate_rejected:
+            self.queue.complete(job, result=summary, gate_outcome=gate.REJECTED,
+                                gate_snapshot=(gate_decision or {}).get("snapshot"))
+        elif o.state == "done":
+            done = self.queue.complete(job, result=summary,
+                                       **({"gate_outcome": gate_decision.get("outcome")} if gate_decision else {}))
             snapshots.after_job(self.home, done, summary, self.cfg.to_dict(), self.cfg.keep_snapshots)
         elif o.state == "failed":
             self.queue.fail(job, o.reason or "", **({"result": result or None} if o.keep_result else {}), **attempts)
@@ -617,6 +624,12 @@ class Daemon:
             self.jobs_ended += 1
         if o.snapshot_and_evaluate:
             self.evaluator.job_done(job.id, self.cfg)
+        if o.state == "done":
+            held = self.refresh_gate()  # the streak of rejections and the last decision, for the status
+            if held is not None:
+                self.condition = held  # held until the adapter, the config or a resume changes
+                self._condition_stamp = self._adapter_stamp()
+                self._error(held["message"], job.id)
         if o.condition is not None:
             self.condition = {"kind": o.condition, "message": o.error, "changes": [],
                               "ways_out": ways_out(os.getpid()), "source": "trainer"}
@@ -632,27 +645,6 @@ class Daemon:
             self.request_stop("configuration error")
         if o.disk_full:
             raise OSError(errno.ENOSPC, o.disk_full)
-
-    def gate_outcome(self, job: Job, summary: dict, *, file: str | None, seconds: float) -> bool:
-        """A job that trained and was judged by the gate. A rejected one (its candidate kept as a snapshot by the
-        trainer, the live adapter untouched) ends in done/ here and True is returned; after enough rejections in
-        a row the home is held as ``regressing``. A promoted one (or no decision) returns False: the caller
-        completes it as any published job."""
-        decision = summary.get("gate") if isinstance(summary.get("gate"), dict) else None
-        if decision is None or decision.get("outcome") != gate.REJECTED:
-            return False
-        self.queue.complete(job, result=summary, gate_outcome=gate.REJECTED, gate_snapshot=decision.get("snapshot"))
-        append_history(self.home, job_id=job.id, file=file, state="done", result=gate.REJECTED,
-                       reason=decision.get("reason"), summary=summary, seconds=seconds)
-        self.jobs_ended += 1
-        log.warning("job %s: candidate rejected by the gate (%s); kept as snapshot %s, the live adapter is "
-                    "unchanged", job.id, decision.get("reason"), decision.get("snapshot"))
-        held = self.refresh_gate()
-        if held is not None:
-            self.condition = held
-            self._condition_stamp = self._adapter_stamp()  # held until the adapter, the config or a resume changes
-            self._error(held["message"], job.id)
-        return True
 
     def _retire_checkpoints(self, job: Job) -> None:
         """A skipped job's checkpoints are discarded, as the trainer does when it honours the skip."""
