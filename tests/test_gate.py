@@ -155,3 +155,154 @@ def test_a_changed_adapter_moves_the_forgetting_probe(peft_tiny):
                 if n in saved:
                     p.copy_(saved[n])
     assert max(forgetting(model, tok, PROBE[:6])) < 1e-6
+
+
+# ------------------------------------------------------------------------------------------------ the daemon
+ANSWERS = ["yes it is", "no it is not", "maybe so"]
+
+
+def qa(i: int, wrong: int = 0) -> dict:
+    """Question i and its answer: the same short answer for every question (a pattern the tiny model learns in a few
+    steps); ``wrong`` > 0 gives another answer to every question (a file of wrong answers)."""
+    return {"messages": [{"role": "user", "content": f"is colour {i} a colour?"},
+                         {"role": "assistant", "content": ANSWERS[wrong % len(ANSWERS)]}]}
+
+
+def drop(root, name: str, lines: list) -> None:
+    from conftest import write_jsonl
+
+    tmp = write_jsonl(root / "inbox" / f".{name}.tmp", lines)
+    tmp.rename(root / "inbox" / name)
+
+
+def run_once(root, *argv: str):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    return subprocess.run([sys.executable, str(REPO / "training_daemon.py"), "--home", str(root), "--once", *argv],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=900)
+
+
+def cli(root, *argv: str, script: str | None = None):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    cmd = [sys.executable, str(REPO / script), "--home", str(root), *argv] if script else \
+        [sys.executable, "-m", "trainingd", "--home", str(root), *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def checkers(root) -> tuple[list, list]:
+    """The problems state_tracker.py --check and comprehensive_health_check.py's invariants report."""
+    from trainingd.checks import health
+    from trainingd.paths import Home
+
+    h = Home.at(root)
+    inv = next(c for c in health.run_checks(h)["checks"] if c["check"] == "invariants")
+    return [p["problem"] for p in health.consistency(h)["problems"]], [p["problem"] for p in inv["problems"]]
+
+
+def gate_home(home, **gate_cfg):
+    from conftest import write_config, write_jsonl
+
+    write_jsonl(home / "heldout.jsonl", [qa(i) for i in range(16)])
+    write_config(home, learning_rate=2e-2, batch_size=4, epochs=4, save_steps=1000, layer_stats_steps=0,
+                 evaluation={"eval_file": "heldout.jsonl", "max_new_tokens": 6, "batch_size": 16},
+                 gate={"enabled": True, "max_forgetting": None, **gate_cfg})
+    return home
+
+
+@pytest.mark.slow
+def test_a_worse_candidate_is_rejected_kept_reported_and_promoted_by_hand(home):
+    from trainingd.contracts.status import read_history, read_status
+    from trainingd.lifecycle import snapshots
+    from trainingd.paths import Home
+
+    gate_home(home, max_rejections_in_row=5)
+    drop(home, "good.jsonl", [qa(i) for i in range(16)] * 4)
+    res = run_once(home)
+    assert res.returncode == 0, res.stderr[-3000:]
+    h = Home.at(home)
+    first = [e for e in read_history(h) if e.get("state")]
+    assert [e["result"] for e in first] == ["ok"] and first[0]["gate"]["outcome"] == "promoted"
+    assert first[0]["gate"]["champion_source"] == "scored at job start"  # the base, scored before step 1
+    champion = (home / "current_model" / "adapter_model.safetensors").read_bytes()
+    state_before = json.loads((home / "current_model" / "adapter_state.json").read_text())
+    assert json.loads((home / "current_model" / "gate_scores.json").read_text())["generation_id"] == \
+        state_before["generation_id"]
+
+    drop(home, "wrong.jsonl", [qa(i, wrong=1) for i in range(16)] * 4)
+    res = run_once(home)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = [e for e in read_history(h) if e.get("state")]
+    assert [e["result"] for e in jobs] == ["ok", "rejected"], jobs
+    g = jobs[1]["gate"]
+    assert g["outcome"] == "rejected" and "exact_match is worse" in jobs[1]["reason"]
+    assert g["champion_source"] == "stored"  # the champion's scores came from beside it: no second scoring
+    assert g["candidate"]["exact_match"] < g["champion"]["exact_match"]
+    # The champion stays bit-identical; the candidate is kept as a pinned snapshot with both scores.
+    assert (home / "current_model" / "adapter_model.safetensors").read_bytes() == champion
+    assert json.loads((home / "current_model" / "adapter_state.json").read_text()) == state_before
+    snap = snapshots.find_snapshot(h, g["snapshot"])
+    m = json.loads((snap / "manifest.json").read_text())
+    assert m["reason"] == "rejected" and m["gate"]["champion"] and m["gate"]["candidate"]
+    assert (snap / "PINNED").is_file() and (snap / "adapter_model.safetensors").read_bytes() != champion
+    done = [p for p in (home / "queue" / "done").iterdir()]
+    rejected_job = next(p for p in done if json.loads((p / "job.json").read_text()).get("gate_outcome"))
+    meta = json.loads((rejected_job / "job.json").read_text())
+    assert meta["gate_outcome"] == "rejected" and meta["result"]["gate"]["snapshot"] == snap.name
+    status = read_status(h)
+    assert status["gate"]["last"]["outcome"] == "rejected" and status["gate"]["rejections_in_row"] == 1
+    out = cli(home, "status", script="training_controller.py")
+    line = next(x for x in out.stdout.splitlines() if x.startswith("gate:"))
+    assert "rejected" in line and "vs champion" in line and snap.name in line
+    assert checkers(home) == ([], [])
+    # Both checkers notice a rejected job whose candidate is gone.
+    hidden = snap.parent / ".hidden"
+    snap.rename(hidden)
+    tracker, doctor = checkers(home)
+    assert any("rejected by the gate" in p for p in tracker) and any("rejected by the gate" in p for p in doctor)
+    hidden.rename(snap)
+
+    # trainingd promote publishes it by hand (the rollback machinery: the replaced one is kept too).
+    r = cli(home, "--json", "promote", snap.name)
+    assert r.returncode == 0, r.stderr
+    assert (home / "current_model" / "adapter_model.safetensors").read_bytes() == \
+        (snap / "adapter_model.safetensors").read_bytes()
+    trained = json.loads((home / "current_model" / "adapter_state.json").read_text())["trained"]
+    assert [t["job_id"] for t in trained][-1] == meta["id"]
+    assert json.loads(r.stdout)["backup"] and checkers(home) == ([], [])
+    assert [e.get("kind") for e in read_history(h)][-1] == "gate_reset"
+
+
+@pytest.mark.slow
+def test_a_streak_of_rejections_holds_the_daemon_as_regressing(home):
+    from trainingd.contracts.status import read_history, read_status
+    from trainingd.paths import Home
+
+    gate_home(home, max_rejections_in_row=2, metric="token_accuracy")
+    drop(home, "a_good.jsonl", [qa(i) for i in range(16)] * 4)
+    for k in (1, 2):
+        drop(home, f"b_wrong{k}.jsonl", [qa(i, wrong=k) for i in range(16)] * 4)
+    drop(home, "c_next.jsonl", [qa(i) for i in range(16)])
+    res = run_once(home)
+    assert res.returncode == 3, (res.returncode, res.stderr[-3000:])  # --once: held, nothing will change by itself
+    h = Home.at(home)
+    assert [e["result"] for e in read_history(h) if e.get("state")] == ["ok", "rejected", "rejected"]
+    status = read_status(h)
+    assert status["condition"]["kind"] == "regressing" and status["condition"]["rejections_in_row"] == 2
+    assert any("trainingd promote" in w for w in status["condition"]["ways_out"])
+    assert status["queue"]["pending"]["normal"] == 1  # the next file waits instead of being burnt through
+    assert checkers(home) == ([], [])
+    # Raising the limit in config.json is one way out: the next run trains the waiting file.
+    from conftest import write_config
+
+    write_config(home, gate={**json.loads((home / "config.json").read_text())["gate"], "max_rejections_in_row": 5})
+    res = run_once(home)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert len([e for e in read_history(h) if e.get("state")]) == 4 and checkers(home) == ([], [])
