@@ -14,6 +14,7 @@ written atomically); its functions are the only code in the package that reads o
     adapter_state.py   current_model/adapter_state.json      trainer (publish) -> daemon, next trainer
     manifest.py        <checkpoints>/step-NNNNNN/manifest.json  trainer -> trainer on resume
     trainer_record.py  .trainer.json                         daemon -> the next daemon (orphan trainer)
+    gate_scores.py     current_model/gate_scores.json        trainer -> the next job's trainer, trainingd promote
 
 Where each file lives in a home is ``trainingd.paths.Home``. Importing this package never imports torch.
 """
