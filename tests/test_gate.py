@@ -262,6 +262,9 @@ def test_a_worse_candidate_is_rejected_kept_reported_and_promoted_by_hand(home):
     line = next(x for x in out.stdout.splitlines() if x.startswith("gate:"))
     assert "rejected" in line and "vs champion" in line and snap.name in line
     assert checkers(home) == ([], [])
+    lineage = json.loads(cli(home, "--json", "lineage").stdout)
+    assert [c["file"] for c in lineage["chain"]] == ["good.jsonl"]
+    assert [(r["file"], r["snapshot"]) for r in lineage["rejected"]] == [("wrong.jsonl", snap.name)]
     # Both checkers notice a rejected job whose candidate is gone.
     hidden = snap.parent / ".hidden"
     snap.rename(hidden)
@@ -299,10 +302,24 @@ def test_a_streak_of_rejections_holds_the_daemon_as_regressing(home):
     assert any("trainingd promote" in w for w in status["condition"]["ways_out"])
     assert status["queue"]["pending"]["normal"] == 1  # the next file waits instead of being burnt through
     assert checkers(home) == ([], [])
-    # Raising the limit in config.json is one way out: the next run trains the waiting file.
-    from conftest import write_config
+    # One way out: a person looks and resumes; the streak starts again and the waiting file is trained.
+    import os
+    import subprocess
+    import sys
 
-    write_config(home, gate={**json.loads((home / "config.json").read_text())["gate"], "max_rejections_in_row": 5})
-    res = run_once(home)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert len([e for e in read_history(h) if e.get("state")]) == 4 and checkers(home) == ([], [])
+    from conftest import REPO, wait_for
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "training_daemon.py"), "--home", str(home)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        wait_for(lambda: ((read_status(h) or {}).get("condition") or {}).get("kind") == "regressing"
+                 and (read_status(h) or {}).get("daemon", {}).get("pid") == proc.pid, "the held daemon", 120)
+        r = cli(home, "resume", "--wait", "--timeout", "60", script="training_controller.py")
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for(lambda: len([e for e in read_history(h) if e.get("state")]) == 4, "the waiting job", 600)
+        assert any(e.get("kind") == "gate_reset" for e in read_history(h))
+    finally:
+        cli(home, "stop", "--wait", "--timeout", "120", script="training_controller.py")
+        proc.wait(timeout=180)
+    assert read_status(h)["condition"] is None and checkers(home) == ([], [])

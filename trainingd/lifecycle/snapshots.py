@@ -326,10 +326,17 @@ def lineage(home: Home) -> dict[str, Any]:
                                                                                           r.get("eval_loss")),
                       "snapshot": s["name"] if s else None})
     state = state or {}
+    in_chain = {c["job_id"] for c in chain}
+    # Candidates the gate kept out of the live adapter (trained once, not in this chain): job, file, both scores.
+    rejected = [{"job_id": (m.get("trained_file") or {}).get("job_id"), "file": (m.get("trained_file") or {}).get("name"),
+                 "snapshot": s["name"], "reason": (m.get("gate") or {}).get("reason"),
+                 "champion": (m.get("gate") or {}).get("champion"), "candidate": (m.get("gate") or {}).get("candidate")}
+                for s in snaps for m in [s["manifest"]]
+                if m.get("reason") == REJECTED and (m.get("trained_file") or {}).get("job_id") not in in_chain]
     return {"base_model": state.get("base_model"), "base_model_hash": state.get("base_model_hash"),
             "generation": state.get("generation"), "generation_id": state.get("generation_id"),
             "restored_from": state.get("restored_from"), "adapter": str(home.current_model) if state else None,
-            "chain": chain, "snapshots": len(snaps)}
+            "chain": chain, "rejected": rejected, "snapshots": len(snaps)}
 
 
 # --------------------------------------------------------------------------------------------- rollback
@@ -439,6 +446,11 @@ def format_lineage(doc: dict[str, Any]) -> str:
     for i, c in enumerate(doc["chain"], 1):
         lines.append(f"  {i:>3}. gen {fmt(c['generation']):>3}  {c['job_id']}  {c['file']}  steps {fmt(c['steps'])}"
                      f"  loss {fmt(c['final_loss'])}  eval {fmt(c['eval_loss'])}  [{c['snapshot'] or 'no snapshot'}]")
+    for r in doc.get("rejected") or []:
+        metric = next((k for k in ("exact_match", "token_accuracy") if (r.get("candidate") or {}).get(k) is not None),
+                      "exact_match")
+        lines.append(f"  rejected  {r['job_id']}  {r['file']}  {metric} {fmt((r.get('candidate') or {}).get(metric))}"
+                     f" vs champion {fmt((r.get('champion') or {}).get(metric))}  [{r['snapshot']}]")
     tail = f"current adapter: generation {doc['generation']}"
     if doc.get("restored_from"):
         tail += f" (restored from snapshot {doc['restored_from']})"
