@@ -323,3 +323,21 @@ def test_a_streak_of_rejections_holds_the_daemon_as_regressing(home):
         cli(home, "stop", "--wait", "--timeout", "120", script="training_controller.py")
         proc.wait(timeout=180)
     assert read_status(h)["condition"] is None and checkers(home) == ([], [])
+
+
+@pytest.mark.slow
+def test_a_gate_without_a_held_out_set_is_a_config_error_not_a_retried_crash(home):
+    from trainingd.contracts.status import read_status
+    from trainingd.paths import Home
+
+    from conftest import write_config
+
+    gate_home(home)
+    write_config(home, evaluation={"eval_file": "missing.jsonl"})
+    drop(home, "good.jsonl", [qa(i) for i in range(8)])
+    res = run_once(home)
+    assert res.returncode == 3, res.stderr[-3000:]
+    status = read_status(Home.at(home))
+    assert "gate.enabled needs a held-out set" in status["last_error"]["message"]
+    assert status["queue"]["pending"]["normal"] == 1 and status["queue"]["failed"] == 0
+    assert not (home / "current_model" / "adapter_model.safetensors").exists()

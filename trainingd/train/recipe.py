@@ -858,7 +858,11 @@ def _gate(recipe: Recipe):
     from trainingd.paths import Home
     from trainingd.train.gate_eval import Gate
 
-    return Gate(recipe, Home.at(spec.home))
+    try:
+        return Gate(recipe, Home.at(spec.home))
+    except (OSError, ValueError) as e:  # no held-out set to judge with: a config problem, never retried in a loop
+        raise _Exit(exit_codes.CONFIG_ERROR, f"gate.enabled needs a held-out set (evaluation.eval_file or the "
+                                             f"generator's /eval): {e}") from None
 
 
 def _keep_rejected(recipe: Recipe, final: Path, decision: dict, scores: dict | None) -> None:
