@@ -73,7 +73,14 @@ def test_clean_dry_run_lists_exactly_what_clean_removes_and_nothing_protected(ho
     old_log.write_text("old\n")
     os.utime(old_log, (OLD, OLD))
     (h.logs / "daemon.2099-01-01.log").write_text("recent\n")
-    h.daemon_log.write_text("today\n")
+    old_daily = h.logs / "daemon_20200102.log"
+    old_daily.write_text("old\n")
+    os.utime(old_daily, (OLD, OLD))
+    # today's file, old by its time stamp but the one daemon.log points at: kept
+    today = h.logs / "daemon_20991231.log"
+    today.write_text("today\n")
+    os.utime(today, (OLD, OLD))
+    h.daemon_log.symlink_to(today.name)
     # tokenized caches: of the pending job's file and of a finished file
     for name, sha in (("live", pending.meta["sha256"]), ("gone", new_done.meta["sha256"])):
         (h.cache / name).mkdir(parents=True)
@@ -88,7 +95,7 @@ def test_clean_dry_run_lists_exactly_what_clean_removes_and_nothing_protected(ho
     paths = {Path(it["path"]).relative_to(home).as_posix() for it in listed["items"]}
     snaps = [s["name"] for s in snapshots.list_snapshots(h)]
     assert paths == {f"current_model/checkpoints/{new_done.id}", f"snapshots/{snaps[1]}",
-                     "logs/daemon.2020-01-01.log", "cache/gone", f"queue/done/{old_done.id}/old.jsonl"}
+                     "logs/daemon.2020-01-01.log", "logs/daemon_20200102.log", "cache/gone", f"queue/done/{old_done.id}/old.jsonl"}
     assert listed["bytes_freed"] > 0
 
     r = trainingd(home, "clean")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from trainingd.cli.main import validator_main
-from trainingd.config import Config, ConfigError, default_config_json, load_config, parse_config
+from trainingd.config import (LOCKABLE_KEYS, Config, ConfigError, default_config_json, load_config, parse_config,
+                              unenforced_locked_keys)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,3 +126,29 @@ def test_load_config_error_is_a_config_error(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"max_length": 1.5}))
     with pytest.raises(ConfigError, match="max_length"):
         load_config(tmp_path / "c.json")
+
+
+def test_the_shipped_config_locks_only_what_is_enforced():
+    cfg = load_config(REPO / "config.json")
+    assert unenforced_locked_keys(cfg) == []
+    assert sorted(cfg.locked_values()) == sorted(LOCKABLE_KEYS)
+
+
+def test_validator_warns_about_a_listed_key_that_is_not_locked(tmp_path, capsys, model_dir):
+    cfg = {"base_model": "models/base", "locked_keys": ["base_model", "use_qlora", "lora", "max_length"]}
+    code, out, err = _validate(tmp_path, capsys, cfg)
+    assert code == 0 and out.startswith("ok"), err
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, out
+    assert "'use_qlora'" in warnings[0] and "not enforced" in warnings[0] and "lora.target_modules" in warnings[0]
+    assert "'max_length'" in warnings[1]
+    code, out, _ = _validate(tmp_path, capsys, cfg, "--json")
+    assert code == 0 and len(json.loads(out)["warnings"]) == 2
+
+
+def test_validator_of_a_home_warns_about_an_unenforced_locked_key(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"locked_keys": ["base_model", "train_on"]}))
+    r = subprocess.run([sys.executable, str(REPO / "config_validator.py"), "--home", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "warning: locked_keys lists 'train_on'" in r.stdout

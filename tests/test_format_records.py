@@ -38,9 +38,11 @@ def test_openai_content_parts_become_one_string_joined_by_newlines():
 
 @pytest.mark.parametrize("content, reason", [
     ([{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x.png"}}],
-     '"messages"[0] "content"[1] has type "image_url"; this trainer is text-only: keep only {"type": "text"} parts'),
+     '"messages"[0] "content"[1] has type "image_url" (keys "type", "image_url"); this trainer is text-only: keep '
+     'only text parts'),
     (["plain"], '"messages"[0] "content"[0] must be an object like {"type": "text", "text": "..."}, got string'),
-    ([{"type": "text", "text": None}], '"messages"[0] "content"[0] "text" must be a string, got null'),
+    ([{"type": "text", "text": None}],
+     '"messages"[0] "content"[0] "text" must be a string, got null (a text part with keys "type", "text")'),
     ({"type": "text", "text": "x"}, '"messages"[0] "content" must be a string, got object (or an array of '
                                     '{"type": "text"} parts)'),
 ])
@@ -121,7 +123,7 @@ def test_tools_are_accepted_as_openai_tools_bare_schemas_or_a_json_string():
     ({"role": "user", "content": "x", "reasoning_content": "hm"},
      '"messages"[1] has "reasoning_content" but role "user"; only assistant messages reason'),
     ({"role": "assistant", "content": "x", "reasoning_content": ["hm"]},
-     '"messages"[1] "reasoning_content" must be a string, got array'),
+     '"messages"[1] "reasoning_content"[0] must be an object like {"type": "text", "text": "..."}, got string'),
     ({"role": "tool", "content": "x", "tool_call_id": 7}, '"messages"[1] "tool_call_id" must be a string, got number'),
     ({"role": "function", "content": "x"}, '"messages"[1] has role "function"; expected system, user, assistant '
                                            'or tool'),

@@ -33,7 +33,8 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
 
 
 def daemon_log(root: Path) -> str:
-    return "".join(p.read_text() for p in sorted((root / "logs").glob("daemon*.log")))
+    # logs/daemon.log is a link to today's daemon_YYYYMMDD.log: read each file once
+    return "".join(p.read_text() for p in sorted((root / "logs").glob("daemon*.log")) if not p.is_symlink())
 
 
 def stop(proc: subprocess.Popen) -> tuple[str, str]:

@@ -215,6 +215,9 @@ class Config:
     """Seconds between full rescans of inbox/ (a safety net under the file watcher)."""
     stable_seconds: float = 1.0
     """A file written in place is claimed only after its size and mtime stop changing this long."""
+    stall_after_s: float = 600.0
+    """Seconds the head of the queue may sit unmoved while the daemon is idle before the status (``liveness``), the
+    doctor and ``state_tracker.py --check`` call the queue stuck."""
     stop_grace_s: float = 60.0
     """Seconds a trainer gets to checkpoint and exit after a stop request before SIGTERM, then SIGKILL."""
     micro_batch_size: int | None = None
@@ -274,6 +277,15 @@ def _expand(keys: list[str]) -> list[str]:
             if k in LOCKABLE_KEYS and k not in out:
                 out.append(k)
     return out
+
+
+def unenforced_locked_keys(cfg: Config) -> list[str]:
+    """Names in ``locked_keys`` that lock nothing (``use_qlora``, ``max_length``, ... of older configs).
+
+    They are accepted so an old config keeps working, but a reader of the file would believe them enforced:
+    ``config_validator.py`` warns about each one.
+    """
+    return [key for key in cfg.locked_keys if key != "lora" and key not in LOCKABLE_KEYS]
 
 
 def _flatten(values: dict[str, Any]) -> dict[str, Any]:
@@ -467,3 +479,11 @@ def default_config_json() -> str:
     """The config.json written into a new home: every top-level key users already know, at its default."""
     # model_display_name stays null so that it follows base_model when the user changes it.
     return json.dumps({**Config().to_dict(), "model_display_name": None}, indent=2) + "\n"
+
+
+if __name__ == "__main__":  # python -m trainingd.config --markdown: the generated docs/configuration.md
+    import sys
+
+    from trainingd.config_reference import main
+
+    sys.exit(main())

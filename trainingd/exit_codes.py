@@ -126,6 +126,13 @@ NODE = (
     Row(USAGE, "usage error (bad command line, or --machine-rank 0)"),
 )
 
+START = (
+    Row(OK, "started: the daemon holds the lock of this home and has written .daemon.pid"),
+    Row(ERROR, "not started: a daemon already runs for this home, or it exited at once (see "
+               "logs/daemon_stdout.log)"),
+    Row(USAGE, "usage error (bad command line)"),
+)
+
 # ``trainingd`` itself: its subcommands' codes (the controller's table; ``trainingd monitor`` has its own).
 TRAININGD = CONTROLLER
 
@@ -138,6 +145,7 @@ TABLES = {
     "trainingd init": INIT,
     "trainingd plan": PLAN,
     "trainingd node": NODE,
+    "trainingd start": START,
     "launch_live_monitor.py": MONITOR,
     "trainingd": TRAININGD,
 }
@@ -162,6 +170,7 @@ INIT_HELP = help_table(INIT)
 MONITOR_HELP = help_table(MONITOR)
 PLAN_HELP = help_table(PLAN)
 NODE_HELP = help_table(NODE)
+START_HELP = help_table(START)
 TRAININGD_HELP = help_table(TRAININGD)
 
 

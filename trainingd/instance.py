@@ -119,3 +119,62 @@ def is_daemon_running(home: Home) -> bool:
 def is_monitor_running(home: Home) -> bool:
     """True when some monitor holds ``.monitor.lock`` of this home."""
     return is_locked(home.monitor_lock)
+
+
+# --- starting a daemon in the background (trainingd start, bin/launch_training_daemon.sh) -------------------
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder holding the trainingd package
+START_WAIT_S = 60.0
+
+
+def package_env() -> dict[str, str]:
+    """This environment with the running ``trainingd`` package first on ``PYTHONPATH``.
+
+    A child started by its module name (``python -m trainingd ...``, from another working directory) then runs
+    the same code as its parent: the checkout's package in a checkout, the installed one when installed.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_daemon(home: Home, daemon_args: list[str], python: str | None = None,
+                 wait_s: float = START_WAIT_S) -> tuple[int, str]:
+    """Start ``python -m trainingd daemon`` for ``home`` in its own session; ``(exit code, message)``.
+
+    0 once the daemon holds the lock and has written ``.daemon.pid``; 1 when a daemon already runs for this home
+    (the lock is held, or the new one lost the race and exited 75) or it could not start (the message quotes
+    ``logs/daemon_stdout.log``, where its stdout and stderr go).
+    """
+    import subprocess
+    import sys
+    import time
+
+    from trainingd.exit_codes import ALREADY_RUNNING
+
+    def refused() -> tuple[int, str]:
+        pid = read_pid(home)
+        return 1, (f"trainingd daemon already running for {home.root} (pid {pid if pid else 'unknown'}); "
+                   "not starting another")
+
+    if is_daemon_running(home):  # fast refusal; the daemon's own flock decides a race
+        return refused()
+    home.logs.mkdir(parents=True, exist_ok=True)
+    out = home.logs / "daemon_stdout.log"
+    argv = [python or sys.executable, "-m", "trainingd", "daemon", "--home", str(home.root), *daemon_args]
+    with open(out, "ab") as log, open(os.devnull, "rb") as devnull:
+        # start_new_session: its own session, so closing this terminal does not signal it
+        child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, env=package_env(),
+                                 cwd=home.root, start_new_session=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        rc = child.poll()
+        if rc is not None:
+            if rc == ALREADY_RUNNING:
+                return refused()
+            last = out.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+            return 1, "\n".join([f"trainingd start: the daemon exited with code {rc}; see {out}", *last])
+        if read_pid(home) == child.pid:
+            return 0, f"trainingd daemon started for {home.root} (pid {child.pid}); log: {home.logs}/"
+        time.sleep(0.1)
+    return 1, f"trainingd start: the daemon (pid {child.pid}) did not write {home.pid} within {wait_s:g}s"

@@ -217,7 +217,9 @@ class JobQueue:
         for prio, folder in self._state_dirs(state):
             if not folder.is_dir():
                 continue
-            names = sorted((e.name for e in os.scandir(folder) if e.is_dir() and _ID_RE.match(e.name)),
+            # A link is never a job: following it would read (and move) what lies outside the home.
+            names = sorted((e.name for e in os.scandir(folder)
+                            if e.is_dir(follow_symlinks=False) and _ID_RE.match(e.name)),
                            key=lambda n: (job_number(n), n))
             out += [(prio, folder / n) for n in names]
         return out
@@ -266,7 +268,7 @@ class JobQueue:
         def n(folder: Path) -> int:
             if not folder.is_dir():
                 return 0
-            return sum(1 for e in os.scandir(folder) if e.is_dir() and _ID_RE.match(e.name))
+            return sum(1 for e in os.scandir(folder) if e.is_dir(follow_symlinks=False) and _ID_RE.match(e.name))
 
         return {
             "pending": {p: n(self.home.pending(p)) for p in PRIORITIES},
@@ -332,21 +334,22 @@ class JobQueue:
                  meta["sha256"][:12])
         return job
 
-    def reject(self, src: Path, reason: str, *, source: str = "inbox") -> Job:
+    def reject(self, src: Path, reason: str, *, source: str = "inbox", name: str | None = None) -> Job:
         """Move something that must not be trained (a symlink, a folder, a wrong name) into failed/.
 
-        Nothing is lost: the item itself (a symlink as a link, never followed) lands in the job folder.
+        Nothing is lost: the item itself (a symlink as a link, never followed) lands in the job folder, under
+        ``name`` when given (e.g. a printable name for one that is not valid UTF-8).
         """
         src = Path(src)
         self.ensure_dirs()
         with self._assembling():
-            return self._assemble_rejected(src, reason, source=source)
+            return self._assemble_rejected(src, reason, source=source, name=name or src.name)
 
-    def _assemble_rejected(self, src: Path, reason: str, *, source: str) -> Job:
-        job_id = self._next_id(src.name)
+    def _assemble_rejected(self, src: Path, reason: str, *, source: str, name: str) -> Job:
+        job_id = self._next_id(name)
         work = self.incoming / job_id
         work.mkdir()
-        dst = work / src.name
+        dst = work / name
         _move_file(src, dst)
         fsync_dir(work)
         fault_point("intake")
@@ -357,7 +360,7 @@ class JobQueue:
         atomic_write_text(work / REASON_FILE, reason.rstrip("\n") + "\n")
         write_job(work, meta)
         durable_rename(work, self.home.failed / job_id)
-        log.warning("job %s: %s rejected: %s", job_id, src.name, reason)
+        log.warning("job %s: %s rejected: %s", job_id, name, reason)
         return self._load("failed", "", self.home.failed / job_id)
 
     def _new_meta(self, job_id: str, data: Path, *, priority: str, source: str, force: bool,
@@ -407,8 +410,8 @@ class JobQueue:
         out: list[Job] = []
         self._reserve_numbers_on_disk()  # a discarded leftover's number must not be handed out again
         for work in sorted(self.incoming.iterdir()):
-            if not work.is_dir():
-                continue
+            if work.is_symlink() or not work.is_dir():
+                continue  # not an add of ours (a link is never followed out of the home)
             data = [p for p in work.iterdir() if p.name not in (JOB_FILE, REASON_FILE) and not p.name.startswith(".")]
             if not data:
                 shutil.rmtree(work, ignore_errors=True)

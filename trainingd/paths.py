@@ -145,7 +145,7 @@ class Home:
 
     @property
     def daemon_log(self) -> Path:
-        """Today's daemon log; earlier days are ``daemon.YYYY-MM-DD.log`` beside it (``trainingd.logs``)."""
+        """A link to today's daemon log ``daemon_YYYYMMDD.log`` (UTC), earlier days beside it (``trainingd.logs``)."""
         return self.logs / "daemon.log"
 
     # control

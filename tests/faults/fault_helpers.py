@@ -122,7 +122,9 @@ def run_daemon(root: Path, env: dict, *extra: str, faults: dict | None = None,
 
 
 def daemon_log(root: Path) -> str:
-    return "".join(p.read_text(errors="replace") for p in sorted((root / "logs").glob("daemon*.log")))
+    # logs/daemon.log is a link to today's daemon_YYYYMMDD.log: read each file once
+    return "".join(p.read_text(errors="replace") for p in sorted((root / "logs").glob("daemon*.log"))
+                   if not p.is_symlink())
 
 
 def job_metas(root: Path, state: str) -> list[dict]:

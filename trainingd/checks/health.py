@@ -164,6 +164,36 @@ def _age_s(stamp: Any) -> float | None:
     return (datetime.now(timezone.utc) - t).total_seconds()
 
 
+def liveness_problems(home: Home) -> list[tuple[str, str]]:
+    """What a running daemon's status says is stuck: a queue head that has not moved while idle (``liveness``) and
+    each subsystem that fails on every tick (``faults``), each with its fix. Nothing when no daemon runs."""
+    if not is_daemon_running(home):
+        return []
+    try:
+        doc = load_status(home)
+    except (OSError, ValueError):
+        return []  # check_status reports it
+    if not isinstance(doc, dict):
+        return []
+    problems = []
+    live = doc.get("liveness")
+    if isinstance(live, dict) and live.get("stalled"):
+        problems.append((str(live.get("problem") or f"the head of the queue (job {live.get('head')}) has not moved"),
+                         str(live.get("fix") or f"look at {_q(home.daemon_log)}")))
+    for fault in doc.get("faults") or []:
+        if isinstance(fault, dict):
+            where = f" ({fault['path']})" if fault.get("path") else ""
+            problems.append((f"the daemon's {fault.get('subsystem')} fails on every tick: {fault.get('message')}"
+                             f"{where}", str(fault.get("fix") or f"look at {_q(home.daemon_log)}")))
+    return problems
+
+
+def check_liveness(home: Home) -> dict[str, Any]:
+    problems = liveness_problems(home)
+    return _result("liveness", problems, "the queue moves; no subsystem of the daemon fails"
+                   if is_daemon_running(home) else "not checked (no daemon runs)")
+
+
 def check_stuck_jobs(home: Home) -> dict[str, Any]:
     processing = [j for j, places in job_locations(home).items() if "processing" in places]
     if processing and not is_daemon_running(home):
@@ -198,7 +228,9 @@ def check_checkpoints(home: Home) -> dict[str, Any]:
         if job_dir.name.startswith("."):
             continue
         places = where.get(job_dir.name, [])
-        if not any(p == "processing" or p.startswith("pending") for p in places):
+        # A failed job's checkpoints are what `training_queue.py retry` resumes from: kept, never advised away.
+        resumable = any(p == "processing" or p.startswith("pending") for p in places) or places == ["failed"]
+        if not resumable:
             state = places[0] if places else "not in the queue"
             problems.append((f"checkpoints of job {job_dir.name}, which is {state}, are still kept",
                              f"rm -r {_q(job_dir)}"))
@@ -255,7 +287,8 @@ def check_invariants(home: Home) -> dict[str, Any]:
 
 
 CHECKS: list[Callable[[Home], dict[str, Any]]] = [
-    check_config, check_folders, check_disk, check_base_model, check_daemon, check_status, check_stuck_jobs,
+    check_config, check_folders, check_disk, check_base_model, check_daemon, check_status, check_liveness,
+    check_stuck_jobs,
     check_temp_files, check_checkpoints, check_invariants, check_gpu]
 
 
@@ -301,6 +334,7 @@ def consistency(home: Home) -> dict[str, Any]:
                              f"start the daemon to rewrite the status: {_start(home)}"))
     for p in check_checkpoints(home)["problems"]:
         problems.append((p["problem"], p["fix"]))
+    problems += liveness_problems(home)
     return {"home": str(home.root), "ok": not problems, "queue": counts,
             "problems": [{"problem": p, "fix": f} for p, f in problems]}
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Iterable
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
 from trainingd.contracts.job import FILE as JOB_FILE
 from trainingd.contracts.status import load_status
-from trainingd.jobqueue import queue_lock
+from trainingd.jobqueue import job_number, queue_lock
 from trainingd.paths import PRIORITIES, Home
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,14 @@ def is_temp_name(name: str) -> bool:
                                      or name.startswith(".trainingd-convert-"))
 
 
-def _children(folder: Path) -> list[Path]:
+def _children(folder: Path, *, follow: bool = False) -> list[Path]:
+    """The entries of ``folder``; none when it is not a real folder (a link is never followed, unless ``follow``:
+    the home's root may be a link) or cannot be read (a looping link, no permission)."""
     try:
+        if not follow and not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return []
         return [Path(e.path) for e in os.scandir(folder)]
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return []
 
 
@@ -57,15 +62,15 @@ def temp_files(home: Home) -> list[Path]:
         if folder in seen:
             continue
         seen.add(folder)
-        for p in _children(folder):
+        for p in _children(folder, follow=folder == home.root):
             if is_temp_name(p.name):
                 found.append(p)
             elif folder in (home.processing, home.done, home.failed) or folder.parent == home.queue / "pending":
-                found += [q for q in _children(p) if p.is_dir() and is_temp_name(q.name)]  # inside a job folder
+                found += [q for q in _children(p) if is_temp_name(q.name)]  # inside a job folder (never a link)
     for p in _children(home.checkpoints):
         if is_temp_name(p.name):
             found.append(p)
-        elif p.is_dir():
+        else:
             found += [q for q in _children(p) if is_temp_name(q.name)]
     for folder in (home.snapshots, home.consolidated_models):  # a copy or merge not yet renamed into place
         found += [p for p in _children(folder) if p.name.startswith((".tmp-", ".retired-"))]
@@ -124,7 +129,8 @@ def job_locations(home: Home) -> dict[str, list[str]]:
     folders += [("processing", home.processing), ("done", home.done), ("failed", home.failed)]
     for label, folder in folders:
         for p in _children(folder):
-            if p.is_dir() and not p.name.startswith("."):
+            # Only job folders: a link (never followed) or an entry not named like a job is not a job.
+            if not p.is_symlink() and p.is_dir() and job_number(p.name) >= 0:
                 where[p.name].append(label)
     return dict(where)
 

@@ -103,6 +103,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         err = st.get("last_error")
         if err:
             lines.append(f"last error: {err.get('message')} (job {err.get('job_id')}, {err.get('at')})")
+        for fault in st.get("faults") or []:
+            if isinstance(fault, dict):
+                where = f" ({fault.get('path')})" if fault.get("path") else ""
+                lines.append(f"fault:     {fault.get('subsystem')}: {fault.get('message')}{where}; "
+                             f"fix: {fault.get('fix')}")
+        live = st.get("liveness") or {}
+        if isinstance(live, dict) and live.get("stalled"):
+            lines.append(f"stuck:     {live.get('problem')}; fix: {live.get('fix')}")
         lines.append(f"updated:   {st.get('updated_at')} (seq {st.get('seq')})")
     lines.append("queue:     " + _format_queue_counts(summary))
     return "\n".join(lines)
@@ -180,7 +188,7 @@ def format_validation(result: dict[str, Any]) -> str:
     if not result["ok"]:
         return result["error"]
     note = " (no config.json: defaults)" if result.get("defaults") else ""
-    return f"ok: {result['path']}{note}"
+    return "\n".join([f"ok: {result['path']}{note}", *(f"warning: {w}" for w in result.get("warnings") or ())])
 
 
 def format_watch_frame(summary: dict[str, Any], now: datetime) -> str:

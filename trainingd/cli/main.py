@@ -2,6 +2,11 @@
 
     trainingd [--home DIR] [--json] COMMAND ...      the console script; also ``python -m trainingd``
         init                                        create the runtime folders and a default config.json
+        start [--once] [--max-jobs N]               the daemon in the background (= bin/launch_training_daemon.sh)
+        daemon [--once] [--max-jobs N]              the daemon in the foreground (= training_daemon.py)
+        train ...                                   = train.py (this process becomes the trainer)
+        consolidate ...                             = consolidate_model.py
+        logs [-f] [-n N]                            today's daemon log
         status [--watch]                            = training_controller.py status
         pause|resume|stop|skip [--wait [--timeout S]]   = training_controller.py pause|...
         queue add|list|status|retry|remove          = training_queue.py add|...
@@ -37,7 +42,7 @@ from typing import Any, Callable
 
 from trainingd import __version__
 from trainingd import exit_codes as ec
-from trainingd.config import ConfigError, load_config, resolve_base_model
+from trainingd.config import LOCKABLE_KEYS, ConfigError, load_config, resolve_base_model, unenforced_locked_keys
 from trainingd.cli.controller import DEFAULT_WAIT_TIMEOUT_S, send_request, status_summary
 from trainingd.cli.formatting import (format_counts, format_init, format_jobs, format_summary, format_validation,
                          format_watch_frame, print_json)
@@ -50,12 +55,40 @@ from trainingd.cli.queue import CliError, add, counts, list_jobs, remove, retry
 HOME_HELP = "home folder (default: $TRAININGD_HOME, else the current directory)"
 JSON_HELP = "print the result as JSON"
 FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+class TopFormatter(FORMATTER):
+    """The top of each tree: every command's help in one line beside its name, whatever the terminal says.
+
+    argparse measures a command's name without the extra indent it prints it with, so a long name
+    (``consolidate``) would push its help onto the next line; the width counts that indent here.
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=120, max_help_position=24)
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if action.help is not argparse.SUPPRESS and isinstance(action, argparse._SubParsersAction):
+            longest = max((len(name) for name in action.choices), default=0)
+            self._action_max_length = max(self._action_max_length, longest + self._current_indent + 2)
+
+
+TOP_FORMATTER = TopFormatter
 REQUESTS = (("pause", "pause training after the current optimizer step (model stays loaded)"),
             ("resume", "resume a paused daemon"),
             ("stop", "checkpoint the current job, put it back at the head of its queue, exit"),
             ("skip", "abandon the current job (to queue/failed/, adapter unchanged)"))
 NO_DAEMON_NOTE = ("With no daemon running, pause/resume/skip write nothing and exit 1; stop exits 0 (nothing to "
                   "stop).")
+
+
+def one_line(text: str, limit: int = 100) -> str:
+    """A command's line in ``trainingd --help``: its help, cut before the first "(" or ";" when it is long."""
+    if len(text) <= limit:
+        return text
+    cuts = [i for i in (text.find(" ("), text.find("; ")) if i > 0]
+    return text[:min(cuts)] if cuts else text
 
 
 def _setup_logging() -> None:
@@ -91,10 +124,16 @@ def initialise(home: Home) -> dict[str, Any]:
 
 
 def validate_config(path: Path, home_root: Path) -> dict[str, Any]:
-    """``{"ok", "path", "error", "base_model"}``: parses the config and checks its base model exists."""
-    out: dict[str, Any] = {"ok": False, "path": str(path), "error": None, "base_model": None}
+    """``{"ok", "path", "error", "base_model", "warnings"}``: parses the config and checks its base model exists.
+
+    ``warnings`` are facts that do not make the config invalid, e.g. a ``locked_keys`` entry that locks nothing.
+    """
+    out: dict[str, Any] = {"ok": False, "path": str(path), "error": None, "base_model": None, "warnings": []}
     try:
         cfg = load_config(path)
+        out["warnings"] = [f"locked_keys lists {key!r}, which is accepted and not enforced: only "
+                           f"{', '.join(LOCKABLE_KEYS)} are locked (remove it from locked_keys)"
+                           for key in unenforced_locked_keys(cfg)]
         out["base_model"] = resolve_base_model(cfg, home_root).describe()
     except ConfigError as e:
         out["error"] = str(e)
@@ -309,6 +348,94 @@ def _run_eval(args: argparse.Namespace) -> int:
     return run_eval_command(Home.at(args.home), as_json=args.json)
 
 
+def _run_start(args: argparse.Namespace) -> int:
+    from trainingd.daemon.loop import daemon_options
+    from trainingd.instance import start_daemon
+
+    code, message = start_daemon(Home.at(args.home), daemon_options(args))
+    print(message, file=sys.stdout if code == ec.OK else sys.stderr)
+    return code
+
+
+def _run_logs(args: argparse.Namespace) -> int:
+    """``trainingd logs [-f] [-n N]``: the end of today's daemon log, and with ``-f`` what follows (like tail -F)."""
+    from trainingd.logs import follow, last_lines
+
+    if args.lines < 0:
+        print("trainingd logs: -n must be 0 or more", file=sys.stderr)
+        return ec.USAGE
+    link = Home.at(args.home).daemon_log
+    if not link.exists() and not args.follow:
+        print(f"trainingd logs: no daemon log yet ({link}); the daemon writes it once it starts", file=sys.stderr)
+        return ec.ERROR
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    try:
+        offset = 0
+        if link.exists():
+            lines, offset = last_lines(link, args.lines)
+            write("".join(lines))
+        if args.follow:
+            while not link.exists():  # a home whose daemon has not started yet
+                time.sleep(0.5)
+            follow(link, offset, write)
+    except KeyboardInterrupt:
+        pass
+    return ec.OK
+
+
+# Commands whose options are those of the seed's own scripts: the rest of the command line goes to that parser.
+PASS_THROUGH = {
+    "daemon": "run the daemon in the foreground (= training_daemon.py; --once, --max-jobs N, --log-level)",
+    "train": "train an adapter on one file outside the daemon (= train.py; see trainingd train --help)",
+    "consolidate": "fold the live adapter into a new, verified base (= consolidate_model.py; --description, "
+                   "--list, --switch)",
+}
+
+
+def _pass_through(argv: list[str]) -> tuple[str, list[str], dict[str, Any]] | None:
+    """``(command, its arguments, globals)`` when ``argv`` names a pass-through command after the globals."""
+    i, home, as_json = 0, None, False
+    while i < len(argv):
+        if argv[i] == "--home" and i + 1 < len(argv):
+            home, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--home="):
+            home, i = argv[i].split("=", 1)[1], i + 1
+        elif argv[i] == "--json":
+            as_json, i = True, i + 1
+        else:
+            break
+    if i < len(argv) and argv[i] in PASS_THROUGH:
+        return argv[i], argv[i + 1:], {"home": home, "json": as_json}
+    return None
+
+
+def _run_pass_through(command: str, rest: list[str], given: dict[str, Any]) -> int:
+    home = ["--home", given["home"]] if given["home"] is not None else []
+    if given["json"] and command != "consolidate":
+        print(f"trainingd {command}: --json is not an option of this command", file=sys.stderr)
+        return ec.USAGE
+    if command == "daemon":
+        from trainingd.daemon.loop import main as daemon_main
+
+        return daemon_main([*home, *rest])
+    if command == "consolidate":
+        from trainingd.lifecycle.consolidate import main as consolidate_main
+
+        return consolidate_main([*home, *(["--json"] if given["json"] else []), *rest])
+    # train: this process becomes the trainer (torch is imported only there; signals reach it directly)
+    from trainingd.instance import package_env
+
+    env = package_env()
+    if given["home"] is not None:
+        env["TRAININGD_HOME"] = given["home"]
+    os.execve(sys.executable, [sys.executable, "-m", "trainingd.train.standalone", *rest], env)
+    return ec.ERROR  # not reached
+
+
 MONITOR_TEXT = "serve the web monitor's JSON and Prometheus endpoints for a home (read-only)"
 
 
@@ -343,13 +470,13 @@ def _shared(option: str, suppress: bool) -> argparse.ArgumentParser:
 def _top(prog: str, description: str, epilog: str, *, with_json: bool = True) -> argparse.ArgumentParser:
     parents = [_shared("--home", False)] + ([_shared("--json", False)] if with_json else [])
     return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, parents=parents,
-                                   formatter_class=FORMATTER)
+                                   formatter_class=TOP_FORMATTER)
 
 
 def _leaf(sub: argparse._SubParsersAction, name: str, text: str, epilog: str, run: Callable[..., int], *,
           with_json: bool = True, **defaults: Any) -> argparse.ArgumentParser:
     parents = [_shared("--home", True)] + ([_shared("--json", True)] if with_json else [])
-    p = sub.add_parser(name, help=text, description=text, epilog=epilog, parents=parents,
+    p = sub.add_parser(name, help=one_line(text), description=text, epilog=epilog, parents=parents,
                        formatter_class=FORMATTER)
     p.set_defaults(run=run, command_parser=p, **defaults)
     return p
@@ -439,6 +566,16 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
     sub = _subcommands(parser)
     _leaf(sub, "init", "create the runtime folders and a default config.json (kept if present)",
           ec.INIT_HELP, _run_init)
+    from trainingd.daemon.loop import add_daemon_options
+
+    add_daemon_options(_leaf(sub, "start", "start the daemon in the background; refused (exit 1) if one runs "
+                             "(= bin/launch_training_daemon.sh)", ec.START_HELP, _run_start, with_json=False))
+    for name, text in PASS_THROUGH.items():  # parsed by their own scripts' parsers (see main)
+        sub.add_parser(name, help=one_line(text), description=text, add_help=False)
+    logs = _leaf(sub, "logs", "print the end of today's daemon log (logs/daemon_YYYYMMDD.log); -f follows it", "",
+                 _run_logs, with_json=False)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (across midnight too)")
+    logs.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="how many last lines (default 10)")
     add_controller_commands(sub)
     text = "add, list, retry, remove jobs (training_queue.py)"
     queue = sub.add_parser("queue", help=text, description=text, epilog=ec.QUEUE_HELP,
@@ -464,8 +601,9 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
                      help="exit once the daemon of --home has stopped (start_all.sh starts it this way)")
     _leaf(sub, "eval", "evaluate the live adapter on the held-out set (exact match, token accuracy)", "",
           _run_eval)
-    node = _leaf(sub, "node", "on another machine of a multi-machine group (distributed.num_machines): start this "
-                 "machine's trainer processes for every job the daemon of the shared --home starts", ec.NODE_HELP,
+    node = _leaf(sub, "node", "follow the daemon from another machine of a multi-machine group; for every job the "
+                 "daemon of the shared --home starts, start this machine's trainer processes "
+                 "(distributed.num_machines)", ec.NODE_HELP,
                  _run_node, with_json=False)
     node.add_argument("--machine-rank", type=int, required=True, metavar="R",
                       help="this machine's rank, 1 .. num_machines - 1 (the daemon's machine is 0)")
@@ -496,6 +634,9 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """``trainingd`` (the console script and ``python -m trainingd``)."""
+    found = _pass_through(sys.argv[1:] if argv is None else argv)
+    if found is not None:
+        return _run_pass_through(*found)
     return _run(trainingd_parser(), argv)
 
 

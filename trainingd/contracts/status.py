@@ -5,7 +5,10 @@
 (``read_status``) and by the monitor. The fields are in ARCHITECTURE.md ("Status file") and built by
 ``compose_status``; the trainer's part comes from ``contracts.progress``.
 ``seq`` increases strictly, also across daemon restarts (the writer continues from the file's last seq).
-Units are in the names, unknown values are ``null``, never NaN. Finished jobs are appended to
+Units are in the names, unknown values are ``null``, never NaN. Beside the schema's fields the daemon adds
+``faults`` (one ``{"subsystem", "message", "path", "fix", "since"}`` per part of its tick that fails on every
+tick: ``trainingd.daemon.containment``) and ``liveness`` (``{"head", "head_since", "stalled", "stall_after_s",
+"problem", "fix"}``: whether the head of the queue has sat unmoved while idle). Finished jobs are appended to
 ``status/history.jsonl``. Read it from the shell::
 
     python3 -c "from trainingd.contracts.status import read_status; import json; print(json.dumps(read_status('.'), indent=2))"

@@ -31,6 +31,7 @@ from typing import Callable
 
 from trainingd.atomic_ops import fsync_dir
 from trainingd.config import Config
+from trainingd.daemon.containment import not_a_folder, printable
 from trainingd.daemon.json_array import NotConvertible, convert
 from trainingd.paths import Home
 from trainingd.jobqueue import Job, JobQueue, QueueError
@@ -45,6 +46,24 @@ SUFFIX_REASON = ("not a .jsonl file: training data must be JSON Lines named *.js
 CONVERT_PREFIX = ".trainingd-convert-"
 UNREADABLE_REASON = "cannot read the file (permission denied): make it readable and drop it into inbox/ again"
 SPECIAL_REASON = "not a regular file (device, socket or pipe) refused: drop regular .jsonl files into inbox/"
+NAME_BYTES = 200  # a printable name stays well within the 255-byte limit of a file name
+
+
+def undecodable_reason(printable_name: str) -> str:
+    return (f"the file name is not valid UTF-8 (its bytes are shown as \\xNN: {printable_name}); it is kept in this "
+            "folder under that printable name. Rename it to a UTF-8 name and drop it into inbox/ again, e.g. "
+            f"mv {shlex.quote(printable_name)} NEW_NAME.jsonl && mv NEW_NAME.jsonl <home>/inbox/")
+
+
+def printable_name(name: str) -> str:
+    """``name`` with undecodable bytes as ``\\xNN``, shortened in the middle to at most NAME_BYTES bytes."""
+    text = printable(name)
+    if len(text.encode()) <= NAME_BYTES:
+        return text
+    head, tail = text[:NAME_BYTES // 2], text[-(NAME_BYTES // 4):]
+    while len((head + "..." + tail).encode()) > NAME_BYTES:
+        head = head[:-1]
+    return head + "..." + tail
 
 
 def is_ignored(name: str) -> bool:
@@ -106,10 +125,18 @@ class Intake:
         self._renamed: set[str] = set()
         self._last_scan: float | None = None
         self._unfinished_add = False  # an I/O error stopped an add half-way in queue/.incoming/
+        self._watch_wanted = False  # start() found no inbox folder: the watcher starts once there is one
+        self._watched: tuple[int, int] | None = None  # (st_dev, st_ino) of the inbox folder the watcher watches
+        self._entry_errors: dict[str, str] = {}  # name -> the error last logged for it (logged once per change)
 
     # ------------------------------------------------------------------------------------ watcher
     def start(self) -> None:
         """Start the file watcher (native, else polling). Intake still works by rescans if both fail."""
+        fault = not_a_folder(self.home, self.home.inbox, "no file is taken in until it is one")
+        if fault is not None:
+            log.error("%s; fix: %s", fault, fault.fix)
+            self._watch_wanted = self.watch
+            return
         self.home.inbox.mkdir(parents=True, exist_ok=True)
         for leftover in self.home.inbox.glob(f"{CONVERT_PREFIX}*.tmp"):
             log.info("inbox: removing %s, left by an interrupted .json conversion", leftover.name)
@@ -130,6 +157,8 @@ class Intake:
                 log.warning("inbox watcher (%s) could not start: %s", kind, e)
                 continue
             self.observer, self.observer_kind = observer, kind
+            st = os.stat(self.home.inbox)
+            self._watched = (st.st_dev, st.st_ino)
             log.info("watching %s (%s watcher, rescan every %.1fs)", self.home.inbox, kind, self.cfg.rescan_interval_s)
             return
         log.warning("no inbox watcher; relying on rescans every %.1fs", self.cfg.rescan_interval_s)
@@ -168,11 +197,26 @@ class Intake:
     def _scan(self, now: float) -> list[Job]:
         out: list[Job] = []
         present: set[str] = set()
+        fault = not_a_folder(self.home, self.home.inbox, "no file is taken in until it is one")
+        if fault is not None:
+            raise fault  # never followed, replaced or removed: the daemon shows it and goes on without intake
         try:
             entries = list(os.scandir(self.home.inbox))
         except FileNotFoundError:
-            self.home.inbox.mkdir(parents=True, exist_ok=True)
+            try:
+                self.home.inbox.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:
+                pass  # something else took its place meanwhile: the next scan says what
             return out
+        if self.observer is not None and self._watched is not None:
+            st = os.stat(self.home.inbox)
+            if (st.st_dev, st.st_ino) != self._watched:  # the folder was replaced: watch the new one
+                log.info("inbox/ is a new folder; watching it")
+                self.stop()
+                self._watch_wanted = self.watch
+        if self._watch_wanted:
+            self._watch_wanted = False
+            self.start()
         for entry in sorted(entries, key=lambda e: e.name):
             name = entry.name
             if is_ignored(name):
@@ -182,11 +226,16 @@ class Intake:
                 job = self._consider(entry, now)
             except (OSError, QueueError) as e:
                 # Vanished or busy: forget it and look again at the next scan.
-                log.warning("inbox: could not take %r yet: %s", name, e)
+                self._entry_error(name, f"could not take it yet: {e}")
                 self._seen.pop(name, None)
                 if isinstance(e, OSError) and any((self.home.queue / ".incoming").iterdir()):
                     self._unfinished_add = True  # e.g. a full disk after the move: finished at the next poll
                 continue
+            except Exception as e:  # noqa: BLE001 - one entry's fault never stops the others
+                self._entry_error(name, f"internal error: {type(e).__name__}: {e}", exc=e)
+                self._seen.pop(name, None)
+                continue
+            self._entry_errors.pop(name, None)
             if job is not None:
                 out.append(job)
                 self._seen.pop(name, None)
@@ -195,14 +244,24 @@ class Intake:
             if name not in present:
                 del self._seen[name]
         self._renamed &= present
+        for name in list(self._entry_errors):
+            if name not in present:
+                del self._entry_errors[name]
         return out
+
+    def _entry_error(self, name: str, message: str, exc: Exception | None = None) -> None:
+        if self._entry_errors.get(name) == message:
+            return
+        self._entry_errors[name] = message
+        log.warning("inbox: %s: %s", printable(name), printable(message), exc_info=exc)
 
     def _consider(self, entry: os.DirEntry, now: float) -> Job | None:
         name = entry.name
         path = Path(entry.path)
         st = os.lstat(path)
+        kept = printable_name(name) if printable(name) != name else None  # what is stored for an undecodable name
         if stat.S_ISLNK(st.st_mode):
-            return self.queue.reject(path, SYMLINK_REASON, source="inbox")
+            return self.queue.reject(path, SYMLINK_REASON, source="inbox", name=kept)
         signature = (st.st_size, st.st_mtime_ns)
         previous = self._seen.get(name)
         if previous is None or previous[:2] != signature:
@@ -211,15 +270,19 @@ class Intake:
         else:
             stable = now - previous[2] >= self.cfg.stable_seconds
         if stat.S_ISDIR(st.st_mode):
-            return self.queue.reject(path, FOLDER_REASON, source="inbox") if stable else None
+            return self.queue.reject(path, FOLDER_REASON, source="inbox", name=kept) if stable else None
         if not stat.S_ISREG(st.st_mode):
-            return self.queue.reject(path, SPECIAL_REASON, source="inbox")
+            return self.queue.reject(path, SPECIAL_REASON, source="inbox", name=kept)
         if not (stable or name in self._renamed):
             return None
+        if kept is not None:
+            # Not valid UTF-8: kept under a printable name, never queued for training (the trainer's command line,
+            # the logs and job.json could not carry the name faithfully).
+            return self.queue.reject(path, undecodable_reason(kept), source="inbox", name=kept)
         if not name.endswith((".jsonl", ".json")):
-            return self.queue.reject(path, SUFFIX_REASON, source="inbox")
+            return self.queue.reject(path, SUFFIX_REASON, source="inbox", name=kept)
         if not os.access(path, os.R_OK):
-            return self.queue.reject(path, UNREADABLE_REASON, source="inbox")
+            return self.queue.reject(path, UNREADABLE_REASON, source="inbox", name=kept)
         if name.endswith(".json"):
             return self._convert(path)
         # Batches of the generator service go in at auto_generate.priority (see trainingd.daemon.autogen).

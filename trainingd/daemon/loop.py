@@ -36,7 +36,9 @@ from trainingd.contracts.status import (StatusWriter, append_history, compose_st
                                         status_from_trainer)
 from trainingd.contracts.trainer_command import clear_trainer_command, write_trainer_command
 from trainingd.instance import InstanceLock, init_home, read_pid
+from trainingd.daemon.attempts import START_KEY, checkpoint_step, made_progress, next_attempts
 from trainingd.daemon.autogen import AutoGenerator
+from trainingd.daemon.containment import Faults, printable
 from trainingd.daemon.evaluation import Evaluator
 from trainingd.daemon.intake import Intake
 from trainingd.daemon.outcome import Facts, Outcome, decide, is_disk_full, needs_log, reason_text
@@ -118,6 +120,8 @@ class Daemon:
         self.writer = StatusWriter(home)
         self.autogen = AutoGenerator(home)
         self.evaluator = Evaluator(home)
+        self.faults = Faults(home)  # each subsystem of a tick fails alone (trainingd.daemon.containment)
+        self.liveness = Liveness()
         self.started_at = now_iso()
         self.started_wall = time.time()  # control requests written before this are stale
         self.config_loaded_at = self.started_at
@@ -185,8 +189,8 @@ class Daemon:
                     continue
                 if self.finished:
                     break
-                if self.stopping:
-                    time.sleep(self.tick_s)  # the inbox is not read while stopping: its flag may stay set
+                if self.stopping or "intake" in self.faults.active:
+                    time.sleep(self.tick_s)  # the inbox is not read (or fails): its flag may stay set
                 else:
                     # An inbox event wakes the loop early, so files are noticed well within a second.
                     self.intake.events.dirty.wait(self.tick_s)
@@ -228,7 +232,8 @@ class Daemon:
             log.warning("removing a stale .stop left by an earlier run")
             clear_emergency_stop(self.home)
         end_orphan_trainer(self.home, self.cfg.stop_grace_s)
-        sweep_temp_files(self.home)  # what a kill left half-written; no process of this home writes them now
+        # What a kill left half-written (no process of this home writes them now); housekeeping, never fatal.
+        self.faults.run("sweep", sweep_temp_files, self.home)
         trained_ids = {t.get("job_id") for t in trained_entries(self.home)}
         rejected = snapshots.rejected_snapshots(self.home)
         for job in self.queue.jobs(["processing"]):
@@ -250,10 +255,12 @@ class Daemon:
                 append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
                                result="ok", summary={})
             else:
-                # Counted as an attempt, so a trainer that takes its daemon down with it cannot loop forever.
-                attempts = int(job.meta.get("attempts") or 0) + 1
+                # Counted as an attempt unless its checkpoint advanced meanwhile, so a trainer that takes its
+                # daemon down with it cannot loop forever, while a long job killed now and then still finishes.
+                attempts = next_attempts(self.home, job)
                 if attempts >= self.cfg.max_attempts:
-                    reason = (f"the daemon ended {attempts} times while this job was training; giving up.\n"
+                    reason = (f"the daemon ended {attempts} times in a row while this job was training, with no "
+                              "new checkpoint in between; giving up.\n"
                               f"Last lines of logs/training_output.log:\n{tail(self.home.training_log)}\n"
                               f"Fix the cause, then: training_queue.py retry {job.id}")
                     self.queue.fail(job, reason, attempts=attempts)
@@ -263,8 +270,9 @@ class Daemon:
                                    result="daemon_ended", reason=reason, summary={})
                     continue
                 self.queue.update_meta(job, attempts=attempts)
-                log.info("job %s was being trained when the last daemon ended (attempt %d of %d); resuming it first",
-                         job.id, attempts, self.cfg.max_attempts)
+                log.info("job %s was being trained when the last daemon ended (%s); resuming it first", job.id,
+                         f"attempt {attempts} of {self.cfg.max_attempts}" if attempts else
+                         f"its checkpoint advanced to step {checkpoint_step(self.home, job.id)}: no attempt counted")
                 self.resume_first.append(job.id)
         self.refresh_gate()
         if self.intake.observer is None:
@@ -273,9 +281,12 @@ class Daemon:
         self.write_status()
 
     def tick(self) -> None:
+        """One pass of the loop. Each subsystem (config, control, intake, evaluation, queue, autogen, status) fails
+        alone: its error is logged once, shown in the status's ``faults``, and the others still run."""
+        contain = self.faults.run
         if self._reload:
             self._reload = False
-            self.reload_config()
+            contain("config", self.reload_config)
         if self._signal is not None and not self.stopping:
             self.request_stop(f"signal {signal.Signals(self._signal).name}")
         if self._signals >= 2 and self.running is not None and self.running.term_sent_at is None:
@@ -283,24 +294,31 @@ class Daemon:
             log.warning("second signal: terminating the trainer without waiting for its checkpoint")
             self.running.signal_group(signal.SIGTERM)
             self.running.term_sent_at = time.monotonic()
+        contain("control", self.read_control)
+        if not self.stopping:
+            for job in contain("intake", self.intake.poll) or []:
+                if job.state == "failed":
+                    self._error(f"{printable(str(job.meta.get('original_name')))}: {job.meta.get('reason')}", job.id)
+        contain("evaluation", self.evaluator.poll)
+        contain("queue", self.reconcile)
+        if not self.stopping and not self.finished:
+            contain("autogen", self.autogen.tick, self.cfg.auto_generate,
+                    pending_jobs=sum(self.queue.counts()["pending"].values()),
+                    may_start=not self.paused and self.condition is None, queue=self.queue)
+        contain("status", self.write_status, final=self.finished)
+
+    def read_control(self) -> None:
         self.apply_requests()
         if not self.stopping and is_emergency_stop(self.home):
             self.stop_file_seen = True
             self.request_stop(".stop file")
-        if not self.stopping:
-            for job in self.intake.poll():
-                if job.state == "failed":
-                    self._error(f"{job.meta.get('original_name')}: {job.meta.get('reason')}", job.id)
-        self.evaluator.poll()
-        self.reconcile()
-        if not self.stopping and not self.finished:
-            self.autogen.tick(self.cfg.auto_generate, pending_jobs=sum(self.queue.counts()["pending"].values()),
-                              may_start=not self.paused and self.condition is None, queue=self.queue)
-        self.write_status(final=self.finished)
 
     def reload_config(self) -> None:
         """SIGHUP: take config.json again; an invalid one is refused (the reason in the status), the old kept."""
         try:
+            if not os.path.isfile(self.home.config):
+                # Not the built-in defaults: a deleted or replaced file is a mistake, not a wish to reset.
+                raise ConfigError(f"{self.home.config} is missing or not a file")
             new = check_config(self.home)
         except ConfigError as e:
             self.config_reload_error = str(e)
@@ -372,9 +390,13 @@ class Daemon:
     # -------------------------------------------------------------------------------------- control
     def apply_requests(self) -> None:
         for req in read_requests(self.home):
-            consume(req)
+            kept = consume(req)
+            if req.action == "rejected":
+                log.warning("control/requests/%s is %s: set aside as %s (never opened)", printable(req.path.name),
+                            req.reason, printable(str(kept.relative_to(self.home.root))) if kept else "nothing")
+                continue
             if req.action == "invalid":
-                log.warning("dropped an invalid control request file %s", req.path.name)
+                log.warning("dropped an invalid control request file %s", printable(req.path.name))
                 continue
             if req.created_at < self.started_wall:
                 # Written for an earlier daemon (e.g. just as it exited): answered, never applied.
@@ -451,6 +473,8 @@ class Daemon:
                 self.finish("stopped", self.stop_reason)
             return
         if self.max_jobs is not None and self.jobs_ended >= self.max_jobs:
+            if self.evaluator.maybe_start(self.cfg):
+                return  # the evaluation the last job made due runs first, as with --once
             self.finish("stopped", f"--max-jobs {self.max_jobs} reached")
             return
         if self.paused:
@@ -492,10 +516,34 @@ class Daemon:
                 continue
             try:
                 self.start_trainer(job)
+            except OSError:
+                self._put_back(job)
+                raise
+            except Exception as e:  # noqa: BLE001 - about this job (e.g. its name): an attempt, never a loop
+                self._start_failed(job, e)
+                continue
             except BaseException:
                 self._put_back(job)
                 raise
             return
+
+    def _start_failed(self, job: Job, e: Exception) -> None:
+        """The trainer of ``job`` could not be started for a reason that is not the home's (not an OSError):
+        counted as an attempt, so a job that can never start is failed instead of blocking the queue."""
+        log.error("job %s: the trainer could not be started", job.id, exc_info=e)
+        attempts = int(job.meta.get("attempts") or 0) + 1
+        what = f"the trainer could not be started: {type(e).__name__}: {printable(str(e))}"
+        if attempts >= self.cfg.max_attempts:
+            reason = (f"{what} ({attempts} attempts); giving up.\nThe traceback is in logs/daemon.log. Fix the "
+                      f"cause, then: training_queue.py retry {job.id}")
+            self.queue.fail(job, reason, attempts=attempts)
+            self._error(f"job {job.id} failed: {what}", job.id)
+            append_history(self.home, job_id=job.id, file=printable(str(job.meta.get("original_name"))),
+                           state="failed", result="start_failed", reason=reason, summary={})
+            self.jobs_ended += 1
+        else:
+            self.queue.requeue(job, attempts=attempts)
+            self._error(f"job {job.id}: {what} (attempt {attempts} of {self.cfg.max_attempts})", job.id)
 
     def _put_back(self, job: Job) -> None:
         """A claimed job whose trainer could not be started goes back to the head of its queue."""
@@ -537,6 +585,8 @@ class Daemon:
         return True
 
     def start_trainer(self, job: Job) -> None:
+        # Where its checkpoint stands now: an ending with no result counts as an attempt only if it did not advance.
+        job = self.queue.update_meta(job, **{START_KEY: checkpoint_step(self.home, job.id)})
         self.cmd_seq += 1
         write_trainer_command(self.home, job.id, "run", self.cmd_seq, config=self.cfg.to_dict())
         self.running = TrainerProcess.start(self.home, job, self.cfg.distributed)
@@ -596,6 +646,7 @@ class Daemon:
                          "disk_full": is_disk_full(result, short_tail), "log_tail": tail(self.home.training_log)}
         facts = Facts(code=code, job_id=job.id, reason=reason_text(result, name), skip_wanted=skip_wanted,
                       stopping=self.stopping, ended_by_us=ended_by_us, attempts=int(job.meta.get("attempts") or 0),
+                      progressed=made_progress(self.home, job),
                       max_attempts=self.cfg.max_attempts, join_timeout_s=self.cfg.distributed.join_timeout_s,
                       home=str(self.home.root), gate_outcome=gate_decision.get("outcome"),
                       gate_reason=gate_decision.get("reason"), **log_facts)
@@ -704,7 +755,47 @@ class Daemon:
         doc["auto_generate"] = self.autogen.status()
         doc["eval"] = self.evaluator.status()
         doc["gate"] = self.gate_status
+        doc["liveness"] = self.liveness.update(self.queue, idle=state == "idle",
+                                               stall_after_s=self.cfg.stall_after_s)
+        doc["faults"] = self.faults.status()
         return self.writer.write(doc, durable=final)
+
+
+class Liveness:
+    """Has the head of the queue moved? A head that sits while the daemon is idle for ``stall_after_s`` is a stuck
+    queue (the status's ``liveness``; the doctor and ``state_tracker.py --check`` report it), whatever the cause."""
+
+    def __init__(self) -> None:
+        self.head: str | None = None
+        self.since_mono = time.monotonic()
+        self.since: str = now_iso()
+        self.logged = False
+
+    def update(self, queue: JobQueue, *, idle: bool, stall_after_s: float) -> dict[str, Any]:
+        try:
+            _, first = queue.page("pending", 0, 1)
+            head = first[0].id if first else None
+        except Exception:  # noqa: BLE001 - the queue's own fault is reported by the queue subsystem
+            head = self.head
+        if head != self.head or not idle or head is None:
+            if self.logged and head is not None:
+                log.info("the head of the queue moves again")
+            self.head, self.since_mono, self.since, self.logged = (head if idle else None), time.monotonic(), \
+                now_iso(), False
+        waited = time.monotonic() - self.since_mono
+        stalled = idle and self.head is not None and waited >= stall_after_s
+        problem = fix = None
+        if stalled:
+            problem = (f"the head of the queue (job {self.head}) has not moved for {waited:.0f} s while the "
+                       "daemon is idle")
+            fix = ("see faults and last_error in status/training_status.json and logs/daemon.log; fix what they "
+                   "name (the job starts by itself), or fail the job: training_queue.py remove "
+                   f"{self.head}")
+            if not self.logged:
+                log.error("%s; %s", problem, fix)
+                self.logged = True
+        return {"head": self.head, "head_since": self.since if self.head else None, "stalled": stalled,
+                "stall_after_s": stall_after_s, "problem": problem, "fix": fix}
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -716,11 +807,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "the running configuration kept).",
         epilog=EXIT_TABLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", help="home folder (default: $TRAININGD_HOME, else the current directory)")
+    add_daemon_options(p)
+    return p
+
+
+def add_daemon_options(p: argparse.ArgumentParser) -> None:
+    """The daemon's options other than ``--home``: ``training_daemon.py``, ``trainingd daemon`` and ``start``."""
     p.add_argument("--once", action="store_true", help="process the queue and the inbox until empty, then exit 0")
     p.add_argument("--max-jobs", type=int, metavar="N", help="exit 0 after N jobs have ended (done or failed)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    type=str.upper, help="log level (default INFO)")
-    return p
+
+
+def daemon_options(args: argparse.Namespace) -> list[str]:
+    """The command-line form of ``add_daemon_options``' values (what ``trainingd start`` passes on)."""
+    return ([*(["--once"] if args.once else []), *(["--max-jobs", str(args.max_jobs)] if args.max_jobs else []),
+             "--log-level", args.log_level])
 
 
 def check_config(home: Home) -> Config:

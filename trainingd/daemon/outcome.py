@@ -29,6 +29,7 @@ class Facts:
     stopping: bool = False         # the daemon is stopping
     ended_by_us: bool = False      # the stop ladder sent the trainer a stop or SIGTERM
     attempts: int = 0              # attempts counted before this one
+    progressed: bool = False       # the job's checkpoint advanced while this trainer ran (daemon.attempts)
     max_attempts: int = 3
     machines_missing: bool = False  # a launched group gave up waiting for its machines
     disk_full: bool = False
@@ -123,8 +124,14 @@ def decide(f: Facts) -> Outcome:
         return Outcome("pending", disk_full=(
             f"the trainer of job {f.job_id} ran out of disk space ({name}); the job is back at the head of its "
             "queue. Free space in the home"))
-    attempts = f.attempts + 1
     acks = (("skip", f"the trainer ended first ({name})"),) if f.skip_wanted else ()
+    if f.progressed:
+        # Killed (the OOM killer, a reboot) after it got further: it resumes from there; only failures with no
+        # progress count, so a long job killed now and then still finishes.
+        return Outcome("pending", attempts=0, acks=acks, error=(
+            f"trainer {name} on job {f.job_id} after its checkpoint advanced; no attempt counted, it resumes "
+            "from that checkpoint"))
+    attempts = f.attempts + 1
     if attempts >= f.max_attempts:
         reason = (f"trainer failed {attempts} times (last: {name}); giving up.\n"
                   f"Last lines of logs/training_output.log:\n{f.log_tail}\n"

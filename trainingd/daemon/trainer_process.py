@@ -43,7 +43,7 @@ log = logging.getLogger("trainingd.daemon.loop")
 
 TRAINER_ENV = "TRAININGD_TRAINER"
 LAUNCHER_ENV = "TRAININGD_LAUNCHER"  # read by trainingd.train.distributed (which imports torch; this must not)
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the trainingd package
 MICRO_BATCH_FILE = "micro_batch.json"  # the trainer's oom.MICRO_BATCH_FILE (this module must not import torch)
 
 
@@ -200,7 +200,7 @@ class TrainerProcess:
         home.logs.mkdir(parents=True, exist_ok=True)
         with open(home.training_log, "ab") as out:
             out.write(f"\n===== {now_iso()} job {job.id} ({job.meta.get('original_name')}) attempt "
-                      f"{job.meta.get('attempts', 0) + 1} =====\n".encode())
+                      f"{job.meta.get('attempts', 0) + 1} =====\n".encode("utf-8", "backslashreplace"))
             out.flush()
             proc = subprocess.Popen(trainer_argv(home, job, dist), cwd=home.root, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)

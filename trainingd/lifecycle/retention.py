@@ -83,7 +83,11 @@ def plan(home: Home, cfg: Config, now: float | None = None) -> list[dict[str, An
         add(p, "snapshot beyond keep_snapshots")
     # logs
     log_cut = now - cfg.retention.log_retention_days * DAY_S
-    rotated = [*home.logs.glob("daemon.*.log"), *home.logs.glob("training_output.*.log"),
+    # earlier days' daemon logs: daemon_YYYYMMDD.log (today's is the one daemon.log points at) and the
+    # daemon.YYYY-MM-DD.log of earlier versions
+    today = home.daemon_log.resolve() if home.daemon_log.is_symlink() else None
+    daily = [p for p in home.logs.glob("daemon_*.log") if p.stem[len("daemon_"):].isdigit() and p.resolve() != today]
+    rotated = [*home.logs.glob("daemon.*.log"), *daily, *home.logs.glob("training_output.*.log"),
                *home.status_dir.glob("metrics.*.jsonl")]
     for p in sorted(rotated):
         if p.is_file() and p.stat().st_mtime < log_cut:

@@ -55,6 +55,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _setup_logging() -> None:
+    from trainingd.train.noise import quiet_third_party
+
+    quiet_third_party()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -95,6 +98,7 @@ def daemon_main(argv: list[str] | None = None) -> int:
         base = fetch(ref)  # builds an embedded base, or downloads a hub id, once
     except ConfigError as e:
         return _fail(exit_codes.CONFIG_ERROR, str(e), a.reason_file)
+    _load_only_what_the_run_needs(cfg)
     from trainingd.train.commands import TrainerCommandReader
 
     reader = TrainerCommandReader(home, a.job_id)
@@ -108,6 +112,14 @@ def daemon_main(argv: list[str] | None = None) -> int:
         parent_pid=a.parent_pid, cache_dir=home.cache, precision=_precision(a.precision, cfg), stop_signal=stop,
         skip_if_trained=True, home=home.root)
     return execute(spec, a.reason_file)
+
+
+def _load_only_what_the_run_needs(cfg: Config) -> None:
+    """A run without QLoRA never imports bitsandbytes (see ``trainingd.train.noise.without_bitsandbytes``)."""
+    if not cfg.use_qlora:
+        from trainingd.train.noise import without_bitsandbytes
+
+        without_bitsandbytes()
 
 
 def _precision(requested: str, cfg: Config) -> str:
@@ -239,6 +251,7 @@ def standalone_main(argv: list[str] | None = None) -> int:
         cfg = _standalone_config(a, locked)
     except (ConfigError, OSError, json.JSONDecodeError) as e:
         return _fail(exit_codes.CONFIG_ERROR, str(e), None)
+    _load_only_what_the_run_needs(cfg)
     try:
         base = fetch(ref, key="--model")
     except ConfigError as e:

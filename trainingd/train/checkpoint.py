@@ -86,11 +86,15 @@ def base_model_hash(base: Path) -> str:
 
 def versions() -> dict[str, str]:
     """Library versions recorded in each manifest (for a person reading it, not checked)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     out = {}
+    # the installed versions, read without importing: importing bitsandbytes in a run without QLoRA would load
+    # it for nothing (and, on some CPUs, make it log about a kernel hub)
     for mod in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets"):
         try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # an optional library missing must not break a save
+            out[mod] = version(mod)
+        except PackageNotFoundError:  # an optional library missing must not break a save
             out[mod] = "missing"
     from trainingd import __version__
 

@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--job-id")
     p.add_argument("--parent-pid", type=int, help="accepted for symmetry with the trainer; unused")
     a = p.parse_args(argv)
+    from trainingd.train.noise import quiet_third_party
+
+    quiet_third_party()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         evaluate_home(Home.at(a.home), trigger=a.trigger, job_id=a.job_id)

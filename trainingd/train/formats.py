@@ -12,9 +12,14 @@ Five record shapes are accepted (one per file, detected from the first valid rec
 Everything but ``messages``/``conversations`` (or ``instruction``+``output``, ``prompt``+``completion``,
 ``text``) is optional. Within a chat:
 
-- ``messages`` roles are system, user, assistant and tool. ``content`` is a string or OpenAI content parts
-  ``[{"type": "text", "text": "..."}]``, joined by a newline (as vLLM joins them for a text-only template);
-  any other part (``image_url``, audio) is refused: the trainer is text-only. An assistant message may carry
+- ``messages`` roles are system, user, assistant and tool. ``content`` is a string or content parts as the
+  peers write them (``chat_fields.read_parts``): OpenAI ``{"type": "text", "text": "..."}`` parts are joined by a
+  newline (as vLLM joins them for a text-only template); ``{"text": ...}`` without a type, Axolotl's
+  ``"content"``/``"value"`` keys and per-part ``train``/``weight`` (one value per message), LLaMA-Factory's
+  ``{"type": "text"|"reasoning"|"tool_call", "value": ...}`` and ``{"type": "thinking", "thinking": ...}`` are
+  concatenated as those trainers do, reasoning parts becoming ``reasoning_content`` and tool-call parts
+  ``tool_calls``; any other part (``image_url``, audio) is refused: the trainer is text-only. ``reasoning_content``
+  may be a string or text parts (Axolotl). An assistant message may carry
   ``tool_calls`` (OpenAI ``{"type": "function", "function": {"name", "arguments"}}`` or the flat ``{"name",
   "arguments"}``; ``content`` may then be null or absent) and ``reasoning_content``; a tool message may carry
   ``name`` and ``tool_call_id``.
@@ -45,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from trainingd.train.chat_fields import (check_call, check_content, check_loss_switch, content_text, json_type,
-                                         loss_switch, parse_json_text, parse_tools, tool_call)
+from trainingd.train.chat_fields import (Parts, check_call, check_content, check_loss_switch, json_type, loss_switch,
+                                         parse_json_text, parse_tools, read_parts, tool_call)
 
 FORMATS = ("messages", "prompt_completion", "alpaca", "sharegpt", "text")
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
@@ -146,16 +151,9 @@ def _check_messages(turns: Any) -> str | None:
             if "content" not in m:
                 return f"{where} has no \"content\""
             return f"{where} \"content\" must be a string, got null (null is allowed only beside \"tool_calls\")"
-        if m.get("content") is not None:
-            error = check_content(m["content"], f"{where} \"content\"")
-            if error:
-                return error
-        reasoning = m.get("reasoning_content")
-        if reasoning is not None:
-            if not isinstance(reasoning, str):
-                return f"{where} \"reasoning_content\" must be a string, got {json_type(reasoning)}"
-            if reasoning and role != "assistant":
-                return f"{where} has \"reasoning_content\" but role \"{role}\"; only assistant messages reason"
+        error = _check_parts(m, where, role)
+        if error:
+            return error
         if role == "tool":
             for key in ("name", "tool_call_id"):
                 if m.get(key) is not None and not isinstance(m[key], str):
@@ -169,23 +167,73 @@ def _check_messages(turns: Any) -> str | None:
     return None
 
 
+def _read_message_parts(m: dict, where: str, role: str) -> tuple[Parts, Parts | None, str | None]:
+    """``(content parts, reasoning_content parts, error)`` of one message; a string content is one part."""
+    content = m.get("content")
+    if isinstance(content, list):
+        parts, error = read_parts(content, f"{where} \"content\"", role)
+        if error:
+            return Parts(), None, error
+    else:
+        error = check_content(content, f"{where} \"content\"", role) if content is not None else None
+        if error:
+            return Parts(), None, error
+        parts = Parts(text=[content] if content is not None else [])
+    reasoning = m.get("reasoning_content")
+    thought = None
+    if isinstance(reasoning, list):  # Axolotl: reasoning_content as parts
+        thought, error = read_parts(reasoning, f"{where} \"reasoning_content\"", role, reasoning_only=True)
+        if error:
+            return Parts(), None, error
+    elif reasoning is not None:
+        if not isinstance(reasoning, str):
+            return Parts(), None, (f"{where} \"reasoning_content\" must be a string, got {json_type(reasoning)} "
+                                   "(or an array of text parts)")
+        if reasoning and role != "assistant":
+            return Parts(), None, (f"{where} has \"reasoning_content\" but role \"{role}\"; only assistant "
+                                   "messages reason")
+    return parts, thought, None
+
+
+def _check_parts(m: dict, where: str, role: str) -> str | None:
+    parts, thought, error = _read_message_parts(m, where, role)
+    if error:
+        return error
+    given = m.get("reasoning_content")
+    if parts.reasoning and (thought is not None or (isinstance(given, str) and given)):
+        return (f"{where} has reasoning both in \"reasoning_content\" and in reasoning parts of \"content\"; "
+                "give it once")
+    switches = {k: v for k, v in (("the message's \"train\"/\"loss_weight\"", loss_switch(m)),
+                                  ("its \"content\" parts' \"train\"", parts.train),
+                                  ("its \"reasoning_content\" parts' \"train\"", thought and thought.train))
+                if v is not None}
+    if len(set(switches.values())) > 1:
+        said = ", ".join(f"{k}: {json.dumps(v)}" for k, v in switches.items())
+        return f"{where} switches its loss both on and off ({said}); trainingd trains or masks whole messages: give one"
+    return None
+
+
 def _message(m: dict) -> dict:
     """One valid ``messages`` entry in the normalised shape (see ``to_messages``)."""
     content = m.get("content")
     if type(content) is str and len(m) == 2:
         return {"role": m["role"], "content": content}
     role = m["role"]
-    out: dict[str, Any] = {"role": role, "content": content_text(content)}
+    parts, thought, _ = _read_message_parts(m, "", role)
+    out: dict[str, Any] = {"role": role, "content": parts.joined_text()}
     if role == "assistant":
-        if m.get("tool_calls"):
-            out["tool_calls"] = [tool_call(c) for c in m["tool_calls"]]
-        if m.get("reasoning_content") is not None:
-            out["reasoning_content"] = m["reasoning_content"]
+        calls = [tool_call(c) for c in m.get("tool_calls") or ()] + parts.calls
+        if calls:
+            out["tool_calls"] = calls
+        reasoning = ("".join(thought.text + thought.reasoning) if thought is not None
+                     else m.get("reasoning_content") or ("".join(parts.reasoning) if parts.reasoning else None))
+        if reasoning is not None or m.get("reasoning_content") is not None:
+            out["reasoning_content"] = reasoning if reasoning is not None else m["reasoning_content"]
     elif role == "tool":
         for key in ("name", "tool_call_id"):
             if m.get(key) is not None:
                 out[key] = m[key]
-    train = loss_switch(m)
+    train = next((t for t in (loss_switch(m), parts.train, thought and thought.train) if t is not None), None)
     if train is not None:
         out["train"] = train
     return out
