@@ -95,10 +95,13 @@ class EvaluationConfig:
 
 @dataclass
 class GateConfig:
+    """The champion/challenger gate: a trained candidate is published only when it is not worse than the live adapter
+    (see docs/lifecycle.md)."""
+
     enabled: bool = False
     """Champion/challenger: a trained candidate becomes current_model/ only when it is not worse than the live
     adapter on the held-out set (``evaluation``) and the forgetting probe; otherwise it is kept as a snapshot
-    marked rejected and the job ends in done/ with outcome "rejected" (see docs/gate.md)."""
+    marked rejected and the job ends in done/ with outcome "rejected"."""
     metric: str = "exact_match"
     """Held-out metric compared per example: "exact_match" (exact paired test) or "token_accuracy"."""
     min_delta: float = 0.0
