@@ -43,6 +43,11 @@ def simulate_equal_models(n: int, p: float, trials: int, confidence: float, seed
     return rejected / trials
 
 
+def progress(doc: dict) -> None:
+    """A partial result on stderr as it comes (a run cut short by its time limit still says what it measured)."""
+    print(json.dumps(doc), file=sys.stderr, flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="embedded:tiny-qwen3")
@@ -86,8 +91,11 @@ def main() -> int:
         opt.zero_grad()
         tokens += int(enc["attention_mask"].sum())
     train_s = time.monotonic() - t0
+    progress({"phase": "trained", "train_steps": a.train_steps, "train_seconds": round(train_s, 2)})
 
     first = score(model, tok, records, batch_size=a.batch_size, max_new_tokens=a.max_new_tokens)
+    progress({"phase": "scored", "gate_seconds_per_candidate": first["seconds"],
+              "gate_seconds_in_training_steps": round(first["seconds"] / max(1e-9, train_s / a.train_steps), 1)})
     saved = root / "adapter"
     model.save_pretrained(str(saved))
     pairs = []
