@@ -116,6 +116,30 @@ class EvaluationConfig:
 
 
 @dataclass
+class GateConfig:
+    """The champion/challenger gate: a trained candidate is published only when it is not worse than the live adapter
+    (see docs/lifecycle.md)."""
+
+    enabled: bool = False
+    """Champion/challenger: a trained candidate becomes current_model/ only when it is not worse than the live
+    adapter on the held-out set (``evaluation``) and the forgetting probe; otherwise it is kept as a snapshot
+    marked rejected and the job ends in done/ with outcome "rejected"."""
+    metric: str = "exact_match"
+    """Held-out metric compared per example: "exact_match" (exact paired test) or "token_accuracy"."""
+    min_delta: float = 0.0
+    """Reject when the one-sided upper confidence bound on mean(candidate - champion) is below this. 0: reject only
+    a candidate that is confidently worse; negative: tolerate that much loss; positive: demand an improvement (then
+    an unchanged adapter is rejected too)."""
+    max_forgetting: float | None = 0.5
+    """Most mean KL(base || candidate), nats per token, on the shipped general prompts; a candidate above it and
+    above the champion is rejected (null: no forgetting check)."""
+    confidence: float = 0.9
+    """Confidence of the one-sided bound (0.5 to 0.999); higher rejects less often by chance."""
+    max_rejections_in_row: int = 3
+    """Rejections in a row that hold the daemon as the condition "regressing" (0: never hold)."""
+
+
+@dataclass
 class RetentionConfig:
     enabled: bool = False
     """Run ``trainingd clean`` from the daemon once a day (the same policy runs by hand at any time)."""
@@ -253,6 +277,8 @@ class Config:
     """Asking a local generator service for data when the queue runs dry."""
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     """Held-out evaluation (greedy exact match and token accuracy) after each job and on `trainingd eval`."""
+    gate: GateConfig = field(default_factory=GateConfig)
+    """Publish a trained adapter only when it is not worse than the live one (champion/challenger)."""
     locked_keys: list[str] = field(default_factory=lambda: list(LOCKABLE_KEYS))
     """Keys recorded in checkpoints and the adapter; a changed one holds the daemon (see LOCKABLE_KEYS)."""
     keep_snapshots: int = 20
@@ -331,6 +357,7 @@ _CHOICES = {
     "precision": ("auto", "fp32", "bf16"),
     "distributed.mixed_precision": ("auto", "no", "bf16"),
     "distributed.strategy": ("ddp", "fsdp"),
+    "gate.metric": ("exact_match", "token_accuracy"),
 }
 
 
@@ -457,6 +484,16 @@ def _check_values(cfg: Config) -> None:
                            ("evaluation.max_new_tokens", ev.max_new_tokens, 1)):
         if value < lo:
             raise ConfigError(f"config key {key!r} must be at least {lo}, got {value}")
+    g = cfg.gate
+    if not 0.5 <= g.confidence <= 0.999:
+        raise ConfigError(f"config key 'gate.confidence' must be in [0.5, 0.999], got {g.confidence}")
+    if g.max_forgetting is not None and g.max_forgetting < 0:
+        raise ConfigError(f"config key 'gate.max_forgetting' must be 0 or more (or null), got {g.max_forgetting}")
+    if not -1 <= g.min_delta <= 1:
+        raise ConfigError(f"config key 'gate.min_delta' must be in [-1, 1], got {g.min_delta}")
+    if g.max_rejections_in_row < 0:
+        raise ConfigError(f"config key 'gate.max_rejections_in_row' must be 0 (never hold) or more, got "
+                          f"{g.max_rejections_in_row}")
     for key, level in (("auto_generate.level", ag.level), ("evaluation.level", ev.level)):
         if level is not None and not 1 <= level <= 5:
             raise ConfigError(f"config key {key!r} must be 1..5, got {level}")

@@ -208,12 +208,19 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         if state != "done" and not (state == "processing" and not idle):
             problems.append(f"job {job_id} is trained into the adapter but is {state}, not done")
     # A done job was trained into some adapter of the home's life: the live one, a snapshot (rolled back from,
-    # archived by `adapter new`) or a consolidated base.
+    # archived by `adapter new`) or a consolidated base; a job the gate rejected is kept by a rejected snapshot.
     recorded = None
+    rejected = _rejected_snapshots(home)
     for job_id, (state, _folder, meta) in jobs.items():
         if state != "done" or meta.get("duplicate_of") or not meta.get("sha256"):
             continue
-        if job_id not in trained_ids:
+        if meta.get("gate_outcome") == "rejected":
+            # Trained once, not published (invariant 12): its candidate must be kept. Promoted by hand later, it
+            # is in the adapter as well, which is fine.
+            if job_id not in trained_ids and job_id not in rejected:
+                problems.append(f"job {job_id} was rejected by the gate but no snapshot marked rejected keeps its "
+                                "candidate (snapshots/*-rejected)")
+        elif job_id not in trained_ids:
             recorded = ever_trained_ids(home) if recorded is None else recorded
             if job_id not in recorded:
                 problems.append(f"job {job_id} is in done/ but no adapter, snapshot or consolidated base lists it "
@@ -250,6 +257,18 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
     except (OSError, ValueError) as e:
         problems.append(f"status/training_status.json does not parse: {e}")
     return problems
+
+
+def _rejected_snapshots(home: Home) -> set[str]:
+    """Job ids whose candidate the gate rejected and a snapshot keeps (``reason: rejected`` in its manifest)."""
+    from trainingd.contracts.lineage_manifest import read_lineage_manifest
+
+    out: set[str] = set()
+    for folder in _children(home.snapshots) if home.snapshots.is_dir() else []:
+        m = read_lineage_manifest(folder) if folder.is_dir() and not folder.name.startswith(".") else None
+        if m and m.get("reason") == "rejected" and (m.get("trained_file") or {}).get("job_id"):
+            out.add(m["trained_file"]["job_id"])
+    return out
 
 
 def adapter_difference(a: Path, b: Path) -> float:

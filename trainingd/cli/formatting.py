@@ -96,6 +96,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         if prep:
             lines.append(f"prepare:   {prep.get('phase')} {_num(prep.get('lines_done'))}"
                          f"/{_num(prep.get('lines_total'))} lines")
+        gate = st.get("gate")
+        if isinstance(gate, dict) and gate.get("line"):
+            lines.append(f"gate:      {gate['line']}")
         control = st.get("control") or {}
         lines.append(f"paused:    {'yes' if control.get('paused') else 'no'}"
                      + ("  (stopping)" if control.get("stopping") else ""))

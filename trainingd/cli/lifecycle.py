@@ -3,6 +3,7 @@
     trainingd lineage            (= training_controller.py history)   the chain from the base to the adapter
     trainingd snapshot list|pin|unpin [NAME]
     trainingd rollback SNAPSHOT  the daemon paused (no job in processing/) or stopped
+    trainingd promote SNAPSHOT   the same, for a candidate the gate rejected
     trainingd adapter new [--keep-as NAME]
     trainingd config approve     (= config_validator.py --approve)
     trainingd preset NAME [--yes] [--approve] | --list     (= toggle_preset.sh)
@@ -83,6 +84,12 @@ def _rollback(home: Home, args: argparse.Namespace) -> dict[str, Any]:
     return rollback(home, args.snapshot)
 
 
+def _promote(home: Home, args: argparse.Namespace) -> dict[str, Any]:
+    from trainingd.lifecycle.snapshots import promote
+
+    return promote(home, args.snapshot)
+
+
 def _adapter_new(home: Home, args: argparse.Namespace) -> dict[str, Any]:
     from trainingd.lifecycle.snapshots import start_fresh_adapter
 
@@ -153,6 +160,10 @@ def add_lifecycle_commands(sub: argparse._SubParsersAction, leaf: Callable[..., 
     p = leaf(sub, "rollback", "make a snapshot the current adapter (the daemon paused with no job, or stopped; "
                               "the replaced adapter is snapshotted first, nothing is deleted)", "",
              _runner(_rollback, _message))
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="a folder name under snapshots/ (or a unique prefix)")
+    p = leaf(sub, "promote", "publish a candidate the gate rejected (snapshots/*-rejected) as the current adapter, "
+                             "by hand (as rollback; its scores become the champion's and the streak of rejections "
+                             "ends)", "", _runner(_promote, _message))
     p.add_argument("snapshot", metavar="SNAPSHOT", help="a folder name under snapshots/ (or a unique prefix)")
     adapter = group("adapter", "rotate the adapter")
     p = leaf(adapter, "new", "archive the current adapter as a pinned snapshot and start a fresh one "

@@ -20,6 +20,7 @@ written atomically); its functions are the only code in the package that reads o
                                                             evaluator -> daemon, monitor, CLIs
     trainer_record.py  .trainer.json                         daemon -> the next daemon (orphan trainer)
     reason.py          queue/failed/<job>/reason.txt         queue (daemon, CLI) -> people, CLIs, invariants
+    gate_scores.py     current_model/gate_scores.json        trainer -> the next job's trainer, trainingd promote
 
 Cross-process files whose reader and writer still share one module (each module's docstring is the schema):
 

@@ -9,6 +9,8 @@ the trainer exits (``read_result``) to complete or fail the job; a standalone ``
 
     {"exit": "ok",                 # the exit code's name (trainingd.exit_codes.name_of): ok, data_error, ...
      "summary": {...},             # ok: steps, loss, eval_loss, tokens, seconds, data{...}, notice, ...
+                                   #   gate (gate.enabled): {"outcome": "promoted"|"rejected", "reason", "metric",
+                                   #   "champion", "candidate", "paired", "snapshot", "seconds", ...}
      "reason": "...",              # otherwise: a sentence a person can act on
      "details": ["..."]}           # otherwise: one line per problem (e.g. bad lines of the data file)
 

@@ -198,6 +198,8 @@ def append_history(home: Home, *, job_id: str, file: str | None, state: str, res
         "seconds": first("seconds", "train_seconds", "elapsed_s") or seconds,
         "finished_at": now_iso(),
     })
+    if isinstance(s.get("gate"), dict):  # the gate's decision (trainingd.lifecycle.gate.decide), as in the result
+        entry["gate"] = s["gate"]
     append_jsonl(home.history, entry)
     return entry
 

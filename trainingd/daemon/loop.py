@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from trainingd import __version__
-from trainingd.lifecycle import home_guard, retention, snapshots
+from trainingd.lifecycle import gate, home_guard, retention, snapshots
 from trainingd import exit_codes as ec
 from trainingd.lifecycle.ancestry import find_trained
 from trainingd.config import EMBEDDED_BASE_MODEL, Config, ConfigError, load_config, locked_changes, resolve_base_model
@@ -36,7 +36,8 @@ from trainingd.contracts.progress import read_progress
 from trainingd.contracts.requests import ACTIONS as REQUEST_ACTIONS
 from trainingd.contracts.requests import Request, clear_emergency_stop, consume, is_emergency_stop, read_requests
 from trainingd.contracts.result import read_result, result_path, summary_of
-from trainingd.contracts.status import StatusWriter, append_history, compose_status, empty_control, status_from_trainer
+from trainingd.contracts.status import (StatusWriter, append_history, compose_status, empty_control, read_history,
+                                        status_from_trainer)
 from trainingd.contracts.trainer_command import clear_trainer_command, write_trainer_command
 from trainingd.instance import InstanceLock, init_home, read_pid
 from trainingd.daemon.attempts import START_KEY, checkpoint_step, made_progress, next_attempts
@@ -98,6 +99,15 @@ def ways_out(pid: int) -> list[str]:
             "(daemon paused or stopped; or by hand: stop the daemon, move current_model/ aside)"]
 
 
+def gate_ways_out(pid: int) -> list[str]:
+    return ["look at the rejected candidates: trainingd snapshot list (snapshots/*-rejected; each manifest's "
+            "\"gate\" holds both scores) and the status's gate block",
+            "publish one by hand if it is good after all: trainingd promote SNAPSHOT (the streak ends)",
+            "or keep the live adapter and go on: training_controller.py resume (the streak starts again)",
+            "or change the gate (gate.min_delta, gate.max_forgetting, gate.max_rejections_in_row, gate.enabled) "
+            f"or the data in config.json, then reload: kill -HUP {pid}"]
+
+
 # ------------------------------------------------------------------------------------------------ daemon
 class Daemon:
     """One daemon's loop; ``run()`` returns the exit code. The caller holds the instance lock."""
@@ -121,6 +131,7 @@ class Daemon:
         self.config_loaded_at = self.started_at
         self.config_reload_error: str | None = None
         self.condition: dict | None = None  # a condition of the whole home that holds every job
+        self.gate_status: dict = {}  # the status file's gate block (refresh_gate)
         self._condition_stamp: tuple | None = None
         self.running: TrainerProcess | None = None
         self.resume_first: list[str] = []
@@ -228,8 +239,18 @@ class Daemon:
         # What a kill left half-written (no process of this home writes them now); housekeeping, never fatal.
         self.faults.run("sweep", sweep_temp_files, self.home)
         trained_ids = {t.get("job_id") for t in trained_entries(self.home)}
+        rejected = snapshots.rejected_snapshots(self.home)
         for job in self.queue.jobs(["processing"]):
-            if job.id in trained_ids:
+            if job.id in rejected and job.id not in trained_ids:
+                log.info("job %s was rejected by the gate before a crash (snapshot %s); completing it", job.id,
+                         rejected[job.id])
+                self._retire_checkpoints(job)
+                self.queue.complete(job, result=job.meta.get("result") or {"recovered": True},
+                                    gate_outcome=gate.REJECTED, gate_snapshot=rejected[job.id])
+                append_history(self.home, job_id=job.id, file=job.meta.get("original_name"), state="done",
+                               result=gate.REJECTED, reason=f"rejected by the gate (snapshot {rejected[job.id]})",
+                               summary={})
+            elif job.id in trained_ids:
                 log.info("job %s was published before a crash; completing it", job.id)
                 self._retire_checkpoints(job)  # the trainer was killed before it removed them
                 done = self.queue.complete(job, result=job.meta.get("result") or {"recovered": True})
@@ -257,6 +278,7 @@ class Daemon:
                          f"attempt {attempts} of {self.cfg.max_attempts}" if attempts else
                          f"its checkpoint advanced to step {checkpoint_step(self.home, job.id)}: no attempt counted")
                 self.resume_first.append(job.id)
+        self.refresh_gate()
         if self.intake.observer is None:
             self.intake.start()
         self.intake.poll(force=True)
@@ -326,11 +348,34 @@ class Daemon:
             log.info("the live adapter changed; trying again")
         self._condition_stamp = stamp
         before = self.condition
-        self.condition = adapter_condition(self.home, self.cfg, os.getpid())
+        self.condition = adapter_condition(self.home, self.cfg, os.getpid()) or self.refresh_gate()
         if self.condition is not None and self.condition != before:
             self._error(self.condition["message"], None)
         elif self.condition is None and before is not None:
             log.info("the condition of the home is resolved; jobs start again")
+
+    def refresh_gate(self) -> dict | None:
+        """Re-read the gate's streak and last decision from the history; the ``regressing`` condition or None."""
+        try:
+            history = read_history(self.home)
+        except (OSError, ValueError) as e:
+            log.warning("status/history.jsonl unreadable (%s); the gate's streak is not known", e)
+            history = []
+        g = self.cfg.gate
+        self.gate_status = gate.status_block(history, enabled=g.enabled, limit=g.max_rejections_in_row)
+        if not g.enabled:
+            return None
+        return gate.regressing_condition(self.gate_status["rejections_in_row"], g.max_rejections_in_row,
+                                         gate_ways_out(os.getpid()))
+
+    def reset_gate_streak(self, why: str) -> None:
+        """A person looked (resume while regressing): the streak of rejections starts again."""
+        from trainingd.atomic_ops import append_jsonl
+
+        append_jsonl(self.home.history, {"kind": gate.STREAK_RESET, "why": why, "at": now_iso()})
+        log.info("the gate's streak of rejections is reset (%s); jobs start again", why)
+        self.condition = None
+        self.refresh_gate()
 
     def _adapter_stamp(self) -> tuple:
         return adapter_state_stamp(self.home.current_model)
@@ -376,6 +421,8 @@ class Daemon:
             elif req.action == "resume":
                 self._supersede("pause", "superseded by resume")
                 self.paused = False
+                if self.condition is not None and self.condition.get("kind") == gate.CONDITION:
+                    self.reset_gate_streak(f"resume request {req.id}")
             elif req.action == "skip":
                 if self.running is None:
                     self.ack(req, "nothing to skip")
@@ -602,6 +649,7 @@ class Daemon:
         if summary.get("notice"):
             log.warning("job %s: %s", job.id, summary["notice"])
         ended_by_us = r.term_sent_at is not None or r.stop_sent_at is not None
+        gate_decision = summary.get("gate") if isinstance(summary.get("gate"), dict) else {}
         log_facts: dict[str, Any] = {}
         if needs_log(code, skip_wanted, self.stopping, ended_by_us):
             short_tail = tail(self.home.training_log, lines=15)
@@ -611,14 +659,20 @@ class Daemon:
                       stopping=self.stopping, ended_by_us=ended_by_us, attempts=int(job.meta.get("attempts") or 0),
                       progressed=made_progress(self.home, job),
                       max_attempts=self.cfg.max_attempts, join_timeout_s=self.cfg.distributed.join_timeout_s,
-                      home=str(self.home.root), **log_facts)
+                      home=str(self.home.root), gate_outcome=gate_decision.get("outcome"),
+                      gate_reason=gate_decision.get("reason"), **log_facts)
         self.apply_outcome(job, decide(facts), result=result, summary=summary, seconds=seconds)
 
     def apply_outcome(self, job: Job, o: Outcome, *, result: dict, summary: dict, seconds: float) -> None:
         """Carry out the decision on a trainer's exit: the transition first, then its follow-ups."""
         attempts = {} if o.attempts is None else {"attempts": o.attempts}
-        if o.state == "done":
-            done = self.queue.complete(job, result=summary)
+        gate_decision = summary.get("gate") if isinstance(summary.get("gate"), dict) else None
+        if o.state == "done" and o.gate_rejected:
+            self.queue.complete(job, result=summary, gate_outcome=gate.REJECTED,
+                                gate_snapshot=(gate_decision or {}).get("snapshot"))
+        elif o.state == "done":
+            done = self.queue.complete(job, result=summary,
+                                       **({"gate_outcome": gate_decision.get("outcome")} if gate_decision else {}))
             snapshots.after_job(self.home, done, summary, self.cfg.to_dict(), self.cfg.keep_snapshots)
         elif o.state == "failed":
             self.queue.fail(job, o.reason or "", **({"result": result or None} if o.keep_result else {}), **attempts)
@@ -632,6 +686,12 @@ class Daemon:
             self.jobs_ended += 1
         if o.snapshot_and_evaluate:
             self.evaluator.job_done(job.id, self.cfg)
+        if o.state == "done":
+            held = self.refresh_gate()  # the streak of rejections and the last decision, for the status
+            if held is not None:
+                self.condition = held  # held until the adapter, the config or a resume changes
+                self._condition_stamp = self._adapter_stamp()
+                self._error(held["message"], job.id)
         if o.condition is not None:
             self.condition = {"kind": o.condition, "message": o.error, "changes": [],
                               "ways_out": ways_out(os.getpid()), "source": "trainer"}
@@ -711,6 +771,7 @@ class Daemon:
         doc["condition"] = self.condition
         doc["auto_generate"] = self.autogen.status()
         doc["eval"] = self.evaluator.status()
+        doc["gate"] = self.gate_status
         doc["liveness"] = self.liveness.update(self.queue, idle=state == "idle",
                                                stall_after_s=self.cfg.stall_after_s)
         doc["faults"] = self.faults.status()

@@ -36,6 +36,8 @@ class Facts:
     log_tail: str = ""
     join_timeout_s: float = 0.0
     home: str = ""
+    gate_outcome: str | None = None  # ok: the gate's decision ("promoted" | "rejected"); None: no gate
+    gate_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Outcome:
     condition: str | None = None          # a condition of the whole home ("adapter_mismatch") with ``error``
     disk_full: str | None = None          # raise ENOSPC with this message (the loop backs off)
     note: str | None = None               # an info line for the log
+    gate_rejected: bool = False           # done, but the gate kept the candidate as a snapshot: nothing published
 
 
 def needs_log(code: int, skip_wanted: bool, stopping: bool, ended_by_us: bool) -> bool:
@@ -78,6 +81,12 @@ def decide(f: Facts) -> Outcome:
     config_refused = f"trainer refused the configuration: {f.reason}"
     if f.code == ec.OK:
         acks = (("skip", "too late: the job had already finished"),) if f.skip_wanted else ()
+        if f.gate_outcome == "rejected":
+            # Trained, judged worse than the live adapter and kept as a snapshot by the trainer: the job is done,
+            # the live adapter unchanged (nothing to snapshot or evaluate).
+            return Outcome("done", result="rejected", reason=f.gate_reason, gate_rejected=True, acks=acks,
+                           note=f"job {f.job_id}: the gate rejected the candidate ({f.gate_reason}); kept as a "
+                                "snapshot, the live adapter is unchanged")
         return Outcome("done", result="ok", snapshot_and_evaluate=True, acks=acks)
     if f.skip_wanted and f.code not in JOB_ERRORS:
         # The trainer ended (stopped, crashed, killed) before it honoured the skip: the skip still holds.

@@ -9,11 +9,15 @@ After each job that succeeds the daemon copies ``current_model/`` (the adapter f
 never ``checkpoints/``) to ``snapshots/<YYYYMMDD_HHMMSS>_<job>/`` through a ``.tmp-*`` folder and one rename,
 with a ``manifest.json``::
 
-    {"name", "created_at", "reason": "job"|"rollback"|"consolidate"|"adapter_new"|"manual", "label",
+    {"name", "created_at", "reason": "job"|"rollback"|"consolidate"|"adapter_new"|"manual"|"rejected", "label",
      "base_model", "base_model_hash", "generation", "generation_id",
      "parent": "<snapshot name>"|null,          # the newest snapshot whose trained jobs are a prefix of ours
      "trained_file": {"job_id", "name", "sha256", "lines", "trained_tokens"}|null,
      "steps", "final_loss", "eval_loss", "config": {...}, "code_version", "trained": [...adapter_state...]}
+
+A candidate the gate rejected (``trainingd.lifecycle.gate``) is not published but kept, by the trainer, as
+``snapshots/<stamp>_<job>-rejected/`` (reason ``rejected``, pinned, with ``gate`` = the decision and the
+candidate's ``gate_scores.json``); ``trainingd promote SNAPSHOT`` publishes one by hand (as a rollback does).
 
 A ``PINNED`` file in a snapshot keeps it from pruning (backups taken before a rollback, a consolidation or an
 adapter rotation are pinned). Only the newest ``keep_snapshots`` unpinned snapshots are kept.
@@ -32,7 +36,7 @@ from typing import Any
 from trainingd import __version__
 from trainingd.atomic_ops import durable_copy, fsync_dir, publish_folder, retire_folder
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
-from trainingd.contracts.checkpoint import has_adapter, publish_adapter
+from trainingd.contracts.checkpoint import ADAPTER_FILES, has_adapter, publish_adapter
 from trainingd.contracts.job import read_job
 from trainingd.contracts.lineage_manifest import FILE as MANIFEST
 from trainingd.contracts.lineage_manifest import read_lineage_manifest, write_lineage_manifest
@@ -42,7 +46,8 @@ log = logging.getLogger(__name__)
 
 PINNED = "PINNED"
 # Snapshots taken for these reasons are backups a person relies on: never pruned.
-PINNED_REASONS = ("rollback", "consolidate", "adapter_new", "manual")
+PINNED_REASONS = ("rollback", "consolidate", "adapter_new", "manual", "rejected")
+REJECTED = "rejected"
 
 
 class SnapshotError(Exception):
@@ -113,14 +118,15 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip(".-") or "snapshot"
 
 
-def copy_folder(src: Path, dest: Path, write_extra=None) -> Path:
-    """Copy the top-level files of ``src`` (no folders, no hidden files) to ``dest`` via a temp folder + rename."""
+def copy_folder(src: Path, dest: Path, write_extra=None, names: tuple[str, ...] | None = None) -> Path:
+    """Copy the top-level files of ``src`` (no folders, no hidden files; only ``names`` when given) to ``dest`` via
+    a temp folder + rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".tmp-{dest.name}-{time.time_ns()}"
     tmp.mkdir()
     try:
         for f in sorted(Path(src).iterdir()):
-            if f.is_file() and not f.name.startswith("."):
+            if f.is_file() and not f.name.startswith(".") and (names is None or f.name in names):
                 durable_copy(f, tmp / f.name)
         if write_extra is not None:
             write_extra(tmp)
@@ -175,6 +181,43 @@ def take_snapshot(home: Home, *, reason: str = "job", job: Any = None, result: d
     copy_folder(src, dest, extra)
     log.info("snapshot %s of the adapter (generation %s, %s)", dest.name, state.get("generation"), reason)
     return dest
+
+
+def keep_rejected(home: Home, src: Path, state: dict, *, trained_file: dict, decision: dict, scores: dict | None,
+                  config: dict | None, result: dict | None = None) -> Path:
+    """Keep a candidate the gate rejected: its adapter files (from its final checkpoint ``src``), the adapter state
+    it would have had, its gate scores and a manifest marked ``rejected``. Pinned; returns the folder."""
+    from trainingd.contracts.adapter_state import write_adapter_state
+    from trainingd.contracts.gate_scores import write_gate_scores
+
+    existing = list_snapshots(home)
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    dest = _unique(home.snapshots, f"{stamp}_{_safe(str(trained_file.get('job_id')))}-{REJECTED}")
+    result = result or {}
+    manifest = {"name": dest.name, "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "reason": REJECTED, "label": None, "base_model": state.get("base_model"),
+                "base_model_hash": state.get("base_model_hash"),
+                "base_content_sha256": state.get("base_content_sha256"), "generation": state.get("generation"),
+                "generation_id": state.get("generation_id"), "parent": _parent(existing, trained_entries(state)),
+                "trained_file": trained_file, "steps": result.get("steps"), "final_loss": result.get("loss"),
+                "eval_loss": result.get("eval_loss"), "config": config, "code_version": __version__,
+                "restored_from": None, "trained": trained_entries(state), "gate": decision}
+    def extra(tmp: Path) -> None:
+        write_adapter_state(tmp, state)
+        if scores is not None:
+            write_gate_scores(tmp, scores)
+        write_lineage_manifest(tmp, manifest)
+        (tmp / PINNED).write_text(f"{REJECTED}\n")
+
+    copy_folder(src, dest, extra, names=ADAPTER_FILES)
+    log.info("kept the rejected candidate of job %s as snapshot %s", trained_file.get("job_id"), dest.name)
+    return dest
+
+
+def rejected_snapshots(home: Home) -> dict[str, str]:
+    """Job id -> the name of its (newest) rejected snapshot."""
+    return {(s["manifest"].get("trained_file") or {}).get("job_id"): s["name"] for s in list_snapshots(home)
+            if s["manifest"].get("reason") == REJECTED}
 
 
 def prunable_snapshots(home: Home, keep: int) -> list[Path]:
@@ -250,10 +293,17 @@ def lineage(home: Home) -> dict[str, Any]:
                                                                                           r.get("eval_loss")),
                       "snapshot": s["name"] if s else None})
     state = state or {}
+    in_chain = {c["job_id"] for c in chain}
+    # Candidates the gate kept out of the live adapter (trained once, not in this chain): job, file, both scores.
+    rejected = [{"job_id": (m.get("trained_file") or {}).get("job_id"), "file": (m.get("trained_file") or {}).get("name"),
+                 "snapshot": s["name"], "reason": (m.get("gate") or {}).get("reason"),
+                 "champion": (m.get("gate") or {}).get("champion"), "candidate": (m.get("gate") or {}).get("candidate")}
+                for s in snaps for m in [s["manifest"]]
+                if m.get("reason") == REJECTED and (m.get("trained_file") or {}).get("job_id") not in in_chain]
     return {"base_model": state.get("base_model"), "base_model_hash": state.get("base_model_hash"),
             "generation": state.get("generation"), "generation_id": state.get("generation_id"),
             "restored_from": state.get("restored_from"), "adapter": str(home.current_model) if state else None,
-            "chain": chain, "snapshots": len(snaps)}
+            "chain": chain, "rejected": rejected, "snapshots": len(snaps)}
 
 
 # --------------------------------------------------------------------------------------------- rollback
@@ -306,6 +356,36 @@ def rollback(home: Home, name: str) -> dict[str, Any]:
             + (f"; the adapter it replaced is snapshot {backup.name}" if backup else "")}
 
 
+def promote(home: Home, name: str) -> dict[str, Any]:
+    """``trainingd promote SNAPSHOT``: publish a snapshot the gate rejected (or any snapshot) as the live adapter.
+
+    The rollback machinery: the replaced adapter is snapshotted first, nothing is deleted. The promoted adapter's
+    gate scores go beside it (they become the champion's), and a ``gate_reset`` history line ends the streak of
+    rejections, so a daemon held as ``regressing`` starts jobs again.
+    """
+    from trainingd.atomic_ops import append_jsonl
+    from trainingd.contracts.gate_scores import FILE as SCORES, read_gate_scores, write_gate_scores
+    from trainingd.contracts.job import now_iso
+    from trainingd.lifecycle.gate import STREAK_RESET
+
+    why = quiet_reason(home)
+    if why:
+        raise SnapshotError(f"promote refused: {why}")
+    src = find_snapshot(home, name)
+    done = rollback(home, str(src))
+    scores = read_gate_scores(src)
+    if scores is not None:
+        write_gate_scores(home.current_model, {k: v for k, v in scores.items() if k != "schema_version"})
+    else:
+        (home.current_model / SCORES).unlink(missing_ok=True)  # the next job scores the champion afresh
+    job_id = ((read_lineage_manifest(src) or {}).get("trained_file") or {}).get("job_id")
+    append_jsonl(home.history, {"kind": STREAK_RESET, "why": "promote", "snapshot": src.name, "job_id": job_id,
+                                "at": now_iso()})
+    return {**done, "promoted": src.name, "job_id": job_id,
+            "message": f"promoted snapshot {src.name} to current_model/"
+                       + (f"; the adapter it replaced is snapshot {done['backup']}" if done.get("backup") else "")}
+
+
 def start_fresh_adapter(home: Home, *, reason: str = "adapter_new", label: str | None = None) -> dict[str, Any]:
     """Archive the live adapter as a pinned snapshot, then empty ``current_model/`` (its checkpoints go too).
 
@@ -336,6 +416,11 @@ def format_lineage(doc: dict[str, Any]) -> str:
     for i, c in enumerate(doc["chain"], 1):
         lines.append(f"  {i:>3}. gen {fmt(c['generation']):>3}  {c['job_id']}  {c['file']}  steps {fmt(c['steps'])}"
                      f"  loss {fmt(c['final_loss'])}  eval {fmt(c['eval_loss'])}  [{c['snapshot'] or 'no snapshot'}]")
+    for r in doc.get("rejected") or []:
+        metric = next((k for k in ("exact_match", "token_accuracy") if (r.get("candidate") or {}).get(k) is not None),
+                      "exact_match")
+        lines.append(f"  rejected  {r['job_id']}  {r['file']}  {metric} {fmt((r.get('candidate') or {}).get(metric))}"
+                     f" vs champion {fmt((r.get('champion') or {}).get(metric))}  [{r['snapshot']}]")
     tail = f"current adapter: generation {doc['generation']}"
     if doc.get("restored_from"):
         tail += f" (restored from snapshot {doc['restored_from']})"

@@ -113,7 +113,7 @@ def daemon_main(argv: list[str] | None = None) -> int:
         layer_activity_path=home.layer_activity, tensorboard_dir=home.tensorboard / a.job_id, commands=reader.action,
         resume=True,
         parent_pid=a.parent_pid, cache_dir=home.cache, precision=_precision(a.precision, cfg), stop_signal=stop,
-        skip_if_trained=True)
+        skip_if_trained=True, home=home.root)
     return execute(spec, a.reason_file)
 
 

@@ -137,6 +137,8 @@ def evaluate_model(model, tok, records: list[dict], *, batch_size: int = 32, max
     end_ids = _end_ids(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else end_ids[0]
     answers: list[str] = [""] * len(records)
+    right: list[int] = [0] * len(records)  # per example, in the records' order (the gate pairs them)
+    accuracy: list[float] = [0.0] * len(records)
     correct = 0
     tok_right = tok_total = 0
     for start in range(0, len(order), batch_size):
@@ -155,10 +157,14 @@ def evaluate_model(model, tok, records: list[dict], *, batch_size: int = 32, max
             ids[row, w - len(pi):w + len(ci)] = torch.tensor(pi + ci)
             mask[row, w - len(pi):w + len(ci)] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded rows
+        dev = next(model.parameters()).device
+        ids, mask, positions = ids.to(dev), mask.to(dev), positions.to(dev)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
         pred = out.logits.argmax(-1)
         for row, ci in enumerate(c_ids):  # teacher-forced: the prediction at t is for token t + 1
-            tok_right += int((pred[row, w - 1:w - 1 + len(ci)] == ids[row, w:w + len(ci)]).sum())
+            hits = int((pred[row, w - 1:w - 1 + len(ci)] == ids[row, w:w + len(ci)]).sum())
+            accuracy[idx[row]] = hits / max(1, len(ci))
+            tok_right += hits
             tok_total += len(ci)
         cache = out.past_key_values
         cache.crop(-(c + 1))  # keep the prompts but their last token, which generate feeds to start
@@ -166,9 +172,11 @@ def evaluate_model(model, tok, records: list[dict], *, batch_size: int = 32, max
                              max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=end_ids)
         for row, i in enumerate(idx):
             answers[i] = tok.decode(gen[row, w:], skip_special_tokens=True)
-            correct += is_correct(records[i], answers[i])
+            right[i] = int(is_correct(records[i], answers[i]))
+            correct += right[i]
     return {"correct": correct, "total": len(records), "exact_match": correct / max(1, len(records)),
             "token_accuracy": tok_right / max(1, tok_total), "answer_tokens": tok_total,
+            "per_example": {"exact_match": right, "token_accuracy": accuracy},
             "samples": [{"reference": records[i]["messages"][-1]["content"], "answer": answers[i]}
                         for i in range(min(5, len(records)))]}
 

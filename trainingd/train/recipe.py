@@ -830,12 +830,16 @@ class Recipe:
                  self.state.epoch, self.state.mb_index)
 
     # --------------------------------------------------------------- publish
-    def publish(self, final: Path) -> None:
+    def next_adapter_state(self) -> dict:
+        """The adapter state this job's adapter has once published (a new generation listing this job)."""
         entry = {"job_id": self.spec.job_id, "sha256": self.data_sha256, "file": Path(self.spec.dataset).name,
                  "steps": self.state.step, "finished_at": time.time()}
-        state = adapter_state.next_state(self.prev_state, entry=entry, base_model=self.expected["base_model"],
-                                         base_model_hash=self.base_hash, locked=self.expected["locked"],
-                                         model_name=self.cfg.model_name)
+        return adapter_state.next_state(self.prev_state, entry=entry, base_model=self.expected["base_model"],
+                                        base_model_hash=self.base_hash, locked=self.expected["locked"],
+                                        model_name=self.cfg.model_name)
+
+    def publish(self, final: Path, state: dict | None = None) -> dict:
+        state = state or self.next_adapter_state()
 
         def before_state() -> None:
             # The optimizer goes beside the weights before adapter_state.json (the commit point) names them.
@@ -850,6 +854,7 @@ class Recipe:
 
         ckpt.publish_adapter(final, self.spec.output_dir, state, before_state=before_state)
         log.info("published the adapter to %s", self.spec.output_dir)
+        return state
 
     def summary(self, extra: dict | None = None) -> dict:
         st = self.state
@@ -880,13 +885,31 @@ def run(spec: RunSpec) -> RunResult:
         early = recipe.setup()
         if early is not None:
             return early
+        gate = _gate(recipe)
+        if gate is not None:
+            gate.champion()
         out = recipe.train()
         if not recipe.is_main:  # the main process publishes; the others are done
             return RunResult(exit_codes.OK, summary=json_safe(recipe.summary()))
-        recipe.publish(Path(out["final_checkpoint"]))
+        final = Path(out["final_checkpoint"])
+        extra = {"seconds_training": out["seconds_training"], "precision": recipe.precision}
+        decision, scores = gate.judge() if gate is not None else (None, None)
+        if decision is not None and decision["outcome"] == "rejected":
+            _keep_rejected(recipe, final, decision, scores)
+            detail = "rejected by the gate; kept as a snapshot"
+        else:
+            state = recipe.publish(final)
+            if scores is not None:
+                from trainingd.contracts.gate_scores import write_gate_scores
+
+                # The new champion's scores, beside it: the next job compares with them without scoring again.
+                write_gate_scores(spec.output_dir, {**scores, "generation_id": state["generation_id"]})
+            detail = "published"
         ckpt.remove_checkpoints(spec.checkpoint_dir)
-        summary = recipe.summary({"seconds_training": out["seconds_training"], "precision": recipe.precision})
-        recipe.progress.update(status="saving", status_detail="published")
+        if decision is not None:
+            extra["gate"] = decision
+        summary = recipe.summary(extra)
+        recipe.progress.update(status="saving", status_detail=detail)
         return RunResult(exit_codes.OK, summary=json_safe(summary))
     except _Exit as e:
         return RunResult(e.code, reason=e.reason, summary=json_safe(recipe.summary()))
@@ -899,6 +922,41 @@ def run(spec: RunSpec) -> RunResult:
         return RunResult(exit_codes.DATA_ERROR, reason=str(e))
     finally:
         recipe.cleanup()
+
+
+def _gate(recipe: Recipe):
+    """The gate of this job, or None (off, standalone, or a sharded model that one process cannot score)."""
+    spec = recipe.spec
+    if not recipe.cfg.gate.enabled or spec.home is None:
+        return None
+    if recipe.fsdp:
+        log.warning("gate: not applied under distributed.strategy fsdp (no process holds the whole model)")
+        return None
+    if not recipe.is_main:
+        return None
+    from trainingd.paths import Home
+    from trainingd.train.gate_eval import Gate
+
+    try:
+        return Gate(recipe, Home.at(spec.home))
+    except (OSError, ValueError) as e:  # no held-out set to judge with: a config problem, never retried in a loop
+        raise _Exit(exit_codes.CONFIG_ERROR, f"gate.enabled needs a held-out set (evaluation.eval_file or the "
+                                             f"generator's /eval): {e}") from None
+
+
+def _keep_rejected(recipe: Recipe, final: Path, decision: dict, scores: dict | None) -> None:
+    """A rejected candidate is not published: it becomes a pinned snapshot marked rejected (nothing is lost)."""
+    from trainingd.lifecycle.snapshots import keep_rejected
+    from trainingd.paths import Home
+
+    spec = recipe.spec
+    state = recipe.next_adapter_state()
+    trained_file = {"job_id": spec.job_id, "name": Path(spec.dataset).name, "sha256": recipe.data_sha256,
+                    "lines": None, "trained_tokens": recipe.state.trained_tokens}
+    snap = keep_rejected(Home.at(spec.home), final, state, trained_file=trained_file, decision=decision,
+                         scores={**scores, "generation_id": state["generation_id"]} if scores else None,
+                         config=recipe.cfg.to_dict(), result=recipe.summary())
+    decision["snapshot"] = snap.name
 
 
 def execute(spec: RunSpec, reason_file: Path | None) -> int:

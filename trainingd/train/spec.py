@@ -65,3 +65,5 @@ class RunSpec:
     stop_signal: StopSignal = field(default_factory=StopSignal)
     skip_if_trained: bool = False
     """Daemon mode: a job already listed in the init adapter's state (same id and data) is not trained again."""
+    home: Path | None = None
+    """Daemon mode: the home (its held-out set, and where the gate keeps a rejected candidate); None: no gate."""
