@@ -1,4 +1,5 @@
-"""The champion/challenger gate: the paired rule, scoring in memory, and the daemon that publishes only what is not worse.
+"""The champion/challenger gate: the paired rule, scoring in memory, and the daemon that publishes only what is not
+worse.
 
 Run: .venv/bin/python -m pytest tests/test_gate.py -q      (``-m "not slow"`` leaves out real training)
 """

@@ -295,7 +295,8 @@ def lineage(home: Home) -> dict[str, Any]:
     state = state or {}
     in_chain = {c["job_id"] for c in chain}
     # Candidates the gate kept out of the live adapter (trained once, not in this chain): job, file, both scores.
-    rejected = [{"job_id": (m.get("trained_file") or {}).get("job_id"), "file": (m.get("trained_file") or {}).get("name"),
+    rejected = [{"job_id": (m.get("trained_file") or {}).get("job_id"),
+                 "file": (m.get("trained_file") or {}).get("name"),
                  "snapshot": s["name"], "reason": (m.get("gate") or {}).get("reason"),
                  "champion": (m.get("gate") or {}).get("champion"), "candidate": (m.get("gate") or {}).get("candidate")}
                 for s in snaps for m in [s["manifest"]]
