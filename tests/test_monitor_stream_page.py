@@ -33,8 +33,12 @@ def stream(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("stream") / "home"
     (root / "models").mkdir(parents=True)
     shutil.copytree(tiny_model, root / "models" / "tiny-qwen3")
+    # the gate judges every job against the champion on a small held-out file (the jobs table shows each decision)
+    write_jsonl(root / "heldout.jsonl", chat_lines(8, seed=999))
     write_config(root, base_model=str(root / "models" / "tiny-qwen3"), max_length=128, batch_size=2,
-                 gradient_accumulation=1, save_steps=100, learning_rate=1e-3, epochs=1, layer_stats_steps=1)
+                 gradient_accumulation=1, save_steps=100, learning_rate=1e-3, epochs=1, layer_stats_steps=1,
+                 evaluation={"eval_file": "heldout.jsonl", "max_new_tokens": 4, "batch_size": 8},
+                 gate={"enabled": True, "max_forgetting": None, "max_rejections_in_row": 0})
     for i in range(JOBS):
         write_jsonl(root / "inbox" / f"part{i:02d}.jsonl", chat_lines(LINES, seed=i))
     subprocess.run([sys.executable, str(REPO / "training_daemon.py"), "--home", str(root), "--once"],
@@ -92,13 +96,13 @@ def test_the_charts_draw_the_stream_on_the_examples_axis_and_the_window_changes_
         files = page.eval_on_selector_all("#jobs-body tr td.job-file", "tds => tds.map(t => t.textContent)")
         assert files == [f"part{i:02d}.jsonl" for i in reversed(range(JOBS))]
         gates = page.eval_on_selector_all("#jobs-body tr td.gate", "tds => tds.map(t => t.textContent)")
-        assert len(gates) == JOBS and all(g for g in gates)
+        assert len(gates) == JOBS and all(g.startswith(("promoted", "rejected")) for g in gates), gates
         assert text(page, "jobs-range") == f"1–{JOBS} of {JOBS}"
         link = page.get_attribute("#jobs-body tr:first-child a", "href")
         with urllib.request.urlopen(base + link, timeout=10) as r:
             lineage = json.load(r)
-        assert lineage["job_id"].endswith(f"part{JOBS - 1:02d}") and lineage["in_live_adapter"]
-        assert lineage["snapshot"] is not None
+        assert lineage["job_id"].endswith(f"part{JOBS - 1:02d}") and lineage["snapshot"] is not None
+        assert lineage["in_live_adapter"] == gates[0].startswith("promoted")
 
         page.screenshot(path=str(tmp_path / "stream.png"), full_page=True)
         assert watch.console_errors == []
