@@ -54,7 +54,7 @@ EXPECTED = {
     "truncated_last_line.jsonl": ["line 2", "invalid JSON"],
     "unknown_format.jsonl": ["line 1", "question", "expected"],
     "unknown_role.jsonl": ["line 1", "robot"],
-    "utf16.jsonl": ["binary"],
+    "utf16.jsonl": ["UTF-16", "iconv -f UTF-16 -t UTF-8"],
 }
 GOOD = {"messages": [{"role": "user", "content": "What is a queue?"}, {"role": "assistant", "content": "Jobs."}]}
 

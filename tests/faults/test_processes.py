@@ -76,7 +76,9 @@ def _daemons_of(root: Path) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info["cmdline"] or []
-        if any(c.endswith("training_daemon.py") for c in cmd) and str(root) in cmd:
+        # the foreground script, or what `trainingd start` (the launcher) runs: python -m trainingd daemon
+        is_daemon = any(c.endswith("training_daemon.py") for c in cmd) or cmd[1:4] == ["-m", "trainingd", "daemon"]
+        if is_daemon and str(root) in cmd:
             out.append(p)
     return out
 
