@@ -641,16 +641,19 @@ def monitor_parser(prog: str = "launch_live_monitor.py") -> argparse.ArgumentPar
 def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     _setup_logging()
     args = parser.parse_args(argv)
-    # init makes a home; a monitor may start before the daemon that makes its home (it only reads it).
-    problem = home_problem(getattr(args, "home", None), creates=args.run in (_run_init, _run_monitor))
+    # init, start (the daemon initialises its home) and plan (it builds the embedded base there) make a home; the
+    # monitor and logs may look before the daemon that makes it (they only read).
+    problem = home_problem(getattr(args, "home", None),
+                           creates=args.run in (_run_init, _run_start, _run_plan, _run_monitor, _run_logs))
     if problem:
         getattr(args, "command_parser", parser).error(problem)  # exit 2 (usage) with the message
     return args.run(args)
 
 
 def home_problem(value: str | None, *, creates: bool = False) -> str | None:
-    """Why ``--home value`` cannot be used (None: it can). Only a command that ``creates`` the home (init, the
-    monitor) may name a folder that does not exist yet: anything else would make a queue that no daemon reads."""
+    """Why ``--home value`` cannot be used (None: it can). Only a command that ``creates`` the home (init, start,
+    plan) or only reads it (monitor, logs) may name a folder that does not exist yet: anything else would make a
+    queue that no daemon reads."""
     if value is not None and not str(value).strip():
         return "argument --home: empty; give a folder (--home . for the current one)"
     try:
