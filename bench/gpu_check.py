@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from train_throughput import Window, append_row, window_stats  # noqa: E402
+from train_throughput import Window, append_row, bounded_callback, window_stats  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 QWEN3_06B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -211,7 +211,7 @@ def train_trl(model: Path, data: Path, work: Path, name: str, qlora: bool, batch
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
     from trl import SFTConfig, SFTTrainer
 
     out = work / name
@@ -220,19 +220,6 @@ def train_trl(model: Path, data: Path, work: Path, name: str, qlora: bool, batch
     window = Window(steps, seconds)
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
-
-    class Bounded(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            append_row(steps_file, {"step": 0, "t": window.start(), "tokens_seen": 0})
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if window.done(state.global_step):
-                control.should_training_stop = True
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "num_tokens" in logs:
-                append_row(steps_file, {"step": state.global_step, "t": time.time(),
-                                        "tokens_seen": logs["num_tokens"], "loss": logs.get("loss")})
 
     kwargs: dict = {"dtype": torch.bfloat16 if bf16 else torch.float32, "attn_implementation": "sdpa"}
     if qlora:
@@ -259,7 +246,7 @@ def train_trl(model: Path, data: Path, work: Path, name: str, qlora: bool, batch
                      bf16=bf16, use_cpu=not cuda, max_length=max_length, **options)
     peft_cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=mdl, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_cfg,
-                         callbacks=[Bounded()])
+                         callbacks=[bounded_callback(window, steps_file)])
     trainer.train()
     row = {"exit_code": 0, **window_stats(steps_file, seconds),
            "losses": [json.loads(line).get("loss") for line in steps_file.read_text().splitlines()[1:]]}

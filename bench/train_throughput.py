@@ -213,6 +213,27 @@ def append_row(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def bounded_callback(window: Window, steps_file: Path):
+    """A TRL/transformers callback that logs each step's cumulative tokens to ``steps_file`` and stops the run when
+    ``window`` is over (the same time box trainingd's runs get)."""
+    from transformers import TrainerCallback
+
+    class Bounded(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            append_row(steps_file, {"step": 0, "t": window.start(), "tokens_seen": 0})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if window.done(state.global_step):
+                control.should_training_stop = True
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "num_tokens" in logs:  # cumulative non-padding tokens, as TRL counts them
+                append_row(steps_file, {"step": state.global_step, "t": time.time(),
+                                        "tokens_seen": logs["num_tokens"], "loss": logs.get("loss")})
+
+    return Bounded()
+
+
 def worker_trainingd(p: dict, opts: dict) -> dict:
     from trainingd.atomic_ops import read_jsonl
     from trainingd.config import parse_config
@@ -259,7 +280,7 @@ def worker_trl(p: dict, opts: dict) -> dict:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     model, m, variant = p["model"], MODELS[opts["model"]], opts["arg"]
@@ -267,19 +288,6 @@ def worker_trl(p: dict, opts: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     steps_file = out / "steps.jsonl"
     window = Window(opts["steps"], opts["seconds"])
-
-    class Bounded(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            append_row(steps_file, {"step": 0, "t": window.start(), "tokens_seen": 0})
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if window.done(state.global_step):
-                control.should_training_stop = True
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "num_tokens" in logs:  # cumulative non-padding tokens, as TRL counts them
-                append_row(steps_file, {"step": state.global_step, "t": time.time(),
-                                        "tokens_seen": logs["num_tokens"], "loss": logs.get("loss")})
 
     tok = AutoTokenizer.from_pretrained(str(model))
     torch.manual_seed(HP["seed"])
@@ -295,7 +303,7 @@ def worker_trl(p: dict, opts: dict) -> dict:
     peft_cfg = LoraConfig(r=HP["lora_r"], lora_alpha=HP["lora_alpha"], lora_dropout=0.0, target_modules=TARGETS,
                           task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=mdl, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_cfg,
-                         callbacks=[Bounded()])
+                         callbacks=[bounded_callback(window, steps_file)])
     out_train = trainer.train()
     rss = peak_rss_mb()
     heldout = held_out_loss(trainer.model, tok, p["eval"], out, m["max_length"])
