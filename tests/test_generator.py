@@ -46,17 +46,27 @@ def test_every_word_is_spelled_by_its_syllables_and_the_split_is_disjoint():
 
 
 def test_the_vocabulary_and_its_split_are_fixed():
-    # The pinned wordfreq and pyphen give this exact list; a different one would move the held-out split and make
-    # old learning curves incomparable, so an upgrade of either package must change this digest on purpose.
+    # A different list would move the held-out split and make old learning curves incomparable, so a change of
+    # the shipped file must change this digest on purpose.
     text = "\n".join("-".join(w.syllables) for w in WORDS)
     assert hashlib.sha256(text.encode()).hexdigest() == VOCABULARY_SHA256
 
 
-def test_importing_the_generator_loads_no_word_list_until_a_puzzle_is_made():
-    code = ("import sys; import trainingd.generator.puzzles as p; a = 'wordfreq' in sys.modules; "
-            "p.make_puzzle(0, 0); print(a, 'wordfreq' in sys.modules)")
+def test_the_shipped_vocabulary_is_what_the_pinned_wordfreq_and_pyphen_give():
+    from trainingd.generator import vocabulary
+
+    assert vocabulary.render(vocabulary.build()) == vocabulary.FILE.read_text(encoding="ascii")
+    out = subprocess.run([sys.executable, "-m", "trainingd.generator.vocabulary", "--check"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "matches" in out.stdout
+
+
+def test_making_puzzles_needs_neither_word_package_at_run_time():
+    # The GPU image has neither, and wordfreq alone (58 MB) would not fit the device carry.
+    code = ("import sys; sys.modules['wordfreq'] = sys.modules['pyphen'] = None; "
+            "import trainingd.generator.puzzles as p; print(len(p.WORDS), p.make_puzzle(0, 0).level)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "True"]
+    assert out.stdout.split() == ["8000", "1"]
 
 
 def test_clues_name_first_letter_and_length_and_a_second_fitting_word_is_accepted():

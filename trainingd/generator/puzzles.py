@@ -11,15 +11,11 @@ belong to no answer, and drop the syllable counts from the clues:
       4      4        4             no
       5      5        6             no
 
-The words come from two pinned packages made for this, not from a hand-written list:
-
-* ``wordfreq`` (Apache-2.0; frequency-ranked word lists of many corpora): the most frequent lowercase ASCII
-  words of 4 to 12 letters, so every word is one a small language model has met many times;
-* ``pyphen`` (LGPL/MPL/GPL; the LibreOffice/Hunspell hyphenation dictionaries): its ``en_US`` hyphenation
-  points cut each word into syllables, and words it does not cut are skipped.
-
-The first ``VOCABULARY_SIZE`` words that pass form the vocabulary, in frequency order (built once, on first
-use, in about a second; both packages are pinned so the list is the same on every machine).
+The words come from two pinned packages made for this, not from a hand-written list: the most frequent
+lowercase ASCII words of 4 to 12 letters in ``wordfreq`` that ``pyphen``'s ``en_US`` hyphenation dictionary cuts
+into syllables, ``VOCABULARY_SIZE`` of them in frequency order. They are built once by
+``trainingd.generator.vocabulary`` and shipped as ``vocabulary.txt``, so the generator needs neither package to
+run, and a test checks the file against the pinned packages.
 
 Clues. Neither package ships definitions (WordNet's packages download their data at run time, which a box
 without network cannot do), so a clue states what code can check and what, with the bank, makes the puzzle
@@ -48,15 +44,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from trainingd.generator import vocabulary as vocabulary_file
+
 LEVELS = {1: (1, 0, True), 2: (2, 0, True), 3: (3, 2, True), 4: (4, 4, False), 5: (5, 6, False)}
 MIN_LEVEL, MAX_LEVEL = 1, max(LEVELS)
 
-VOCABULARY_SIZE = 8000
-"""Words in the vocabulary: the most frequent that pass the filter (about zipf 3.6 and above)."""
-_CANDIDATES = 40_000  # wordfreq words looked at to find them (about one in three passes)
-_WORD = re.compile(r"[a-z]{4,12}")
-_LANG = "en"
-_HYPHENATION = "en_US"
+VOCABULARY_SIZE = vocabulary_file.SIZE
 
 
 @dataclass(frozen=True)
@@ -76,22 +69,8 @@ class Word:
 
 @functools.cache
 def vocabulary() -> tuple[Word, ...]:
-    """The generator's words, most frequent first (built once per process from wordfreq + pyphen)."""
-    import pyphen
-    from wordfreq import top_n_list
-
-    hyphenator = pyphen.Pyphen(lang=_HYPHENATION)
-    words: list[Word] = []
-    for text in top_n_list(_LANG, _CANDIDATES, wordlist="best"):
-        if not _WORD.fullmatch(text):
-            continue
-        syllables = tuple(hyphenator.inserted(text).split("-"))
-        if len(syllables) < 2 or "".join(syllables) != text:
-            continue
-        words.append(Word.of(text, syllables))
-        if len(words) == VOCABULARY_SIZE:
-            break
-    return tuple(words)
+    """The generator's words, most frequent first (read once per process from the shipped vocabulary.txt)."""
+    return tuple(Word.of("".join(syllables), syllables) for syllables in vocabulary_file.load())
 
 
 def _is_held_out(word: Word) -> bool:
