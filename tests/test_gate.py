@@ -213,7 +213,8 @@ def gate_home(home, **gate_cfg):
 
     write_jsonl(home / "heldout.jsonl", [qa(i) for i in range(16)])
     write_config(home, learning_rate=2e-2, batch_size=4, epochs=4, save_steps=1000, layer_stats_steps=0,
-                 evaluation={"eval_file": "heldout.jsonl", "max_new_tokens": 6, "batch_size": 16},
+                 evaluation={"eval_file": "heldout.jsonl", "max_new_tokens": 6, "batch_size": 16,
+                             "after_each_job": True},
                  gate={"enabled": True, "max_forgetting": None, **gate_cfg})
     return home
 
@@ -236,12 +237,19 @@ def test_a_worse_candidate_is_rejected_kept_reported_and_promoted_by_hand(home):
     state_before = json.loads((home / "current_model" / "adapter_state.json").read_text())
     assert json.loads((home / "current_model" / "gate_scores.json").read_text())["generation_id"] == \
         state_before["generation_id"]
+    # The gate's scores of the published candidate are the evaluation after the job: no second load.
+    evals = [e for e in read_history(h) if e.get("kind") == "eval"]
+    assert [(e["trigger"], e["job_id"]) for e in evals] == [("gate", first[0]["job_id"])]
+    assert evals[0]["exact_match"] == round(first[0]["gate"]["candidate"]["exact_match"], 4)
+    assert evals[0]["total"] == 16 and evals[0]["trained_examples"] == 64
+    assert not (home / "logs" / "eval_output.log").exists()
 
     drop(home, "wrong.jsonl", [qa(i, wrong=1) for i in range(16)] * 4)
     res = run_once(home)
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = [e for e in read_history(h) if e.get("state")]
     assert [e["result"] for e in jobs] == ["ok", "rejected"], jobs
+    assert len([e for e in read_history(h) if e.get("kind") == "eval"]) == 1  # nothing new was published
     g = jobs[1]["gate"]
     assert g["outcome"] == "rejected" and "exact_match is worse" in jobs[1]["reason"]
     assert g["champion_source"] == "stored"  # the champion's scores came from beside it: no second scoring

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainingd.atomic_ops import read_json
+from trainingd.atomic_ops import read_json, read_jsonl
 from trainingd.paths import Home
 
 HISTORY_KIND = "eval"
@@ -44,3 +44,14 @@ def read_last(home: Home) -> dict | None:
 def eval_entries(history: list[dict]) -> list[dict]:
     """The evaluation lines of ``status/history.jsonl`` (the others are finished jobs)."""
     return [e for e in history if isinstance(e, dict) and e.get("kind") == HISTORY_KIND]
+
+
+def trained_so_far(home: Home) -> dict:
+    """Jobs and examples trained into the adapter so far, from ``status/history.jsonl``."""
+    jobs = examples = tokens = 0
+    for e in read_jsonl(home.history):
+        if isinstance(e, dict) and e.get("state") == "done" and e.get("result") == "ok":
+            jobs += 1
+            examples += int(e.get("kept") or e.get("examples") or 0)
+            tokens += int(e.get("tokens") or 0)
+    return {"trained_jobs": jobs, "trained_examples": examples, "trained_tokens": tokens}

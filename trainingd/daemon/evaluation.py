@@ -7,6 +7,10 @@ share the CPU and each evaluation sees exactly the adapter of the jobs before it
 ticking meanwhile (control requests, status). The evaluator writes ``status/eval_result.json`` and appends a
 ``{"kind": "eval", ...}`` line to ``status/history.jsonl``; ``status()`` is the ``eval`` block of the status file.
 
+With the gate on, the trainer has already scored the published adapter on the same held-out set, on the model it
+held (``summary.gate.candidate``): a promoted job's evaluation is recorded from those scores, ``"trigger":
+"gate"``, with no second load; a rejected job changed nothing live, so it is not evaluated again.
+
 ``trainingd eval`` runs the same evaluation in the foreground (``trainingd.train.evaluate.run_eval_command``, in
 its own process). The result file's schema is ``trainingd.contracts.eval_result``.
 """
@@ -21,15 +25,40 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trainingd.atomic_ops import append_jsonl, atomic_write_json
 from trainingd.config import Config
-from trainingd.contracts.eval_result import eval_entries, read_last  # noqa: F401 - read here by the daemon's callers
+from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.eval_result import (  # noqa: F401 - eval_entries is read here by the daemon's callers
+    HISTORY_KIND, eval_entries, read_last, result_path, trained_so_far)
 from trainingd.contracts.job import now_iso
+from trainingd.lifecycle.gate import REJECTED
 from trainingd.paths import Home
 
 log = logging.getLogger("trainingd.daemon.evaluation")
 
 def log_path(home: Home) -> Path:
     return home.eval_log
+
+
+def record_gate_scores(home: Home, cfg: Config, job_id: str, decision: dict) -> bool:
+    """Record the evaluation of a promoted candidate from the gate's scores of it; False when they are missing."""
+    cand, eval_set = decision.get("candidate"), decision.get("eval_set")
+    if not isinstance(cand, dict) or not isinstance(eval_set, dict) or not cand.get("examples"):
+        return False
+    total = int(cand["examples"])
+    state = read_adapter_state(home.current_model)
+    result = {"kind": HISTORY_KIND, "trigger": "gate", "job_id": job_id, "finished_at": now_iso(),
+              "exact_match": round(float(cand["exact_match"]), 4),
+              "token_accuracy": round(float(cand["token_accuracy"]), 4),
+              "correct": round(float(cand["exact_match"]) * total), "total": total, "level": eval_set.get("level"),
+              "seconds": float((decision.get("seconds") or {}).get("candidate") or 0.0), "load_seconds": 0.0,
+              "base_model": cfg.base_model, "adapter": str(home.current_model),
+              "adapter_jobs": len(trained_entries(state)), **trained_so_far(home), "eval_set": eval_set}
+    atomic_write_json(result_path(home), result)
+    append_jsonl(home.history, result)
+    log.info("evaluation after job %s from the gate's scores: exact match %s, token accuracy %s", job_id,
+             result["exact_match"], result["token_accuracy"])
+    return True
 
 
 class Evaluator:
@@ -43,9 +72,14 @@ class Evaluator:
         self.started_at: str | None = None
         self.last_error: str | None = None
 
-    def job_done(self, job_id: str, cfg: Config) -> None:
-        if cfg.evaluation.after_each_job:
-            self.wanted = job_id
+    def job_done(self, job_id: str, cfg: Config, gate_decision: dict | None = None) -> None:
+        if not cfg.evaluation.after_each_job:
+            return
+        if gate_decision and gate_decision.get("outcome") == REJECTED:
+            return  # nothing was published: the live adapter's last evaluation still holds
+        if gate_decision and record_gate_scores(self.home, cfg, job_id, gate_decision):
+            return
+        self.wanted = job_id
 
     def maybe_start(self, cfg: Config) -> bool:
         """True while an evaluation runs (started now or before): no job may start."""

@@ -685,7 +685,7 @@ class Daemon:
                            result=o.result, reason=o.reason, summary=summary, seconds=seconds)
             self.jobs_ended += 1
         if o.snapshot_and_evaluate:
-            self.evaluator.job_done(job.id, self.cfg)
+            self.evaluator.job_done(job.id, self.cfg, gate_decision)
         if o.state == "done":
             held = self.refresh_gate()  # the streak of rejections and the last decision, for the status
             if held is not None:

@@ -40,7 +40,7 @@ from trainingd import exit_codes as ec
 from trainingd.config import Config, ConfigError, load_config
 from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
 from trainingd.contracts.job import now_iso
-from trainingd.contracts.eval_result import HISTORY_KIND, eval_set_cache, result_path
+from trainingd.contracts.eval_result import HISTORY_KIND, eval_set_cache, result_path, trained_so_far
 from trainingd.daemon.autogen import read_curriculum
 from trainingd.generator.puzzles import check_answer, generate as generate_puzzles
 from trainingd.paths import Home
@@ -205,17 +205,6 @@ def load_for_eval(base: Path, adapter: Path | None):
 
 
 # ------------------------------------------------------------------------------------------------ home
-def trained_so_far(home: Home) -> dict:
-    """Jobs and examples trained into the adapter so far, from ``status/history.jsonl``."""
-    jobs = examples = tokens = 0
-    for e in read_jsonl(home.history):
-        if isinstance(e, dict) and e.get("state") == "done" and e.get("result") == "ok":
-            jobs += 1
-            examples += int(e.get("kept") or e.get("examples") or 0)
-            tokens += int(e.get("tokens") or 0)
-    return {"trained_jobs": jobs, "trained_examples": examples, "trained_tokens": tokens}
-
-
 def evaluate_home(home: Home, *, trigger: str = "cli", job_id: str | None = None) -> dict:
     """Evaluate the home's live adapter (or the base alone before any training) and record the result."""
     set_threads()
