@@ -59,12 +59,15 @@ def run(args: argparse.Namespace) -> dict:
         "layer_stats_steps": 0, "lora": {"r": 16, "alpha": 32, "dropout": 0.0,
                                          "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                             "up_proj", "down_proj"]},
-        "auto_generate": {"enabled": True, "url": url, "count": args.batch, "min_interval_s": 0,
-                          "level": args.level, "seed": 1, "max_pending_generated": 1,
-                          "curriculum": {"enabled": args.curriculum}},
+        # The product's defaults for auto-generate, evaluation and the gate, but for what a bench must set:
+        # the generator's address, the starting level, and each block switched on (or the gate off, for contrast).
+        "auto_generate": {"enabled": True, "url": url, "level": args.level,
+                          "curriculum": {"enabled": not args.no_curriculum},
+                          **({"count": args.batch} if args.batch else {})},
         # With the curriculum the held-out set follows the level; without it, it stays at --level.
-        "evaluation": {"after_each_job": True, "count": args.eval_count,
-                       "level": None if args.curriculum else args.level, "batch_size": 50, "max_new_tokens": 16},
+        "evaluation": {"after_each_job": True, "level": args.level if args.no_curriculum else None,
+                       **({"count": args.eval_count} if args.eval_count else {})},
+        "gate": {"enabled": not args.no_gate},
     }
     if args.lr_schedule:
         config["lr_schedule"] = args.lr_schedule
@@ -112,14 +115,41 @@ def run(args: argparse.Namespace) -> dict:
                "correct": e["correct"], "total": e["total"], "eval_seconds": e["seconds"], "level": e.get("level")}
               for e in evals]
     points_levels = [e.get("level") for e in evals]
+    candidates = candidate_points(jobs, t0)
     return {"base_model": args.base, "level": args.level, "batch": args.batch, "eval_count": args.eval_count,
             "learning_rate": args.lr, "batch_size": args.batch_size, "minutes": args.minutes, "home": str(root),
             "lr_schedule": args.lr_schedule or "per_file", "lr_scheduler": args.lr_scheduler,
             "warmup_ratio": args.warmup_ratio, "stream_warmup_steps": args.stream_warmup_steps,
-            "curriculum": args.curriculum, "levels": points_levels,
+            "curriculum": not args.no_curriculum, "gate": not args.no_gate, "levels": points_levels,
+            "candidates": candidates, "config": config,
             "base_eval_wall_s": round(t_base - t0, 1), "jobs_done": sum(1 for j in jobs if j["state"] == "done"),
             "jobs_failed": sum(1 for j in jobs if j["state"] == "failed"), "points": points,
             "cpu_count": os.cpu_count(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def candidate_points(jobs: list[dict], t0: float) -> list[dict]:
+    """Each gated job's candidate: its held-out scores, the champion's, and whether it was published."""
+    from datetime import datetime
+
+    out, trained = [], 0
+    for j in jobs:
+        g = j.get("gate")
+        if j.get("state") != "done":
+            continue
+        examples = int(j.get("kept") or j.get("examples") or 0)
+        if not isinstance(g, dict) or not isinstance(g.get("candidate"), dict):
+            trained += examples if j.get("result") == "ok" else 0
+            continue
+        cand, champ = g["candidate"], g.get("champion") or {}
+        at = datetime.fromisoformat(j["finished_at"].replace("Z", "+00:00")).timestamp() - t0
+        out.append({"job_id": j["job_id"], "outcome": g.get("outcome"), "reason": g.get("reason"),
+                    "trained_examples": trained + examples, "wall_s": round(at, 1),
+                    "exact_match": cand.get("exact_match"), "token_accuracy": cand.get("token_accuracy"),
+                    "forgetting": cand.get("forgetting"), "champion_exact_match": champ.get("exact_match"),
+                    "champion_forgetting": champ.get("forgetting"), "examples": cand.get("examples"),
+                    "job_seconds": j.get("seconds"), "gate_seconds": g.get("seconds")})
+        trained += examples if j.get("result") == "ok" else 0
+    return out
 
 
 def plot(results: list[dict], png: Path) -> None:
@@ -131,14 +161,21 @@ def plot(results: list[dict], png: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in results:
         pts = r["points"]
-        name = Path(r["base_model"].removeprefix("embedded:")).name + f" {r.get('lr_schedule', 'per_file')}"
-        ax1.plot([p["trained_examples"] for p in pts], [p["exact_match"] for p in pts], "o-",
-                 label=f"{name}: exact match")
-        ax1.plot([p["trained_examples"] for p in pts], [p["token_accuracy"] for p in pts], "x--", alpha=0.6,
-                 label=f"{name}: token accuracy")
-        ax2.plot([p["wall_s"] / 60 for p in pts], [p["exact_match"] for p in pts], "o-", label=name)
+        name = (Path(r["base_model"].removeprefix("embedded:")).name + f" {r.get('lr_schedule', 'per_file')}"
+                + {True: ", gate on", False: ", gate off", None: ""}[r.get("gate")])
+        line, = ax1.plot([p["trained_examples"] for p in pts], [p["exact_match"] for p in pts], "o-",
+                         label=f"{name}: published, exact match")
+        ax2.plot([p["wall_s"] / 60 for p in pts], [p["exact_match"] for p in pts], "o-", label=name,
+                 color=line.get_color())
+        for outcome, marker in (("promoted", "^"), ("rejected", "v")):
+            cands = [c for c in r.get("candidates") or [] if c["outcome"] == outcome]
+            if cands:
+                ax1.scatter([c["trained_examples"] for c in cands], [c["exact_match"] for c in cands], marker=marker,
+                            s=36, facecolors="none" if outcome == "rejected" else line.get_color(),
+                            edgecolors=line.get_color(), label=f"{name}: candidate {outcome}", zorder=3)
     ax1.set_xlabel("examples trained")
-    ax1.set_ylabel(f"held-out accuracy ({results[0]['eval_count']} puzzles)")
+    ax1.set_ylabel(f"held-out exact match ({results[0]['points'][0]['total'] if results[0]['points'] else '?'}"
+                   " puzzles)")
     ax1.set_ylim(0, 1)
     ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)
@@ -147,8 +184,9 @@ def plot(results: list[dict], png: Path) -> None:
     ax2.set_ylim(0, 1)
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
-    fig.suptitle(f"SYLLO level {results[0]['level']} puzzles, LoRA r=16, auto-generated batches of "
-                 f"{results[0]['batch']}")
+    levels = sorted({lv for r in results for lv in r.get("levels") or [] if lv is not None})
+    fig.suptitle(f"SYLLO puzzles (levels {', '.join(map(str, levels)) or '?'}; the held-out set follows the "
+                 f"level), LoRA r=16")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
@@ -176,8 +214,8 @@ def main() -> int:
     p.add_argument("--base", default="embedded:smollm2-135m")
     p.add_argument("--minutes", type=float, default=38.0, help="wall-clock budget, the base evaluation included")
     p.add_argument("--level", type=int, default=1)
-    p.add_argument("--batch", type=int, default=256, help="puzzles per generated file (one job, then an eval)")
-    p.add_argument("--eval-count", type=int, default=100)
+    p.add_argument("--batch", type=int, help="puzzles per generated file (default: auto_generate.count's)")
+    p.add_argument("--eval-count", type=int, help="held-out puzzles (default: evaluation.count's)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr-schedule", choices=["per_file", "stream"], help="lr_schedule (default: the product's)")
@@ -185,7 +223,8 @@ def main() -> int:
     p.add_argument("--warmup-ratio", type=float, default=0.03, help="warmup_ratio of the per-file policy")
     p.add_argument("--stream-warmup-steps", type=int, default=10, help="stream_warmup_steps of the stream policy")
     p.add_argument("--no-base-eval", action="store_true", help="skip the evaluation of the base alone")
-    p.add_argument("--curriculum", action="store_true", help="let the level rise (auto_generate.curriculum)")
+    p.add_argument("--no-curriculum", action="store_true", help="keep the level (auto_generate.curriculum off)")
+    p.add_argument("--no-gate", action="store_true", help="publish every candidate (gate.enabled off)")
     p.add_argument("--home", help="home folder (default: a new temporary one)")
     p.add_argument("--out", type=Path, help="write the result JSON here")
     p.add_argument("--png", type=Path, help="plot the result (and --also results) here")
