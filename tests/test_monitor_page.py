@@ -14,6 +14,8 @@ import pytest
 
 from conftest import REPO, chat_lines, write_config, write_jsonl
 from trainingd.atomic_ops import atomic_write_json
+from trainingd.config import AutoGenerateConfig
+from trainingd.daemon.autogen import curriculum_level
 from trainingd.daemon.outcome import SKIP_REASON
 from trainingd.contracts.status import compose_status
 from trainingd.monitor.browser import CHROMIUM, chart_points, text, wait_until, watch_page
@@ -176,6 +178,16 @@ def test_the_page_warns_when_no_daemon_runs_and_when_the_status_is_stale(tmp_pat
             assert "no daemon is running" in text(page, "stale")
             assert text(page, "badge") == "training (daemon not running)"
             assert text(page, "step") == "7" and text(page, "total-steps") == "20"
+            assert not page.is_visible("#level")  # no auto-generate block: no level line
+            # auto-generate on, the curriculum past level 1: the accuracy chart says which level and why
+            cfg = AutoGenerateConfig(enabled=True)
+            evals = [{"kind": "eval", "level": 1, "exact_match": 0.85, "job_id": f"00000{i}-x"} for i in (1, 2)]
+            cur = curriculum_level(cfg, evals)
+            doc["auto_generate"] = {"enabled": True, "level": cur["level"], "level_reason": cur["reason"],
+                                    "curriculum": {"enabled": True, "max_level": cfg.curriculum.max_level}}
+            atomic_write_json(home.status, doc)
+            wait_until(lambda: page.is_visible("#level"), "the level line")
+            assert text(page, "level").startswith("generated data: level 2 of 5 — level 2: promoted from 1")
             page.screenshot(path=str(tmp_path / "stale.png"))
             # the layer page of a home without a report says so instead of drawing an empty grid
             page.click("#link-layers")

@@ -287,9 +287,20 @@
     setText("loss", fmtNum(isNum(m.loss) ? m.loss : doc.loss, 4));
     setText("lr", fmtNum(m.learning_rate));
     setText("updated", doc.updated_at ? "status updated " + doc.updated_at : "no status file");
+    showLevel(doc.auto_generate);
     $("btn-pause").disabled = !view.daemon_running || !!control.paused;
     $("btn-resume").disabled = !view.daemon_running || !control.paused;
     $("btn-skip").disabled = !view.daemon_running || !job.id;
+  }
+
+  // The auto-generated puzzles' level and why (the curriculum raises it with held-out exact match).
+  function showLevel(ag) {
+    var el = $("level");
+    el.hidden = !(ag && ag.enabled && isNum(ag.level));
+    if (el.hidden) return;
+    var cur = ag.curriculum || {};
+    el.textContent = "generated data: level " + ag.level + (cur.enabled ? " of " + cur.max_level : "") +
+      (ag.level_reason ? " — " + ag.level_reason : "");
   }
 
   function jobItem(job, note) {
