@@ -98,6 +98,15 @@ def test_the_generator_is_asked_for_the_promoted_level_and_the_status_says_why(t
     st = ag.status()
     assert st["level"] == 2 and st["last"]["level"] == 2 and "promoted from 1" in st["level_reason"]
     assert st["curriculum"]["promoted_after"]["job_id"] == "job-b"
+    # training_controller.py status says it in one line
+    from trainingd.cli.formatting import format_summary
+    from trainingd.contracts.status import compose_status
+
+    doc = compose_status(daemon={"pid": 1}, status="idle")
+    doc["auto_generate"] = st
+    text = format_summary({"home": str(tmp_path), "status": doc, "queue": [], "daemon_running": True})
+    line = next(x for x in text.splitlines() if x.startswith("generate:"))
+    assert line.startswith("generate:  level 2 (idle): level 2: promoted from 1"), line
     fresh = AutoGenerator(home)
     fresh.tick(c, pending_jobs=9, may_start=False)
     assert fresh.status()["level"] == 2, "the level survives a restart (it is the history's)"

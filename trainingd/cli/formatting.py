@@ -99,6 +99,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         gate = st.get("gate")
         if isinstance(gate, dict) and gate.get("line"):
             lines.append(f"gate:      {gate['line']}")
+        ag = st.get("auto_generate")
+        if isinstance(ag, dict) and ag.get("enabled") and ag.get("level") is not None:
+            lines.append(f"generate:  level {ag['level']} ({ag.get('state')}): {ag.get('level_reason')}")
         control = st.get("control") or {}
         lines.append(f"paused:    {'yes' if control.get('paused') else 'no'}"
                      + ("  (stopping)" if control.get("stopping") else ""))
