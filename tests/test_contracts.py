@@ -17,7 +17,7 @@ import pytest
 
 from trainingd import exit_codes
 from trainingd.contracts import adapter_state, job, manifest, progress, requests, result, status, trainer_command
-from trainingd.contracts import layer_activity, trainer_record
+from trainingd.contracts import autogen_state, layer_activity, trainer_record
 from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,10 +27,10 @@ CONTRACTS = PACKAGE / "contracts"
 # The names of the contract files (and the requests folder) as a module would spell them to open one.
 CONTRACT_NAMES = ("job.json", "job.json.broken", "trainer_command.json", "trainer_progress.json",
                   "training_status.json", "result.json", "adapter_state.json", "manifest.json", ".trainer.json",
-                  "requests", "layer_activity.json")
+                  "requests", "layer_activity.json", "autogen_state.json")
 # Home's properties for contract files: reaching one means reading or writing the file by hand.
 CONTRACT_ATTRS = ("status", "trainer_progress", "layer_activity", "trainer_record", "trainer_command",
-                  "control_requests", "emergency_stop")
+                  "control_requests", "emergency_stop", "autogen_state")
 # paths.py spells every path of a home; the trainer hands its progress path to Progress, which writes it through
 # contracts.progress (a standalone run writes the same document elsewhere).
 ALLOWED = {("paths.py", "*"), ("train/__main__.py", "trainer_progress"), ("train/__main__.py", "layer_activity"),
@@ -254,3 +254,20 @@ def test_layer_activity_round_trips_and_its_summary_reaches_the_status(home):
     assert composed["layer_activity_summary"] == short and composed["schema_version"] == 1
     home.layer_activity.write_text("{")
     assert layer_activity.read_layer_activity(home) is None
+
+
+def test_autogen_state_round_trips_and_a_new_config_seed_starts_over(home):
+    assert autogen_state.read_autogen_state(home) == {} and autogen_state.next_seed({}, 5) == 5
+    doc = autogen_state.after_batch({}, config_seed=5, seed=5, level=1, file="syllo_autogen_x_count3.jsonl", count=3)
+    doc = autogen_state.after_batch(doc, config_seed=5, seed=6, level=2, file="syllo_autogen_y_count4.jsonl", count=4)
+    autogen_state.write_autogen_state(home, doc)
+    saved = json.loads((home.root / "status" / "autogen_state.json").read_text())
+    assert saved == autogen_state.read_autogen_state(home) == doc
+    assert {k: saved[k] for k in ("config_seed", "next_seed", "batches", "examples")} == {
+        "config_seed": 5, "next_seed": 7, "batches": 2, "examples": 7}
+    assert saved["last"]["file"] == "syllo_autogen_y_count4.jsonl" and saved["last"]["level"] == 2
+    assert autogen_state.next_seed(saved, 5) == 7 and autogen_state.next_seed(saved, 9) == 9
+    assert autogen_state.totals(saved) == {"batches": 2, "examples": 7, "last": saved["last"]}
+    home.autogen_state.write_text("{not json")
+    with pytest.raises(ValueError):
+        autogen_state.read_autogen_state(home)

@@ -164,7 +164,7 @@ class Home:
 
     @property
     def autogen_state(self) -> Path:
-        """What the daemon last asked the generator for (``trainingd.daemon.autogen``)."""
+        """What the daemon last asked the generator for (``trainingd.contracts.autogen_state``)."""
         return self.status_dir / "autogen_state.json"
 
     @property
