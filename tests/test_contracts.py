@@ -17,7 +17,7 @@ import pytest
 
 from trainingd import exit_codes
 from trainingd.contracts import adapter_state, job, manifest, progress, requests, result, status, trainer_command
-from trainingd.contracts import autogen_state, layer_activity, trainer_record
+from trainingd.contracts import approvals, autogen_state, layer_activity, trainer_record
 from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,10 +27,12 @@ CONTRACTS = PACKAGE / "contracts"
 # The names of the contract files (and the requests folder) as a module would spell them to open one.
 CONTRACT_NAMES = ("job.json", "job.json.broken", "trainer_command.json", "trainer_progress.json",
                   "training_status.json", "result.json", "adapter_state.json", "manifest.json", ".trainer.json",
-                  "requests", "layer_activity.json", "autogen_state.json")
+                  "requests", "layer_activity.json", "autogen_state.json",
+                  "approvals.jsonl")
 # Home's properties for contract files: reaching one means reading or writing the file by hand.
 CONTRACT_ATTRS = ("status", "trainer_progress", "layer_activity", "trainer_record", "trainer_command",
-                  "control_requests", "emergency_stop", "autogen_state")
+                  "control_requests", "emergency_stop", "autogen_state",
+                  "approvals_log")
 # paths.py spells every path of a home; the trainer hands its progress path to Progress, which writes it through
 # contracts.progress (a standalone run writes the same document elsewhere).
 ALLOWED = {("paths.py", "*"), ("train/__main__.py", "trainer_progress"), ("train/__main__.py", "layer_activity"),
@@ -271,3 +273,16 @@ def test_autogen_state_round_trips_and_a_new_config_seed_starts_over(home):
     home.autogen_state.write_text("{not json")
     with pytest.raises(ValueError):
         autogen_state.read_autogen_state(home)
+
+
+def test_approvals_append_in_order_and_a_torn_last_line_is_skipped(home):
+    assert approvals.read_approvals(home) == []
+    change = [{"key": "base_model", "adapter": "/old", "config": "/new"}]
+    first = approvals.make_record(who="ops", host="box", changes=change, adapter_generation=3, generation_id="g3")
+    approvals.append_approval(home, first)
+    approvals.append_approval(home, {**first, "who": "dev"})
+    with open(home.root / "logs" / "approvals.jsonl", "a") as f:
+        f.write('{"at": "torn')
+    assert [r["who"] for r in approvals.read_approvals(home)] == ["ops", "dev"]
+    assert set(first) == {"at", "who", "host", "changes", "adapter_generation", "generation_id"}
+    assert first["changes"] == change and first["at"].endswith("Z")

@@ -196,7 +196,7 @@ class Home:
 
     @property
     def approvals_log(self) -> Path:
-        """Append-only record of accepted locked-key changes (``trainingd.lifecycle.approval``)."""
+        """Append-only record of accepted locked-key changes (``trainingd.contracts.approvals``)."""
         return self.logs / "approvals.jsonl"
 
     @property

@@ -22,10 +22,10 @@ written atomically); its functions are the only code in the package that reads o
     reason.py          queue/failed/<job>/reason.txt         queue (daemon, CLI) -> people, CLIs, invariants
     gate_scores.py     current_model/gate_scores.json        trainer -> the next job's trainer, trainingd promote
     autogen_state.py   status/autogen_state.json             daemon -> the next daemon (next seed, totals)
+    approvals.py       logs/approvals.jsonl                  CLI (config approve, preset --approve) -> people
 
 Cross-process files whose reader and writer still share one module (each module's docstring is the schema):
 
-    logs/approvals.jsonl        trainingd.lifecycle.approval    CLI (approve) -> people, doctor
     queue/hashes.jsonl          trainingd.jobqueue              queue (daemon, CLI) -> queue (duplicate check)
     cache/base_hash.json        trainingd.lifecycle.home_guard  daemon, CLI -> daemon, CLI (base content hash)
 
