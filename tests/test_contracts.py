@@ -17,7 +17,7 @@ import pytest
 
 from trainingd import exit_codes
 from trainingd.contracts import adapter_state, job, manifest, progress, requests, result, status, trainer_command
-from trainingd.contracts import approvals, autogen_state, layer_activity, trainer_record
+from trainingd.contracts import approvals, autogen_state, hashes, layer_activity, trainer_record
 from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,11 +28,11 @@ CONTRACTS = PACKAGE / "contracts"
 CONTRACT_NAMES = ("job.json", "job.json.broken", "trainer_command.json", "trainer_progress.json",
                   "training_status.json", "result.json", "adapter_state.json", "manifest.json", ".trainer.json",
                   "requests", "layer_activity.json", "autogen_state.json",
-                  "approvals.jsonl")
+                  "approvals.jsonl", "hashes.jsonl")
 # Home's properties for contract files: reaching one means reading or writing the file by hand.
 CONTRACT_ATTRS = ("status", "trainer_progress", "layer_activity", "trainer_record", "trainer_command",
                   "control_requests", "emergency_stop", "autogen_state",
-                  "approvals_log")
+                  "approvals_log", "hashes")
 # paths.py spells every path of a home; the trainer hands its progress path to Progress, which writes it through
 # contracts.progress (a standalone run writes the same document elsewhere).
 ALLOWED = {("paths.py", "*"), ("train/__main__.py", "trainer_progress"), ("train/__main__.py", "layer_activity"),
@@ -286,3 +286,16 @@ def test_approvals_append_in_order_and_a_torn_last_line_is_skipped(home):
     assert [r["who"] for r in approvals.read_approvals(home)] == ["ops", "dev"]
     assert set(first) == {"at", "who", "host", "changes", "adapter_generation", "generation_id"}
     assert first["changes"] == change and first["at"].endswith("Z")
+
+
+def test_the_hashes_log_records_each_accepted_job_as_it_always_did(home):
+    meta = {"id": "000001-chat", "sha256": "ab" * 32, "file": "chat.jsonl", "enqueued_at": "2026-11-30T10:00:00Z",
+            "priority": "normal"}
+    hashes.append_hash(home, meta)
+    hashes.append_hash(home, {**meta, "id": "000002-chat"})
+    lines = (home.root / "queue" / "hashes.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"sha256": "ab" * 32, "job_id": "000001-chat", "file": "chat.jsonl",
+                                    "at": "2026-11-30T10:00:00Z"}
+    with open(home.hashes, "a") as f:
+        f.write('{"sha256": "to')
+    assert [r["job_id"] for r in hashes.read_hashes(home)] == ["000001-chat", "000002-chat"]

@@ -102,7 +102,7 @@ class Home:
 
     @property
     def hashes(self) -> Path:
-        """Append-only record of every accepted file's sha256 and job id."""
+        """Append-only record of every accepted file's sha256 and job id (``trainingd.contracts.hashes``)."""
         return self.queue / "hashes.jsonl"
 
     @property

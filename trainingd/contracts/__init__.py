@@ -23,10 +23,10 @@ written atomically); its functions are the only code in the package that reads o
     gate_scores.py     current_model/gate_scores.json        trainer -> the next job's trainer, trainingd promote
     autogen_state.py   status/autogen_state.json             daemon -> the next daemon (next seed, totals)
     approvals.py       logs/approvals.jsonl                  CLI (config approve, preset --approve) -> people
+    hashes.py          queue/hashes.jsonl                    queue (daemon, CLI) -> people, tools (a record)
 
 Cross-process files whose reader and writer still share one module (each module's docstring is the schema):
 
-    queue/hashes.jsonl          trainingd.jobqueue              queue (daemon, CLI) -> queue (duplicate check)
     cache/base_hash.json        trainingd.lifecycle.home_guard  daemon, CLI -> daemon, CLI (base content hash)
 
 Where each file lives in a home is ``trainingd.paths.Home``. Importing this package never imports torch.
