@@ -17,7 +17,7 @@ import pytest
 
 from trainingd import exit_codes
 from trainingd.contracts import adapter_state, job, manifest, progress, requests, result, status, trainer_command
-from trainingd.contracts import approvals, autogen_state, hashes, layer_activity, trainer_record
+from trainingd.contracts import approvals, autogen_state, base_hash, hashes, layer_activity, trainer_record
 from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ CONTRACTS = PACKAGE / "contracts"
 CONTRACT_NAMES = ("job.json", "job.json.broken", "trainer_command.json", "trainer_progress.json",
                   "training_status.json", "result.json", "adapter_state.json", "manifest.json", ".trainer.json",
                   "requests", "layer_activity.json", "autogen_state.json",
-                  "approvals.jsonl", "hashes.jsonl")
+                  "approvals.jsonl", "hashes.jsonl", "base_hash.json")
 # Home's properties for contract files: reaching one means reading or writing the file by hand.
 CONTRACT_ATTRS = ("status", "trainer_progress", "layer_activity", "trainer_record", "trainer_command",
                   "control_requests", "emergency_stop", "autogen_state",
@@ -299,3 +299,17 @@ def test_the_hashes_log_records_each_accepted_job_as_it_always_did(home):
     with open(home.hashes, "a") as f:
         f.write('{"sha256": "to')
     assert [r["job_id"] for r in hashes.read_hashes(home)] == ["000001-chat", "000002-chat"]
+
+
+def test_the_base_hash_cache_keeps_each_folder_under_its_stamp(tmp_path):
+    cache_dir, a, b = tmp_path / "cache", tmp_path / "a", tmp_path / "b"
+    assert base_hash.read_cache(cache_dir) == {}
+    stamp = [["config.json", 2, 1764470000123456789, 7]]
+    base_hash.write_cache(cache_dir, {}, a, stamp, "aa" * 32)
+    base_hash.write_cache(cache_dir, base_hash.read_cache(cache_dir), b, stamp, "bb" * 32)
+    on_disk = json.loads((cache_dir / "base_hash.json").read_text())
+    assert on_disk == {str(a): {"stamp": stamp, "sha256": "aa" * 32}, str(b): {"stamp": stamp, "sha256": "bb" * 32}}
+    cache = base_hash.read_cache(cache_dir)
+    assert base_hash.cached_hash(cache, a, stamp) == "aa" * 32
+    assert base_hash.cached_hash(cache, a, [["config.json", 3, 1764470000123456789, 7]]) is None
+    assert base_hash.cached_hash(cache, tmp_path / "c", stamp) is None

@@ -24,10 +24,8 @@ written atomically); its functions are the only code in the package that reads o
     autogen_state.py   status/autogen_state.json             daemon -> the next daemon (next seed, totals)
     approvals.py       logs/approvals.jsonl                  CLI (config approve, preset --approve) -> people
     hashes.py          queue/hashes.jsonl                    queue (daemon, CLI) -> people, tools (a record)
+    base_hash.py       cache/base_hash.json                  daemon, CLI (approve) -> daemon, CLI (a cache)
 
-Cross-process files whose reader and writer still share one module (each module's docstring is the schema):
-
-    cache/base_hash.json        trainingd.lifecycle.home_guard  daemon, CLI -> daemon, CLI (base content hash)
-
-Where each file lives in a home is ``trainingd.paths.Home``. Importing this package never imports torch.
+Where each file lives in a home is ``trainingd.paths.Home`` (a file inside one of its folders, such as a job
+folder or ``cache/``, is named by its module's ``FILE``). Importing this package never imports torch.
 """
