@@ -17,7 +17,7 @@ import pytest
 
 from trainingd import exit_codes
 from trainingd.contracts import adapter_state, job, manifest, progress, requests, result, status, trainer_command
-from trainingd.contracts import layer_activity, trainer_record
+from trainingd.contracts import approvals, autogen_state, base_hash, hashes, layer_activity, trainer_record
 from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,10 +27,12 @@ CONTRACTS = PACKAGE / "contracts"
 # The names of the contract files (and the requests folder) as a module would spell them to open one.
 CONTRACT_NAMES = ("job.json", "job.json.broken", "trainer_command.json", "trainer_progress.json",
                   "training_status.json", "result.json", "adapter_state.json", "manifest.json", ".trainer.json",
-                  "requests", "layer_activity.json")
+                  "requests", "layer_activity.json", "autogen_state.json",
+                  "approvals.jsonl", "hashes.jsonl", "base_hash.json")
 # Home's properties for contract files: reaching one means reading or writing the file by hand.
 CONTRACT_ATTRS = ("status", "trainer_progress", "layer_activity", "trainer_record", "trainer_command",
-                  "control_requests", "emergency_stop")
+                  "control_requests", "emergency_stop", "autogen_state",
+                  "approvals_log", "hashes")
 # paths.py spells every path of a home; the trainer hands its progress path to Progress, which writes it through
 # contracts.progress (a standalone run writes the same document elsewhere).
 ALLOWED = {("paths.py", "*"), ("train/__main__.py", "trainer_progress"), ("train/__main__.py", "layer_activity"),
@@ -254,3 +256,60 @@ def test_layer_activity_round_trips_and_its_summary_reaches_the_status(home):
     assert composed["layer_activity_summary"] == short and composed["schema_version"] == 1
     home.layer_activity.write_text("{")
     assert layer_activity.read_layer_activity(home) is None
+
+
+def test_autogen_state_round_trips_and_a_new_config_seed_starts_over(home):
+    assert autogen_state.read_autogen_state(home) == {} and autogen_state.next_seed({}, 5) == 5
+    doc = autogen_state.after_batch({}, config_seed=5, seed=5, level=1, file="syllo_autogen_x_count3.jsonl", count=3)
+    doc = autogen_state.after_batch(doc, config_seed=5, seed=6, level=2, file="syllo_autogen_y_count4.jsonl", count=4)
+    autogen_state.write_autogen_state(home, doc)
+    saved = json.loads((home.root / "status" / "autogen_state.json").read_text())
+    assert saved == autogen_state.read_autogen_state(home) == doc
+    assert {k: saved[k] for k in ("config_seed", "next_seed", "batches", "examples")} == {
+        "config_seed": 5, "next_seed": 7, "batches": 2, "examples": 7}
+    assert saved["last"]["file"] == "syllo_autogen_y_count4.jsonl" and saved["last"]["level"] == 2
+    assert autogen_state.next_seed(saved, 5) == 7 and autogen_state.next_seed(saved, 9) == 9
+    assert autogen_state.totals(saved) == {"batches": 2, "examples": 7, "last": saved["last"]}
+    home.autogen_state.write_text("{not json")
+    with pytest.raises(ValueError):
+        autogen_state.read_autogen_state(home)
+
+
+def test_approvals_append_in_order_and_a_torn_last_line_is_skipped(home):
+    assert approvals.read_approvals(home) == []
+    change = [{"key": "base_model", "adapter": "/old", "config": "/new"}]
+    first = approvals.make_record(who="ops", host="box", changes=change, adapter_generation=3, generation_id="g3")
+    approvals.append_approval(home, first)
+    approvals.append_approval(home, {**first, "who": "dev"})
+    with open(home.root / "logs" / "approvals.jsonl", "a") as f:
+        f.write('{"at": "torn')
+    assert [r["who"] for r in approvals.read_approvals(home)] == ["ops", "dev"]
+    assert set(first) == {"at", "who", "host", "changes", "adapter_generation", "generation_id"}
+    assert first["changes"] == change and first["at"].endswith("Z")
+
+
+def test_the_hashes_log_records_each_accepted_job_as_it_always_did(home):
+    meta = {"id": "000001-chat", "sha256": "ab" * 32, "file": "chat.jsonl", "enqueued_at": "2026-11-30T10:00:00Z",
+            "priority": "normal"}
+    hashes.append_hash(home, meta)
+    hashes.append_hash(home, {**meta, "id": "000002-chat"})
+    lines = (home.root / "queue" / "hashes.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"sha256": "ab" * 32, "job_id": "000001-chat", "file": "chat.jsonl",
+                                    "at": "2026-11-30T10:00:00Z"}
+    with open(home.hashes, "a") as f:
+        f.write('{"sha256": "to')
+    assert [r["job_id"] for r in hashes.read_hashes(home)] == ["000001-chat", "000002-chat"]
+
+
+def test_the_base_hash_cache_keeps_each_folder_under_its_stamp(tmp_path):
+    cache_dir, a, b = tmp_path / "cache", tmp_path / "a", tmp_path / "b"
+    assert base_hash.read_cache(cache_dir) == {}
+    stamp = [["config.json", 2, 1764470000123456789, 7]]
+    base_hash.write_cache(cache_dir, {}, a, stamp, "aa" * 32)
+    base_hash.write_cache(cache_dir, base_hash.read_cache(cache_dir), b, stamp, "bb" * 32)
+    on_disk = json.loads((cache_dir / "base_hash.json").read_text())
+    assert on_disk == {str(a): {"stamp": stamp, "sha256": "aa" * 32}, str(b): {"stamp": stamp, "sha256": "bb" * 32}}
+    cache = base_hash.read_cache(cache_dir)
+    assert base_hash.cached_hash(cache, a, stamp) == "aa" * 32
+    assert base_hash.cached_hash(cache, a, [["config.json", 3, 1764470000123456789, 7]]) is None
+    assert base_hash.cached_hash(cache, tmp_path / "c", stamp) is None

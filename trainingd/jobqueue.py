@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from trainingd.atomic_ops import append_jsonl, atomic_write_text, durable_rename, file_sha256, fsync_dir
+from trainingd.atomic_ops import atomic_write_text, durable_rename, file_sha256, fsync_dir
+from trainingd.contracts import hashes
 from trainingd.contracts import result as result_contract
 from trainingd.contracts.job import FILE as JOB_FILE
 from trainingd.contracts.job import keep_broken, now_iso, read_job, write_job
@@ -391,8 +392,7 @@ class JobQueue:
         dst = self.home.pending(meta["priority"]) / work.name
         durable_rename(work, dst)
         if meta.get("sha256"):
-            append_jsonl(self.home.hashes, {"sha256": meta["sha256"], "job_id": meta["id"], "file": meta["file"],
-                                            "at": meta["enqueued_at"]})
+            hashes.append_hash(self.home, meta)
         return self._load("pending", meta["priority"], dst)
 
     def recover_incoming(self) -> list[Job]:

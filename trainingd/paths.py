@@ -102,7 +102,7 @@ class Home:
 
     @property
     def hashes(self) -> Path:
-        """Append-only record of every accepted file's sha256 and job id."""
+        """Append-only record of every accepted file's sha256 and job id (``trainingd.contracts.hashes``)."""
         return self.queue / "hashes.jsonl"
 
     @property
@@ -164,7 +164,7 @@ class Home:
 
     @property
     def autogen_state(self) -> Path:
-        """What the daemon last asked the generator for (``trainingd.daemon.autogen``)."""
+        """What the daemon last asked the generator for (``trainingd.contracts.autogen_state``)."""
         return self.status_dir / "autogen_state.json"
 
     @property
@@ -196,7 +196,7 @@ class Home:
 
     @property
     def approvals_log(self) -> Path:
-        """Append-only record of accepted locked-key changes (``trainingd.lifecycle.approval``)."""
+        """Append-only record of accepted locked-key changes (``trainingd.contracts.approvals``)."""
         return self.logs / "approvals.jsonl"
 
     @property

@@ -21,13 +21,11 @@ written atomically); its functions are the only code in the package that reads o
     trainer_record.py  .trainer.json                         daemon -> the next daemon (orphan trainer)
     reason.py          queue/failed/<job>/reason.txt         queue (daemon, CLI) -> people, CLIs, invariants
     gate_scores.py     current_model/gate_scores.json        trainer -> the next job's trainer, trainingd promote
+    autogen_state.py   status/autogen_state.json             daemon -> the next daemon (next seed, totals)
+    approvals.py       logs/approvals.jsonl                  CLI (config approve, preset --approve) -> people
+    hashes.py          queue/hashes.jsonl                    queue (daemon, CLI) -> people, tools (a record)
+    base_hash.py       cache/base_hash.json                  daemon, CLI (approve) -> daemon, CLI (a cache)
 
-Cross-process files whose reader and writer still share one module (each module's docstring is the schema):
-
-    status/autogen_state.json   trainingd.daemon.autogen        daemon -> the next daemon (next seed, batches)
-    logs/approvals.jsonl        trainingd.lifecycle.approval    CLI (approve) -> people, doctor
-    queue/hashes.jsonl          trainingd.jobqueue              queue (daemon, CLI) -> queue (duplicate check)
-    cache/base_hash.json        trainingd.lifecycle.home_guard  daemon, CLI -> daemon, CLI (base content hash)
-
-Where each file lives in a home is ``trainingd.paths.Home``. Importing this package never imports torch.
+Where each file lives in a home is ``trainingd.paths.Home`` (a file inside one of its folders, such as a job
+folder or ``cache/``, is named by its module's ``FILE``). Importing this package never imports torch.
 """

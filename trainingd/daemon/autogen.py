@@ -17,8 +17,8 @@ queue, and ``min_interval_s`` has passed since the last request. A generator tha
 try waits 1, 2, 4 ... up to 300 s. The partial file is removed; nothing partial ever reaches inbox/.
 
 Each successful batch takes the next seed, so batches differ; the next seed survives restarts in
-``status/autogen_state.json`` (reset when ``auto_generate.seed`` changes). ``status()`` is the ``auto_generate``
-block of the status file.
+``status/autogen_state.json`` (``trainingd.contracts.autogen_state``; reset when ``auto_generate.seed`` changes).
+``status()`` is the ``auto_generate`` block of the status file.
 
 The curriculum (``auto_generate.curriculum``) decides the level asked for. It is a pure function of the
 evaluations in ``status/history.jsonl`` (``curriculum_level``): starting at ``auto_generate.level``, the level
@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from trainingd.atomic_ops import atomic_write_json, link_to_free_name, read_json, read_jsonl
+from trainingd.atomic_ops import link_to_free_name, read_jsonl
 from trainingd.config import AutoGenerateConfig, check_url
+from trainingd.contracts import autogen_state
 from trainingd.contracts.job import now_iso
 from trainingd.paths import Home
 
@@ -58,10 +59,6 @@ class FetchError(Exception):
 
 def is_generated(name: str | None) -> bool:
     return bool(name) and name.startswith(PREFIX)
-
-
-def state_path(home: Home) -> Path:
-    return home.autogen_state
 
 
 def temp_dir(home: Home) -> Path:
@@ -189,11 +186,11 @@ class AutoGenerator:
         self.last_error: str | None = None
         self.fetching_since: str | None = None
         try:
-            saved = read_json(state_path(home), {})
+            saved = autogen_state.read_autogen_state(home)
         except (ValueError, OSError) as e:  # a hand-edited file: start again from auto_generate.seed
-            log.warning("auto-generate: ignoring unreadable %s (%s)", state_path(home), e)
+            log.warning("auto-generate: ignoring unreadable %s (%s)", autogen_state.state_path(home), e)
             saved = {}
-        self.saved: dict[str, Any] = saved if isinstance(saved, dict) else {}
+        self.saved: dict[str, Any] = saved
         # Leftovers of a daemon that died mid-request are never complete: remove them.
         for leftover in temp_dir(home).glob("*.part") if temp_dir(home).is_dir() else []:
             leftover.unlink(missing_ok=True)
@@ -206,16 +203,12 @@ class AutoGenerator:
 
     # ------------------------------------------------------------------------------------------ seeds
     def next_seed(self, cfg: AutoGenerateConfig) -> int:
-        if self.saved.get("config_seed") == cfg.seed and isinstance(self.saved.get("next_seed"), int):
-            return self.saved["next_seed"]
-        return cfg.seed
+        return autogen_state.next_seed(self.saved, cfg.seed)
 
     def _record_batch(self, cfg: AutoGenerateConfig, seed: int, level: int, path: Path, n: int) -> None:
-        self.saved = {"config_seed": cfg.seed, "next_seed": seed + 1,
-                      "batches": int(self.saved.get("batches") or 0) + 1,
-                      "examples": int(self.saved.get("examples") or 0) + n,
-                      "last": {"seed": seed, "file": path.name, "count": n, "level": level, "at": now_iso()}}
-        atomic_write_json(state_path(self.home), self.saved)
+        self.saved = autogen_state.after_batch(self.saved, config_seed=cfg.seed, seed=seed, level=level,
+                                               file=path.name, count=n)
+        autogen_state.write_autogen_state(self.home, self.saved)
 
     def curriculum(self, cfg: AutoGenerateConfig) -> dict[str, Any]:
         """The current level and why, replayed again only when the history or the config changed."""
@@ -365,5 +358,4 @@ class AutoGenerator:
                 "failures": self.failures, "refused_batches_in_a_row": self.refused_streak,
                 "last_error": self.last_error,
                 "next_request_in_s": round(wait, 1) if wait is not None else None,
-                "batches": self.saved.get("batches", 0), "examples": self.saved.get("examples", 0),
-                "last": self.saved.get("last")}
+                **autogen_state.totals(self.saved)}

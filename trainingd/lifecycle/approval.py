@@ -6,10 +6,10 @@
 The live adapter's ``adapter_state.json`` records the locked values it was made with; the daemon holds (a
 condition of the home) while config.json says otherwise. Approving records config.json's values as the
 adapter's (and, for a new ``base_model``, the new base's hash), appends who/what/when to
-``logs/approvals.jsonl``, and the daemon goes on by itself (it re-checks when adapter_state.json changes;
-after editing config.json it needs its reload: ``kill -HUP <pid>``). A LoRA shape change (``lora.r``,
-``lora.alpha``, ``lora.target_modules``) is never approvable: the weights have the old shape. The way out
-is ``trainingd adapter new``.
+``logs/approvals.jsonl`` (``trainingd.contracts.approvals``), and the daemon goes on by itself (it re-checks when
+adapter_state.json changes; after editing config.json it needs its reload: ``kill -HUP <pid>``). A LoRA shape
+change (``lora.r``, ``lora.alpha``, ``lora.target_modules``) is never approvable: the weights have the old shape.
+The way out is ``trainingd adapter new``.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainingd.atomic_ops import append_jsonl
 from trainingd.config import EMBEDDED_BASE_MODEL, ConfigError, load_config, locked_changes, normalize_locked, \
     resolve_base_model
+from trainingd.contracts import approvals
 from trainingd.contracts.adapter_state import read_adapter_state, write_adapter_state
 from trainingd.contracts.checkpoint import base_model_hash
-from trainingd.contracts.job import now_iso
 from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
@@ -36,10 +35,6 @@ log = logging.getLogger(__name__)
 
 class ApprovalError(Exception):
     """The change cannot be approved; the message says why and the way out."""
-
-
-def approvals_log(home: Home) -> Path:
-    return home.approvals_log
 
 
 def base_folder(home: Home, cfg) -> Path | None:
@@ -86,16 +81,17 @@ def approve(home: Home, *, who: str | None = None) -> dict[str, Any]:
 
         new_state[FIELD] = content_hash(folder, home.cache)
     who = who or getpass.getuser()
-    record = {"at": now_iso(), "who": who, "host": socket.gethostname(), "changes": changes,
-              "adapter_generation": state.get("generation"), "generation_id": state.get("generation_id")}
+    record = approvals.make_record(who=who, host=socket.gethostname(), changes=changes,
+                                   adapter_generation=state.get("generation"), generation_id=state.get("generation_id"))
     new_state["approvals"] = [*(state.get("approvals") or []), record]
     new_state["updated_at"] = time.time()
     write_adapter_state(home.current_model, new_state)
-    append_jsonl(approvals_log(home), record)
+    approvals.append_approval(home, record)
     text = "; ".join(f"{c['key']}: {json.dumps(c['adapter'])} -> {json.dumps(c['config'])}" for c in changes)
     log.info("approved by %s: %s", who, text)
+    where = approvals.log_path(home).relative_to(home.root)
     return {"approved": changes, "who": who, "message": f"approved for the live adapter by {who}: {text} "
-                                                         f"(recorded in {home.approvals_log.relative_to(home.root)})"}
+                                                         f"(recorded in {where})"}
 
 
 def missing_folders(home: Home) -> list[str]:

@@ -4,8 +4,8 @@ The base model is protected by a full content hash (sha256 over every file's pat
 ``current_model/adapter_state.json`` as ``base_content_sha256`` after each job (``record_base_hash``). Before a
 job starts the daemon compares the base folder with it (``check``); a changed base holds the daemon with a clear
 status, as a changed locked key does, instead of training the adapter on other weights. Hashing a multi-GB base
-costs seconds, so the hash is cached in ``cache/base_hash.json`` under a stat stamp of the folder's files
-(path, size, mtime_ns, inode): it is recomputed only when one of them changes.
+costs seconds, so the hash is cached in ``cache/base_hash.json`` (``trainingd.contracts.base_hash``) under a stat
+stamp of the folder's files (path, size, mtime_ns, inode): it is recomputed only when one of them changes.
 
     python3 -c "from trainingd.lifecycle.home_guard import content_hash; print(content_hash('models/tiny-qwen3'))"
 """
@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from trainingd.atomic_ops import atomic_write_json, read_json
+from trainingd.contracts import base_hash
 from trainingd.contracts.adapter_state import read_adapter_state, write_adapter_state
 from trainingd.paths import Home
 
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 KINDS = ("base_changed", "low_disk")
 FIELD = "base_content_sha256"
-CACHE_FILE = "base_hash.json"
 
 
 def _files(folder: Path) -> list[Path]:
@@ -57,19 +56,16 @@ def content_hash(folder: Path | str, cache_dir: Path | None = None) -> str:
     """The base folder's content hash; from ``cache_dir/base_hash.json`` when no file's stat changed."""
     folder = Path(folder).resolve()
     stamp = stat_stamp(folder)
-    cache_path = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
-    cache = (read_json(cache_path, {}) if cache_path else {}) or {}
-    hit = cache.get(str(folder)) if isinstance(cache, dict) else None
-    if isinstance(hit, dict) and hit.get("stamp") == stamp and isinstance(hit.get("sha256"), str):
-        return hit["sha256"]
+    cache = base_hash.read_cache(cache_dir) if cache_dir is not None else {}
+    hit = base_hash.cached_hash(cache, folder, stamp)
+    if hit is not None:
+        return hit
     digest = _full_hash(folder)
-    if cache_path is not None:
-        cache = cache if isinstance(cache, dict) else {}
-        cache[str(folder)] = {"stamp": stamp, "sha256": digest}
+    if cache_dir is not None:
         try:
-            atomic_write_json(cache_path, cache, durable=False)  # a lost cache only costs one more hash
+            base_hash.write_cache(cache_dir, cache, folder, stamp, digest)
         except OSError as e:
-            log.warning("cannot write %s: %s", cache_path, e)
+            log.warning("cannot write %s: %s", base_hash.cache_path(cache_dir), e)
     return digest
 
 
