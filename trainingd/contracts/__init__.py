@@ -25,6 +25,7 @@ written atomically); its functions are the only code in the package that reads o
     approvals.py       logs/approvals.jsonl                  CLI (config approve, preset --approve) -> people
     hashes.py          queue/hashes.jsonl                    queue (daemon, CLI) -> people, tools (a record)
     base_hash.py       cache/base_hash.json                  daemon, CLI (approve) -> daemon, CLI (a cache)
+    precision_probe.py cache/precision_probe.json            trainer -> the next trainer on this machine (a cache)
 
 Where each file lives in a home is ``trainingd.paths.Home`` (a file inside one of its folders, such as a job
 folder or ``cache/``, is named by its module's ``FILE``). Importing this package never imports torch.
