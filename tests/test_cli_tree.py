@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "trainingd"
 PY = sys.executable
 CLI_MODULES = ["trainingd.cli.main", "trainingd.cli.queue", "trainingd.cli.controller", "trainingd.cli.formatting",
+               "trainingd.cli.tree", "trainingd.cli.home", "trainingd.cli.services", "trainingd.cli.processes",
                "trainingd.exit_codes", "trainingd.logs"]
 
 

@@ -146,6 +146,10 @@ def _refuse(token: str):
     raise ValueError(f"{token} is not JSON")
 
 
+# job id -> (its state folder's label, its folder, its job.json; {} when unreadable)
+Jobs = dict[str, tuple[str, Path, dict]]
+
+
 def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: bool = True,
                require_status: bool = True) -> list[str]:
     """Every broken invariant of ``home`` as a sentence; [] when all hold.
@@ -153,10 +157,24 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
     ``expect_files``: original names of files that were accepted; each must be in done/ exactly once, or in
     failed/ with a reason.
     """
+    jobs, problems = _read_jobs(home)
+    problems += _check_processing(home, jobs, idle)
+    trained_ids, found = _check_adapter(home, jobs, idle)
+    problems += found
+    problems += _check_done_jobs(home, jobs, trained_ids)
+    if expect_files is not None:
+        problems += _check_expected_files(jobs, expect_files)
+    if idle:
+        problems += _check_leftovers(home, require_status)
+    return problems
+
+
+def _read_jobs(home: Home) -> tuple[Jobs, list[str]]:
+    """Every job folder with its job.json, and what is wrong with each: in several state folders (invariant 1),
+    its data file missing, or failed without a reason (invariant 7)."""
     problems: list[str] = []
-    where = job_locations(home)
-    jobs: dict[str, tuple[str, Path, dict]] = {}
-    for job_id, places in sorted(where.items()):
+    jobs: Jobs = {}
+    for job_id, places in sorted(job_locations(home).items()):
         if len(places) > 1:
             problems.append(f"job {job_id} is in {len(places)} state folders: {', '.join(places)}")
         state = places[0]
@@ -175,6 +193,12 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         if state == "failed":
             if not read_reason(folder):
                 problems.append(f"job {job_id} is in failed/ without a reason.txt")
+    return jobs, problems
+
+
+def _check_processing(home: Home, jobs: Jobs, idle: bool) -> list[str]:
+    """At most one job in processing/ (invariant 3); with no daemon running, none, and no add half done."""
+    problems: list[str] = []
     processing = [j for j, (s, _, _) in jobs.items() if s == "processing"]
     if len(processing) > 1:
         problems.append(f"{len(processing)} jobs in processing/ ({', '.join(processing)}); at most one may be")
@@ -184,8 +208,13 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
     if idle and incoming:
         problems.append(f"queue/.incoming/ holds {len(incoming)} unfinished add(s): "
                         + ", ".join(p.name for p in incoming))
+    return problems
 
-    # The adapter: each job trained into it at most once, and every trained job is done.
+
+def _check_adapter(home: Home, jobs: Jobs, idle: bool) -> tuple[set, list[str]]:
+    """(the job ids trained into the adapter, what is wrong): each job trained into it at most once and done
+    (invariant 4), each content at most once in the live model (invariant 11)."""
+    problems: list[str] = []
     trained: list[dict] = []
     try:
         trained = trained_entries(read_adapter_state(home.current_model))
@@ -207,8 +236,14 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         state = jobs.get(job_id, ("missing",))[0]
         if state != "done" and not (state == "processing" and not idle):
             problems.append(f"job {job_id} is trained into the adapter but is {state}, not done")
-    # A done job was trained into some adapter of the home's life: the live one, a snapshot (rolled back from,
-    # archived by `adapter new`) or a consolidated base; a job the gate rejected is kept by a rejected snapshot.
+    return trained_ids, problems
+
+
+def _check_done_jobs(home: Home, jobs: Jobs, trained_ids: set) -> list[str]:
+    """A done job was trained into some adapter of the home's life: the live one, a snapshot (rolled back from,
+    archived by `adapter new`) or a consolidated base; a job the gate rejected is kept by a rejected snapshot.
+    Its checkpoints are gone."""
+    problems: list[str] = []
     recorded = None
     rejected = _rejected_snapshots(home)
     for job_id, (state, _folder, meta) in jobs.items():
@@ -228,26 +263,31 @@ def check_home(home: Home, *, expect_files: Iterable[str] | None = None, idle: b
         if (home.job_checkpoints(job_id)).exists():
             problems.append(f"job {job_id} is done but its checkpoints are still in "
                             f"current_model/checkpoints/{job_id}/")
+    return problems
 
-    # Every accepted file: done exactly once, or failed with a reason.
-    if expect_files is not None:
-        by_name: dict[str, list[str]] = defaultdict(list)
-        for job_id, (state, _, meta) in jobs.items():
-            by_name[meta.get("original_name") or meta.get("file") or job_id].append(state)
-        for name in expect_files:
-            states = by_name.get(name, [])
-            done = states.count("done")
-            if not states:
-                problems.append(f"{name}: lost (in no state folder)")
-            elif done > 1:
-                problems.append(f"{name}: in done/ {done} times")
-            elif done == 0 and "failed" not in states:
-                problems.append(f"{name}: not finished ({', '.join(states)})")
 
-    if not idle:
-        return problems
-    for p in temp_files(home):
-        problems.append(f"temp file left behind: {p.relative_to(home.root)}")
+def _check_expected_files(jobs: Jobs, expect_files: Iterable[str]) -> list[str]:
+    """Every accepted file: done exactly once, or failed with a reason."""
+    problems: list[str] = []
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for job_id, (state, _, meta) in jobs.items():
+        by_name[meta.get("original_name") or meta.get("file") or job_id].append(state)
+    for name in expect_files:
+        states = by_name.get(name, [])
+        done = states.count("done")
+        if not states:
+            problems.append(f"{name}: lost (in no state folder)")
+        elif done > 1:
+            problems.append(f"{name}: in done/ {done} times")
+        elif done == 0 and "failed" not in states:
+            problems.append(f"{name}: not finished ({', '.join(states)})")
+    return problems
+
+
+def _check_leftovers(home: Home, require_status: bool) -> list[str]:
+    """What a home with no daemon running must not hold: temp files (a running one may be writing them), and a
+    status document that is not schema 1."""
+    problems = [f"temp file left behind: {p.relative_to(home.root)}" for p in temp_files(home)]
     try:
         if load_status(home).get("schema_version") != 1:
             problems.append("status/training_status.json is not a schema-1 status document")

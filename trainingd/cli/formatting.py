@@ -1,7 +1,7 @@
 """Text views of the command handlers' dicts: the one place that turns results into what a person reads.
 
-Handlers (``trainingd.cli.controller``, ``trainingd.cli.queue``, ``trainingd.cli.main``'s init and validate) return
-dicts; ``--json`` prints them with ``print_json``; everything else is formatted here.
+Handlers (``trainingd.cli.controller``, ``trainingd.cli.queue``, ``trainingd.cli.home``'s init, ``trainingd.cli.main``'s
+validate) return dicts; ``--json`` prints them with ``print_json``; everything else is formatted here.
 """
 
 from __future__ import annotations

@@ -20,12 +20,15 @@
 
 ``--home`` and ``--json`` work before or after the subcommand: the top parser declares them with real
 defaults, and every subparser declares them again (through parent parsers) with ``default=SUPPRESS``, so a
-subcommand that does not see the option leaves the value given before it alone.
+subcommand that does not see the option leaves the value given before it alone (``trainingd.cli.tree``).
 
-How it fits: each script's parser and ``trainingd``'s are built by the same ``add_*_commands`` functions;
-each leaf sets ``run`` to a function here that calls a handler (``trainingd.cli.controller``,
-``trainingd.cli.queue``, or ``initialise``/``validate_config`` below; each returns a dict), prints it as JSON
-or through ``trainingd.cli.formatting``, and returns an exit code from ``trainingd.exit_codes``.
+How it fits: each script's parser and ``trainingd``'s are built by the same ``add_*`` functions, from the
+building blocks of ``trainingd.cli.tree``; the status, request, queue and validate leaves are here, the others in
+the modules named after what they hold (``home``: init, start, logs, plan; ``services``: monitor, generator, node;
+``processes``: daemon, train, consolidate, eval; ``lifecycle``: lineage, snapshots, presets...). Each leaf sets
+``run`` to a function that calls a handler (``trainingd.cli.controller``, ``trainingd.cli.queue``,
+``validate_config`` below...; each returns a dict), prints it as JSON or through ``trainingd.cli.formatting``,
+and returns an exit code from ``trainingd.exit_codes``.
 
 Not in this tree: the processes with their own parsers (the daemon, ``trainingd.daemon.loop``; the health check,
 ``trainingd.checks.health``; consolidation, ``trainingd.lifecycle.consolidate``; and the trainer's tools under
@@ -35,11 +38,7 @@ Not in this tree: the processes with their own parsers (the daemon, ``trainingd.
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
-import os
 import sys
-import textwrap
 import time
 from datetime import datetime
 from pathlib import Path
@@ -49,37 +48,19 @@ from trainingd import __version__
 from trainingd import exit_codes as ec
 from trainingd.config import LOCKABLE_KEYS, ConfigError, load_config, resolve_base_model, unenforced_locked_keys
 from trainingd.cli.controller import DEFAULT_WAIT_TIMEOUT_S, send_request, status_summary
-from trainingd.cli.formatting import (format_counts, format_init, format_jobs, format_summary, format_validation,
-                         format_watch_frame, print_json)
+from trainingd.cli.formatting import (format_counts, format_jobs, format_summary, format_validation,
+                                      format_watch_frame, print_json)
+from trainingd.cli.home import (add_init_command, add_logs_command, add_plan_command, add_start_command, run_init,
+                                run_logs, run_plan, run_start)
+from trainingd.cli.processes import add_eval_command, add_pass_through_commands, pass_through, run_pass_through
+from trainingd.cli.services import (MONITOR_EPILOG, MONITOR_TEXT, add_generator_command, add_monitor_arguments,
+                                    add_monitor_command, add_node_command, run_monitor)
+from trainingd.cli.tree import FORMATTER, leaf, quiet_broken_pipe, setup_logging, shared, subcommands, top
 from trainingd.checks.health import add_doctor_arguments, run_doctor
-from trainingd.instance import init_home
 from trainingd.paths import JOB_STATES, PRIORITIES, Home, resolve_home
 from trainingd.jobqueue import QueueError
 from trainingd.cli.queue import CliError, add, counts, list_jobs, remove, retry
 
-HOME_HELP = "home folder (default: $TRAININGD_HOME, else the current directory)"
-JSON_HELP = "print the result as JSON"
-FORMATTER = argparse.RawDescriptionHelpFormatter
-
-
-class TopFormatter(FORMATTER):
-    """The top of each tree: every command's help in one line beside its name, whatever the terminal says.
-
-    argparse measures a command's name without the extra indent it prints it with, so a long name
-    (``consolidate``) would push its help onto the next line; the width counts that indent here.
-    """
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=120, max_help_position=24)
-
-    def add_argument(self, action: argparse.Action) -> None:
-        super().add_argument(action)
-        if action.help is not argparse.SUPPRESS and isinstance(action, argparse._SubParsersAction):
-            longest = max((len(name) for name in action.choices), default=0)
-            self._action_max_length = max(self._action_max_length, longest + self._current_indent + 2)
-
-
-TOP_FORMATTER = TopFormatter
 REQUESTS = (("pause", "pause training after the current optimizer step (model stays loaded)"),
             ("resume", "resume a paused daemon"),
             ("stop", "checkpoint the current job, put it back at the head of its queue, exit"),
@@ -88,45 +69,7 @@ NO_DAEMON_NOTE = ("With no daemon running, pause/resume/skip write nothing and e
                   "stop).")
 
 
-def one_line(text: str, limit: int = 100) -> str:
-    """A command's line in ``trainingd --help``: its help, cut before the first "(" or ";" when it is long."""
-    if len(text) <= limit:
-        return text
-    cuts = [i for i in (text.find(" ("), text.find("; ")) if i > 0]
-    return text[:min(cuts)] if cuts else text
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
-
-def quiet_broken_pipe(main: Callable[..., int]) -> Callable[..., int]:
-    """``tool | head`` closing the pipe early is not an error: exit quietly (as the coreutils do)."""
-    @functools.wraps(main)
-    def wrapper(*args: Any, **kwargs: Any) -> int:
-        try:
-            return main(*args, **kwargs)
-        except BrokenPipeError:
-            # Python would complain again while flushing stdout at exit; point it at /dev/null first.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return ec.OK
-    return wrapper
-
-
-# --- handlers of init and validate (the others live in controller.py and queue_cli.py) --------------
-
-def initialise(home: Home) -> dict[str, Any]:
-    """Initialise a home with the daemon's own ``init_home`` (one definition of a home's layout).
-
-    What was created is measured around the call, so the report says exactly what changed.
-    """
-    before = {str(d) for d in home.runtime_dirs() if d.is_dir()}
-    had_config = home.config.exists()
-    init_home(home)
-    created = [str(d) for d in home.runtime_dirs() if d.is_dir() and str(d) not in before]
-    return {"home": str(home.root), "created": created, "config_path": str(home.config),
-            "config": "kept" if had_config else ("written" if home.config.exists() else "missing")}
-
+# --- the handler of validate (the others live in controller.py, queue.py, home.py...) -----------------
 
 def validate_config(path: Path, home_root: Path) -> dict[str, Any]:
     """``{"ok", "path", "error", "base_model", "warnings"}``: parses the config and checks its base model exists.
@@ -152,20 +95,6 @@ def validate_config(path: Path, home_root: Path) -> dict[str, Any]:
 
 
 # --- what each leaf of the tree runs ---------------------------------------------------------------
-
-def _run_init(args: argparse.Namespace) -> int:
-    home = Home.at(args.home)
-    try:
-        result = initialise(home)
-    except OSError as e:
-        print(f"cannot initialise {home.root}: {e}", file=sys.stderr)
-        return ec.ERROR
-    if args.json:
-        print_json(result)
-    else:
-        print(format_init(result))
-    return ec.OK
-
 
 def _run_status(args: argparse.Namespace) -> int:
     if args.json and args.watch:  # --json may come before the subcommand, out of reach of its group
@@ -247,264 +176,16 @@ def _run_validate(args: argparse.Namespace) -> int:
     return ec.OK if result["ok"] else ec.CONFIG_ERROR
 
 
-def _run_plan(args: argparse.Namespace) -> int:
-    """``trainingd plan``: the memory estimate of the configured run (stdlib only; no device time)."""
-    from trainingd.config import ConfigError, load_config, resolve_base_model
-    from trainingd.checks.memory_plan import format_plan, plan
-
-    home = Home.at(args.home)
-    try:
-        cfg = load_config(home.config)
-        ref = resolve_base_model(cfg, home.root)
-    except ConfigError as e:
-        print(f"trainingd plan: {e}", file=sys.stderr)
-        return ec.CONFIG_ERROR
-    model_dir = ref.path
-    if ref.kind == "embedded":  # a fresh home: build it now, as the first training run would (once)
-        from trainingd.models import embedded
-
-        try:
-            model_dir = embedded.build_in_subprocess(embedded.lookup(ref.base), ref.path.parent)
-        except embedded.EmbeddedError as e:
-            print(f"trainingd plan: {e}", file=sys.stderr)
-            return ec.CONFIG_ERROR
-    if model_dir is None or not (Path(model_dir) / "config.json").is_file():
-        print(f"trainingd plan: the base model {cfg.base_model} is not on disk yet (the first training run "
-              "fetches it)", file=sys.stderr)
-        return ec.CONFIG_ERROR
-    result = plan(cfg, Path(model_dir))
-    if args.json:
-        print_json(result)
-    else:
-        print(format_plan(result))
-    return ec.OK if all(d["fits"] for d in result["devices"]) else ec.ERROR
-
-
-def _run_monitor(args: argparse.Namespace) -> int:
-    # http.server and psutil: loaded only by this command
-    from trainingd.monitor.lifecycle import AlreadyRunning, PortInUse, run_monitor
-
-    logging.getLogger().setLevel(logging.INFO)  # the stderr handler of _setup_logging; "monitor of ... on URL"
-    home = Home.at(args.home)
-    try:
-        run_monitor(home, args.host, args.port, exit_with_daemon=args.exit_with_daemon,
-                    ready=lambda url: print(f"trainingd monitor of {home.root}: {url}", flush=True))
-    except AlreadyRunning as e:
-        print(e, file=sys.stderr)
-        return ec.ALREADY_RUNNING
-    except PortInUse as e:
-        print(e, file=sys.stderr)
-        return ec.ERROR
-    except OSError as e:
-        print(f"trainingd monitor: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
-        return ec.ERROR
-    except KeyboardInterrupt:
-        pass
-    return ec.OK
-
-
-def _run_node(args: argparse.Namespace) -> int:
-    from trainingd.daemon.node import run_node
-
-    logging.getLogger().setLevel(logging.INFO)
-    if args.machine_rank < 1:
-        print("trainingd node: --machine-rank must be 1 or more (machine 0 runs the daemon)", file=sys.stderr)
-        return ec.USAGE
-    return run_node(args.home, args.machine_rank)
-
-
-def _run_generator(args: argparse.Namespace) -> int:
-    from trainingd.generator.server import make_server
-
-    logging.getLogger().setLevel(logging.INFO)
-    try:
-        server = make_server(args.host, args.port)
-    except OSError as e:
-        print(f"trainingd generator: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
-        return ec.ERROR
-    print(f"trainingd generator: http://{args.host}:{server.server_address[1]}", flush=True)
-    if args.exit_with_daemon:  # start_all.sh: the generator goes with the daemon it feeds
-        import threading
-
-        from trainingd.instance import is_daemon_running
-        from trainingd.monitor.lifecycle import watch_daemon
-
-        home = Home.at(args.home)
-
-        def watcher() -> None:
-            logging.getLogger("trainingd.generator").info("generator exits: %s",
-                                                          watch_daemon(home, threading.Event(),
-                                                                       is_daemon_running(home)))
-            server.shutdown()
-
-        threading.Thread(target=watcher, name="generator-watcher", daemon=True).start()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return ec.OK
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    """``trainingd eval`` runs the evaluator in its own process: torch is imported there, never here."""
-    import importlib.util
-
-    from trainingd.entry_points import run_trainer_tool
-
-    if importlib.util.find_spec("torch") is None:
-        print("trainingd eval needs the trainer's packages (torch is not installed)", file=sys.stderr)
-        return ec.ERROR
-    flags = ["--json"] if args.json else []
-    return run_trainer_tool("evaluate", "--home", str(Home.at(args.home).root), "--trigger", "cli", *flags).returncode
-
-
-def _run_start(args: argparse.Namespace) -> int:
-    from trainingd.daemon.loop import daemon_options
-    from trainingd.instance import start_daemon
-
-    code, message = start_daemon(Home.at(args.home), daemon_options(args))
-    print(message, file=sys.stdout if code == ec.OK else sys.stderr)
-    return code
-
-
-def _run_logs(args: argparse.Namespace) -> int:
-    """``trainingd logs [-f] [-n N]``: the end of today's daemon log, and with ``-f`` what follows (like tail -F)."""
-    from trainingd.logs import follow, last_lines
-
-    if args.lines < 0:
-        print("trainingd logs: -n must be 0 or more", file=sys.stderr)
-        return ec.USAGE
-    link = Home.at(args.home).daemon_log
-    if not link.exists() and not args.follow:
-        print(f"trainingd logs: no daemon log yet ({link}); the daemon writes it once it starts", file=sys.stderr)
-        return ec.ERROR
-
-    def write(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    try:
-        offset = 0
-        if link.exists():
-            lines, offset = last_lines(link, args.lines)
-            write("".join(lines))
-        if args.follow:
-            while not link.exists():  # a home whose daemon has not started yet
-                time.sleep(0.5)
-            follow(link, offset, write)
-    except KeyboardInterrupt:
-        pass
-    return ec.OK
-
-
-# Commands whose options are those of the seed's own scripts: the rest of the command line goes to that parser.
-PASS_THROUGH = {
-    "daemon": "run the daemon in the foreground (= training_daemon.py; --once, --max-jobs N, --log-level)",
-    "train": "train an adapter on one file outside the daemon (= train.py; see trainingd train --help)",
-    "consolidate": "fold the live adapter into a new, verified base (= consolidate_model.py; --description, "
-                   "--list, --switch)",
-}
-
-
-def _pass_through(argv: list[str]) -> tuple[str, list[str], dict[str, Any]] | None:
-    """``(command, its arguments, globals)`` when ``argv`` names a pass-through command after the globals."""
-    i, home, as_json = 0, None, False
-    while i < len(argv):
-        if argv[i] == "--home" and i + 1 < len(argv):
-            home, i = argv[i + 1], i + 2
-        elif argv[i].startswith("--home="):
-            home, i = argv[i].split("=", 1)[1], i + 1
-        elif argv[i] == "--json":
-            as_json, i = True, i + 1
-        else:
-            break
-    if i < len(argv) and argv[i] in PASS_THROUGH:
-        return argv[i], argv[i + 1:], {"home": home, "json": as_json}
-    return None
-
-
-def _run_pass_through(command: str, rest: list[str], given: dict[str, Any]) -> int:
-    home = ["--home", given["home"]] if given["home"] is not None else []
-    if given["json"] and command != "consolidate":
-        print(f"trainingd {command}: --json is not an option of this command", file=sys.stderr)
-        return ec.USAGE
-    if command == "daemon":
-        from trainingd.daemon.loop import main as daemon_main
-
-        return daemon_main([*home, *rest])
-    if command == "consolidate":
-        from trainingd.lifecycle.consolidate import main as consolidate_main
-
-        return consolidate_main([*home, *(["--json"] if given["json"] else []), *rest])
-    # train: this process becomes the trainer (torch is imported only there; signals reach it directly)
-    from trainingd.instance import package_env
-
-    env = package_env()
-    if given["home"] is not None:
-        env["TRAININGD_HOME"] = given["home"]
-    os.execve(sys.executable, [sys.executable, "-m", "trainingd.train.standalone", *rest], env)
-    return ec.ERROR  # not reached
-
-
-MONITOR_TEXT = "serve the web monitor's JSON and Prometheus endpoints for a home (read-only)"
-
-
-def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
-    """``launch_live_monitor.py`` and ``trainingd monitor``."""
-    from trainingd.monitor.server import DEFAULT_HOST, DEFAULT_PORT
-
-    p.add_argument("--host", default=DEFAULT_HOST,
-                   help=f"address to bind (default {DEFAULT_HOST}; anything else exposes the monitor)")
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
-                   help=f"port (default {DEFAULT_PORT}; 0 = any free)")
-    p.add_argument("--exit-with-daemon", action="store_true",
-                   help="exit once this home's daemon has stopped (checked every second; also when no daemon "
-                        "starts within a minute); start_all.sh starts its monitor this way")
-    p.set_defaults(run=_run_monitor, command_parser=p)
-
-
-# --- the tree --------------------------------------------------------------------------------------
-
-@functools.cache
-def _shared(option: str, suppress: bool) -> argparse.ArgumentParser:
-    """A parent parser holding one shared option; ``suppress`` for the copy inside a subcommand."""
-    parent = argparse.ArgumentParser(add_help=False)
-    if option == "--home":
-        parent.add_argument("--home", metavar="DIR", help=HOME_HELP,
-                            default=argparse.SUPPRESS if suppress else None)
-    else:
-        parent.add_argument("--json", action="store_true", help=JSON_HELP,
-                            default=argparse.SUPPRESS if suppress else False)
-    return parent
-
-
-def _top(prog: str, description: str, epilog: str, *, with_json: bool = True) -> argparse.ArgumentParser:
-    parents = [_shared("--home", False)] + ([_shared("--json", False)] if with_json else [])
-    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, parents=parents,
-                                   formatter_class=TOP_FORMATTER)
-
-
-def _leaf(sub: argparse._SubParsersAction, name: str, text: str, epilog: str, run: Callable[..., int], *,
-          with_json: bool = True, **defaults: Any) -> argparse.ArgumentParser:
-    parents = [_shared("--home", True)] + ([_shared("--json", True)] if with_json else [])
-    p = sub.add_parser(name, help=one_line(text), description=text, epilog=epilog, parents=parents,
-                       formatter_class=FORMATTER)
-    p.set_defaults(run=run, command_parser=p, **defaults)
-    return p
-
-
 def add_controller_commands(sub: argparse._SubParsersAction) -> None:
     """status, pause, resume, stop, skip: ``training_controller.py`` and ``trainingd``."""
     epilog = ec.CONTROLLER_HELP
-    p = _leaf(sub, "status", "show state, job, progress, metrics and queue", epilog, _run_status, with_json=False)
+    p = leaf(sub, "status", "show state, job, progress, metrics and queue", epilog, _run_status, with_json=False)
     view = p.add_mutually_exclusive_group()
     view.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                       help='print {"status": {...}, "queue": [...], "daemon_running": bool} as JSON')
     view.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
     for action, text in REQUESTS:
-        p = _leaf(sub, action, text, NO_DAEMON_NOTE + "\n\n" + epilog, _run_request, action=action)
+        p = leaf(sub, action, text, NO_DAEMON_NOTE + "\n\n" + epilog, _run_request, action=action)
         p.add_argument("--wait", action="store_true", help="wait until the daemon acknowledges the request")
         p.add_argument("--timeout", type=float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
                        help=f"with --wait: give up after S seconds, exit {ec.TIMEOUT} "
@@ -514,20 +195,20 @@ def add_controller_commands(sub: argparse._SubParsersAction) -> None:
 def add_queue_commands(sub: argparse._SubParsersAction) -> None:
     """add, list, status, retry, remove: ``training_queue.py`` and ``trainingd queue``."""
     epilog = ec.QUEUE_HELP
-    p = _leaf(sub, "add", "copy a JSONL file into the queue", epilog, _run_queue(
+    p = leaf(sub, "add", "copy a JSONL file into the queue", epilog, _run_queue(
         lambda home, a: add(home, a.file, priority=a.priority, force=a.force), _message))
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--priority", choices=PRIORITIES, default="normal")
     p.add_argument("--force", action="store_true", help="train it even if the same content was trained before")
-    p = _leaf(sub, "list", "list jobs (pending in claim order first)", epilog, _run_queue(
+    p = leaf(sub, "list", "list jobs (pending in claim order first)", epilog, _run_queue(
         lambda home, a: list_jobs(home, a.state), lambda r: format_jobs(r["jobs"])))
     p.add_argument("--state", choices=JOB_STATES, action="append", help="only this state (repeatable)")
-    _leaf(sub, "status", "count jobs per state and priority", epilog, _run_queue(
+    leaf(sub, "status", "count jobs per state and priority", epilog, _run_queue(
         lambda home, a: counts(home), lambda r: format_counts(r["counts"])))
-    p = _leaf(sub, "retry", "move a failed job back to pending", epilog, _run_queue(
+    p = leaf(sub, "retry", "move a failed job back to pending", epilog, _run_queue(
         lambda home, a: retry(home, a.job_id), _message))
     p.add_argument("job_id", metavar="ID")
-    p = _leaf(sub, "remove", "move a pending job to failed/ (nothing is deleted)", epilog, _run_queue(
+    p = leaf(sub, "remove", "move a pending job to failed/ (nothing is deleted)", epilog, _run_queue(
         lambda home, a: remove(home, a.job_id, skip_if_running=a.skip_if_running), _message))
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--skip-if-running", action="store_true",
@@ -544,94 +225,63 @@ def add_validate_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_run_validate, command_parser=p)
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
-    return parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-
 def controller_parser(prog: str = "training_controller.py") -> argparse.ArgumentParser:
-    parser = _top(prog, "Steer the training daemon of a home, or show its status.",
+    parser = top(prog, "Steer the training daemon of a home, or show its status.",
                   NO_DAEMON_NOTE + "\n\n" + ec.CONTROLLER_HELP)
-    sub = _subcommands(parser)
+    sub = subcommands(parser)
     add_controller_commands(sub)
     from trainingd.cli.lifecycle import add_history_command
 
-    add_history_command(sub, _leaf)
+    add_history_command(sub, leaf)
     return parser
 
 
 def queue_parser(prog: str = "training_queue.py") -> argparse.ArgumentParser:
-    parser = _top(prog, "Add, list, retry and remove training jobs.", ec.QUEUE_HELP)
-    add_queue_commands(_subcommands(parser))
+    parser = top(prog, "Add, list, retry and remove training jobs.", ec.QUEUE_HELP)
+    add_queue_commands(subcommands(parser))
     return parser
 
 
 def validator_parser(prog: str = "config_validator.py") -> argparse.ArgumentParser:
-    parser = _top(prog, VALIDATE_TEXT, ec.VALIDATOR_HELP)
+    parser = top(prog, VALIDATE_TEXT, ec.VALIDATOR_HELP)
     add_validate_arguments(parser)
     return parser
 
 
-def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
-    parser = _top(prog, "Continuous LoRA/QLoRA fine-tuning from a folder.\n\nstatus, pause, resume, stop and skip "
-                        "are training_controller.py's commands,\nqueue is training_queue.py, validate is "
-                        "config_validator.py.", ec.TRAININGD_HELP)
-    parser.add_argument("--version", action="version", version=f"trainingd {__version__}")
-    sub = _subcommands(parser)
-    _leaf(sub, "init", "create the runtime folders and a default config.json (kept if present)",
-          ec.INIT_HELP, _run_init)
-    from trainingd.daemon.loop import add_daemon_options
 
-    add_daemon_options(_leaf(sub, "start", "start the daemon in the background; refused (exit 1) if one runs "
-                             "(= bin/launch_training_daemon.sh)", ec.START_HELP, _run_start, with_json=False))
-    for name, text in PASS_THROUGH.items():  # parsed by their own scripts' parsers (see main)
-        sub.add_parser(name, help=one_line(text), description=text, add_help=False)
-    logs = _leaf(sub, "logs", "print the end of today's daemon log (logs/daemon_YYYYMMDD.log); -f follows it", "",
-                 _run_logs, with_json=False)
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (across midnight too)")
-    logs.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="how many last lines (default 10)")
+def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
+    parser = top(prog, "Continuous LoRA/QLoRA fine-tuning from a folder.\n\nstatus, pause, resume, stop and skip "
+                       "are training_controller.py's commands,\nqueue is training_queue.py, validate is "
+                       "config_validator.py.", ec.TRAININGD_HELP)
+    parser.add_argument("--version", action="version", version=f"trainingd {__version__}")
+    sub = subcommands(parser)
+    add_init_command(sub)
+    add_start_command(sub)
+    add_pass_through_commands(sub)  # parsed by their own scripts' parsers (see main)
+    add_logs_command(sub)
     add_controller_commands(sub)
     text = "add, list, retry, remove jobs (training_queue.py)"
     queue = sub.add_parser("queue", help=text, description=text, epilog=ec.QUEUE_HELP,
-                           parents=[_shared("--home", True), _shared("--json", True)], formatter_class=FORMATTER)
+                           parents=[shared("--home", True), shared("--json", True)], formatter_class=FORMATTER)
     add_queue_commands(queue.add_subparsers(dest="queue_command", required=True, metavar="COMMAND"))
-    validate = _leaf(sub, "validate", "check a config.json (config_validator.py)", ec.VALIDATOR_HELP,
-                     _run_validate)
+    validate = leaf(sub, "validate", "check a config.json (config_validator.py)", ec.VALIDATOR_HELP, _run_validate)
     add_validate_arguments(validate)
-    add_monitor_arguments(_leaf(sub, "monitor", MONITOR_TEXT, MONITOR_EPILOG, _run_monitor, with_json=False))
+    add_monitor_command(sub)
     from trainingd.cli.lifecycle import add_history_command, add_lifecycle_commands
 
-    add_history_command(sub, _leaf)
-    add_lifecycle_commands(sub, _leaf, _shared)
-    _leaf(sub, "plan", "estimate the peak memory of the configured run on each visible device", ec.PLAN_HELP,
-          _run_plan)
-    add_doctor_arguments(_leaf(sub, "doctor", "check the home and say how to fix each problem "
-                               "(comprehensive_health_check.py)", "Exit 0: healthy; 1: problems found.", run_doctor))
-    text = "serve SYLLO puzzles: /generate, /eval (held-out), /healthz"
-    gen = _leaf(sub, "generator", text, "", _run_generator, with_json=False)
-    gen.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    gen.add_argument("--port", type=port_number, default=8091, help="port (default 8091; 0 = any free)")
-    gen.add_argument("--exit-with-daemon", action="store_true",
-                     help="exit once the daemon of --home has stopped (start_all.sh starts it this way)")
-    _leaf(sub, "eval", "evaluate the live adapter on the held-out set (exact match, token accuracy)", "",
-          _run_eval)
-    node = _leaf(sub, "node", "follow the daemon from another machine of a multi-machine group; for every job the "
-                 "daemon of the shared --home starts, start this machine's trainer processes "
-                 "(distributed.num_machines)", ec.NODE_HELP,
-                 _run_node, with_json=False)
-    node.add_argument("--machine-rank", type=int, required=True, metavar="R",
-                      help="this machine's rank, 1 .. num_machines - 1 (the daemon's machine is 0)")
+    add_history_command(sub, leaf)
+    add_lifecycle_commands(sub, leaf, shared)
+    add_plan_command(sub)
+    add_doctor_arguments(leaf(sub, "doctor", "check the home and say how to fix each problem "
+                              "(comprehensive_health_check.py)", "Exit 0: healthy; 1: problems found.", run_doctor))
+    add_generator_command(sub)
+    add_eval_command(sub)
+    add_node_command(sub)
     return parser
 
 
-MONITOR_EPILOG = textwrap.fill(
-    "Endpoints: /healthz /api/status /api/metrics /api/queue /api/history /api/system /api/gpu /api/memory "
-    "/api/logs /metrics; POST /api/control/pause|resume|skip with the token of control/monitor_token in "
-    "X-Trainingd-Token. One monitor per home (.monitor.lock, .monitor.pid). Stop with Ctrl-C or SIGTERM.",
-    110) + "\n\n" + ec.MONITOR_HELP
-
-
 def monitor_parser(prog: str = "launch_live_monitor.py") -> argparse.ArgumentParser:
-    parser = _top(prog, MONITOR_TEXT[0].upper() + MONITOR_TEXT[1:] + ".", MONITOR_EPILOG, with_json=False)
+    parser = top(prog, MONITOR_TEXT[0].upper() + MONITOR_TEXT[1:] + ".", MONITOR_EPILOG, with_json=False)
     add_monitor_arguments(parser)
     return parser
 
@@ -639,12 +289,12 @@ def monitor_parser(prog: str = "launch_live_monitor.py") -> argparse.ArgumentPar
 # --- entry points ----------------------------------------------------------------------------------
 
 def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    _setup_logging()
+    setup_logging()
     args = parser.parse_args(argv)
     # init, start (the daemon initialises its home) and plan (it builds the embedded base there) make a home; the
     # monitor and logs may look before the daemon that makes it (they only read).
     problem = home_problem(getattr(args, "home", None),
-                           creates=args.run in (_run_init, _run_start, _run_plan, _run_monitor, _run_logs))
+                           creates=args.run in (run_init, run_start, run_plan, run_monitor, run_logs))
     if problem:
         getattr(args, "command_parser", parser).error(problem)  # exit 2 (usage) with the message
     return args.run(args)
@@ -667,23 +317,12 @@ def home_problem(value: str | None, *, creates: bool = False) -> str | None:
     return None
 
 
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 (any free one) to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port: use 1-65535 (0 = any free port)")
-    return port
-
-
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """``trainingd`` (the console script and ``python -m trainingd``)."""
-    found = _pass_through(sys.argv[1:] if argv is None else argv)
+    found = pass_through(sys.argv[1:] if argv is None else argv)
     if found is not None:
-        return _run_pass_through(*found)
+        return run_pass_through(*found)
     return _run(trainingd_parser(), argv)
 
 

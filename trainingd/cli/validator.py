@@ -15,7 +15,8 @@ import sys
 
 from trainingd import exit_codes as ec
 from trainingd.lifecycle.approval import ApprovalError, approve, check_home, missing_folders
-from trainingd.cli.main import _setup_logging, home_problem, quiet_broken_pipe, validate_config, validator_parser
+from trainingd.cli.main import home_problem, validate_config, validator_parser
+from trainingd.cli.tree import quiet_broken_pipe, setup_logging
 from trainingd.paths import Home
 
 
@@ -74,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
 
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
-    _setup_logging()
+    setup_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     problem = home_problem(args.home)

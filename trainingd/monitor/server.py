@@ -233,104 +233,115 @@ class Monitor:
         return (HTTPStatus.OK if result["ok"] else HTTPStatus.CONFLICT), result
 
 
+class MonitorHandler(BaseHTTPRequestHandler):
+    """One request to the monitor: a fixed route, an asset or a control POST. ``make_handler`` binds it to a
+    ``Monitor`` (http.server makes one handler per request from a class, so the monitor rides on the class)."""
+
+    server_version = f"trainingd-monitor/{__version__}"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+    monitor: Monitor
+    routes: dict[str, tuple[Callable[[dict], Any], str]]
+    control_paths: dict[str, str]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _send(self, code: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, code: int, doc: Any) -> None:
+        self._send(code, json.dumps(doc, allow_nan=False).encode(), "application/json")
+
+    def _error(self, code: int, message: str) -> None:
+        self._json(code, {"error": message, "code": int(code)})
+
+    def _host_ok(self) -> bool:
+        if security.allowed_host(self.headers.get("Host"), self.monitor.host, self.monitor.port):
+            return True
+        self._error(HTTPStatus.FORBIDDEN, "Host not allowed")
+        return False
+
+    def _route(self) -> tuple[str, dict] | None:
+        # The raw path is matched as is: no unquoting, no normalisation, so only exact routes exist.
+        if not self.path.startswith("/"):
+            return None
+        parts = urlsplit(self.path)
+        return parts.path, parse_qs(parts.query, keep_blank_values=True)
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        if not self._host_ok():
+            return
+        route = self._route()
+        if route is not None and route[0] in ASSETS:
+            return self._send_asset(route[0])
+        if route is None or route[0] not in self.routes:
+            if route is not None and route[0] in self.control_paths:
+                return self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST")
+            return self._error(HTTPStatus.NOT_FOUND, "not found")
+        self._send_view(*route)
+
+    do_HEAD = do_GET
+
+    def _send_asset(self, path: str) -> None:
+        try:
+            body, content_type = self.monitor.asset(path)
+        except OSError:
+            log.exception("%s is missing from the package", path)
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "asset missing (see the monitor's log)")
+        extra = {"Referrer-Policy": "no-referrer"}
+        if content_type.startswith("text/html"):
+            extra.update({"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"})
+        self._send(HTTPStatus.OK, body, content_type, extra)
+
+    def _send_view(self, path: str, query: dict) -> None:
+        view, content_type = self.routes[path]
+        try:
+            body = view(query)
+        except BadRequest as e:
+            return self._error(HTTPStatus.BAD_REQUEST, str(e))
+        except NotFound as e:
+            return self._error(HTTPStatus.NOT_FOUND, str(e))
+        except Exception:  # a view must never take the server down; the log says why
+            log.exception("%s failed", path)
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error (see the monitor's log)")
+        if isinstance(body, str):
+            self._send(HTTPStatus.OK, body.encode("utf-8"), content_type)
+        else:
+            self._json(HTTPStatus.OK, body)
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        if not self._host_ok():
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, 1 << 16))  # the body carries nothing; drain it for keep-alive
+        route = self._route()
+        if route is None or route[0] not in self.control_paths:
+            if route is not None and (route[0] in self.routes or route[0] in ASSETS):
+                return self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET")
+            return self._error(HTTPStatus.NOT_FOUND, "not found")
+        if not security.same_origin(self.headers.get("Origin"), self.headers.get("Host")):
+            return self._error(HTTPStatus.FORBIDDEN, "foreign Origin")
+        if not security.token_matches(self.headers.get(security.TOKEN_HEADER), self.monitor.token):
+            return self._error(HTTPStatus.FORBIDDEN, f"missing or wrong {security.TOKEN_HEADER}")
+        code, result = self.monitor.control(self.control_paths[route[0]])
+        self._json(code, result)
+
+
 def make_handler(monitor: Monitor) -> type[BaseHTTPRequestHandler]:
-    routes = monitor.routes()
-    control_paths = {f"/api/control/{a}": a for a in CONTROL_ACTIONS}
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = f"trainingd-monitor/{__version__}"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
-            log.debug("%s %s", self.address_string(), format % args)
-
-        def _send(self, code: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            for name, value in (extra or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def _json(self, code: int, doc: Any) -> None:
-            self._send(code, json.dumps(doc, allow_nan=False).encode(), "application/json")
-
-        def _error(self, code: int, message: str) -> None:
-            self._json(code, {"error": message, "code": int(code)})
-
-        def _host_ok(self) -> bool:
-            if security.allowed_host(self.headers.get("Host"), monitor.host, monitor.port):
-                return True
-            self._error(HTTPStatus.FORBIDDEN, "Host not allowed")
-            return False
-
-        def _route(self) -> tuple[str, dict] | None:
-            # The raw path is matched as is: no unquoting, no normalisation, so only exact routes exist.
-            if not self.path.startswith("/"):
-                return None
-            parts = urlsplit(self.path)
-            return parts.path, parse_qs(parts.query, keep_blank_values=True)
-
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-            if not self._host_ok():
-                return
-            route = self._route()
-            if route is not None and route[0] in ASSETS:
-                try:
-                    body, content_type = monitor.asset(route[0])
-                except OSError:
-                    log.exception("%s is missing from the package", route[0])
-                    return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "asset missing (see the monitor's log)")
-                extra = {"Referrer-Policy": "no-referrer"}
-                if content_type.startswith("text/html"):
-                    extra.update({"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY"})
-                return self._send(HTTPStatus.OK, body, content_type, extra)
-            if route is None or route[0] not in routes:
-                if route is not None and route[0] in control_paths:
-                    return self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST")
-                return self._error(HTTPStatus.NOT_FOUND, "not found")
-            path, query = route
-            view, content_type = routes[path]
-            try:
-                body = view(query)
-            except BadRequest as e:
-                return self._error(HTTPStatus.BAD_REQUEST, str(e))
-            except NotFound as e:
-                return self._error(HTTPStatus.NOT_FOUND, str(e))
-            except Exception:  # a view must never take the server down; the log says why
-                log.exception("%s failed", path)
-                return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error (see the monitor's log)")
-            if isinstance(body, str):
-                self._send(HTTPStatus.OK, body.encode("utf-8"), content_type)
-            else:
-                self._json(HTTPStatus.OK, body)
-
-        do_HEAD = do_GET
-
-        def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
-            if not self._host_ok():
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(min(length, 1 << 16))  # the body carries nothing; drain it for keep-alive
-            route = self._route()
-            if route is None or route[0] not in control_paths:
-                if route is not None and (route[0] in routes or route[0] in ASSETS):
-                    return self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET")
-                return self._error(HTTPStatus.NOT_FOUND, "not found")
-            if not security.same_origin(self.headers.get("Origin"), self.headers.get("Host")):
-                return self._error(HTTPStatus.FORBIDDEN, "foreign Origin")
-            if not security.token_matches(self.headers.get(security.TOKEN_HEADER), monitor.token):
-                return self._error(HTTPStatus.FORBIDDEN, f"missing or wrong {security.TOKEN_HEADER}")
-            code, result = monitor.control(control_paths[route[0]])
-            self._json(code, result)
-
-    return Handler
+    """``MonitorHandler`` bound to ``monitor``; its routes are read once, here."""
+    return type("Handler", (MonitorHandler,), {"monitor": monitor, "routes": monitor.routes(),
+                                               "control_paths": {f"/api/control/{a}": a for a in CONTROL_ACTIONS}})
 
 
 class MonitorServer(ThreadingHTTPServer):
