@@ -361,7 +361,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_start(args: argparse.Namespace) -> int:
-    from trainingd.daemon.loop import daemon_options
+    from trainingd.daemon.options import daemon_options
     from trainingd.instance import start_daemon
 
     code, message = start_daemon(Home.at(args.home), daemon_options(args))
@@ -579,7 +579,7 @@ def trainingd_parser(prog: str = "trainingd") -> argparse.ArgumentParser:
     sub = _subcommands(parser)
     _leaf(sub, "init", "create the runtime folders and a default config.json (kept if present)",
           ec.INIT_HELP, _run_init)
-    from trainingd.daemon.loop import add_daemon_options
+    from trainingd.daemon.options import add_daemon_options
 
     add_daemon_options(_leaf(sub, "start", "start the daemon in the background; refused (exit 1) if one runs "
                              "(= bin/launch_training_daemon.sh)", ec.START_HELP, _run_start, with_json=False))
