@@ -424,7 +424,7 @@ def test_the_systemd_unit_restarts_on_failure_and_outwaits_the_stop_ladder():
     import configparser
 
     from trainingd.config import Config
-    from trainingd.daemon.loop import KILL_AFTER_TERM_S
+    from trainingd.daemon.trainer_process import KILL_AFTER_TERM_S
 
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str

@@ -53,7 +53,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_start(args: argparse.Namespace) -> int:
-    from trainingd.daemon.loop import daemon_options
+    from trainingd.daemon.options import daemon_options
     from trainingd.instance import start_daemon
 
     code, message = start_daemon(Home.at(args.home), daemon_options(args))
@@ -132,7 +132,7 @@ def add_init_command(sub: argparse._SubParsersAction) -> None:
 
 
 def add_start_command(sub: argparse._SubParsersAction) -> None:
-    from trainingd.daemon.loop import add_daemon_options
+    from trainingd.daemon.options import add_daemon_options
 
     add_daemon_options(leaf(sub, "start", "start the daemon in the background; refused (exit 1) if one runs "
                             "(= bin/launch_training_daemon.sh)", ec.START_HELP, run_start, with_json=False))

@@ -1,6 +1,7 @@
 """What a trainer's exit means for its job: a pure decision, exit code and facts in, an ``Outcome`` out.
 
-The daemon gathers the facts (``Facts``), calls ``decide`` and carries the outcome out in ``Daemon.apply_outcome``;
+The daemon gathers the facts (``Facts``, ``trainer_exit.exit_facts``), calls ``decide`` and carries the outcome out
+in ``Daemon.apply_outcome`` (the queue transition: ``trainer_exit.move_job``);
 nothing here touches a file, so every branch is tested as a table in ``tests/test_outcome.py``.
 """
 

@@ -46,6 +46,7 @@ log = logging.getLogger("trainingd.daemon.loop")
 TRAINER_ENV = "TRAININGD_TRAINER"
 LAUNCHER_ENV = "TRAININGD_LAUNCHER"  # read by trainingd.train.distributed (which imports torch; this must not)
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the folder holding trainingd/
+KILL_AFTER_TERM_S = 10.0  # the stop ladder's last wait: SIGTERM ignored this long -> SIGKILL
 
 
 OOM_EVENTS_ENV = "TRAININGD_OOM_EVENTS"  # tests: a file standing in for the kernel's counter
@@ -236,6 +237,20 @@ class TrainerProcess:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+    def walk_stop_ladder(self, now: float, grace_s: float) -> None:
+        """Stopping: SIGTERM to the group once the stop command has had ``grace_s``, SIGKILL when SIGTERM is
+        ignored for ``KILL_AFTER_TERM_S``."""
+        since = now - (self.stop_sent_at or now)
+        if self.term_sent_at is None and since >= grace_s:
+            log.warning("job %s: trainer did not stop within %.0fs; sending SIGTERM", self.job.id, since)
+            self.signal_group(signal.SIGTERM)
+            self.term_sent_at = now
+        elif (self.term_sent_at is not None and self.kill_sent_at is None
+              and now - self.term_sent_at >= KILL_AFTER_TERM_S):
+            log.warning("job %s: trainer ignored SIGTERM; sending SIGKILL", self.job.id)
+            self.signal_group(signal.SIGKILL)
+            self.kill_sent_at = now
 
     def exit_code(self, raw: int) -> int:
         """The job's exit code. A launcher exits 0 when every process ended as the group agreed (the main
