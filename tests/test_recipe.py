@@ -178,9 +178,9 @@ def test_a_bad_file_is_a_data_error_with_a_reason(tiny_model, tmp_path):
 
 @pytest.mark.parametrize("scheduler", ["cosine", "linear", "constant"])
 def test_learning_rate_schedule_warms_up_then_follows_the_configured_shape(scheduler):
-    from trainingd.train.recipe import _lr_lambda
+    from trainingd.train.optimizer import lr_lambda
 
-    f = _lr_lambda(parse_config({"lr_scheduler": scheduler, "warmup_ratio": 0.2}), 10)
+    f = lr_lambda(parse_config({"lr_scheduler": scheduler, "warmup_ratio": 0.2}), 10)
     assert f(0) < f(1) < f(2) == 1.0
     if scheduler == "constant":
         assert f(9) == 1.0

@@ -244,19 +244,59 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
     eval_sha = file_sha256(eval_file) if eval_file is not None else None
     key = _cache_key(sha, eval_sha, tokenizer, cfg)
     folder = cache_dir / key
-    if (folder / "report.json").exists():
-        try:
-            train, ev = _load(folder)
-            report = json.loads((folder / "report.json").read_text())
-            report.update(cache_hit=True, seconds=round(time.monotonic() - t0, 3))
-            os.utime(folder / "report.json")  # "recently used", for prune_cache
-            log.info("data cache hit for %s (%s)", path.name, key)
-            warn_losses(path.name, report)
-            return PreparedData(train, ev, report)
-        except Exception as e:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
-            log.warning("data cache %s unreadable (%s); rebuilding", folder, e)
-            shutil.rmtree(folder, ignore_errors=True)
+    cached = _load_cached(folder, path.name, key, t0)
+    if cached is not None:
+        return cached
 
+    emit = _throttled(progress)
+    scan, eval_scan = _scan_inputs(path, sha, tokenizer, eval_file, emit)
+    eval_ids = _held_out_ids(scan.examples, cfg) if eval_file is None else set()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.tmp-{os.getpid()}-"))
+    encoder = Encoder(tokenizer, cfg.train_on)
+    try:
+        stats, eval_stats = _tokenize_into(tmp, encoder, cfg, (path, scan), (eval_file, eval_scan), eval_ids, emit)
+        if stats.kept == 0:
+            raise _nothing_trainable(stats, scan.examples, cfg)
+        n_eval = stats.eval_kept + eval_stats.eval_kept
+        if n_eval == 0:
+            (tmp / "eval.arrow").unlink()
+        report = _report(scan, stats, n_eval, cfg, sha=sha, key=key)
+        # report.json is written last: a cache folder without it is never used.
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        _publish_cache(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    prune_cache(cache_dir, keep=keep_cache, protect=folder)
+    train, ev = _load(folder)
+    report["cache_hit"] = False
+    report["seconds"] = round(time.monotonic() - t0, 3)
+    log.info("prepared %s: %s", path.name, report)
+    warn_losses(path.name, report)
+    return PreparedData(train, ev, report)
+
+
+def _load_cached(folder: Path, name: str, key: str, t0: float) -> PreparedData | None:
+    """The complete cache in ``folder`` (report.json, written last, exists), or None; an unreadable one is removed."""
+    if not (folder / "report.json").exists():
+        return None
+    try:
+        train, ev = _load(folder)
+        report = json.loads((folder / "report.json").read_text())
+        report.update(cache_hit=True, seconds=round(time.monotonic() - t0, 3))
+        os.utime(folder / "report.json")  # "recently used", for prune_cache
+        log.info("data cache hit for %s (%s)", name, key)
+        warn_losses(name, report)
+        return PreparedData(train, ev, report)
+    except Exception as e:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
+        log.warning("data cache %s unreadable (%s); rebuilding", folder, e)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def _throttled(progress: Callable[[dict], None] | None) -> Callable[..., None]:
+    """``emit(phase, done, total, force=False)``: hands ``progress`` at most one report every PROGRESS_EVERY_S."""
     last = [0.0]
 
     def emit(phase: str, done: int, total: int | None, force: bool = False) -> None:
@@ -265,6 +305,12 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
             last[0] = now
             progress({"phase": phase, "lines_done": done, "lines_total": total})
 
+    return emit
+
+
+def _scan_inputs(path: Path, sha: str, tokenizer, eval_file: Path | None,
+                 emit: Callable[..., None]) -> tuple[Scan, Scan | None]:
+    """First streaming pass: validate the training file (and the eval file) before anything is tokenized."""
     emit("validating", 0, None, force=True)
     scan = scan_file(path, progress=lambda n: emit("validating", n, None))
     if scan.sha256 != sha:
@@ -281,65 +327,62 @@ def prepare_dataset(path: Path, tokenizer, cfg: Config, cache_dir: Path, *, eval
             raise DataError(f"eval file {Path(eval_file).name}: {e}", e.details, e.counts) from None
     if eval_scan is not None and eval_scan.format != scan.format:
         log.info("eval file %s is in format %s, training file in %s", eval_file, eval_scan.format, scan.format)
-    eval_ids: set[int] = set()
-    if eval_file is None and cfg.eval_fraction > 0 and scan.examples >= 2:
-        k = min(scan.examples - 1, max(1, round(scan.examples * cfg.eval_fraction)))
-        eval_ids = set(random.Random(cfg.seed).sample(range(scan.examples), k))
+    return scan, eval_scan
 
+
+def _held_out_ids(examples: int, cfg: Config) -> set[int]:
+    """The examples held out for evaluation when there is no eval file: ``cfg.eval_fraction``, drawn with the seed."""
+    if cfg.eval_fraction > 0 and examples >= 2:
+        k = min(examples - 1, max(1, round(examples * cfg.eval_fraction)))
+        return set(random.Random(cfg.seed).sample(range(examples), k))
+    return set()
+
+
+def _tokenize_into(tmp: Path, encoder: Encoder, cfg: Config, train: tuple[Path, Scan],
+                   evaluation: tuple[Path | None, Scan | None], eval_ids: set[int],
+                   emit: Callable[..., None]) -> tuple[_Stats, _Stats]:
+    """Tokenize the training file (and the eval file) into ``tmp``'s train/eval Arrow files; returns their stats."""
     from datasets.arrow_writer import ArrowWriter
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{key}.tmp-{os.getpid()}-"))
-    encoder = Encoder(tokenizer, cfg.train_on)
-    stats = _Stats()
-    eval_stats = _Stats()
+    (path, scan), (eval_file, eval_scan) = train, evaluation
+    stats, eval_stats = _Stats(), _Stats()
+    features = _features()
+    writers = {"train": ArrowWriter(features=features, path=str(tmp / "train.arrow")),
+               "eval": ArrowWriter(features=features, path=str(tmp / "eval.arrow"))}
+    emit("tokenizing", 0, scan.lines, force=True)
+    _tokenize_file(path, scan, encoder, cfg, writers, eval_ids, stats, lambda n: emit("tokenizing", n, scan.lines))
+    if eval_scan is not None:
+        _tokenize_file(eval_file, eval_scan, encoder, cfg, writers, set(), eval_stats, lambda n: None,
+                       eval_all=True)
+    for w in writers.values():
+        w.finalize()
+        w.close()
+    emit("tokenizing", scan.lines, scan.lines, force=True)
+    return stats, eval_stats
+
+
+def _report(scan: Scan, stats: _Stats, n_eval: int, cfg: Config, *, sha: str, key: str) -> dict:
+    """What preparing the file found (``PreparedData.report``, and the cache's report.json)."""
+    return {"format": scan.format, "lines": scan.lines, "examples": scan.examples, "kept": stats.kept,
+            "dropped_too_long": stats.dropped_too_long, "truncated": stats.truncated,
+            "no_trained_tokens": stats.no_trained_tokens, "max_length": cfg.max_length, "bad_lines": 0,
+            "tokens": stats.tokens,
+            "trained_tokens": stats.trained_tokens, "longest": stats.longest, "eval_examples": n_eval,
+            "sha256": sha, "cache_key": key, "code_version": CODE_VERSION,
+            "dropped": stats.dropped[:10]}
+
+
+def _publish_cache(tmp: Path, folder: Path) -> None:
+    """Rename the finished ``tmp`` into place as ``folder`` (a copy another process published first is kept)."""
+    if folder.exists() and not (folder / "report.json").exists():
+        shutil.rmtree(folder)  # incomplete (only a lost rename or a hand edit makes one): never used
     try:
-        features = _features()
-        writers = {"train": ArrowWriter(features=features, path=str(tmp / "train.arrow")),
-                   "eval": ArrowWriter(features=features, path=str(tmp / "eval.arrow"))}
-        emit("tokenizing", 0, scan.lines, force=True)
-        _tokenize_file(path, scan, encoder, cfg, writers, eval_ids, stats,
-                       lambda n: emit("tokenizing", n, scan.lines))
-        if eval_scan is not None:
-            _tokenize_file(eval_file, eval_scan, encoder, cfg, writers, set(), eval_stats, lambda n: None,
-                           eval_all=True)
-        for w in writers.values():
-            w.finalize()
-            w.close()
-        emit("tokenizing", scan.lines, scan.lines, force=True)
-        if stats.kept == 0:
-            raise _nothing_trainable(stats, scan.examples, cfg)
-        n_eval = stats.eval_kept + eval_stats.eval_kept
-        if n_eval == 0:
-            (tmp / "eval.arrow").unlink()
-        report = {"format": scan.format, "lines": scan.lines, "examples": scan.examples, "kept": stats.kept,
-                  "dropped_too_long": stats.dropped_too_long, "truncated": stats.truncated,
-                  "no_trained_tokens": stats.no_trained_tokens, "max_length": cfg.max_length, "bad_lines": 0,
-                  "tokens": stats.tokens,
-                  "trained_tokens": stats.trained_tokens, "longest": stats.longest, "eval_examples": n_eval,
-                  "sha256": sha, "cache_key": key, "code_version": CODE_VERSION,
-                  "dropped": stats.dropped[:10]}
-        # report.json is written last: a cache folder without it is never used.
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        if folder.exists() and not (folder / "report.json").exists():
-            shutil.rmtree(folder)  # incomplete (only a lost rename or a hand edit makes one): never used
-        try:
-            publish_folder(tmp, folder, mode=None)
-        except OSError:
-            # Another process cached the same key first; its copy is just as good.
-            if not (folder / "report.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+        publish_folder(tmp, folder, mode=None)
+    except OSError:
+        # Another process cached the same key first; its copy is just as good.
+        if not (folder / "report.json").exists():
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    prune_cache(cache_dir, keep=keep_cache, protect=folder)
-    train, ev = _load(folder)
-    report["cache_hit"] = False
-    report["seconds"] = round(time.monotonic() - t0, 3)
-    log.info("prepared %s: %s", path.name, report)
-    warn_losses(path.name, report)
-    return PreparedData(train, ev, report)
 
 
 def warn_losses(name: str, report: dict) -> None:

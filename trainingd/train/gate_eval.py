@@ -1,9 +1,10 @@
 """The gate's scores, in the trainer, on the model it already holds: held-out set and forgetting probe.
 
-``Gate`` is used by ``trainingd.train.recipe.run`` when ``gate.enabled`` (daemon mode): ``champion()`` right after
-setup (the stored scores of the live adapter, or the model in memory scored before its first step), ``judge()`` after
-the last step (the candidate scored, then ``trainingd.lifecycle.gate.decide``). The held-out set is the home's
-(``evaluate.load_eval_set``: ``evaluation.eval_file`` or the generator's fixed ``/eval`` puzzles kept in
+``trainingd.train.recipe.run`` opens the gate with :func:`open_gate` (a ``Gate`` when ``gate.enabled``, daemon mode)
+and calls ``champion()`` right after setup (the stored scores of the live adapter, or the model in memory scored
+before its first step); after the last step :func:`publish_or_keep` has ``judge()`` score the candidate (then
+``trainingd.lifecycle.gate.decide``) and publishes it, or keeps a rejected one as a snapshot. The held-out set is
+the home's (``evaluate.load_eval_set``: ``evaluation.eval_file`` or the generator's fixed ``/eval`` puzzles kept in
 ``status/``); the probe is ``probe_prompts.PROBE``, scored as the mean per-token KL(base || model) where the base
 side is the same model under peft's ``disable_adapter()``.
 """
@@ -19,11 +20,13 @@ from typing import Any
 
 import torch
 
+from trainingd import exit_codes
 from trainingd.contracts.adapter_state import generation_id
 from trainingd.contracts.gate_scores import matches, read_gate_scores, write_gate_scores
 from trainingd.contracts.job import now_iso
 from trainingd.lifecycle import gate as rule_
 from trainingd.paths import Home
+from trainingd.train.control import RunExit
 from trainingd.train.evaluate import evaluate_model, load_eval_set
 from trainingd.train.probe_prompts import PROBE
 
@@ -136,6 +139,53 @@ class Gate:
         decision["eval_set"] = self.eval_set
         log.info("gate: %s: %s", decision["outcome"], decision["reason"])
         return decision, cand
+
+
+def open_gate(recipe) -> Gate | None:
+    """The gate of this job, or None (off, standalone, or a sharded model that one process cannot score)."""
+    spec = recipe.spec
+    if not recipe.cfg.gate.enabled or spec.home is None:
+        return None
+    if recipe.fsdp:
+        log.warning("gate: not applied under distributed.strategy fsdp (no process holds the whole model)")
+        return None
+    if not recipe.is_main:
+        return None
+    try:
+        return Gate(recipe, Home.at(spec.home))
+    except (OSError, ValueError) as e:  # no held-out set to judge with: a config problem, never retried in a loop
+        raise RunExit(exit_codes.CONFIG_ERROR, f"gate.enabled needs a held-out set (evaluation.eval_file or the "
+                                               f"generator's /eval): {e}") from None
+
+
+def publish_or_keep(recipe, gate: Gate | None, final: Path) -> tuple[dict | None, str]:
+    """Judge the candidate in ``final`` (with a gate) and publish it, or keep it as a rejected snapshot.
+
+    Returns the gate's decision (None without a gate) and the status detail that says which happened.
+    """
+    decision, scores = gate.judge() if gate is not None else (None, None)
+    if decision is not None and decision["outcome"] == "rejected":
+        keep_rejected(recipe, final, decision, scores)
+        return decision, "rejected by the gate; kept as a snapshot"
+    state = recipe.publish(final)
+    if scores is not None:
+        # The new champion's scores, beside it: the next job compares with them without scoring again.
+        write_gate_scores(recipe.spec.output_dir, {**scores, "generation_id": state["generation_id"]})
+    return decision, "published"
+
+
+def keep_rejected(recipe, final: Path, decision: dict, scores: dict | None) -> None:
+    """A rejected candidate is not published: it becomes a pinned snapshot marked rejected (nothing is lost)."""
+    from trainingd.lifecycle import snapshots
+
+    spec = recipe.spec
+    state = recipe.next_adapter_state()
+    trained_file = {"job_id": spec.job_id, "name": Path(spec.dataset).name, "sha256": recipe.data_sha256,
+                    "lines": None, "trained_tokens": recipe.state.trained_tokens}
+    snap = snapshots.keep_rejected(Home.at(spec.home), final, state, trained_file=trained_file, decision=decision,
+                                   scores={**scores, "generation_id": state["generation_id"]} if scores else None,
+                                   config=recipe.cfg.to_dict(), result=recipe.summary())
+    decision["snapshot"] = snap.name
 
 
 def _read(path: Path) -> dict | None:
