@@ -1,6 +1,6 @@
-"""Both monitor pages in a real browser (Debian's /usr/bin/chromium, playwright) after a real stream of 20 jobs.
+"""Both monitor pages in a real browser (Debian's /usr/bin/chromium, playwright) after a real stream of 10 jobs.
 
-The stream is the product's own: 20 small files dropped into inbox/, the real daemon drains them through the real
+The stream is the product's own: 10 small files dropped into inbox/, the real daemon drains them through the real
 trainer on the tiny model (``--once``), then the monitor serves that home. Chromium comes from apt (``.ci/run``
 installs it); without it these tests fail, they are never skipped.
 """
@@ -21,7 +21,7 @@ from trainingd.paths import Home
 
 pytestmark = pytest.mark.slow
 
-JOBS = 20
+JOBS = 10
 LINES = 4  # two optimizer steps of two examples per file
 
 
