@@ -1,17 +1,19 @@
 """Does training help? Held-out exact match of the stack training on auto-generated SYLLO puzzles over time.
 
 Runs the real stack on a fresh home: the reference generator (in this process, on a free port), the daemon
-(a subprocess) with auto-generate on and an evaluation after each job. A first evaluation of the base alone
-gives the starting value. When ``--minutes`` have passed the daemon is stopped, and the evaluations of
-``status/history.jsonl`` -- exact match and token accuracy against examples trained and wall time -- are
-written to a JSON file and plotted (matplotlib: ``pip install 'trainingd[bench]'``).
+(a subprocess) with auto-generate, an evaluation after each job and the gate on, each with the product's
+defaults otherwise (``--no-gate`` for the contrast; ``--no-curriculum`` keeps the level). A first evaluation of
+the base alone gives the starting value. When ``--minutes`` have passed the daemon is stopped, and
+``status/history.jsonl`` -- the published adapter's evaluations, and each gated job's candidate with its outcome --
+is written to a JSON file and plotted (matplotlib: ``pip install 'trainingd[bench]'``).
 
-    nice -n 10 .venv/bin/python bench/learning_curve.py --base embedded:smollm2-135m --minutes 38 \\
-        --out docs/learning_curve_smollm2.json --png docs/learning_curve.png
-    .venv/bin/python bench/learning_curve.py --base embedded:tiny-qwen3 --minutes 8 --out docs/learning_curve_tiny.json
+    OMP_NUM_THREADS=1 .venv/bin/python bench/learning_curve.py --minutes 62 --out docs/learning_curve_gate_on.json &
+    OMP_NUM_THREADS=1 .venv/bin/python bench/learning_curve.py --minutes 62 --no-gate \
+        --out docs/learning_curve_gate_off.json
+    .venv/bin/python bench/learning_curve.py --plot-only docs/learning_curve_gate_on.json \
+        --also docs/learning_curve_gate_off.json --png docs/learning_curve.png
 
-``--png`` may name several JSON results with ``--also`` to draw them in one figure (e.g. the tiny model's run
-for contrast).
+``--png`` may name several JSON results with ``--also`` to draw them in one figure.
 """
 
 from __future__ import annotations
@@ -176,17 +178,18 @@ def plot(results: list[dict], png: Path) -> None:
     ax1.set_xlabel("examples trained")
     ax1.set_ylabel(f"held-out exact match ({results[0]['points'][0]['total'] if results[0]['points'] else '?'}"
                    " puzzles)")
-    ax1.set_ylim(0, 1)
     ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)
-    ax2.set_xlabel("wall time (minutes, 2 shared CPU cores, incl. evaluations)")
+    ax2.set_xlabel(f"wall time (minutes on {results[0].get('cpu_count', '?')} CPU cores, incl. evaluations)")
     ax2.set_ylabel("held-out exact match")
-    ax2.set_ylim(0, 1)
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
     levels = sorted({lv for r in results for lv in r.get("levels") or [] if lv is not None})
-    fig.suptitle(f"SYLLO puzzles (levels {', '.join(map(str, levels)) or '?'}; the held-out set follows the "
-                 f"level), LoRA r=16")
+    top = max([p["exact_match"] for r in results for p in r["points"]] + [0.0])
+    for ax in (ax1, ax2):
+        ax.set_ylim(0, min(1.0, top + 0.15))
+    fig.suptitle(f"SYLLO puzzles (level{'s' if len(levels) > 1 else ''} {', '.join(map(str, levels)) or '?'}; "
+                 f"the held-out set follows the level), LoRA r=16")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
