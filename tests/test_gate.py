@@ -57,6 +57,40 @@ def test_exact_rule_with_min_delta_0_is_the_one_sided_exact_mcnemar_test():
     assert gate.decide(*even, gate.Rule(confidence=0.5))["outcome"] == gate.PROMOTED
 
 
+def test_a_slow_slide_is_stopped_by_the_best_adapter_published_so_far():
+    # Two steps down, each one losing a few more examples than it wins against the live adapter (never
+    # confidently worse than it), together lose 21 and win 10 against the best one, which its scores (kept beside
+    # each later champion) catch.
+    def answered(*ranges: range) -> list[int]:
+        right = {i for r in ranges for i in r}
+        return [int(i in right) for i in range(200)]
+
+    rule = gate.Rule()
+    best = {**scores(answered(range(0, 60))), "job_id": "j1", "generation_id": "g1"}  # 0.30
+    champ = {**scores(answered(range(0, 48), range(60, 66))), "job_id": "j2", "generation_id": "g2"}  # 0.27
+    assert gate.decide(best, champ, rule)["outcome"] == gate.PROMOTED
+    champ["best"] = gate.best_after_promotion(best, champ, "exact_match")
+    assert champ["best"]["job_id"] == "j1" and champ["best"]["exact_match"] == best["exact_match"]
+    slid = scores(answered(range(0, 39), range(60, 70)))  # 0.245: 9 lost and 4 won against the champion
+    without_best = {k: v for k, v in champ.items() if k != "best"}
+    assert gate.decide(without_best, slid, rule)["outcome"] == gate.PROMOTED
+    d = gate.decide(champ, slid, rule)
+    assert d["outcome"] == gate.REJECTED and "worse than the best adapter published" in d["reason"], d["reason"]
+    assert "job j1" in d["reason"] and d["best"]["exact_match"] == 0.3
+    assert (d["best"]["paired"]["champion_better"], d["best"]["paired"]["candidate_better"]) == (21, 10)
+    # A candidate as good as the best passes and becomes the best itself (no "best" kept beside it).
+    back = scores(answered(range(0, 60)))
+    assert gate.decide(champ, back, rule)["outcome"] == gate.PROMOTED
+    assert gate.best_after_promotion(champ, back, "exact_match") is None
+    # The same adapter scored twice is never rejected, a stored best equal to the champion changes nothing, and a
+    # best of another length (another held-out set) is ignored.
+    same = {**without_best, "best": {k: without_best[k] for k in gate.BEST_KEYS}}
+    assert gate.decide(same, without_best, rule)["outcome"] == gate.PROMOTED
+    assert "best" not in gate.decide(same, without_best, rule)
+    other = {**champ, "best": {**best, "exact_match": [1] * 10}}
+    assert "best" not in gate.decide(other, slid, rule)
+
+
 def test_clopper_pearson_upper_bound_matches_the_binomial_tail():
     for k, n in ((0, 10), (3, 10), (7, 20)):
         p = gate.clopper_pearson_upper(k, n, 0.95)

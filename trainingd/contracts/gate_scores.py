@@ -11,7 +11,10 @@ for the same held-out set and probe (their sha256)::
      "seconds": 1.2,
      "exact_match": [1, 0, ...],          # per held-out example, in the set's order
      "token_accuracy": [0.93, ...],       # per held-out example
-     "forgetting": [0.01, ...]}           # per probe prompt: mean KL(base || adapter), nats per token
+     "forgetting": [0.01, ...],           # per probe prompt: mean KL(base || adapter), nats per token
+     "best": {"generation_id", "job_id", "exact_match": [...], "token_accuracy": [...], "forgetting": [...]}}
+                                          # optional: the best adapter published on this held-out set, when it is
+                                          # not this one (``trainingd.lifecycle.gate.best_after_promotion``)
 """
 
 from __future__ import annotations

@@ -17,6 +17,12 @@ The rule is paired (same examples, both models) and one-sided::
   while ``min_delta <= 0``. With ``min_delta = 0`` this is the exact one-sided McNemar test at ``1 - confidence``.
 * ``token_accuracy``: the normal bound ``mean(d) + z * sd(d) / sqrt(N)``.
 
+The best so far: a champion that is not the best adapter published on this held-out set carries that one's
+per-example scores (``best`` in its ``gate_scores.json``, :func:`best_after_promotion`), and the candidate must not
+be confidently worse than it either, by the same rule. Each promotion may lose up to about one standard error
+against the live adapter; this bounds the drift over many promotions. A new held-out set, a champion scored afresh
+or ``trainingd promote`` starts it again.
+
 Forgetting: the candidate's mean per-token KL(base || candidate) on the probe. A candidate is rejected for it when
 it is above ``gate.max_forgetting`` *and* above the champion's (one that forgets less than the champion passes).
 """
@@ -89,6 +95,30 @@ def summary(scores: dict[str, Any]) -> dict[str, Any]:
             "probe_prompts": len(kl)}
 
 
+def _mean(xs: list | None) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+BEST_KEYS = ("generation_id", "job_id", "exact_match", "token_accuracy", "forgetting")
+
+
+def _best_of(champion: dict[str, Any], metric: str) -> dict[str, Any] | None:
+    """The champion's stored best-so-far scores, when they are valid and better than the champion's own."""
+    best = champion.get("best")
+    if not isinstance(best, dict) or len(best.get(metric) or []) != len(champion.get(metric) or []):
+        return None
+    return best if _mean(best[metric]) > _mean(champion[metric]) else None
+
+
+def best_after_promotion(champion: dict[str, Any] | None, candidate: dict[str, Any], metric: str) -> dict | None:
+    """What the promoted candidate's ``gate_scores.json`` keeps as ``best``: the best adapter published on this
+    held-out set so far (the champion's best, or the champion), or None when the candidate is itself the best."""
+    if not champion or len(champion.get(metric) or []) != len(candidate.get(metric) or []):
+        return None
+    best = _best_of(champion, metric) or {k: champion.get(k) for k in BEST_KEYS}
+    return None if _mean(candidate[metric]) >= _mean(best[metric]) else best
+
+
 def decide(champion: dict[str, Any], candidate: dict[str, Any], rule: Rule) -> dict[str, Any]:
     """Promote or reject ``candidate`` against ``champion`` (per-example scores: ``exact_match``,
     ``token_accuracy`` and ``forgetting`` lists). Returns the decision block of the result, history and status."""
@@ -103,6 +133,16 @@ def decide(champion: dict[str, Any], candidate: dict[str, Any], rule: Rule) -> d
                        f"{champ[rule.metric]:.4f}; {paired['champion_better']} example(s) lost, "
                        f"{paired['candidate_better']} won): the {rule.confidence:.0%} upper bound on the paired "
                        f"difference, {paired['upper_bound']:+.4f}, is below gate.min_delta {rule.min_delta:+.4f}")
+    best, vs_best = _best_of(champion, rule.metric), None
+    if best is not None:
+        vs_best = paired_bound(list(best[rule.metric]), list(candidate[rule.metric]), metric=rule.metric,
+                               confidence=rule.confidence)
+        if vs_best["upper_bound"] < rule.min_delta:
+            reasons.append(f"{rule.metric} is worse than the best adapter published on this held-out set "
+                           f"({cand[rule.metric]:.4f} vs {_mean(best[rule.metric]):.4f}, job {best.get('job_id')}; "
+                           f"{vs_best['champion_better']} example(s) lost, {vs_best['candidate_better']} won): the "
+                           f"{rule.confidence:.0%} upper bound on the paired difference, "
+                           f"{vs_best['upper_bound']:+.4f}, is below gate.min_delta {rule.min_delta:+.4f}")
     f_cand, f_champ = cand["forgetting"], champ["forgetting"]
     if (rule.max_forgetting is not None and f_cand is not None and f_cand > rule.max_forgetting
             and (f_champ is None or f_cand > f_champ)):
@@ -113,8 +153,12 @@ def decide(champion: dict[str, Any], candidate: dict[str, Any], rule: Rule) -> d
     why = "; ".join(reasons) if reasons else (
         f"not worse than the champion: {rule.metric} {cand[rule.metric]:.4f} vs {champ[rule.metric]:.4f} "
         f"(upper bound {paired['upper_bound']:+.4f} >= min_delta {rule.min_delta:+.4f})")
-    return {"outcome": outcome, "reason": why, "metric": rule.metric, "min_delta": rule.min_delta,
-            "max_forgetting": rule.max_forgetting, "paired": paired, "champion": champ, "candidate": cand}
+    out = {"outcome": outcome, "reason": why, "metric": rule.metric, "min_delta": rule.min_delta,
+           "max_forgetting": rule.max_forgetting, "paired": paired, "champion": champ, "candidate": cand}
+    if best is not None:
+        out["best"] = {**summary(best), "job_id": best.get("job_id"), "generation_id": best.get("generation_id"),
+                       "paired": vs_best}
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ the streak

@@ -170,7 +170,9 @@ def publish_or_keep(recipe, gate: Gate | None, final: Path) -> tuple[dict | None
     state = recipe.publish(final)
     if scores is not None:
         # The new champion's scores, beside it: the next job compares with them without scoring again.
-        write_gate_scores(recipe.spec.output_dir, {**scores, "generation_id": state["generation_id"]})
+        best = rule_.best_after_promotion(gate.champion_doc, scores, gate.rule.metric)
+        write_gate_scores(recipe.spec.output_dir, {**scores, "generation_id": state["generation_id"],
+                                                   **({"best": best} if best else {})})
     return decision, "published"
 
 
