@@ -176,7 +176,7 @@ def held_out_loss(peft_model, tokenizer, eval_file: Path, work: Path, max_length
     import torch
 
     from trainingd.config import parse_config
-    from trainingd.train import data
+    from trainingd.train import batches, data
     from trainingd.train.model import loss_parts, token_loss_sum
 
     cfg = parse_config({"max_length": max_length})
@@ -186,10 +186,10 @@ def held_out_loss(peft_model, tokenizer, eval_file: Path, work: Path, max_length
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(rows), 8):
-            batch = data.collate([rows[i] for i in range(start, min(len(rows), start + 8))], tokenizer.pad_token_id)
+            batch = batches.collate([rows[i] for i in range(start, min(len(rows), start + 8))], tokenizer.pad_token_id)
             batch = {k: v.to(peft_model.device) for k, v in batch.items()}
             total += float(token_loss_sum(peft_model, parts, batch, contextlib.nullcontext))
-            count += data.num_trained_tokens(batch)
+            count += batches.num_trained_tokens(batch)
     return total / count
 
 

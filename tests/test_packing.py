@@ -13,7 +13,8 @@ import random
 import pytest
 import torch
 
-from trainingd.train.data import Encoder, collate, num_trained_tokens, plan_batches
+from trainingd.train.batches import collate, num_trained_tokens, plan_batches
+from trainingd.train.data import Encoder
 
 IGNORE = -100
 

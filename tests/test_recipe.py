@@ -16,7 +16,7 @@ from conftest import chat_lines, write_jsonl
 from trainingd import exit_codes
 from trainingd.config import parse_config
 from trainingd.train import checkpoint as ckpt
-from trainingd.train import data
+from trainingd.train import batches, data
 from trainingd.train.model import load_model
 from trainingd.train.recipe import Recipe, RunSpec, execute, run
 
@@ -69,7 +69,7 @@ def test_two_forwards_of_two_in_a_step_equal_one_forward_of_four(tiny_model, tmp
     assert abs(l1 - l2) <= 1e-6
     assert max(float((a - b).abs().max()) for a, b in zip(g1, g2)) <= 1e-6
     # The loss is the per-token mean over the whole step, as the model's own forward computes it.
-    full = data.collate(split._rows(rows), split.tokenizer.pad_token_id)
+    full = batches.collate(split._rows(rows), split.tokenizer.pad_token_id)
     with torch.no_grad():
         ref = split.model(input_ids=full["input_ids"], labels=full["labels"], use_cache=False).loss
     assert abs(float(ref) - l1) <= 1e-5
@@ -81,10 +81,10 @@ def test_two_micro_batches_of_an_optimizer_step_equal_one_batch_of_their_example
     l1, n1, g1, acc = first_step(tmp_path / "acc", tiny_model, ds, batch_size=2, gradient_accumulation=2)
     rows = [i for mb in acc.plans[0][:2] for i in mb[0]]
     assert len(rows) == 4
-    full = data.collate(acc._rows(rows), acc.tokenizer.pad_token_id)
+    full = batches.collate(acc._rows(rows), acc.tokenizer.pad_token_id)
     with torch.no_grad():
         ref = acc.model(input_ids=full["input_ids"], labels=full["labels"], use_cache=False).loss
-    assert n1 == data.num_trained_tokens(full) > 0
+    assert n1 == batches.num_trained_tokens(full) > 0
     assert abs(float(ref) - l1) <= 1e-5  # not the mean of the two micro-batches' means
 
 

@@ -64,10 +64,10 @@ def held_out_loss(model, tokenizer, eval_file: Path, cache: Path) -> float:
     import torch
 
     from trainingd.config import parse_config
-    from trainingd.train import data
+    from trainingd.train import batches, data
 
     rows = data.prepare_dataset(eval_file, tokenizer, parse_config({"max_length": MAX_LENGTH}), cache).train
-    batch = data.collate([rows[i] for i in range(len(rows))], tokenizer.pad_token_id)
+    batch = batches.collate([rows[i] for i in range(len(rows))], tokenizer.pad_token_id)
     with torch.no_grad():
         return float(model(input_ids=batch["input_ids"], labels=batch["labels"], use_cache=False).loss)
 

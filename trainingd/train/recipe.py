@@ -253,11 +253,11 @@ class Recipe(Checkpointing, Control, Optimization, Steps):
         (the same examples in the same steps as one process with that batch size). Packed: ``world`` packed rows
         per global micro-batch, one per rank.
         """
-        from trainingd.train import data
+        from trainingd.train import batches
 
         cfg, world = self.cfg, self.group.world
         size = cfg.batch_size if cfg.packing else cfg.batch_size * world
-        plan = data.plan_batches(self.lengths, size, seed=cfg.seed, epoch=epoch, packing=cfg.packing,
+        plan = batches.plan_batches(self.lengths, size, seed=cfg.seed, epoch=epoch, packing=cfg.packing,
                                  max_length=cfg.max_length)
         if cfg.packing:
             return [[plan[i + r] if i + r < len(plan) else [] for r in range(world)]
@@ -377,7 +377,7 @@ class Recipe(Checkpointing, Control, Optimization, Steps):
         """Mean token loss over the held-out set (None without one)."""
         import torch
 
-        from trainingd.train import data
+        from trainingd.train import batches
 
         ev = self.prepared.eval
         if ev is None or len(ev) == 0 or not (self.is_main or self.fsdp):  # sharded: every rank joins the forwards
@@ -385,15 +385,15 @@ class Recipe(Checkpointing, Control, Optimization, Steps):
         self.progress.set_status("evaluating", f"eval at step {self.state.step}")
         self.model.eval()
         total, count = 0.0, 0
-        plan = data.plan_batches(list(ev["length"]), self.cfg.batch_size, seed=self.cfg.seed, epoch=0,
+        plan = batches.plan_batches(list(ev["length"]), self.cfg.batch_size, seed=self.cfg.seed, epoch=0,
                                  packing=False, max_length=self.cfg.max_length)
         with torch.no_grad():
             for mb in plan:
                 cols = ev[list(mb)]
                 rows = [{c: cols[c][i] for c in cols} for i in range(len(mb))]
-                b = {kk: v.to(self.device) for kk, v in data.collate(rows, self.tokenizer.pad_token_id).items()}
+                b = {kk: v.to(self.device) for kk, v in batches.collate(rows, self.tokenizer.pad_token_id).items()}
                 total += float(self.loss_module(**b))  # not DDP's wrapper: no gradient, nothing to sync
-                count += data.num_trained_tokens(b)
+                count += batches.num_trained_tokens(b)
         self.model.train()
         if not self.is_main:
             return None

@@ -46,9 +46,9 @@ class Steps:
         return [{k: cols[k][i] for k in keys} for i in range(len(indices))]
 
     def _batch(self, rows: list[dict]) -> dict:
-        from trainingd.train import data
+        from trainingd.train import batches
 
-        batch = data.collate(rows, self.tokenizer.pad_token_id, packing=self.cfg.packing)
+        batch = batches.collate(rows, self.tokenizer.pad_token_id, packing=self.cfg.packing)
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _step(self, group: list[list[list[int]]]) -> tuple[float, int]:
