@@ -82,6 +82,13 @@ def test_logs_prints_the_end_of_todays_log_and_follows_it(root):
     seen: list[str] = []
     threading.Thread(target=lambda: seen.extend(follower.stdout), daemon=True).start()
     try:
+        # A line the daemon writes once the follower is reading (it starts at the end: -n 0); only then stop, so
+        # a slow start of the follower under load cannot miss the last line.
+        def follower_sees_a_new_line() -> bool:
+            trainingd("pause", "--home", str(root))
+            return "control request" in "".join(seen)
+
+        wait_for(follower_sees_a_new_line, "logs -f to show a line written after it started")
         assert trainingd("stop", "--wait", "--home", str(root)).returncode == 0
         wait_for(lambda: "daemon exiting" in "".join(seen), "logs -f to show the daemon's last line")
         assert "daemon starting" not in "".join(seen), "-n 0 prints no earlier line"
