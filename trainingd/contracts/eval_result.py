@@ -1,10 +1,11 @@
 """``status/eval_result.json``, the held-out set's cache beside it, and the ``{"kind": "eval"}`` history lines.
 
 Written by the evaluator (``python -m trainingd.train.evaluate``, started by the daemon after a job or by
-``trainingd eval``) with ``atomic_ops.atomic_write_json``; read by the daemon (the status file's ``eval.last``),
+``trainingd eval``), or after a gated job by the daemon from the trainer's scores of the published candidate
+(``"trigger": "gate"``, ``trainingd.daemon.evaluation.record_gate_scores``), with ``atomic_ops.atomic_write_json``; read by the daemon (the status file's ``eval.last``),
 the monitor and the CLIs::
 
-    {"kind": "eval", "trigger": "after_job"|"cli", "job_id", "finished_at", "exact_match", "token_accuracy",
+    {"kind": "eval", "trigger": "after_job"|"cli"|"gate", "job_id", "finished_at", "exact_match", "token_accuracy",
      "correct", "total", "seconds", "load_seconds", "base_model", "adapter", "adapter_jobs",
      "trained_jobs", "trained_examples", "trained_tokens", "eval_set": {...}, "samples": [...]}
 
