@@ -2,8 +2,8 @@
 
 Written by the evaluator (``python -m trainingd.train.evaluate``, started by the daemon after a job or by
 ``trainingd eval``), or after a gated job by the daemon from the trainer's scores of the published candidate
-(``"trigger": "gate"``, ``trainingd.daemon.evaluation.record_gate_scores``), with ``atomic_ops.atomic_write_json``; read by the daemon (the status file's ``eval.last``),
-the monitor and the CLIs::
+(``"trigger": "gate"``, ``trainingd.daemon.evaluation.record_gate_scores``), with
+``atomic_ops.atomic_write_json``; read by the daemon (the status file's ``eval.last``), the monitor and the CLIs::
 
     {"kind": "eval", "trigger": "after_job"|"cli"|"gate", "job_id", "finished_at", "exact_match", "token_accuracy",
      "correct", "total", "seconds", "load_seconds", "base_model", "adapter", "adapter_jobs",
