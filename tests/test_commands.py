@@ -77,8 +77,10 @@ def test_logs_prints_the_end_of_todays_log_and_follows_it(root):
     wait_for(lambda: "watching" in trainingd("logs", "--home", str(root)).stdout, "the daemon's first lines")
     r = trainingd("logs", "-n", "1", "--home", str(root))
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
+    # Ctrl-C ends it: a shell's background job (CI's, say) starts with SIGINT ignored, so give it the default back.
     follower = subprocess.Popen([sys.executable, "-m", "trainingd", "logs", "-f", "-n", "0", "--home", str(root)],
-                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen: list[str] = []
     threading.Thread(target=lambda: seen.extend(follower.stdout), daemon=True).start()
     try:
