@@ -146,6 +146,12 @@ def check_status(home: Home) -> dict[str, Any]:
         pid = read_pid(home)
         return _result("status", [(f"the daemon runs but its status is {age:.0f}s old: it may be hung",
                                    f"kill -TERM {pid}; then {_start(home)}")], detail)
+    held = doc.get("condition") if isinstance(doc, dict) else None
+    if running and isinstance(held, dict) and held.get("message"):
+        # A condition of the whole home holds every job: the queue cannot move until a person acts (invariant 9).
+        ways_out = [str(w) for w in held.get("ways_out") or []]
+        return _result("status", [(f"the daemon is held: {held['message']}",
+                                   "; ".join(ways_out) or f"look at {_q(home.daemon_log)}")], detail)
     if not running and state not in (None, "stopped", "error", "idle"):
         return _result("status", [(f"status says {state!r} but no daemon is running (it was killed or crashed)",
                                    _start(home))], detail)
