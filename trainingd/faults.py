@@ -61,6 +61,7 @@ POINTS: dict[str, tuple[str, str]] = {
     "retried": ("CLI", "a failed job renamed back into pending/"),
     "remove": ("CLI", "a removed job's reason written, the folder is still in pending/"),
     "removed": ("CLI", "a removed job renamed into failed/"),
+    "room_probe": ("daemon", "the probe file that tells whether a full disk has room again written, not fsynced"),
     "snapshot": ("daemon", "a snapshot of current_model/ written to its temporary folder, not yet renamed"),
     "consolidate": ("consolidation", "a merged model written to its temporary folder, not yet renamed"),
 }

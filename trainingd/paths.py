@@ -61,6 +61,11 @@ class Home:
         return self.root / ".trainer.json"
 
     @property
+    def room_probe(self) -> Path:
+        """A file written and removed again to see whether a full disk has room (``lifecycle.home_guard``)."""
+        return self.root / ".room-probe.tmp"
+
+    @property
     def emergency_stop(self) -> Path:
         return self.root / ".stop"
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import errno
 import json
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from fault_helpers import daemon_log, drop, job_metas, run_daemon, stand_in_home
+from conftest import wait_for
+from fault_helpers import DAEMON, REPO, daemon_log, drop, job_metas, run_daemon, stand_in_home
 from trainingd import faults
-from trainingd.atomic_ops import atomic_write_json
+from trainingd.atomic_ops import atomic_write_json, read_json
+from trainingd.checks.health import run_checks
 from trainingd.checks.invariants import check_home, temp_files
 from trainingd.paths import Home
 from trainingd.train import checkpoint as ckpt
@@ -102,14 +106,51 @@ def test_the_daemon_backs_off_and_carries_on_after_a_full_disk_at_each_write(tmp
     assert all(m["attempts"] == 0 for m in job_metas(root, "done"))  # a full disk is not the job's fault
 
 
+def out_of_disk_once(tmp_path: Path) -> dict:
+    """A stand-in job whose first trainer runs out of disk space, as the real one reports it."""
+    return {"exit": 1, "name": "crash", "print": "OSError: [Errno 28] No space left on device",
+            "details": [{"errno": "ENOSPC"}], "once": str(tmp_path / "full-once"), "steps": 2}
+
+
 def test_a_trainer_that_runs_out_of_disk_is_retried_without_counting_an_attempt(tmp_path):
     root, env = stand_in_home(tmp_path, max_attempts=1)
-    drop(root, "a.jsonl", {"exit": 1, "name": "crash", "print": "OSError: [Errno 28] No space left on device",
-                           "details": [{"errno": "ENOSPC"}], "once": str(tmp_path / "full-once"), "steps": 2})
-    res = run_daemon(root, env)
+    drop(root, "a.jsonl", out_of_disk_once(tmp_path))
+    # The disk stays full for three more probes after the trainer's failure: the hold lifts only once one fits.
+    res = run_daemon(root, env, faults={faults.FAIL_ENV: "room_probe:1:ENOSPC:3"})
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "ran out of disk space" in daemon_log(root)
+    log = daemon_log(root)
+    assert "ran out of disk space" in log
+    assert log.count("injected at fault point room_probe") == 0  # a failed probe is the answer, not an error
+    assert "the disk of the home has room again; jobs start again" in log
     done = job_metas(root, "done")
     assert [m["original_name"] for m in done] == ["a.jsonl"] and done[0]["attempts"] == 0
     assert check_home(Home.at(root), expect_files=["a.jsonl"]) == []
     assert not temp_files(Home.at(root))
+
+
+def test_a_full_disk_holds_the_daemon_with_a_condition_the_doctor_reports(tmp_path):
+    root, env = stand_in_home(tmp_path, max_attempts=1)
+    drop(root, "a.jsonl", out_of_disk_once(tmp_path))
+    status = root / "status" / "training_status.json"
+    proc = subprocess.Popen([*DAEMON, "--home", str(root)], env={**env, faults.FAIL_ENV: "room_probe:1:ENOSPC:100000"},
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def held() -> dict | None:
+            doc = read_json(status) if status.exists() else None
+            return doc if (doc or {}).get("condition", {}) and doc["condition"]["kind"] == "disk_full" else None
+
+        doc = wait_for(held, "the status to say the disk is full")
+        assert doc["status"] == "paused" and "is full" in doc["status_detail"] and "df -h" in doc["status_detail"]
+        report = run_checks(Home.at(root))
+        (problem,) = next(c for c in report["checks"] if c["check"] == "status")["problems"]
+        assert not report["ok"] and "the daemon is held: the disk of" in problem["problem"]
+        assert "trainingd clean --dry-run" in problem["fix"]
+        assert not job_metas(root, "done") and held() is not None  # still held: no job starts on a full disk
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()[-3000:]
+    res = run_daemon(root, env)  # the disk has room again
+    assert res.returncode == 0, res.stderr[-3000:]
+    done = job_metas(root, "done")
+    assert [m["original_name"] for m in done] == ["a.jsonl"] and done[0]["attempts"] == 0
+    assert read_json(status)["condition"] is None and run_checks(Home.at(root))["ok"]

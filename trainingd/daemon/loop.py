@@ -79,6 +79,7 @@ class Daemon:
         self.config_loaded_at = self.started_at
         self.config_reload_error: str | None = None
         self.condition: dict | None = None  # a condition of the whole home that holds every job
+        self.disk_full: dict | None = None  # the disk ran full: held until a probe write fits (check_room)
         self.gate_status: dict = {}  # the status file's gate block (refresh_gate)
         self._condition_stamp: tuple | None = None
         self.running: TrainerProcess | None = None
@@ -150,6 +151,8 @@ class Daemon:
 
     def wait_out_error(self, e: Exception, where: str) -> None:
         """Log an error of the loop (ENOSPC above all), record it for the status, and back off."""
+        if isinstance(e, OSError) and e.errno in home_guard.DISK_FULL and self.disk_full is None:
+            self.disk_full = home_guard.disk_full_condition(self.home, where, e)
         if isinstance(e, OSError):
             self._error(f"I/O error in {where}: {e}; retrying in {IO_RETRY_S:.0f}s", None)
         else:
@@ -179,6 +182,8 @@ class Daemon:
         """One pass of the loop. Each subsystem (config, control, intake, evaluation, queue, autogen, status) fails
         alone: its error is logged once, shown in the status's ``faults``, and the others still run."""
         contain = self.faults.run
+        if self.disk_full is not None:
+            contain("disk", self.check_room)
         if self._reload:
             self._reload = False
             contain("config", self.reload_config)
@@ -200,8 +205,20 @@ class Daemon:
         if not self.stopping and not self.finished:
             contain("autogen", self.autogen.tick, self.cfg.auto_generate,
                     pending_jobs=sum(self.queue.counts()["pending"].values()),
-                    may_start=not self.paused and self.condition is None, queue=self.queue)
+                    may_start=not self.paused and self.held_by is None, queue=self.queue)
         contain("status", self.write_status, final=self.finished)
+
+    @property
+    def held_by(self) -> dict | None:
+        """The condition of the whole home that holds every job, if any: a full disk first, then the others."""
+        return self.disk_full or self.condition
+
+    def check_room(self) -> None:
+        """While the disk is full: lift the condition once a probe write fits (a job that still does not fit
+        sets it again)."""
+        if home_guard.has_room(self.home):
+            log.info("the disk of the home has room again; jobs start again")
+            self.disk_full = None
 
     def read_control(self) -> None:
         self.apply_requests()
@@ -347,7 +364,7 @@ class Daemon:
 
     def _held(self) -> bool:
         """Paused, a condition of the home, or an evaluation of the live adapter: True while no job may start."""
-        if self.paused:
+        if self.paused or self.disk_full is not None:
             return True
         self.update_condition()
         if self.condition is None or self.condition.get("kind") in home_guard.KINDS:

@@ -44,7 +44,7 @@ class DaemonView(Protocol):
     started_at: str
     config_loaded_at: str
     config_reload_error: str | None
-    condition: dict | None
+    held_by: dict | None
     gate_status: dict
     paused: bool
     stopping: bool
@@ -79,7 +79,7 @@ def status_doc(d: DaemonView, *, final: bool = False) -> dict:
         model={"base": d.cfg.base_model, "adapter": str(adapter.parent) if adapter.exists() else None,
                "model_display_name": d.cfg.model_display_name},
         control=control, last_error=d.last_error)
-    doc["condition"] = d.condition
+    doc["condition"] = d.held_by
     doc["auto_generate"] = d.autogen.status()
     doc["eval"] = d.evaluator.status()
     doc["gate"] = d.gate_status
@@ -110,8 +110,8 @@ def state_of(d: DaemonView, progress: dict | None, *, final: bool) -> tuple[str,
         return "stopping", d.stop_reason
     if d.paused:
         return "paused", "no job will start until resume"
-    if d.condition is not None:
-        return "paused", d.condition["message"] + ". Ways out: " + "; ".join(d.condition["ways_out"])
+    if d.held_by is not None:
+        return "paused", d.held_by["message"] + ". Ways out: " + "; ".join(d.held_by["ways_out"])
     if d.evaluator.proc is not None:
         return "evaluating", f"held-out evaluation of the adapter after job {d.evaluator.job_id}"
     return "idle", "waiting for files in inbox/"

@@ -1,4 +1,5 @@
-"""Conditions of the whole home checked before each job: a changed base model, too little free disk. Stdlib only.
+"""Conditions of the whole home checked before each job: a changed base model, too little free disk, and a disk
+that ran full under the daemon or its trainer (checked again until a probe write fits). Stdlib only.
 
 The base model is protected by a full content hash (sha256 over every file's path and bytes) recorded in
 ``current_model/adapter_state.json`` as ``base_content_sha256`` after each job (``record_base_hash``). Before a
@@ -12,20 +13,25 @@ stamp of the folder's files (path, size, mtime_ns, inode): it is recomputed only
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from trainingd.contracts import base_hash
 from trainingd.contracts.adapter_state import read_adapter_state, write_adapter_state
+from trainingd.faults import fault_point
 from trainingd.paths import Home
 
 log = logging.getLogger(__name__)
 
 KINDS = ("base_changed", "low_disk")
 FIELD = "base_content_sha256"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # what makes the disk_full condition
+ROOM_PROBE_BYTES = 1 << 20  # a full disk is over once this much can be written (and fsynced) in the home
 
 
 def _files(folder: Path) -> list[Path]:
@@ -119,6 +125,33 @@ def disk_condition(home: Home, min_free_gb: float) -> dict[str, Any] | None:
             "changes": [], "ways_out": ["free disk space: trainingd clean --dry-run shows what the retention policy "
                                         "removes; the daemon goes on by itself",
                                         "or lower min_free_disk_gb in config.json, then: kill -HUP <daemon pid>"]}
+
+
+def disk_full_condition(home: Home, where: str, e: OSError) -> dict[str, Any]:
+    """The home's disk ran full (ENOSPC or a quota) in ``where``: no job starts until there is room again."""
+    return {"kind": "disk_full",
+            "message": f"the disk of {home.root} is full ({where}: {e}): no job starts until there is room",
+            "changes": [], "ways_out": [f"free disk space (df -h {home.root}): trainingd clean --dry-run shows what "
+                                        "the retention policy removes; the daemon goes on by itself",
+                                        "or move the home to a larger disk (daemon stopped)"]}
+
+
+def has_room(home: Home) -> bool:
+    """Whether ``ROOM_PROBE_BYTES`` can be written and fsynced in the home (the probe file is removed again)."""
+    probe = home.room_probe
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * ROOM_PROBE_BYTES)
+            fault_point("room_probe")
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def check(home: Home, min_free_gb: float, current: dict | None, error: Callable[[str, None], None]) -> dict | None:
