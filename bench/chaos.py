@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Chaos: SIGKILL the daemon and the trainer at random moments while jobs flow, then prove nothing was lost.
 
-    python3 bench/chaos.py --kills 200 [--jobs N] [--seed 1] [--trainer fast|real] [--work DIR] [--json]
+    python3 bench/chaos.py --kills 200 [--jobs N] [--seed 1] [--trainer fast|real] [--real-steps N] [--work DIR]
+                           [--json]
 
 A home is made in ``--work`` (default: a temporary folder). Files are dropped into its inbox as the run goes;
 the daemon runs with the stand-in trainer ``tests/tools/stand_in_trainer.py`` (``--trainer fast``: the real queue,
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -121,7 +123,7 @@ class Chaos:
         while waiting < 3 and len(self.files) < limit:
             i = len(self.files) + 1
             name = f"chaos-{i:04d}.jsonl"
-            steps = self.rng.randint(3, 12) if self.args.trainer == "fast" else 4
+            steps = self.rng.randint(3, 12) if self.args.trainer == "fast" else self.args.real_steps
             lines = ([{"stand_in": {**FAST_TRAINER, "steps": steps}, "n": i}] if self.args.trainer == "fast"
                      else chat(i, 2 * steps))
             drop(self.home, name, lines)
@@ -174,11 +176,13 @@ class Chaos:
         duplicated = sorted({n for n, places in by_name.items() if places.count("done") > 1}
                             | {f for f, c in counts.items() if c > 1})
         log = self.home.training_log.read_text(errors="replace") if self.home.training_log.exists() else ""
+        resumes = re.findall(r"resumed from \S*?/([^/\s]+)/step-\d+ at step", log)  # the job id of each resume
         out = {"trainer": self.args.trainer, "seconds": round(seconds, 1), "kills": sum(self.kills.values()),
                "kills_daemon": self.kills["daemon"], "kills_trainer": self.kills["trainer"], "jobs": len(self.files),
                "done": sum(p.count("done") for p in by_name.values()),
                "failed": sum(p.count("failed") for p in by_name.values()), "lost": len(lost),
-               "duplicated": len(duplicated), "resumed_from_checkpoint": log.count("resumed from"),
+               "duplicated": len(duplicated), "resumed_from_checkpoint": len(resumes),
+               "jobs_resumed_from_checkpoint": len(set(resumes)),
                "invariant_problems": problems}
         if self.args.trainer == "fast":
             # An uninterrupted run trains the same jobs in the same order: fold their steps into the chain.
@@ -200,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                    "kill, so every kill lands on a working daemon)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--trainer", choices=("fast", "real"), default="fast")
+    p.add_argument("--real-steps", type=int, default=4, help="optimizer steps of each real job (checkpoints every "
+                   "2; longer jobs let more kills land after a checkpoint; default 4)")
     p.add_argument("--min-gap", type=float, default=0.1, help="shortest wait between kills, seconds (default 0.1)")
     p.add_argument("--max-gap", type=float, default=2.0, help="longest wait between kills, seconds (default 2)")
     p.add_argument("--finish-s", type=float, default=900, help="how long the daemon may take to finish after the "
@@ -217,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chaos ({report['trainer']} trainer, seed {a.seed}): {report['kills']} kills (daemon "
               f"{report['kills_daemon']}, trainer {report['kills_trainer']}) in {report['seconds']:.0f}s; "
               f"jobs {report['jobs']}: done {report['done']}, failed {report['failed']}; lost {report['lost']}; "
-              f"duplicated {report['duplicated']}; resumed from checkpoint {report['resumed_from_checkpoint']} times"
+              f"duplicated {report['duplicated']}; resumed from checkpoint {report['resumed_from_checkpoint']} times "
+              f"({report['jobs_resumed_from_checkpoint']} jobs)"
               + (f"; adapter equals an uninterrupted run's: {report['adapter_equals_uninterrupted']}"
                  if "adapter_equals_uninterrupted" in report else ""))
         for problem in report["invariant_problems"]:
