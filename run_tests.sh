@@ -3,6 +3,7 @@
 #
 #   ./run_tests.sh                 everything, slow end-to-end tests included
 #   ./run_tests.sh -m "not slow"   the fast part only
+#   ./run_tests.sh -n 0            in one process (the default is one worker per core, a test file to each)
 set -euo pipefail
 cd "$(dirname "$0")"
 bin/bootstrap.sh --test
@@ -13,7 +14,9 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 set +e
-.venv/bin/python -m pytest "$@"
+# One worker per core, at most 4 (pytest-xdist), each given whole test files so a module's fixtures are built
+# once; every process of a test runs one torch thread (tests/conftest.py), so the workers do not oversubscribe.
+.venv/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
