@@ -62,8 +62,9 @@ class Home:
 
     @property
     def room_probe(self) -> Path:
-        """A file written and removed again to see whether a full disk has room (``lifecycle.home_guard``)."""
-        return self.root / ".room-probe.tmp"
+        """The stem of the files written and removed again to see whether a full disk has room
+        (``lifecycle.home_guard.has_room``: ``.room-probe-XXXXXXXX.tmp``)."""
+        return self.root / ".room-probe"
 
     @property
     def emergency_stop(self) -> Path:

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -137,10 +138,18 @@ def disk_full_condition(home: Home, where: str, e: OSError) -> dict[str, Any]:
 
 
 def has_room(home: Home) -> bool:
-    """Whether ``ROOM_PROBE_BYTES`` can be written and fsynced in the home (the probe file is removed again)."""
-    probe = home.room_probe
+    """Whether ``ROOM_PROBE_BYTES`` can be written and fsynced in the home (the probe file is removed again).
+
+    The probe is a new file of its own (``mkstemp``): whatever else sits in the home, a folder or a FIFO of the
+    same name included, is never opened."""
     try:
-        with open(probe, "wb") as f:
+        fd, name = tempfile.mkstemp(prefix=home.room_probe.name + "-", suffix=".tmp", dir=home.room_probe.parent)
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        return False  # not even an inode is free
+    try:
+        with os.fdopen(fd, "wb") as f:
             f.write(b"\0" * ROOM_PROBE_BYTES)
             fault_point("room_probe")
             f.flush()
@@ -151,7 +160,7 @@ def has_room(home: Home) -> bool:
             raise
         return False
     finally:
-        probe.unlink(missing_ok=True)
+        Path(name).unlink(missing_ok=True)
 
 
 def check(home: Home, min_free_gb: float, current: dict | None, error: Callable[[str, None], None]) -> dict | None:
