@@ -72,8 +72,9 @@ class Chaos:
             from trainingd.train.tiny_model import build_tiny_model
 
             model = build_tiny_model(work / "tiny-qwen3")
-            cfg.update(base_model=str(model), max_length=96, batch_size=2, save_steps=2, learning_rate=1e-3,
-                       epochs=1)
+            # One optimizer step per two examples, a checkpoint every two steps: --real-steps is what it says.
+            cfg.update(base_model=str(model), max_length=96, batch_size=2, gradient_accumulation=1, save_steps=2,
+                       learning_rate=1e-3, epochs=1)
         self.home.root.mkdir(parents=True, exist_ok=True)
         (self.home.root / "config.json").write_text(json.dumps(cfg, indent=2))
         self.home.inbox.mkdir(exist_ok=True)
