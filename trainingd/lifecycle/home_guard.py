@@ -142,13 +142,9 @@ def has_room(home: Home) -> bool:
 
     The probe is a new file of its own (``mkstemp``): whatever else sits in the home, a folder or a FIFO of the
     same name included, is never opened."""
+    name = None
     try:
         fd, name = tempfile.mkstemp(prefix=home.room_probe.name + "-", suffix=".tmp", dir=home.room_probe.parent)
-    except OSError as e:
-        if e.errno not in DISK_FULL:
-            raise
-        return False  # not even an inode is free
-    try:
         with os.fdopen(fd, "wb") as f:
             f.write(b"\0" * ROOM_PROBE_BYTES)
             fault_point("room_probe")
@@ -158,9 +154,10 @@ def has_room(home: Home) -> bool:
     except OSError as e:
         if e.errno not in DISK_FULL:
             raise
-        return False
+        return False  # not even the probe fits (or no inode is free)
     finally:
-        Path(name).unlink(missing_ok=True)
+        if name is not None:
+            Path(name).unlink(missing_ok=True)
 
 
 def check(home: Home, min_free_gb: float, current: dict | None, error: Callable[[str, None], None]) -> dict | None:
