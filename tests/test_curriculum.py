@@ -52,6 +52,25 @@ def test_level_rises_only_after_min_evals_in_a_row_at_the_current_level():
     assert "1 of 2 in a row" in curriculum_level(c, hist[:4])["reason"]
 
 
+def test_a_plateau_raises_the_level_once_the_level_is_learned_at_all():
+    c = cfg(promote_at=0.8, min_evals=2, plateau_evals=3, plateau_min=0.2)
+    # The shape of a real hour at level 1 (docs/learning_curve_gate_on.json): a climb, then no new best.
+    climb = [ev(1, 0.1), ev(1, 0.18), ev(1, 0.3, "best"), ev(1, 0.3), ev(1, 0.27)]
+    held = curriculum_level(c, climb)
+    assert held["level"] == 1 and held["best"] == 0.3 and held["since_best"] == 2
+    assert "2 of 3 without a new best" in held["reason"]
+    up = curriculum_level(c, climb + [ev(1, 0.25, "job9")])
+    assert up["level"] == 2 and up["promoted_after"]["why"] == "plateau"
+    assert up["promoted_after"]["job_id"] == "job9" and up["promoted_after"]["best"] == 0.3
+    assert "a plateau: no new best in 3 evaluations (best 0.30)" in up["reason"]
+    # A new best restarts the count; a level not learned at all (best below plateau_min) is no plateau.
+    assert curriculum_level(c, climb + [ev(1, 0.31), ev(1, 0.2), ev(1, 0.2)])["level"] == 1
+    assert curriculum_level(c, [ev(1, 0.1)] * 10)["level"] == 1
+    assert curriculum_level(cfg(plateau_evals=0), climb * 3)["level"] == 1, "plateau_evals 0 is off"
+    # At level 2 the count starts afresh: level 1's best says nothing about level 2.
+    assert curriculum_level(c, climb + [ev(1, 0.25), ev(2, 0.05), ev(2, 0.04)])["level"] == 2
+
+
 def test_evaluations_without_a_level_other_lines_and_the_top_level_are_respected():
     c = cfg(promote_at=0.5, min_evals=1, max_level=2)
     junk = [{"kind": "eval", "exact_match": 1.0}, {"state": "done", "level": 1, "exact_match": 1.0},
@@ -64,7 +83,8 @@ def test_evaluations_without_a_level_other_lines_and_the_top_level_are_respected
 
 
 def test_bad_curriculum_settings_are_refused():
-    for bad in ({"promote_at": 0}, {"promote_at": 1.5}, {"min_evals": 0}, {"max_level": 6}):
+    for bad in ({"promote_at": 0}, {"promote_at": 1.5}, {"min_evals": 0}, {"max_level": 6}, {"plateau_evals": -1},
+                {"plateau_min": 1.5}):
         with pytest.raises(ConfigError, match="auto_generate.curriculum"):
             parse_config({"auto_generate": {"curriculum": bad}})
     with pytest.raises(ConfigError, match="auto_generate.curriculum.promote"):

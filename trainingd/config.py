@@ -63,6 +63,12 @@ class CurriculumConfig:
     min_evals: int = 2
     """Evaluations in a row at or above ``promote_at`` before the level rises (one can be luck: 50 puzzles have a
     standard error near 0.06 at 0.8)."""
+    plateau_evals: int = 4
+    """The level also rises when the best held-out exact match at the current level has not improved for this many
+    evaluations in a row (early stopping's patience, applied to a level: more of the same level teaches the model
+    no more), once that best is at least ``plateau_min``. 0: only ``promote_at`` raises the level."""
+    plateau_min: float = 0.2
+    """The best exact match at the current level a plateau needs: a level not learned at all is no plateau."""
     max_level: int = 5
     """The level the curriculum stops at."""
 
@@ -503,6 +509,9 @@ def _check_values(cfg: Config) -> None:
     if not 0 < cur.promote_at <= 1 or cur.min_evals < 1 or not 1 <= cur.max_level <= 5:
         raise ConfigError("config keys 'auto_generate.curriculum': promote_at must be in (0, 1], min_evals at "
                           f"least 1 and max_level 1..5, got {cur.promote_at}, {cur.min_evals}, {cur.max_level}")
+    if cur.plateau_evals < 0 or not 0 <= cur.plateau_min <= 1:
+        raise ConfigError("config keys 'auto_generate.curriculum': plateau_evals must be 0 (off) or more and "
+                          f"plateau_min in [0, 1], got {cur.plateau_evals}, {cur.plateau_min}")
     if ag.timeout_s <= 0 or ag.min_interval_s < 0:
         raise ConfigError("config keys 'auto_generate.timeout_s' must be positive and "
                           "'auto_generate.min_interval_s' at least 0")

@@ -22,7 +22,8 @@ Each successful batch takes the next seed, so batches differ; the next seed surv
 
 The curriculum (``auto_generate.curriculum``) decides the level asked for. It is a pure function of the
 evaluations in ``status/history.jsonl`` (``curriculum_level``): starting at ``auto_generate.level``, the level
-rises by one each time ``min_evals`` evaluations in a row *at the current level* reach ``promote_at``. Being
+rises by one each time ``min_evals`` evaluations in a row *at the current level* reach ``promote_at``, or when
+``plateau_evals`` evaluations in a row bring no new best at that level (its best at least ``plateau_min``). Being
 replayed from the history, it needs no state of its own, survives restarts, and the evaluator
 (``trainingd.train.evaluate``) computes the same level for its held-out set from the same file.
 """
@@ -35,6 +36,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import astuple
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -126,14 +128,16 @@ def curriculum_level(cfg: AutoGenerateConfig, history: list[dict]) -> dict[str, 
     """The level to generate (and evaluate) at, replayed from the history's evaluations, and why.
 
     Only evaluations that name the level of their held-out set count (an ``evaluation.eval_file`` has none), and
-    only those at the level current at their time: a good score at level 1 says nothing about level 2.
+    only those at the level current at their time: a good score at level 1 says nothing about level 2. The level
+    rises on mastery (``min_evals`` in a row at ``promote_at``) or on a plateau (``plateau_evals`` evaluations in a
+    row without a new best at this level, the best at least ``plateau_min``).
     """
     cur = cfg.curriculum
     level = cfg.level
     if not cur.enabled:
         return {"level": level, "reason": f"auto_generate.level {level} (curriculum off)", "streak": 0,
-                "promoted_after": None}
-    streak, last, promoted = 0, None, None
+                "since_best": 0, "best": None, "promoted_after": None}
+    streak, since_best, best, last, promoted = 0, 0, None, None, None
     for e in history:
         if not isinstance(e, dict) or e.get("kind") != "eval" or e.get("level") != level:
             continue
@@ -142,24 +146,40 @@ def curriculum_level(cfg: AutoGenerateConfig, history: list[dict]) -> dict[str, 
             continue
         last = e
         streak = streak + 1 if em >= cur.promote_at else 0
-        if streak >= cur.min_evals and level < cur.max_level:
-            promoted = {"from": level, "to": level + 1, "exact_match": em, "job_id": e.get("job_id"),
-                        "at": e.get("finished_at"), "trained_examples": e.get("trained_examples")}
-            level, streak = level + 1, 0
+        since_best, best = (0, em) if best is None or em > best else (since_best + 1, best)
+        why = None
+        if streak >= cur.min_evals:
+            why = "mastered"
+        elif cur.plateau_evals and since_best >= cur.plateau_evals and best >= cur.plateau_min:
+            why = "plateau"
+        if why and level < cur.max_level:
+            promoted = {"from": level, "to": level + 1, "why": why, "exact_match": em, "best": best,
+                        "job_id": e.get("job_id"), "at": e.get("finished_at"),
+                        "trained_examples": e.get("trained_examples")}
+            level, streak, since_best, best = level + 1, 0, 0, None
+    return {"level": level, "reason": _curriculum_reason(cfg, level, last, promoted, streak, since_best, best),
+            "streak": streak, "since_best": since_best, "best": best, "promoted_after": promoted}
+
+
+def _curriculum_reason(cfg: AutoGenerateConfig, level: int, last: dict | None, promoted: dict | None, streak: int,
+                       since_best: int, best: float | None) -> str:
+    cur = cfg.curriculum
+    rule = f"{cur.min_evals} held-out evaluation(s) in a row at exact match >= {cur.promote_at}"
+    if cur.plateau_evals:
+        rule += f", or {cur.plateau_evals} without a new best once the best is >= {cur.plateau_min}"
+    if promoted is not None:
+        how = (f"{cur.min_evals} evaluation(s) in a row at >= {cur.promote_at}" if promoted["why"] == "mastered" else
+               f"a plateau: no new best in {cur.plateau_evals} evaluations (best {promoted['best']:.2f})")
+        after = f"after {how}, the last {promoted['exact_match']:.2f} after job {promoted['job_id']}"
     if last is None and promoted is None:
-        reason = (f"level {level}: the start (auto_generate.level); rises after {cur.min_evals} held-out "
-                  f"evaluation(s) in a row at exact match >= {cur.promote_at}")
-    elif level >= cur.max_level and promoted is not None:
-        reason = (f"level {level}: the top (curriculum.max_level), reached after exact match "
-                  f"{promoted['exact_match']:.2f} at level {promoted['from']}")
-    elif promoted is not None and (last is None or last.get("level") != level):
-        reason = (f"level {level}: promoted from {promoted['from']} after {cur.min_evals} held-out evaluation(s) in "
-                  f"a row at exact match >= {cur.promote_at} (the last {promoted['exact_match']:.2f}, after job "
-                  f"{promoted['job_id']}); none at level {level} yet")
-    else:
-        reason = (f"level {level}: held-out exact match {last['exact_match']:.2f} in the last evaluation, "
-                  f"{streak} of {cur.min_evals} in a row at >= {cur.promote_at}")
-    return {"level": level, "reason": reason, "streak": streak, "promoted_after": promoted}
+        return f"level {level}: the start (auto_generate.level); rises after {rule}"
+    if level >= cur.max_level and promoted is not None:
+        return f"level {level}: the top (curriculum.max_level), reached from level {promoted['from']} {after}"
+    if promoted is not None and (last is None or last.get("level") != level):
+        return f"level {level}: promoted from {promoted['from']} {after}; none at level {level} yet"
+    return (f"level {level}: held-out exact match {last['exact_match']:.2f} in the last evaluation (best "
+            f"{best:.2f}), {streak} of {cur.min_evals} in a row at >= {cur.promote_at}"
+            + (f", {since_best} of {cur.plateau_evals} without a new best" if cur.plateau_evals else ""))
 
 
 def read_curriculum(home: Home, cfg: AutoGenerateConfig) -> dict[str, Any]:
@@ -217,8 +237,7 @@ class AutoGenerator:
             stamp: tuple = (st.st_size, st.st_mtime_ns)
         except OSError:
             stamp = (None, None)
-        key = (stamp, cfg.level, cfg.curriculum.enabled, cfg.curriculum.promote_at, cfg.curriculum.min_evals,
-               cfg.curriculum.max_level)
+        key = (stamp, cfg.level, astuple(cfg.curriculum))
         if self._curriculum is None or key != self._curriculum_key:
             before = self._curriculum["level"] if self._curriculum else None
             self._curriculum, self._curriculum_key = read_curriculum(self.home, cfg), key
@@ -351,7 +370,10 @@ class AutoGenerator:
                 "level_reason": cur["reason"],
                 "curriculum": {"enabled": cfg.curriculum.enabled, "start_level": cfg.level,
                                "promote_at": cfg.curriculum.promote_at, "min_evals": cfg.curriculum.min_evals,
+                               "plateau_evals": cfg.curriculum.plateau_evals,
+                               "plateau_min": cfg.curriculum.plateau_min,
                                "max_level": cfg.curriculum.max_level, "streak": cur["streak"],
+                               "since_best": cur["since_best"], "best": cur["best"],
                                "promoted_after": cur["promoted_after"]},
                 "count": cfg.count,
                 "next_seed": self.next_seed(cfg), "fetching_since": self.fetching_since,
