@@ -93,6 +93,14 @@ def test_an_eval_file_with_reference_answers_is_used_by_trainingd_eval_in_its_ow
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["total"] == 3
     assert read_last(h)["total"] == 3 and read_last(h)["eval_set"]["source"] == str(path)
+    # --level scores on that level's generated set instead (the generator is down: the same puzzles, built here).
+    write_config(home, evaluation={"eval_file": str(path), "max_new_tokens": 4, "count": 4},
+                 auto_generate={"url": "http://127.0.0.1:9"})
+    r = subprocess.run([sys.executable, "-m", "trainingd", "eval", "--home", str(home), "--json", "--level", "2"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["level"] == 2 and out["total"] == 4 and "local" in out["eval_set"]["source"]
 
 
 @pytest.mark.slow

@@ -79,7 +79,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("torch") is None:
         print("trainingd eval needs the trainer's packages (torch is not installed)", file=sys.stderr)
         return ec.ERROR
-    flags = ["--json"] if args.json else []
+    flags = (["--json"] if args.json else []) + (["--level", str(args.level)] if args.level else [])
     return run_trainer_tool("evaluate", "--home", str(Home.at(args.home).root), "--trigger", "cli", *flags).returncode
 
 
@@ -90,4 +90,6 @@ def add_pass_through_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_eval_command(sub: argparse._SubParsersAction) -> None:
-    leaf(sub, "eval", "evaluate the live adapter on the held-out set (exact match, token accuracy)", "", run_eval)
+    p = leaf(sub, "eval", "evaluate the live adapter on the held-out set (exact match, token accuracy)", "", run_eval)
+    p.add_argument("--level", type=int, choices=range(1, 6), metavar="1..5",
+                   help="score on this puzzle level's generated held-out set instead of the configured one")

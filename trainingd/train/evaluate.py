@@ -64,10 +64,10 @@ def fetch_eval_set(url: str, *, count: int, seed: int, level: int, timeout_s: fl
     return records
 
 
-def load_eval_set(home: Home, cfg: Config) -> tuple[list[dict], dict]:
-    """The held-out records and a description of where they came from."""
+def load_eval_set(home: Home, cfg: Config, level: int | None = None) -> tuple[list[dict], dict]:
+    """The held-out records and a description of where they came from (``level``: that level's generated set)."""
     ev = cfg.evaluation
-    if ev.eval_file:
+    if ev.eval_file and level is None:
         path = Path(ev.eval_file).expanduser()
         path = path if path.is_absolute() else home.root / path
         records = [r for r in read_jsonl(path) if isinstance(r, dict)]
@@ -75,7 +75,7 @@ def load_eval_set(home: Home, cfg: Config) -> tuple[list[dict], dict]:
             raise ValueError(f"evaluation.eval_file {path} holds no JSON lines")
         source = str(path)
     else:
-        level = ev.level or read_curriculum(home, cfg.auto_generate)["level"]
+        level = level or ev.level or read_curriculum(home, cfg.auto_generate)["level"]
         cache = eval_set_cache(home, ev.seed, level, ev.count)
         if cache.is_file():
             records = read_jsonl(cache)
@@ -205,14 +205,17 @@ def load_for_eval(base: Path, adapter: Path | None):
 
 
 # ------------------------------------------------------------------------------------------------ home
-def evaluate_home(home: Home, *, trigger: str = "cli", job_id: str | None = None) -> dict:
-    """Evaluate the home's live adapter (or the base alone before any training) and record the result."""
+def evaluate_home(home: Home, *, trigger: str = "cli", job_id: str | None = None, level: int | None = None) -> dict:
+    """Evaluate the home's live adapter (or the base alone before any training) and record the result.
+
+    ``level`` scores it on that level's generated held-out set instead of the configured one (``trainingd eval
+    --level 1`` after the curriculum moved on: how the model does on what it learned first)."""
     set_threads()
     cfg = load_config(home.config)
     ref = resolve(cfg.base_model, home.root)
     base = fetch(ref)
     adapter = home.current_model if ckpt.has_adapter(home.current_model) else ref.adapter
-    records, eval_set = load_eval_set(home, cfg)
+    records, eval_set = load_eval_set(home, cfg, level)
     t0 = time.monotonic()
     tok = load_tokenizer(base)
     model = load_for_eval(base, adapter)
@@ -236,11 +239,11 @@ def evaluate_home(home: Home, *, trigger: str = "cli", job_id: str | None = None
     return result
 
 
-def run_eval_command(home: Home, *, as_json: bool) -> int:
+def run_eval_command(home: Home, *, as_json: bool, level: int | None = None) -> int:
     """``trainingd eval``: evaluate the live adapter now and print the result."""
     logging.getLogger().setLevel(logging.INFO)
     try:
-        result = evaluate_home(home, trigger="cli")
+        result = evaluate_home(home, trigger="cli", level=level)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"trainingd eval: {e}", file=sys.stderr)
         return ec.CONFIG_ERROR
@@ -260,13 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--job-id")
     p.add_argument("--parent-pid", type=int, help="accepted for symmetry with the trainer; unused")
     p.add_argument("--json", action="store_true", help="with --trigger cli: print the result as JSON")
+    p.add_argument("--level", type=int, choices=range(1, 6), metavar="1..5",
+                   help="with --trigger cli: score on this level's generated held-out set")
     a = p.parse_args(argv)
     from trainingd.train.noise import quiet_third_party
 
     quiet_third_party()
     if a.trigger == "cli":  # trainingd eval: print the result, exit with the command line's codes
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        return run_eval_command(Home.at(a.home), as_json=a.json)
+        return run_eval_command(Home.at(a.home), as_json=a.json, level=a.level)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         evaluate_home(Home.at(a.home), trigger=a.trigger, job_id=a.job_id)
