@@ -107,6 +107,13 @@ def run(args: argparse.Namespace) -> dict:
         server.shutdown()
     evals = [e for e in read_history(home) if e.get("kind") == "eval"]
     jobs = [e for e in read_history(home) if e.get("state")]
+    # When the curriculum moved on, the published adapter's score on the first level's held-out set too: the
+    # end is then comparable with the first file's score.
+    at_start_level = None
+    if evals and evals[-1].get("level") not in (None, args.level):
+        subprocess.run([sys.executable, "-m", "trainingd.train.evaluate", "--home", str(root), "--level",
+                        str(args.level)], cwd=REPO, env=env, check=True)
+        at_start_level = read_history(home)[-1]
     from datetime import datetime
 
     def wall(e: dict) -> float:
@@ -118,6 +125,8 @@ def run(args: argparse.Namespace) -> dict:
               for e in evals]
     points_levels = [e.get("level") for e in evals]
     candidates = candidate_points(jobs, t0)
+    end = ({"level": at_start_level["level"], "exact_match": at_start_level["exact_match"],
+            "correct": at_start_level["correct"], "total": at_start_level["total"]} if at_start_level else None)
     return {"base_model": args.base, "level": args.level, "batch": args.batch, "eval_count": args.eval_count,
             "learning_rate": args.lr, "batch_size": args.batch_size, "minutes": args.minutes, "home": str(root),
             "lr_schedule": args.lr_schedule or "per_file", "lr_scheduler": args.lr_scheduler,
@@ -126,7 +135,23 @@ def run(args: argparse.Namespace) -> dict:
             "candidates": candidates, "config": config,
             "base_eval_wall_s": round(t_base - t0, 1), "jobs_done": sum(1 for j in jobs if j["state"] == "done"),
             "jobs_failed": sum(1 for j in jobs if j["state"] == "failed"), "points": points,
+            "summary": summarise(points), "end_at_start_level": end,
             "cpu_count": os.cpu_count(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def summarise(points: list[dict]) -> dict:
+    """Per level of the held-out set: the published score after its first file, at the end, its best, and the
+    largest fall below the best so far (a new level is a new test, so each level has its own best)."""
+    out: dict[str, dict] = {}
+    for p in points:
+        if not p["trained_examples"]:
+            continue  # the base alone
+        s = out.setdefault(str(p["level"]), {"first": p["exact_match"], "best": p["exact_match"], "largest_fall": 0.0,
+                                            "evaluations": 0})
+        s["best"] = max(s["best"], p["exact_match"])
+        s["largest_fall"] = round(max(s["largest_fall"], s["best"] - p["exact_match"]), 4)
+        s["end"], s["evaluations"] = p["exact_match"], s["evaluations"] + 1
+    return out
 
 
 def candidate_points(jobs: list[dict], t0: float) -> list[dict]:
@@ -169,6 +194,12 @@ def plot(results: list[dict], png: Path) -> None:
                          label=f"{name}: published, exact match")
         ax2.plot([p["wall_s"] / 60 for p in pts], [p["exact_match"] for p in pts], "o-", label=name,
                  color=line.get_color())
+        for prev, p in zip(pts, pts[1:]):  # a new level is a new held-out set: mark where the test changed
+            if p.get("level") != prev.get("level"):
+                for ax, x in ((ax1, p["trained_examples"]), (ax2, p["wall_s"] / 60)):
+                    ax.axvline(x, color=line.get_color(), linestyle=":", alpha=0.7)
+                    ax.annotate(f"level {p['level']}", (x, 0.02), rotation=90, fontsize=7, color=line.get_color(),
+                                xytext=(2, 0), textcoords="offset points")
         for outcome, marker in (("promoted", "^"), ("rejected", "v")):
             cands = [c for c in r.get("candidates") or [] if c["outcome"] == outcome]
             if cands:
