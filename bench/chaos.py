@@ -170,7 +170,7 @@ class Chaos:
             meta = json.loads((self.home.queue / places[0] / job_id / "job.json").read_text())
             by_name.setdefault(meta["original_name"], []).extend(places)
         lost = [n for n in self.files if n not in by_name]
-        trained = trained_entries(read_adapter_state(self.home.current_model))
+        trained = trained_entries(read_adapter_state(self.home.current_model), self.home.current_model)
         counts: dict[str, int] = {}
         for t in trained:
             counts[t.get("file")] = counts.get(t.get("file"), 0) + 1

@@ -119,7 +119,7 @@ class StandIn:
         print("stand-in trainer started for", a.job_id, flush=True)
         state = read_adapter_state(home.current_model)
         ckpts = home.job_checkpoints(a.job_id)
-        if spec.get("publish") and any(t.get("job_id") == a.job_id for t in trained_entries(state)):
+        if spec.get("publish") and any(t.get("job_id") == a.job_id for t in trained_entries(state, home.current_model)):
             print("published before a crash; not trained again", flush=True)
             if spec.get("checkpoints"):
                 ckpt.remove_checkpoints(ckpts)

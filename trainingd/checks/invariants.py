@@ -217,7 +217,7 @@ def _check_adapter(home: Home, jobs: Jobs, idle: bool) -> tuple[set, list[str]]:
     problems: list[str] = []
     trained: list[dict] = []
     try:
-        trained = trained_entries(read_adapter_state(home.current_model))
+        trained = trained_entries(read_adapter_state(home.current_model), home.current_model)
     except (OSError, ValueError, AttributeError) as e:
         problems.append(f"current_model/adapter_state.json unreadable: {e}")
     for job_id, n in Counter(t.get("job_id") for t in trained).items():

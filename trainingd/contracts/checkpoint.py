@@ -175,7 +175,8 @@ def remove_checkpoints(checkpoint_dir: Path) -> None:
     _remove_retired(checkpoint_dir.parent)  # what a kill left of earlier retirements
 
 
-def publish_adapter(src: Path, dest: Path, adapter_state: dict, before_state=None) -> None:
+def publish_adapter(src: Path, dest: Path, adapter_state: dict, before_state=None,
+                    segments_from: list[Path] | tuple = ()) -> None:
     """Publish the adapter in ``src`` into ``dest`` atomically, ``adapter_state.json`` last.
 
     Each adapter file is copied to a temp file inside ``dest``, fsynced and ``os.replace``d; the state
@@ -189,4 +190,6 @@ def publish_adapter(src: Path, dest: Path, adapter_state: dict, before_state=Non
     fsync_dir(dest)
     if before_state is not None:
         before_state()  # a crash point in tests: weights replaced, state not yet written
-    write_adapter_state(dest, adapter_state)
+    # Sealed segments of the trained list come from the state's own folder: the snapshot restored or the
+    # adapter the job started from (``trainingd.contracts.adapter_state``).
+    write_adapter_state(dest, adapter_state, segments_from=[Path(src), *map(Path, segments_from)])

@@ -34,8 +34,12 @@ def read_live_adapter_state(home: Home) -> dict | None:
 
 
 def trained_entries(home: Home) -> list[dict]:
-    """The ``trained`` list of ``current_model/adapter_state.json`` (jobs durably in the adapter)."""
-    return adapter_trained(read_live_adapter_state(home))
+    """The trained jobs of ``current_model/adapter_state.json`` (jobs durably in the adapter); empty when unreadable."""
+    try:
+        return adapter_trained(read_live_adapter_state(home), home.current_model)
+    except ValueError as e:
+        log.warning("current_model/: %s; treating the adapter as empty", e)
+        return []
 
 
 def adapter_condition(home: Home, cfg: Config, pid: int) -> dict | None:

@@ -24,11 +24,12 @@ consolidated base), which is what a job in ``queue/done/`` must be.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from trainingd.atomic_ops import read_json
-from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.adapter_state import iter_trained, read_adapter_state
 from trainingd.contracts.lineage_manifest import read_lineage_manifest
 from trainingd.paths import Home
 
@@ -90,13 +91,27 @@ def base_chain(base: Path | None) -> list[dict[str, Any]]:
     return out
 
 
+def _adapter_trained(state: dict | None, folder: Path) -> Iterator[dict]:
+    """The trained jobs of an adapter state read from ``folder``, one sealed segment at a time; a segment that
+    cannot be read ends the list with a warning (the checkers report it as unreadable)."""
+    try:
+        yield from iter_trained(state, folder)
+    except ValueError as e:
+        log.warning("%s: %s", folder, e)
+
+
+def iter_model_trained(home: Home, base_model: str | None = None) -> Iterator[dict[str, Any]]:
+    """``model_trained`` one entry at a time (dedupe stops at the first match, reading no further segment)."""
+    for b in reversed(base_chain(live_base_folder(home, base_model))):
+        for t in b["files_trained"]:
+            yield {**t, "where": f"consolidated base {b['name']}"}
+    for t in _adapter_trained(_live_state(home), home.current_model):
+        yield {**t, "where": "adapter"}
+
+
 def model_trained(home: Home, base_model: str | None = None) -> list[dict[str, Any]]:
     """Every file trained into the live model, oldest base first, each with ``where`` ("adapter" or "base NAME")."""
-    entries: list[dict[str, Any]] = []
-    for b in reversed(base_chain(live_base_folder(home, base_model))):
-        entries += [{**t, "where": f"consolidated base {b['name']}"} for t in b["files_trained"]]
-    entries += [{**t, "where": "adapter"} for t in trained_entries(_live_state(home))]
-    return entries
+    return list(iter_model_trained(home, base_model))
 
 
 def find_trained(home: Home, sha256: str | None, *, base_model: str | None = None,
@@ -104,13 +119,13 @@ def find_trained(home: Home, sha256: str | None, *, base_model: str | None = Non
     """The entry of the live model that trained content ``sha256`` (not counting job ``exclude_job``), or None."""
     if not sha256:
         return None
-    return next((t for t in model_trained(home, base_model)
+    return next((t for t in iter_model_trained(home, base_model)
                  if t.get("sha256") == sha256 and t.get("job_id") != exclude_job), None)
 
 
 def ever_trained_ids(home: Home) -> set[str]:
     """Job ids recorded as trained anywhere in the home: live adapter, every snapshot, every consolidated base."""
-    ids = {t.get("job_id") for t in trained_entries(_live_state(home))}
+    ids = {t.get("job_id") for t in _adapter_trained(_live_state(home), home.current_model)}
     for root, key in ((home.snapshots, "trained"), (home.consolidated_models, "files_trained")):
         try:
             folders = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
@@ -118,13 +133,15 @@ def ever_trained_ids(home: Home) -> set[str]:
             continue
         for p in folders:
             m = read_lineage_manifest(p) or {}
-            listed = m.get(key)
-            if isinstance(listed, list):
-                ids |= {t.get("job_id") for t in listed if isinstance(t, dict)}
+            if key == "trained":  # a snapshot's manifest lists its newest jobs; the older are sealed beside it
+                ids |= {t.get("job_id") for t in _adapter_trained(m, p)}
+            elif isinstance(m.get(key), list):
+                ids |= {t.get("job_id") for t in m[key] if isinstance(t, dict)}
     for b in base_chain(live_base_folder(home)):  # a base outside the home's consolidated_models/
         ids |= {t.get("job_id") for t in b["files_trained"]}
     ids.discard(None)
     return ids
 
 
-__all__ = ["base_chain", "ever_trained_ids", "find_trained", "is_consolidated", "live_base_folder", "model_trained"]
+__all__ = ["base_chain", "ever_trained_ids", "find_trained", "is_consolidated", "iter_model_trained",
+           "live_base_folder", "model_trained"]

@@ -13,7 +13,12 @@ with a ``manifest.json``::
      "base_model", "base_model_hash", "generation", "generation_id",
      "parent": "<snapshot name>"|null,          # the newest snapshot whose trained jobs are a prefix of ours
      "trained_file": {"job_id", "name", "sha256", "lines", "trained_tokens"}|null,
-     "steps", "final_loss", "eval_loss", "config": {...}, "code_version", "trained": [...adapter_state...]}
+     "steps", "final_loss", "eval_loss", "config": {...}, "code_version",
+     "trained": [...], "trained_segments": [...], "trained_count",   # as in adapter_state.json
+     "trained_digest": "sha256 of the job ids and file hashes in order"}   # to find the parent without reading them
+
+The snapshot's ``trained/`` folder hard-links the sealed segments of the live adapter's trained list
+(``trainingd.contracts.adapter_state``): they are immutable, so a snapshot costs no copy of them.
 
 A candidate the gate rejected (``trainingd.lifecycle.gate``) is not published but kept, by the trainer, as
 ``snapshots/<stamp>_<job>-rejected/`` (reason ``rejected``, pinned, with ``gate`` = the decision and the
@@ -25,6 +30,7 @@ adapter rotation are pinned). Only the newest ``keep_snapshots`` unpinned snapsh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -35,7 +41,8 @@ from typing import Any
 
 from trainingd import __version__
 from trainingd.atomic_ops import durable_copy, fsync_dir, publish_folder, retire_folder
-from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.adapter_state import (iter_trained, link_segments, read_adapter_state, segment_names,
+                                               trained_count, trained_entries)
 from trainingd.contracts.checkpoint import ADAPTER_FILES, has_adapter, publish_adapter
 from trainingd.contracts.job import read_job
 from trainingd.contracts.lineage_manifest import FILE as MANIFEST
@@ -54,8 +61,38 @@ class SnapshotError(Exception):
     """A snapshot cannot be taken, found or restored; the message says why and what to do."""
 
 
-def _key(entries: list[dict]) -> list[tuple]:
-    return [(t.get("job_id"), t.get("sha256")) for t in entries]
+def _digests(entries, at: set[int]) -> dict[int, str]:
+    """The ``trained_digest`` of the first ``n`` entries for each ``n`` in ``at`` (and of them all, at key -1)."""
+    h, n, out = hashlib.sha256(), 0, {}
+    if 0 in at:
+        out[0] = h.hexdigest()
+    for t in entries:
+        h.update(f"{t.get('job_id')}\t{t.get('sha256')}\n".encode("utf-8", "surrogateescape"))
+        n += 1
+        if n in at:
+            out[n] = h.hexdigest()
+    out[-1] = h.hexdigest()
+    return out
+
+
+def _snapshot_trained(manifest: dict) -> tuple[int, str] | None:
+    """(count, digest) of a snapshot's trained jobs; from the full list in manifests written before digests."""
+    if isinstance(manifest.get("trained_digest"), str) and isinstance(manifest.get("trained_count"), int):
+        return manifest["trained_count"], manifest["trained_digest"]
+    listed = manifest.get("trained")
+    if isinstance(listed, list) and not segment_names(manifest):
+        entries = [t for t in listed if isinstance(t, dict)]
+        return len(entries), _digests(entries, set())[-1]
+    return None
+
+
+def trained_fields(folder: Path, state: dict) -> dict[str, Any]:
+    """The manifest's record of the trained jobs of ``state`` (read from ``folder``): small, whatever their number."""
+    out: dict[str, Any] = {"trained": state.get("trained") or [], "trained_count": trained_count(state),
+                           "trained_digest": _digests(iter_trained(state, folder), set())[-1]}
+    if segment_names(state):
+        out["trained_segments"] = segment_names(state)
+    return out
 
 
 def list_snapshots(home: Home) -> list[dict[str, Any]]:
@@ -95,15 +132,17 @@ def _count_lines(path: Path) -> int | None:
         return None
 
 
-def _parent(existing: list[dict], trained: list[dict]) -> str | None:
-    """The newest snapshot whose trained jobs are a proper prefix of ``trained`` (the longest such prefix)."""
-    mine = _key(trained)
+def _parent(existing: list[dict], folder: Path, state: dict) -> str | None:
+    """The newest snapshot whose trained jobs are a proper prefix of ``state``'s (the longest such prefix)."""
+    theirs = {s["name"]: t for s in existing if (t := _snapshot_trained(s["manifest"])) is not None}
+    mine = _digests(iter_trained(state, folder), {n for n, _ in theirs.values()})
+    count = trained_count(state)
     best: tuple[int, str] | None = None
     for s in existing:
-        theirs = _key(s["manifest"].get("trained") or [])
-        if len(theirs) < len(mine) and mine[:len(theirs)] == theirs:
-            if best is None or len(theirs) >= best[0]:
-                best = (len(theirs), s["name"])
+        t = theirs.get(s["name"])
+        if t is not None and t[0] < count and mine.get(t[0]) == t[1]:
+            if best is None or t[0] >= best[0]:
+                best = (t[0], s["name"])
     return best[1] if best else None
 
 
@@ -153,7 +192,6 @@ def take_snapshot(home: Home, *, reason: str = "job", job: Any = None, result: d
         for s in existing:
             if s["manifest"].get("generation_id") == state["generation_id"]:
                 return Path(s["path"])
-    trained = trained_entries(state)
     result = result or {}
     trained_file = None
     if job is not None:
@@ -168,12 +206,13 @@ def take_snapshot(home: Home, *, reason: str = "job", job: Any = None, result: d
                 "reason": reason, "label": label, "base_model": state.get("base_model"),
                 "base_model_hash": state.get("base_model_hash"),
                 "base_content_sha256": state.get("base_content_sha256"), "generation": state.get("generation"),
-                "generation_id": state.get("generation_id"), "parent": _parent(existing, trained),
+                "generation_id": state.get("generation_id"), "parent": _parent(existing, src, state),
                 "trained_file": trained_file, "steps": result.get("steps"), "final_loss": result.get("loss"),
                 "eval_loss": result.get("eval_loss"), "config": config, "code_version": __version__,
-                "restored_from": state.get("restored_from"), "trained": trained}
+                "restored_from": state.get("restored_from"), **trained_fields(src, state)}
 
     def extra(tmp: Path) -> None:
+        link_segments(src, tmp, state)
         write_lineage_manifest(tmp, manifest)
         if pinned:
             (tmp / PINNED).write_text(f"{reason}\n")
@@ -198,12 +237,16 @@ def keep_rejected(home: Home, src: Path, state: dict, *, trained_file: dict, dec
                 "reason": REJECTED, "label": None, "base_model": state.get("base_model"),
                 "base_model_hash": state.get("base_model_hash"),
                 "base_content_sha256": state.get("base_content_sha256"), "generation": state.get("generation"),
-                "generation_id": state.get("generation_id"), "parent": _parent(existing, trained_entries(state)),
+                "generation_id": state.get("generation_id"),
+                "parent": _parent(existing, home.current_model, state),
                 "trained_file": trained_file, "steps": result.get("steps"), "final_loss": result.get("loss"),
                 "eval_loss": result.get("eval_loss"), "config": config, "code_version": __version__,
-                "restored_from": None, "trained": trained_entries(state), "gate": decision}
+                "restored_from": None, "gate": decision}
+
     def extra(tmp: Path) -> None:
-        write_adapter_state(tmp, state)
+        # The candidate's state names the live adapter's sealed segments (it grew from it); sealing may add one.
+        written = write_adapter_state(tmp, state, segments_from=[home.current_model])
+        manifest.update(trained_fields(tmp, written))
         if scores is not None:
             write_gate_scores(tmp, scores)
         write_lineage_manifest(tmp, manifest)
@@ -283,7 +326,7 @@ def lineage(home: Home) -> dict[str, Any]:
             by_job[tf["job_id"]] = s  # the newest snapshot of a job wins
     results = _done_results(home)
     chain = []
-    for t in trained_entries(state):
+    for t in trained_entries(state, home.current_model):
         s = by_job.get(t.get("job_id"))
         m = s["manifest"] if s else {}
         r = results.get(t.get("job_id")) or {}

@@ -41,7 +41,7 @@ class Checkpointing:
         """Pick the checkpoint to resume (``self.resume_from``, or None); a job already trained ends the run."""
         spec = self.spec
         if spec.skip_if_trained and any((t.get("job_id"), t.get("sha256")) == (spec.job_id, self.data_sha256)
-                                        for t in adapter_state.trained_entries(self.prev_state)):
+                                        for t in adapter_state.iter_trained(self.prev_state, spec.init_adapter)):
             # Published before a crash that came before the daemon moved the job: never train twice.
             log.info("job %s is already trained into %s", spec.job_id, spec.init_adapter)
             if self.is_main:
@@ -216,6 +216,7 @@ class Checkpointing:
                 stream.remove_carried(self.spec.output_dir)
             fault_point("publish")
 
-        ckpt.publish_adapter(final, self.spec.output_dir, state, before_state=before_state)
+        ckpt.publish_adapter(final, self.spec.output_dir, state, before_state=before_state,
+                             segments_from=[self.spec.init_adapter] if self.spec.init_adapter else [])
         log.info("published the adapter to %s", self.spec.output_dir)
         return state

@@ -38,7 +38,7 @@ from trainingd.atomic_ops import append_jsonl, atomic_write_json, read_jsonl
 from trainingd.models.base_model import resolve
 from trainingd import exit_codes as ec
 from trainingd.config import Config, ConfigError, load_config
-from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.adapter_state import read_adapter_state, trained_count
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.eval_result import HISTORY_KIND, eval_set_cache, result_path, trained_so_far
 from trainingd.daemon.autogen import read_curriculum
@@ -229,7 +229,7 @@ def evaluate_home(home: Home, *, trigger: str = "cli", job_id: str | None = None
               "correct": scores["correct"], "total": scores["total"], "level": eval_set["level"],
               "seconds": round(seconds, 2),
               "load_seconds": round(loaded - t0, 2), "base_model": cfg.base_model,
-              "adapter": str(adapter) if adapter else None, "adapter_jobs": len(trained_entries(state)),
+              "adapter": str(adapter) if adapter else None, "adapter_jobs": trained_count(state),
               **trained_so_far(home), "eval_set": eval_set, "samples": scores["samples"]}
     atomic_write_json(result_path(home), result)
     append_jsonl(home.history, {k: v for k, v in result.items() if k != "samples"})
