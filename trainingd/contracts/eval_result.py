@@ -49,10 +49,21 @@ def eval_entries(history: list[dict]) -> list[dict]:
 
 def trained_so_far(home: Home) -> dict:
     """Jobs and examples trained into the adapter so far, from ``status/history.jsonl``."""
-    jobs = examples = tokens = 0
+    acc = trained_start()
     for e in read_jsonl(home.history):
-        if isinstance(e, dict) and e.get("state") == "done" and e.get("result") == "ok":
-            jobs += 1
-            examples += int(e.get("kept") or e.get("examples") or 0)
-            tokens += int(e.get("tokens") or 0)
-    return {"trained_jobs": jobs, "trained_examples": examples, "trained_tokens": tokens}
+        if isinstance(e, dict):
+            acc = trained_step(acc, e)
+    return acc
+
+
+def trained_start() -> dict:
+    return {"trained_jobs": 0, "trained_examples": 0, "trained_tokens": 0}
+
+
+def trained_step(acc: dict, e: dict) -> dict:
+    """``trained_so_far`` one history line at a time (the daemon folds only the new lines: ``JsonlFold``)."""
+    if e.get("state") == "done" and e.get("result") == "ok":
+        acc = {"trained_jobs": acc["trained_jobs"] + 1,
+               "trained_examples": acc["trained_examples"] + int(e.get("kept") or e.get("examples") or 0),
+               "trained_tokens": acc["trained_tokens"] + int(e.get("tokens") or 0)}
+    return acc

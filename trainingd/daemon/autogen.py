@@ -46,6 +46,7 @@ from trainingd.atomic_ops import link_to_free_name, read_jsonl
 from trainingd.config import AutoGenerateConfig, check_url
 from trainingd.contracts import autogen_state
 from trainingd.contracts.job import now_iso
+from trainingd.daemon.history_fold import JsonlFold
 from trainingd.paths import Home
 
 log = logging.getLogger("trainingd.daemon.autogen")
@@ -132,33 +133,56 @@ def curriculum_level(cfg: AutoGenerateConfig, history: list[dict]) -> dict[str, 
     rises on mastery (``min_evals`` in a row at ``promote_at``) or on a plateau (``plateau_evals`` evaluations in a
     row without a new best at this level, the best at least ``plateau_min``).
     """
-    cur = cfg.curriculum
-    level = cfg.level
-    if not cur.enabled:
-        return {"level": level, "reason": f"auto_generate.level {level} (curriculum off)", "streak": 0,
-                "since_best": 0, "best": None, "promoted_after": None}
-    streak, since_best, best, last, promoted = 0, 0, None, None, None
+    fold = CurriculumFold(cfg)
     for e in history:
-        if not isinstance(e, dict) or e.get("kind") != "eval" or e.get("level") != level:
-            continue
+        if isinstance(e, dict):
+            fold.feed(e)
+    return fold.result()
+
+
+class CurriculumFold:
+    """``curriculum_level`` one history line at a time (the daemon feeds it only the lines appended since)."""
+
+    def __init__(self, cfg: AutoGenerateConfig):
+        self.cfg = cfg
+        self.level = cfg.level
+        self.streak, self.since_best, self.best = 0, 0, None
+        self.last: dict | None = None
+        self.promoted: dict | None = None
+
+    def feed(self, e: dict) -> CurriculumFold:
+        cur = self.cfg.curriculum
         em = e.get("exact_match")
-        if not isinstance(em, (int, float)) or isinstance(em, bool):
-            continue
-        last = e
-        streak = streak + 1 if em >= cur.promote_at else 0
-        since_best, best = (0, em) if best is None or em > best else (since_best + 1, best)
+        if not cur.enabled or e.get("kind") != "eval" or e.get("level") != self.level \
+                or not isinstance(em, (int, float)) or isinstance(em, bool):
+            return self
+        self.last = {k: e.get(k) for k in ("level", "exact_match", "job_id", "finished_at")}
+        self.streak = self.streak + 1 if em >= cur.promote_at else 0
+        if self.best is None or em > self.best:
+            self.since_best, self.best = 0, em
+        else:
+            self.since_best += 1
         why = None
-        if streak >= cur.min_evals:
+        if self.streak >= cur.min_evals:
             why = "mastered"
-        elif cur.plateau_evals and since_best >= cur.plateau_evals and best >= cur.plateau_min:
+        elif cur.plateau_evals and self.since_best >= cur.plateau_evals and self.best >= cur.plateau_min:
             why = "plateau"
-        if why and level < cur.max_level:
-            promoted = {"from": level, "to": level + 1, "why": why, "exact_match": em, "best": best,
-                        "job_id": e.get("job_id"), "at": e.get("finished_at"),
-                        "trained_examples": e.get("trained_examples")}
-            level, streak, since_best, best = level + 1, 0, 0, None
-    return {"level": level, "reason": _curriculum_reason(cfg, level, last, promoted, streak, since_best, best),
-            "streak": streak, "since_best": since_best, "best": best, "promoted_after": promoted}
+        if why and self.level < cur.max_level:
+            self.promoted = {"from": self.level, "to": self.level + 1, "why": why, "exact_match": em,
+                             "best": self.best, "job_id": e.get("job_id"), "at": e.get("finished_at"),
+                             "trained_examples": e.get("trained_examples")}
+            self.level, self.streak, self.since_best, self.best = self.level + 1, 0, 0, None
+        return self
+
+    def result(self) -> dict[str, Any]:
+        if not self.cfg.curriculum.enabled:
+            return {"level": self.level, "reason": f"auto_generate.level {self.level} (curriculum off)",
+                    "streak": 0, "since_best": 0, "best": None, "promoted_after": None}
+        return {"level": self.level,
+                "reason": _curriculum_reason(self.cfg, self.level, self.last, self.promoted, self.streak,
+                                             self.since_best, self.best),
+                "streak": self.streak, "since_best": self.since_best, "best": self.best,
+                "promoted_after": self.promoted}
 
 
 def _curriculum_reason(cfg: AutoGenerateConfig, level: int, last: dict | None, promoted: dict | None, streak: int,
@@ -220,6 +244,8 @@ class AutoGenerator:
         self.refused_streak = 0
         self._curriculum: dict[str, Any] | None = None
         self._curriculum_key: tuple | None = None
+        self._curriculum_fold: JsonlFold | None = None
+        self._curriculum_error: str | None = None
 
     # ------------------------------------------------------------------------------------------ seeds
     def next_seed(self, cfg: AutoGenerateConfig) -> int:
@@ -231,18 +257,22 @@ class AutoGenerator:
         autogen_state.write_autogen_state(self.home, self.saved)
 
     def curriculum(self, cfg: AutoGenerateConfig) -> dict[str, Any]:
-        """The current level and why, replayed again only when the history or the config changed."""
+        """The current level and why: the history's new lines folded in, all of it again when the config changed."""
+        key = (cfg.level, astuple(cfg.curriculum))
+        if self._curriculum_fold is None or key != self._curriculum_key:
+            self._curriculum_fold = JsonlFold(self.home.history, lambda: CurriculumFold(cfg), CurriculumFold.feed)
+            self._curriculum_key = key
+        before = self._curriculum["level"] if self._curriculum else None
         try:
-            st = self.home.history.stat()
-            stamp: tuple = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            stamp = (None, None)
-        key = (stamp, cfg.level, astuple(cfg.curriculum))
-        if self._curriculum is None or key != self._curriculum_key:
-            before = self._curriculum["level"] if self._curriculum else None
-            self._curriculum, self._curriculum_key = read_curriculum(self.home, cfg), key
-            if before is not None and self._curriculum["level"] != before:
-                log.info("auto-generate: %s", self._curriculum["reason"])
+            self._curriculum = self._curriculum_fold.update().result()
+            self._curriculum_error = None
+        except OSError as e:
+            if str(e) != self._curriculum_error:
+                log.warning("curriculum: cannot read %s (%s); using auto_generate.level", self.home.history, e)
+            self._curriculum_error, self._curriculum_fold = str(e), None
+            self._curriculum = curriculum_level(cfg, [])
+        if before is not None and self._curriculum["level"] != before:
+            log.info("auto-generate: %s", self._curriculum["reason"])
         return self._curriculum
 
     # ------------------------------------------------------------------------------------------ loop

@@ -18,6 +18,7 @@ from trainingd.contracts.adapter_state import read_adapter_state
 from trainingd.contracts.adapter_state import trained_entries as adapter_trained
 from trainingd.contracts.job import now_iso
 from trainingd.contracts.status import read_history
+from trainingd.daemon.history_fold import JsonlFold
 from trainingd.lifecycle import gate
 from trainingd.paths import Home
 
@@ -74,11 +75,11 @@ def gate_ways_out(pid: int) -> list[str]:
             f"or the data in config.json, then reload: kill -HUP {pid}"]
 
 
-def gate_view(home: Home, cfg: Config) -> tuple[dict, dict | None]:
-    """The status's gate block (the streak and last decision, re-read from the history) and the ``regressing``
-    condition, or None."""
+def gate_view(home: Home, cfg: Config, fold: JsonlFold | None = None) -> tuple[dict, dict | None]:
+    """The status's gate block (the streak and last decision, from the history: through ``fold``, the daemon's,
+    only its new lines) and the ``regressing`` condition, or None."""
     try:
-        history = read_history(home)
+        history = fold.update() if fold is not None else read_history(home)
     except (OSError, ValueError) as e:
         log.warning("status/history.jsonl unreadable (%s); the gate's streak is not known", e)
         history = []

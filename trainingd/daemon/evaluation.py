@@ -27,9 +27,10 @@ from typing import Any
 
 from trainingd.atomic_ops import append_jsonl, atomic_write_json
 from trainingd.config import Config
-from trainingd.contracts.adapter_state import read_adapter_state, trained_entries
+from trainingd.contracts.adapter_state import read_adapter_state, trained_count
 from trainingd.contracts.eval_result import (  # noqa: F401 - eval_entries is read here by the daemon's callers
-    HISTORY_KIND, eval_entries, read_last, result_path, trained_so_far)
+    HISTORY_KIND, eval_entries, read_last, result_path, trained_so_far, trained_start, trained_step)
+from trainingd.daemon.history_fold import JsonlFold
 from trainingd.contracts.job import now_iso
 from trainingd.lifecycle.gate import REJECTED
 from trainingd.paths import Home
@@ -40,8 +41,9 @@ def log_path(home: Home) -> Path:
     return home.eval_log
 
 
-def record_gate_scores(home: Home, cfg: Config, job_id: str, decision: dict) -> bool:
-    """Record the evaluation of a promoted candidate from the gate's scores of it; False when they are missing."""
+def record_gate_scores(home: Home, cfg: Config, job_id: str, decision: dict, so_far: dict | None = None) -> bool:
+    """Record the evaluation of a promoted candidate from the gate's scores of it; False when they are missing.
+    ``so_far``: ``trained_so_far`` of the home, when the caller keeps it (otherwise the history is read)."""
     cand, eval_set = decision.get("candidate"), decision.get("eval_set")
     if not isinstance(cand, dict) or not isinstance(eval_set, dict) or not cand.get("examples"):
         return False
@@ -53,7 +55,7 @@ def record_gate_scores(home: Home, cfg: Config, job_id: str, decision: dict) -> 
               "correct": round(float(cand["exact_match"]) * total), "total": total, "level": eval_set.get("level"),
               "seconds": float((decision.get("seconds") or {}).get("candidate") or 0.0), "load_seconds": 0.0,
               "base_model": cfg.base_model, "adapter": str(home.current_model),
-              "adapter_jobs": len(trained_entries(state)), **trained_so_far(home), "eval_set": eval_set}
+              "adapter_jobs": trained_count(state), **(so_far or trained_so_far(home)), "eval_set": eval_set}
     atomic_write_json(result_path(home), result)
     append_jsonl(home.history, result)
     log.info("evaluation after job %s from the gate's scores: exact match %s, token accuracy %s", job_id,
@@ -71,13 +73,20 @@ class Evaluator:
         self.job_id: str | None = None
         self.started_at: str | None = None
         self.last_error: str | None = None
+        self._trained = JsonlFold(home.history, trained_start, trained_step)
+
+    def _so_far(self) -> dict | None:
+        try:
+            return self._trained.update()
+        except OSError:
+            return None  # record_gate_scores reads the history itself (and says why it cannot)
 
     def job_done(self, job_id: str, cfg: Config, gate_decision: dict | None = None) -> None:
         if not cfg.evaluation.after_each_job:
             return
         if gate_decision and gate_decision.get("outcome") == REJECTED:
             return  # nothing was published: the live adapter's last evaluation still holds
-        if gate_decision and record_gate_scores(self.home, cfg, job_id, gate_decision):
+        if gate_decision and record_gate_scores(self.home, cfg, job_id, gate_decision, self._so_far()):
             return
         self.wanted = job_id
 

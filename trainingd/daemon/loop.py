@@ -41,6 +41,7 @@ from trainingd.daemon.control import ControlRequests
 from trainingd.daemon.conditions import adapter_condition, gate_view, reset_gate_streak, ways_out
 from trainingd.daemon.containment import Faults, printable
 from trainingd.daemon.evaluation import Evaluator
+from trainingd.daemon.history_fold import JsonlFold
 from trainingd.daemon.intake import Intake
 from trainingd.daemon.options import build_parser
 from trainingd.daemon.outcome import Outcome, decide
@@ -81,6 +82,7 @@ class Daemon:
         self.condition: dict | None = None  # a condition of the whole home that holds every job
         self.disk_full: dict | None = None  # the disk ran full: held until a probe write fits (check_room)
         self.gate_status: dict = {}  # the status file's gate block (refresh_gate)
+        self._gate_fold = JsonlFold(home.history, lambda: (0, None), gate.history_step)
         self._condition_stamp: tuple | None = None
         self.running: TrainerProcess | None = None
         self.resume_first: list[str] = []
@@ -264,7 +266,7 @@ class Daemon:
 
     def refresh_gate(self) -> dict | None:
         """Re-read the gate's streak and last decision from the history; the ``regressing`` condition or None."""
-        self.gate_status, held = gate_view(self.home, self.cfg)
+        self.gate_status, held = gate_view(self.home, self.cfg, self._gate_fold)
         return held
 
     def reset_gate_streak(self, why: str) -> None:

@@ -162,29 +162,35 @@ def decide(champion: dict[str, Any], candidate: dict[str, Any], rule: Rule) -> d
 
 
 # ------------------------------------------------------------------------------------------------ the streak
+def history_step(acc: tuple[int, dict | None], e: dict) -> tuple[int, dict | None]:
+    """One line of ``status/history.jsonl`` folded into (rejections in a row, the newest line with a decision)."""
+    n, last = acc
+    if e.get("kind") == STREAK_RESET:
+        n = 0
+    elif e.get("kind") is None and e.get("state") == "done":
+        if e.get("result") == REJECTED:
+            n += 1
+        elif e.get("result") == "ok":
+            n = 0
+    return n, (e if isinstance(e.get("gate"), dict) else last)
+
+
+def fold_history(history: Iterable[dict]) -> tuple[int, dict | None]:
+    acc: tuple[int, dict | None] = (0, None)
+    for e in history:
+        if isinstance(e, dict):
+            acc = history_step(acc, e)
+    return acc
+
+
 def rejections_in_row(history: Iterable[dict]) -> int:
     """Rejected jobs since the last published one (or the last reset), from ``status/history.jsonl``'s lines."""
-    n = 0
-    for e in history:
-        if not isinstance(e, dict):
-            continue
-        if e.get("kind") == STREAK_RESET:
-            n = 0
-        elif e.get("kind") is None and e.get("state") == "done":
-            if e.get("result") == REJECTED:
-                n += 1
-            elif e.get("result") == "ok":
-                n = 0
-    return n
+    return fold_history(history)[0]
 
 
 def last_decision(history: Iterable[dict]) -> dict | None:
     """The newest job line of the history that carries a gate decision."""
-    last = None
-    for e in history:
-        if isinstance(e, dict) and isinstance(e.get("gate"), dict):
-            last = e
-    return last
+    return fold_history(history)[1]
 
 
 def regressing_condition(streak: int, limit: int, ways_out: list[str]) -> dict | None:
@@ -210,15 +216,16 @@ def one_line(last: dict | None, streak: int = 0) -> str:
     return line + (f"; {streak} rejection(s) in a row" if streak else "")
 
 
-def status_block(history: list[dict], *, enabled: bool, limit: int) -> dict[str, Any]:
-    """The status file's ``gate`` block: the last decision, both scores and the streak (the monitor shows it)."""
-    entry = last_decision(history)
+def status_block(history: list[dict] | tuple[int, dict | None], *, enabled: bool, limit: int) -> dict[str, Any]:
+    """The status file's ``gate`` block: the last decision, both scores and the streak (the monitor shows it).
+
+    ``history``: its lines, or what ``fold_history`` made of them (the daemon folds only the new lines)."""
+    streak, entry = history if isinstance(history, tuple) else fold_history(history)
     last = None
     if entry is not None:
         g = entry["gate"]
         last = {"job_id": entry.get("job_id"), "file": entry.get("file"), "at": entry.get("finished_at"),
                 **{k: g.get(k) for k in ("outcome", "reason", "metric", "champion", "candidate", "paired",
                                          "snapshot", "seconds")}}
-    streak = rejections_in_row(history)
     return {"enabled": enabled, "last": last, "rejections_in_row": streak, "max_rejections_in_row": limit,
             "line": one_line(last, streak) if (enabled or last) else "off"}
