@@ -8,7 +8,9 @@ after every job,
 ``trainingd clean`` with a retention of seconds every minute, a controller command every few seconds (status,
 pause, resume, queue list) and a monitor client polling ``/api/status``, ``/api/metrics`` and ``/api/logs``.
 Every ``--sample-s`` it samples each long-lived process's RSS and open descriptors, the home's disk use and file
-counts (queue/done, where one job.json per job stays forever, apart from the rest), and the latency of
+counts (queue/done, where one job.json per job stays forever, and the records -- logs, history, the sealed
+segments of the trained list, which grow with the jobs by design and rotate by day -- apart from the rest), and the
+latency of
 ``training_controller.py status`` and ``/api/status``. It writes JSON (``samples`` plus a ``summary`` of growth
 after warm-up) and, with ``--plot``, a figure (matplotlib, from the bench extra).
 
@@ -31,6 +33,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,20 +61,38 @@ def drop(home: Home, name: str, steps: int) -> None:
     tmp.rename(home.inbox / name)
 
 
-def folder_usage(root: Path, skip: Path | None = None) -> tuple[int, int]:
-    """(bytes, files) under ``root``, not following links, leaving ``skip`` out."""
+def folder_usage(root: Path, skip: Path | None = None, *, only: Callable[[Path], bool] | None = None,
+                 seen: set | None = None) -> tuple[int, int]:
+    """(bytes, files) under ``root``, not following links, leaving ``skip`` out; with ``only``, just the files it
+    accepts. A file hard-linked in several places (sealed segments in snapshots) counts once per ``seen``."""
     size = files = 0
+    seen = set() if seen is None else seen
     for dirpath, dirnames, filenames in os.walk(root):
         if skip is not None and Path(dirpath) == skip:
             dirnames[:] = []
             continue
         for n in filenames:
+            path = Path(dirpath) / n
+            if only is not None and not only(path):
+                continue
             try:
-                size += os.lstat(os.path.join(dirpath, n)).st_size
-                files += 1
+                st = os.lstat(path)
             except OSError:
                 continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            size += st.st_size
+            files += 1
     return size, files
+
+
+def is_record(home: Home, path: Path) -> bool:
+    """The home's per-job records: append-only logs that rotate by day (logs/, status/*.jsonl) and the sealed
+    segments of the adapter's list of trained jobs. They grow with the jobs by design; the rest must not."""
+    rel = path.relative_to(home.root).parts
+    return rel[0] == "logs" or (rel[0] == "status" and path.suffix == ".jsonl" and len(rel) == 2) \
+        or "trained" in rel[:-1] and path.suffix == ".json"
 
 
 def proc_sample(pid: int | None) -> dict[str, Any]:
@@ -84,7 +105,8 @@ def proc_sample(pid: int | None) -> dict[str, Any]:
 
 
 class Soak:
-    def __init__(self, work: Path, *, sample_s: float, step_s: float, seed: int = 0):
+    def __init__(self, work: Path, *, sample_s: float, step_s: float, seed: int = 0, segment_size: int | None = None):
+        self.work = work
         self.home = Home.at(work / "home")
         self.sample_s = sample_s
         self.rng = random.Random(seed)
@@ -104,6 +126,8 @@ class Soak:
                          "TRAININGD_TRAINER": str(REPO / "tests" / "tools" / "stand_in_trainer.py"),
                          "TRAININGD_STAND_IN": json.dumps({"steps": 3, "step_s": step_s, "publish": True,
                                                            "checkpoints": True})})
+        if segment_size:  # a short soak seals the trained list as an hour's does
+            self.env["TRAININGD_TRAINED_SEGMENT_SIZE"] = str(segment_size)
         cfg = {"stable_seconds": 0.2, "rescan_interval_s": 1.0, "keep_snapshots": 3, "max_attempts": 5,
                "auto_generate": {"enabled": True, "url": f"http://127.0.0.1:{self.gen_port}", "count": 4,
                                  "min_interval_s": 2.0, "max_pending_generated": 2},
@@ -114,7 +138,7 @@ class Soak:
 
     # -------------------------------------------------------------------------------------- processes
     def spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.home.root / f"soak_{name}.out", "ab")
+        log = open(self.work / f"soak_{name}.out", "ab")  # beside the home: what it measures is the home alone
         self.procs[name] = subprocess.Popen(["nice", "-n", "10", sys.executable, *argv], stdout=log,
                                             stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
         log.close()
@@ -208,15 +232,20 @@ class Soak:
                             str(self.home.root)], capture_output=True, env=self.env, cwd=REPO, timeout=120)
         status_s = time.perf_counter() - t if r.returncode == 0 else None
         api_s, _ = self.http("/api/status")
-        rest_bytes, rest_files = folder_usage(self.home.root, skip=self.home.done)
+        seen: set = set()
+        records_bytes, records_files = folder_usage(self.home.root, skip=self.home.done, seen=seen,
+                                                    only=lambda p: is_record(self.home, p))
+        rest_bytes, rest_files = folder_usage(self.home.root, skip=self.home.done, seen=seen)
         done_bytes, done_files = folder_usage(self.home.done)
         try:
             done_jobs = sum(1 for p in self.home.done.iterdir() if p.is_dir())
         except OSError:
             done_jobs = 0
         row = {"t_s": round(time.monotonic() - t0, 2), "done_jobs": done_jobs,
-               "home_bytes": rest_bytes + done_bytes, "home_files": rest_files + done_files,
-               "rest_bytes": rest_bytes, "rest_files": rest_files, "done_bytes": done_bytes,
+               "home_bytes": records_bytes + rest_bytes + done_bytes,
+               "home_files": records_files + rest_files + done_files, "records_bytes": records_bytes,
+               "records_files": records_files, "rest_bytes": rest_bytes, "rest_files": rest_files,
+               "done_bytes": done_bytes,
                "done_files": done_files, "status_cli_s": status_s, "api_status_s": api_s}
         for name in PROCESSES:
             row[name] = proc_sample(self.pid(name))
@@ -234,7 +263,7 @@ class Soak:
                 self.samples.append(self.sample(t0))
                 dead = [n for n, p in self.procs.items() if p.poll() is not None]
                 if dead:
-                    raise RuntimeError(f"{', '.join(dead)} exited during the soak (see {self.home.root}/soak_*.out)")
+                    raise RuntimeError(f"{', '.join(dead)} exited during the soak (see {self.work}/soak_*.out)")
                 time.sleep(max(0.0, self.sample_s - (time.monotonic() - t0 - self.samples[-1]["t_s"])))
         finally:
             self.stop(threads)
@@ -256,7 +285,8 @@ def growth(samples: list[dict], warmup: float = 0.3) -> dict[str, Any]:
     after = samples[int(len(samples) * warmup):]
     out: dict[str, Any] = {}
     series = [(f"{n}.{k}", n, k) for n in PROCESSES for k in ("rss_mib", "fds", "threads")]
-    series += [(k, k, None) for k in ("rest_bytes", "rest_files", "done_files", "status_cli_s", "api_status_s")]
+    series += [(k, k, None) for k in ("rest_bytes", "rest_files", "records_bytes", "done_files", "status_cli_s",
+                                      "api_status_s")]
     for label, key, sub in series:
         vals = _values(after, key, sub)
         if len(vals) < 5:
@@ -289,11 +319,15 @@ def biggest_files(root: Path, skip: Path, n: int = 6) -> list[tuple[str, int]]:
 def report(soak: Soak, seconds: float) -> dict[str, Any]:
     s = soak.samples
     summary = growth(s)
-    jobs = _values(s[int(len(s) * 0.3):], "done_jobs")
-    rest = _values(s[int(len(s) * 0.3):], "rest_bytes")
+    after = s[int(len(s) * 0.3):]
+    jobs = _values(after, "done_jobs")
     if len(jobs) >= 2 and jobs[-1] > jobs[0]:
-        # Append-only logs (daemon.log, history, metrics, hashes) grow with the jobs; they rotate by day and size.
-        summary["rest_bytes_per_job"] = (rest[-1] - rest[0]) / (jobs[-1] - jobs[0])
+        # The records (append-only logs, history, sealed segments) grow with the jobs by design; the rest of the
+        # home (snapshots, the adapter's state, status files) must not.
+        for key in ("rest_bytes", "records_bytes"):
+            v = _values(after, key)
+            if len(v) == len(jobs):
+                summary[f"{key}_per_job"] = (v[-1] - v[0]) / (jobs[-1] - jobs[0])
     return {"seconds": round(seconds, 1), "samples": s, "jobs_done": s[-1]["done_jobs"] if s else 0,
             "files_dropped": soak.dropped, "controller_commands": soak.commands, "monitor_polls": soak.polls,
             "errors": soak.errors, "last_error": repr(soak.last_error) if soak.last_error else None,
@@ -315,7 +349,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         ax[0, 1].plot(t, [r[name]["fds"] for r in s], label=name)
     ax[0, 0].set_title("RSS (MiB)")
     ax[0, 1].set_title("open descriptors")
-    ax[1, 0].plot(t, [r["rest_bytes"] / 2**20 for r in s], label="home without queue/done (MiB)")
+    ax[1, 0].plot(t, [r["rest_bytes"] / 2**20 for r in s], label="home without queue/done and records (MiB)")
+    ax[1, 0].plot(t, [r.get("records_bytes", 0) / 2**20 for r in s], label="records: logs, history, ledger (MiB)")
     ax[1, 0].plot(t, [r["rest_files"] / 100 for r in s], label="its files / 100")
     ax[1, 0].plot(t, [r["done_jobs"] / 100 for r in s], label="jobs done / 100")
     ax[1, 0].set_title("home")
@@ -331,13 +366,14 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
-def run_soak(seconds: float, work: Path | None = None, *, sample_s: float = 5.0, step_s: float = 0.02) -> dict:
+def run_soak(seconds: float, work: Path | None = None, *, sample_s: float = 5.0, step_s: float = 0.02,
+             segment_size: int | None = None) -> dict:
     """Run the soak for ``seconds`` in ``work`` (kept) or a temporary folder (removed); returns the report.
     The home is ``work/home``; the processes are stopped (SIGTERM) before this returns."""
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="trainingd-soak-")) if own else Path(work)
     try:
-        return Soak(work, sample_s=sample_s, step_s=step_s).run(seconds)
+        return Soak(work, sample_s=sample_s, step_s=step_s, segment_size=segment_size).run(seconds)
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
