@@ -332,6 +332,9 @@ def test_a_streak_of_rejections_holds_the_daemon_as_regressing(home):
     from trainingd.paths import Home
 
     gate_home(home, max_rejections_in_row=2, metric="token_accuracy")
+    from conftest import write_config
+
+    write_config(home, keep_rejected=1)  # the older of the two rejected candidates is pruned, and says so
     drop(home, "a_good.jsonl", [qa(i) for i in range(16)] * 4)
     for k in (1, 2):
         drop(home, f"b_wrong{k}.jsonl", [qa(i, wrong=k) for i in range(16)] * 4)
@@ -344,6 +347,11 @@ def test_a_streak_of_rejections_holds_the_daemon_as_regressing(home):
     assert status["condition"]["kind"] == "regressing" and status["condition"]["rejections_in_row"] == 2
     assert any("trainingd promote" in w for w in status["condition"]["ways_out"])
     assert status["queue"]["pending"]["normal"] == 1  # the next file waits instead of being burnt through
+    kept = [p.name for p in (home / "snapshots").iterdir() if p.name.endswith("-rejected")]
+    metas = [json.loads((p / "job.json").read_text()) for p in sorted((home / "queue" / "done").iterdir())]
+    pruned = [m for m in metas if m.get("gate_snapshot_pruned")]
+    assert len(kept) == 1 and len(pruned) == 1 and pruned[0]["original_name"] == "b_wrong1.jsonl", (kept, pruned)
+    assert pruned[0]["gate_snapshot_pruned"]["name"] != kept[0]
     assert checkers(home) == ([], [])
     # One way out: a person looks and resumes; the streak starts again and the waiting file is trained.
     import os

@@ -291,6 +291,9 @@ class Config:
     """Keys recorded in checkpoints and the adapter; a changed one holds the daemon (see LOCKABLE_KEYS)."""
     keep_snapshots: int = 20
     """Snapshots of the adapter kept under snapshots/ (one per finished job; older ones pruned, pinned ones never)."""
+    keep_rejected: int | None = 20
+    """Candidates the gate rejected kept as snapshots (each a whole adapter); older ones are pruned after the next
+    rejection and their job's job.json says so. null keeps them all; one pinned by hand is never pruned."""
     min_free_disk_gb: float = 0.0
     """The daemon pauses (a condition of the home) instead of starting a job with less free disk (0: no check)."""
     retention: RetentionConfig = field(default_factory=RetentionConfig)
@@ -449,8 +452,8 @@ def _check_values(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} must be at least 1, got {getattr(cfg, key)}")
     if cfg.layer_stats_steps < 0:
         raise ConfigError(f"config key 'layer_stats_steps' must be 0 (off) or more, got {cfg.layer_stats_steps}")
-    if cfg.keep_snapshots < 0 or cfg.min_free_disk_gb < 0:
-        raise ConfigError("config keys 'keep_snapshots' and 'min_free_disk_gb' must be 0 or more")
+    if cfg.keep_snapshots < 0 or cfg.min_free_disk_gb < 0 or (cfg.keep_rejected is not None and cfg.keep_rejected < 0):
+        raise ConfigError("config keys 'keep_snapshots', 'keep_rejected' and 'min_free_disk_gb' must be 0 or more")
     if cfg.learning_rate <= 0:
         raise ConfigError(f"config key 'learning_rate' must be positive, got {cfg.learning_rate}")
     if not 0 <= cfg.eval_fraction < 1:

@@ -252,7 +252,7 @@ def _check_done_jobs(home: Home, jobs: Jobs, trained_ids: set) -> list[str]:
         if meta.get("gate_outcome") == "rejected":
             # Trained once, not published (invariant 12): its candidate must be kept. Promoted by hand later, it
             # is in the adapter as well, which is fine.
-            if job_id not in trained_ids and job_id not in rejected:
+            if job_id not in trained_ids and job_id not in rejected and not meta.get("gate_snapshot_pruned"):
                 problems.append(f"job {job_id} was rejected by the gate but no snapshot marked rejected keeps its "
                                 "candidate (snapshots/*-rejected)")
         elif job_id not in trained_ids:

@@ -50,6 +50,7 @@ def move_job(home: Home, queue: JobQueue, cfg: Config, job: Job, o: Outcome, *, 
     if o.state == "done" and o.gate_rejected:
         queue.complete(job, result=summary, gate_outcome=gate.REJECTED,
                        gate_snapshot=(gate_decision or {}).get("snapshot"))
+        snapshots.prune_rejected(home, cfg.keep_rejected)
     elif o.state == "done":
         done = queue.complete(job, result=summary,
                               **({"gate_outcome": gate_decision.get("outcome")} if gate_decision else {}))

@@ -269,6 +269,43 @@ def prunable_snapshots(home: Home, keep: int) -> list[Path]:
     return unpinned[:-keep] if keep > 0 else unpinned
 
 
+def prunable_rejected(home: Home, keep: int | None) -> list[Path]:
+    """Rejected candidates beyond the newest ``keep`` (None: all kept), oldest first. Only those pinned for being
+    rejected: one pinned by hand (``trainingd snapshot pin``, "manual" in PINNED) stays."""
+    if keep is None:
+        return []
+    rejected = []
+    for s in list_snapshots(home):
+        path = Path(s["path"])
+        try:
+            pinned_for = (path / PINNED).read_text().strip()
+        except OSError:
+            pinned_for = ""
+        if s["manifest"].get("reason") == REJECTED and pinned_for in (REJECTED, ""):
+            rejected.append(path)
+    return rejected[:-keep] if keep > 0 else rejected
+
+
+def prune_rejected(home: Home, keep: int | None) -> list[Path]:
+    """Retire the rejected candidates beyond ``keep``; each job's job.json records ``gate_snapshot_pruned`` first,
+    so the checkers know the candidate went by policy, not by accident. A failure is logged, never raised."""
+    from trainingd.contracts.job import now_iso, write_job
+
+    removed = []
+    try:
+        for p in prunable_rejected(home, keep):
+            job_id = ((read_lineage_manifest(p) or {}).get("trained_file") or {}).get("job_id")
+            meta, _ = read_job(home.done / job_id) if job_id else (None, None)
+            if meta is not None:
+                write_job(home.done / job_id, {**meta, "gate_snapshot_pruned": {"name": p.name, "at": now_iso()}})
+            retire_folder(p)
+            removed.append(p)
+            log.info("pruned rejected candidate %s of job %s (keep_rejected %s)", p.name, job_id, keep)
+    except Exception as e:  # noqa: BLE001 - housekeeping: the job is done and nothing live depends on it
+        log.error("pruning rejected candidates failed: %s", e)
+    return removed
+
+
 def prune_snapshots(home: Home, keep: int) -> list[Path]:
     removed = prunable_snapshots(home, keep)
     for p in removed:
