@@ -62,11 +62,21 @@ def test_a_plateau_raises_the_level_once_the_level_is_learned_at_all():
     up = curriculum_level(c, climb + [ev(1, 0.25, "job9")])
     assert up["level"] == 2 and up["promoted_after"]["why"] == "plateau"
     assert up["promoted_after"]["job_id"] == "job9" and up["promoted_after"]["best"] == 0.3
-    assert "a plateau: no new best in 3 evaluations (best 0.30)" in up["reason"]
+    assert "a plateau: no new best in 3 evaluations and rejected candidates (best 0.30)" in up["reason"]
     # A new best restarts the count; a level not learned at all (best below plateau_min) is no plateau.
     assert curriculum_level(c, climb + [ev(1, 0.31), ev(1, 0.2), ev(1, 0.2)])["level"] == 1
     assert curriculum_level(c, [ev(1, 0.1)] * 10)["level"] == 1
     assert curriculum_level(cfg(plateau_evals=0), climb * 3)["level"] == 1, "plateau_evals 0 is off"
+    # Candidates the gate rejected on this level's held-out set count as no new best (the gate publishes nothing, so
+    # a plateau shows as rejections); one scored on another set, or on no level, does not count.
+    def rejected(level, em, job="r"):
+        return {"job_id": job, "state": "done", "result": "rejected",
+                "gate": {"outcome": "rejected", "candidate": {"exact_match": em}, "eval_set": {"level": level}}}
+    held = climb[:3] + [rejected(1, 0.25), rejected(2, 0.9), {**rejected(1, 0.2), "gate": {"outcome": "rejected"}}]
+    assert curriculum_level(c, held)["since_best"] == 1
+    up = curriculum_level(c, climb[:3] + [rejected(1, 0.25), rejected(1, 0.26), rejected(1, 0.24, "r3")])
+    assert up["level"] == 2 and up["promoted_after"]["job_id"] == "r3" and up["promoted_after"]["exact_match"] == 0.24
+    assert curriculum_level(c, [rejected(1, 0.5)] * 5)["level"] == 1, "no best yet: nothing to plateau at"
     # At level 2 the count starts afresh: level 1's best says nothing about level 2.
     assert curriculum_level(c, climb + [ev(1, 0.25), ev(2, 0.05), ev(2, 0.04)])["level"] == 2
 

@@ -140,6 +140,13 @@ def curriculum_level(cfg: AutoGenerateConfig, history: list[dict]) -> dict[str, 
     return fold.result()
 
 
+def _rejected_at(e: dict, level: int) -> bool:
+    """A history line of a job whose candidate the gate rejected after scoring it on ``level``'s held-out set."""
+    g = e.get("gate")
+    return e.get("kind") is None and e.get("result") == "rejected" and isinstance(g, dict) \
+        and isinstance(g.get("eval_set"), dict) and g["eval_set"].get("level") == level
+
+
 class CurriculumFold:
     """``curriculum_level`` one history line at a time (the daemon feeds it only the lines appended since)."""
 
@@ -152,8 +159,18 @@ class CurriculumFold:
 
     def feed(self, e: dict) -> CurriculumFold:
         cur = self.cfg.curriculum
+        if not cur.enabled:
+            return self
+        if _rejected_at(e, self.level):
+            # The gate scored a candidate on this level's held-out set and kept it out: no new best. Rejections
+            # are the plainest sign of a plateau (and, held as ``regressing``, the stream would otherwise stop).
+            if self.best is not None:
+                self.since_best += 1
+                em = (e["gate"].get("candidate") or {}).get("exact_match")
+                self._check(e, em if isinstance(em, (int, float)) and not isinstance(em, bool) else self.best)
+            return self
         em = e.get("exact_match")
-        if not cur.enabled or e.get("kind") != "eval" or e.get("level") != self.level \
+        if e.get("kind") != "eval" or e.get("level") != self.level \
                 or not isinstance(em, (int, float)) or isinstance(em, bool):
             return self
         self.last = {k: e.get(k) for k in ("level", "exact_match", "job_id", "finished_at")}
@@ -162,6 +179,11 @@ class CurriculumFold:
             self.since_best, self.best = 0, em
         else:
             self.since_best += 1
+        self._check(e, em)
+        return self
+
+    def _check(self, e: dict, em: float) -> None:
+        cur = self.cfg.curriculum
         why = None
         if self.streak >= cur.min_evals:
             why = "mastered"
@@ -172,7 +194,6 @@ class CurriculumFold:
                              "best": self.best, "job_id": e.get("job_id"), "at": e.get("finished_at"),
                              "trained_examples": e.get("trained_examples")}
             self.level, self.streak, self.since_best, self.best = self.level + 1, 0, 0, None
-        return self
 
     def result(self) -> dict[str, Any]:
         if not self.cfg.curriculum.enabled:
@@ -193,7 +214,8 @@ def _curriculum_reason(cfg: AutoGenerateConfig, level: int, last: dict | None, p
         rule += f", or {cur.plateau_evals} without a new best once the best is >= {cur.plateau_min}"
     if promoted is not None:
         how = (f"{cur.min_evals} evaluation(s) in a row at >= {cur.promote_at}" if promoted["why"] == "mastered" else
-               f"a plateau: no new best in {cur.plateau_evals} evaluations (best {promoted['best']:.2f})")
+               f"a plateau: no new best in {cur.plateau_evals} evaluations and rejected candidates "
+               f"(best {promoted['best']:.2f})")
         after = f"after {how}, the last {promoted['exact_match']:.2f} after job {promoted['job_id']}"
     if last is None and promoted is None:
         return f"level {level}: the start (auto_generate.level); rises after {rule}"

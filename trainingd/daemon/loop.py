@@ -83,6 +83,7 @@ class Daemon:
         self.disk_full: dict | None = None  # the disk ran full: held until a probe write fits (check_room)
         self.gate_status: dict = {}  # the status file's gate block (refresh_gate)
         self._gate_fold = JsonlFold(home.history, lambda: (0, None), gate.history_step)
+        self._level: int | None = None  # the curriculum's level after the last job (end_streak_on_a_new_level)
         self._condition_stamp: tuple | None = None
         self.running: TrainerProcess | None = None
         self.resume_first: list[str] = []
@@ -175,6 +176,7 @@ class Daemon:
         recovery.tidy_after_last_run(self.home, self.queue, self.cfg, self.faults)
         self.resume_first = recovery.settle_processing(self.home, self.queue, self.cfg, self._error)
         self.refresh_gate()
+        self._level = self.autogen.curriculum(self.cfg.auto_generate)["level"]
         if self.intake.observer is None:
             self.intake.start()
         self.intake.poll(force=True)
@@ -268,6 +270,19 @@ class Daemon:
         """Re-read the gate's streak and last decision from the history; the ``regressing`` condition or None."""
         self.gate_status, held = gate_view(self.home, self.cfg, self._gate_fold)
         return held
+
+    def end_streak_on_a_new_level(self) -> None:
+        """When this job raised the curriculum's level, the gate's streak of rejections ends: they were measured on
+        the old level's held-out set, and the next candidate is compared on the new one, its champion scored afresh.
+        (A plateau of rejections is what raises the level; holding as ``regressing`` then would stop the stream.)"""
+        if not self.cfg.auto_generate.curriculum.enabled:
+            return
+        before = self._level
+        self._level = self.autogen.curriculum(self.cfg.auto_generate)["level"]
+        if before is not None and self._level > before:
+            self.refresh_gate()
+            if self.gate_status.get("rejections_in_row"):
+                reset_gate_streak(self.home, f"the curriculum rose to level {self._level}: a new held-out set")
 
     def reset_gate_streak(self, why: str) -> None:
         """A person looked (resume while regressing): the streak of rejections starts again."""
@@ -468,6 +483,7 @@ class Daemon:
         if o.snapshot_and_evaluate:
             self.evaluator.job_done(job.id, self.cfg, gate_decision)
         if o.state == "done":
+            self.end_streak_on_a_new_level()
             held = self.refresh_gate()  # the streak of rejections and the last decision, for the status
             if held is not None:
                 self.condition = held  # held until the adapter, the config or a resume changes
