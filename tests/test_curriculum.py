@@ -157,3 +157,31 @@ def test_the_held_out_set_follows_the_level(tmp_path, generator):
     assert all(check_answer(r["syllo"], r["messages"][-1]["content"]) for r in records)
     pinned = parse_config({"auto_generate": {"url": generator}, "evaluation": {"count": 6, "level": 4}})
     assert load_eval_set(home, pinned)[1]["level"] == 4, "an explicit evaluation.level is kept"
+
+
+def test_a_level_raised_by_rejections_ends_the_gates_streak_instead_of_holding_the_stream(tmp_path):
+    from trainingd.contracts.status import read_history
+    from trainingd.daemon.loop import Daemon
+
+    def rejected(job):
+        return {"job_id": job, "state": "done", "result": "rejected", "finished_at": "t",
+                "gate": {"outcome": "rejected", "candidate": {"exact_match": 0.2}, "eval_set": {"level": 1}}}
+
+    def daemon(curriculum: bool) -> Daemon:
+        h = Home.at(tmp_path / f"home-{curriculum}")
+        h.history.parent.mkdir(parents=True)
+        append_jsonl(h.history, ev(1, 0.3, "j1"))
+        d = Daemon(h, parse_config({"gate": {"enabled": True, "max_rejections_in_row": 2},
+                                    "auto_generate": {"curriculum": {"enabled": curriculum, "plateau_evals": 2}}}))
+        d._level = d.autogen.curriculum(d.cfg.auto_generate)["level"]  # as startup() leaves it
+        for job in ("r1", "r2"):
+            append_jsonl(h.history, rejected(job))
+            d.end_streak_on_a_new_level()
+        return d
+
+    on = daemon(True)
+    assert on._level == 2 and on.refresh_gate() is None, "the level rose: the streak on level 1 ends"
+    reset = [e for e in read_history(on.home) if e.get("kind") == "gate_reset"]
+    assert len(reset) == 1 and "level 2" in reset[0]["why"]
+    off = daemon(False)  # without the curriculum two rejections in a row hold the daemon, as before
+    assert off.refresh_gate()["kind"] == "regressing"
