@@ -94,7 +94,7 @@ def test_evaluations_without_a_level_other_lines_and_the_top_level_are_respected
 
 def test_bad_curriculum_settings_are_refused():
     for bad in ({"promote_at": 0}, {"promote_at": 1.5}, {"min_evals": 0}, {"max_level": 6}, {"plateau_evals": -1},
-                {"plateau_min": 1.5}):
+                {"plateau_min": 1.5}, {"review": 0.95}, {"review": -0.1}):
         with pytest.raises(ConfigError, match="auto_generate.curriculum"):
             parse_config({"auto_generate": {"curriculum": bad}})
     with pytest.raises(ConfigError, match="auto_generate.curriculum.promote"):
@@ -107,7 +107,7 @@ def test_the_generator_is_asked_for_the_promoted_level_and_the_status_says_why(t
     home.inbox.mkdir()
     home.status_dir.mkdir()
     c = AutoGenerateConfig(enabled=True, url=generator, count=8, min_interval_s=0, max_pending_generated=5,
-                           curriculum=CurriculumConfig(promote_at=0.7, min_evals=2))
+                           curriculum=CurriculumConfig(promote_at=0.7, min_evals=2, review=0.0))
     ag = AutoGenerator(home)
 
     def fetch_one() -> list[dict]:
@@ -140,6 +140,45 @@ def test_the_generator_is_asked_for_the_promoted_level_and_the_status_says_why(t
     fresh = AutoGenerator(home)
     fresh.tick(c, pending_jobs=9, may_start=False)
     assert fresh.status()["level"] == 2, "the level survives a restart (it is the history's)"
+
+
+def test_above_the_first_level_a_share_of_each_file_reviews_the_levels_passed(tmp_path, generator):
+    from trainingd.daemon.autogen import fetch_batch
+    from trainingd.generator.puzzles import generate
+
+    def clues(path) -> list[int]:
+        return [json.loads(x)["messages"][0]["content"].count("Clue ") for x in path.read_text().splitlines()]
+
+    (tmp_path / "inbox").mkdir()
+    path, n = fetch_batch(generator, count=400, seed=3, level=3, timeout_s=30, tmp_dir=tmp_path / "tmp",
+                          inbox=tmp_path / "inbox", review=0.25, review_from=1)
+    counts = clues(path)
+    assert n == 400 and set(counts) == {1, 2, 3}
+    assert 0.18 < sum(c < 3 for c in counts) / n < 0.32, "about a quarter reviews levels 1 and 2"
+    # Deterministic per seed, and the same puzzles the generator module builds; no review at the first level,
+    # none asked for, or on a held-out set.
+    assert [p.level for p in generate(400, 3, 3, review=0.25, review_from=1)] == counts
+    assert {p.level for p in generate(50, 3, 3, review=0.25, review_from=3)} == {3}
+    assert {p.level for p in generate(50, 3, 3)} == {3}
+    assert {p.level for p in generate(50, 3, 3, held_out=True, review=0.5)} == {3}
+    # The daemon asks for it above the starting level only, with the curriculum's share.
+    home = Home.at(tmp_path / "home")
+    home.inbox.mkdir(parents=True)
+    home.status_dir.mkdir()
+    c = AutoGenerateConfig(enabled=True, url=generator, count=40, min_interval_s=0, max_pending_generated=5,
+                           curriculum=CurriculumConfig(promote_at=0.7, min_evals=1))
+    append_jsonl(home.history, ev(1, 0.9, "job-a"))
+    ag = AutoGenerator(home)
+    ag.tick(c, pending_jobs=0, may_start=True)
+    ag.thread.join(10)
+    ag.tick(c, pending_jobs=0, may_start=False)
+    (batch,) = home.inbox.iterdir()
+    assert set(clues(batch)) == {1, 2} and ag.status()["curriculum"]["review"] == 0.25
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError, match="400"):
+        urllib.request.urlopen(f"{generator}/generate?count=2&level=2&review=nan", timeout=10)
 
 
 def test_the_held_out_set_follows_the_level(tmp_path, generator):

@@ -69,6 +69,10 @@ class CurriculumConfig:
     no more), once that best is at least ``plateau_min``. 0: only ``promote_at`` raises the level."""
     plateau_min: float = 0.2
     """The best exact match at the current level a plateau needs: a level not learned at all is no plateau."""
+    review: float = 0.25
+    """Above the starting level, the share of each generated file drawn from the levels already passed (review),
+    so that moving on does not unlearn them: trained on level 2 alone, SmolLM2-135M answered level-1 puzzles with
+    two words and scored 0 on them. 0: only the current level."""
     max_level: int = 5
     """The level the curriculum stops at."""
 
@@ -512,9 +516,10 @@ def _check_values(cfg: Config) -> None:
     if not 0 < cur.promote_at <= 1 or cur.min_evals < 1 or not 1 <= cur.max_level <= 5:
         raise ConfigError("config keys 'auto_generate.curriculum': promote_at must be in (0, 1], min_evals at "
                           f"least 1 and max_level 1..5, got {cur.promote_at}, {cur.min_evals}, {cur.max_level}")
-    if cur.plateau_evals < 0 or not 0 <= cur.plateau_min <= 1:
-        raise ConfigError("config keys 'auto_generate.curriculum': plateau_evals must be 0 (off) or more and "
-                          f"plateau_min in [0, 1], got {cur.plateau_evals}, {cur.plateau_min}")
+    if cur.plateau_evals < 0 or not 0 <= cur.plateau_min <= 1 or not 0 <= cur.review <= 0.9:
+        raise ConfigError("config keys 'auto_generate.curriculum': plateau_evals must be 0 (off) or more, "
+                          f"plateau_min in [0, 1] and review in [0, 0.9], got {cur.plateau_evals}, "
+                          f"{cur.plateau_min}, {cur.review}")
     if ag.timeout_s <= 0 or ag.min_interval_s < 0:
         raise ConfigError("config keys 'auto_generate.timeout_s' must be positive and "
                           "'auto_generate.min_interval_s' at least 0")

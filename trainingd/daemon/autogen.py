@@ -70,10 +70,15 @@ def temp_dir(home: Home) -> Path:
 
 
 def fetch_batch(url: str, *, count: int, seed: int, level: int, timeout_s: float, tmp_dir: Path, inbox: Path,
-                cancel: threading.Event | None = None, now: datetime | None = None) -> tuple[Path, int]:
-    """Fetch one batch into ``inbox/``; returns (final path, lines). Raises FetchError; leaves no partial file."""
+                cancel: threading.Event | None = None, now: datetime | None = None, review: float = 0.0,
+                review_from: int = 1) -> tuple[Path, int]:
+    """Fetch one batch into ``inbox/``; returns (final path, lines). Raises FetchError; leaves no partial file.
+    ``review``: the share of puzzles from levels ``review_from`` .. ``level - 1`` (asked only when above 0)."""
     parts = urlsplit(url)
-    query = urlencode({"count": count, "seed": seed, "level": level})
+    args: dict[str, Any] = {"count": count, "seed": seed, "level": level}
+    if review > 0 and level > review_from:
+        args.update(review=review, review_from=review_from)
+    query = urlencode(args)
     target = f"{parts.path.rstrip('/')}/generate?{query}"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f"batch-{seed}.part"
@@ -339,8 +344,10 @@ class AutoGenerator:
 
     def _fetch(self, cfg: AutoGenerateConfig, seed: int, level: int) -> None:
         try:
+            review = cfg.curriculum.review if cfg.curriculum.enabled else 0.0
             path, n = fetch_batch(cfg.url, count=cfg.count, seed=seed, level=level, timeout_s=cfg.timeout_s,
-                                  tmp_dir=temp_dir(self.home), inbox=self.home.inbox, cancel=self.cancel)
+                                  tmp_dir=temp_dir(self.home), inbox=self.home.inbox, cancel=self.cancel,
+                                  review=review, review_from=cfg.level)
             self.outcome = ("ok", path, n, seed, level)
         except FetchError as e:
             self.outcome = ("error", str(e), seed)
@@ -422,7 +429,7 @@ class AutoGenerator:
                 "level_reason": cur["reason"],
                 "curriculum": {"enabled": cfg.curriculum.enabled, "start_level": cfg.level,
                                "promote_at": cfg.curriculum.promote_at, "min_evals": cfg.curriculum.min_evals,
-                               "plateau_evals": cfg.curriculum.plateau_evals,
+                               "plateau_evals": cfg.curriculum.plateau_evals, "review": cfg.curriculum.review,
                                "plateau_min": cfg.curriculum.plateau_min,
                                "max_level": cfg.curriculum.max_level, "streak": cur["streak"],
                                "since_best": cur["since_best"], "best": cur["best"],

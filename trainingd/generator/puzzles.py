@@ -184,10 +184,22 @@ def make_eval_puzzle(seed: int, index: int, level: int = 1) -> Puzzle:
     return _build(_rng(1, seed, level, index), True, level, f"eval-{seed}-{level}-{index}")
 
 
-def generate(count: int, seed: int, level: int = 1, *, held_out: bool = False):
-    """Yield ``count`` puzzles of one stream."""
+def generate(count: int, seed: int, level: int = 1, *, held_out: bool = False, review: float = 0.0,
+             review_from: int = MIN_LEVEL):
+    """Yield ``count`` puzzles of one stream.
+
+    ``review``: the share of training puzzles drawn from the levels ``review_from`` .. ``level - 1`` instead
+    (each puzzle's choice and lower level are fixed by its seed and index), so that a model moved on to a harder
+    level keeps what the easier ones taught it. Held-out sets are always of their one level.
+    """
     make = make_eval_puzzle if held_out else make_puzzle
+    lower = range(max(MIN_LEVEL, review_from), level)
     for i in range(count):
+        if review > 0 and not held_out and lower:
+            pick = random.Random(f"review-{seed}-{level}-{i}")
+            if pick.random() < review:
+                yield make_puzzle(seed, i, pick.choice(lower))
+                continue
         yield make(seed, i, level)
 
 

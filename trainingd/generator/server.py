@@ -4,6 +4,7 @@
 
 Endpoints (all GET):
     /generate?count=N&seed=S&level=L   N training puzzles as chat JSONL (``{"messages": [user, assistant]}``)
+        [&review=R&review_from=F]      a share R (0..0.9) of them from levels F..L-1 (review of earlier levels)
     /eval?count=N&seed=S&level=L       N held-out puzzles with their answers (``messages`` + ``syllo``); built
                                        from held-out words in a separate seed space, so never a training puzzle
     /healthz                           ``{"ok": true, ...}``
@@ -35,6 +36,17 @@ class BadRequest(ValueError):
     pass
 
 
+def _float_arg(q: dict, name: str, default: float, lo: float, hi: float) -> float:
+    raw = q.get(name, [str(default)])[-1]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:  # NaN fails this too
+        raise BadRequest(f"{name} must be in [{lo}, {hi}], got {raw}")
+    return value
+
+
 def _int_arg(q: dict, name: str, default: int, lo: int, hi: int) -> int:
     raw = q.get(name, [str(default)])[-1]
     try:
@@ -63,7 +75,10 @@ class Handler(BaseHTTPRequestHandler):
                 count = _int_arg(q, "count", 100, 1, MAX_COUNT)
                 seed = _int_arg(q, "seed", 0, 0, 2**62)
                 level = _int_arg(q, "level", 1, MIN_LEVEL, MAX_LEVEL)
-                self._stream(count, seed, level, held_out=url.path == "/eval")
+                review = _float_arg(q, "review", 0.0, 0.0, 0.9) if url.path == "/generate" else 0.0
+                review_from = _int_arg(q, "review_from", MIN_LEVEL, MIN_LEVEL, MAX_LEVEL)
+                self._stream(count, seed, level, held_out=url.path == "/eval", review=review,
+                             review_from=review_from)
             else:
                 self._json(404, {"ok": False, "error": f"no such endpoint {url.path}; try /generate, /eval, /healthz"})
         except BadRequest as e:
@@ -79,16 +94,18 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _stream(self, count: int, seed: int, level: int, *, held_out: bool) -> None:
+    def _stream(self, count: int, seed: int, level: int, *, held_out: bool, review: float = 0.0,
+                review_from: int = MIN_LEVEL) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("X-Syllo-Count", str(count))
         self.send_header("X-Syllo-Seed", str(seed))
         self.send_header("X-Syllo-Level", str(level))
+        self.send_header("X-Syllo-Review", str(review))
         self.end_headers()
         lines: list[str] = []
-        for puzzle in generate(count, seed, level, held_out=held_out):
+        for puzzle in generate(count, seed, level, held_out=held_out, review=review, review_from=review_from):
             lines.append(json.dumps(puzzle.record(with_answer_fields=held_out)))
             if len(lines) >= CHUNK_LINES:
                 self._chunk(lines)
