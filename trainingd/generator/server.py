@@ -36,26 +36,20 @@ class BadRequest(ValueError):
     pass
 
 
-def _float_arg(q: dict, name: str, default: float, lo: float, hi: float) -> float:
+def _number_arg(q: dict, name: str, default: float, lo: float, hi: float, kind: type = int):
+    """The query argument ``name`` as ``kind`` (int or float) in [lo, hi]; BadRequest says what is wrong."""
     raw = q.get(name, [str(default)])[-1]
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise BadRequest(f"{name} must be a number, got {raw!r}") from None
+        raise BadRequest(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
     if not lo <= value <= hi:  # NaN fails this too
         raise BadRequest(f"{name} must be in [{lo}, {hi}], got {raw}")
     return value
 
 
 def _int_arg(q: dict, name: str, default: int, lo: int, hi: int) -> int:
-    raw = q.get(name, [str(default)])[-1]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be in [{lo}, {hi}], got {value}")
-    return value
+    return _number_arg(q, name, default, lo, hi, int)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -75,7 +69,7 @@ class Handler(BaseHTTPRequestHandler):
                 count = _int_arg(q, "count", 100, 1, MAX_COUNT)
                 seed = _int_arg(q, "seed", 0, 0, 2**62)
                 level = _int_arg(q, "level", 1, MIN_LEVEL, MAX_LEVEL)
-                review = _float_arg(q, "review", 0.0, 0.0, 0.9) if url.path == "/generate" else 0.0
+                review = _number_arg(q, "review", 0.0, 0.0, 0.9, float) if url.path == "/generate" else 0.0
                 review_from = _int_arg(q, "review_from", MIN_LEVEL, MIN_LEVEL, MAX_LEVEL)
                 self._stream(count, seed, level, held_out=url.path == "/eval", review=review,
                              review_from=review_from)
