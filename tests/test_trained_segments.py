@@ -57,7 +57,8 @@ def test_a_long_list_is_sealed_read_back_whole_and_linked_not_copied_by_snapshot
     assert st.trained_count(again) == 11 and [t["job_id"] for t in again["trained"]].count("job10") == 1
 
     # Snapshots: small manifests, the segments hard-linked (one inode), each parent found from digests alone.
-    snaps = snapshots.list_snapshots(home)
+    # Oldest first by what they hold: names of snapshots taken within one second do not sort in time order.
+    snaps = sorted(snapshots.list_snapshots(home), key=lambda s: s["manifest"]["trained_count"])
     assert len(snaps) == 3
     for s in snaps:
         m = s["manifest"]
@@ -73,19 +74,20 @@ def test_a_long_list_is_sealed_read_back_whole_and_linked_not_copied_by_snapshot
     oldest = snaps[0]
     assert snapshots.rollback(home, oldest["name"])["restored"] == oldest["name"]
     restored = st.read_adapter_state(home.current_model)
-    assert [t["job_id"] for t in st.trained_entries(restored, home.current_model)] == jobs[:9]
+    assert [t["job_id"] for t in st.trained_entries(restored, home.current_model)] == \
+        jobs[:oldest["manifest"]["trained_count"]]
 
     # A segment changed by hand is refused with a reason, never read as a shorter list.
-    name = st.segment_names(restored)[0]
+    name = st.segment_names(state)[0]
     path = st.segment_path(home.current_model, name)
     os.unlink(path)  # a hard link: replace, do not write through it into the snapshots' copy
     path.write_text("[]\n")
     with pytest.raises(ValueError, match="does not hold the bytes"):
-        st.trained_entries(restored, home.current_model)
+        st.trained_entries(state, home.current_model)
     os.unlink(path)
     os.mkfifo(path)
     with pytest.raises(ValueError, match="not a regular file"):
-        st.trained_entries(restored, home.current_model)
+        st.trained_entries(state, home.current_model)
 
 
 def test_the_daemon_seals_snapshots_link_and_the_checkers_agree(tmp_path):
