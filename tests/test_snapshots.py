@@ -126,6 +126,37 @@ def test_pruning_keeps_the_newest_and_every_pinned_snapshot(tmp_path):
     assert not any(p.name.startswith(".") for p in h.snapshots.iterdir())
 
 
+def test_snapshots_taken_within_one_second_keep_their_order_and_pruning_keeps_the_newest(tmp_path):
+    """Fast jobs name snapshots ``<stamp>_<label>``, ``-2`` .. ``-12`` in one second: by name ``-10`` sorts before
+    ``-2``, which pruned the newest and called an older one the parent. The manifest's ``sequence`` orders them."""
+    h = Home.at(tmp_path)
+    trained: list[dict] = []
+    taken = []
+    # Two written before sequences existed: they come first, their "-N" compared as a number.
+    for n, suffix in ((1, ""), (2, "-2")):
+        trained = trained + [{"job_id": f"j{n}", "sha256": f"s{n}", "file": f"f{n}", "generation": n}]
+        fake_adapter(tmp_path, bytes([n]) * 10, trained, n)
+        path = snapshots.take_snapshot(h, label="x")
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest.pop("sequence", None)
+        old = path.with_name(f"20200101_000000_x{suffix}")
+        path.rename(old)
+        (old / "manifest.json").write_text(json.dumps({**manifest, "name": old.name}))
+        taken.append(old.name)
+    for g in range(3, 15):
+        trained = trained + [{"job_id": f"j{g}", "sha256": f"s{g}", "file": f"f{g}", "generation": g}]
+        fake_adapter(tmp_path, bytes([g]) * 10, trained, g)
+        taken.append(snapshots.take_snapshot(h, label="same").name)
+    assert len({n.split("_same")[0] for n in taken[2:]}) <= 2, "the test needs snapshots within a second"
+    assert any(n.endswith("-10") for n in taken) and sorted(taken) != taken
+    listed = snapshots.list_snapshots(h)
+    assert [s["name"] for s in listed] == taken
+    assert [s["manifest"]["parent"] for s in listed[2:]] == taken[1:-1]
+    removed = snapshots.prune_snapshots(h, 3)
+    assert [s["name"] for s in snapshots.list_snapshots(h)] == taken[-3:]
+    assert [p.name for p in removed] == taken[:-3]
+
+
 def test_rollback_and_adapter_new_are_refused_while_the_daemon_runs_unpaused(tmp_path):
     h = Home.at(tmp_path)
     fake_adapter(tmp_path, b"one", [{"job_id": "j1", "sha256": "s1"}], 1)

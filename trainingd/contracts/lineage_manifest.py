@@ -3,7 +3,7 @@
 
 A snapshot's (``trainingd.lifecycle.snapshots``)::
 
-    {"name", "created_at", "reason", "label", "base_model", "base_model_hash", "base_content_sha256",
+    {"name", "created_at", "sequence", "reason", "label", "base_model", "base_model_hash", "base_content_sha256",
      "generation", "generation_id", "parent", "trained_file": {"job_id", "name", "sha256", "lines",
      "trained_tokens"}, "steps", "final_loss", "eval_loss", "config", "code_version", "trained": [...]}
 

@@ -9,7 +9,9 @@ After each job that succeeds the daemon copies ``current_model/`` (the adapter f
 never ``checkpoints/``) to ``snapshots/<YYYYMMDD_HHMMSS>_<job>/`` through a ``.tmp-*`` folder and one rename,
 with a ``manifest.json``::
 
-    {"name", "created_at", "reason": "job"|"rollback"|"consolidate"|"adapter_new"|"manual"|"rejected", "label",
+    {"name", "created_at", "sequence": 1 + the highest sequence in snapshots/ (their order: names taken within
+     one second sort "-10" before "-2", and a clock may step back),
+     "reason": "job"|"rollback"|"consolidate"|"adapter_new"|"manual"|"rejected", "label",
      "base_model", "base_model_hash", "generation", "generation_id",
      "parent": "<snapshot name>"|null,          # the newest snapshot whose trained jobs are a prefix of ours
      "trained_file": {"job_id", "name", "sha256", "lines", "trained_tokens"}|null,
@@ -33,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from datetime import datetime
@@ -95,20 +98,35 @@ def trained_fields(folder: Path, state: dict) -> dict[str, Any]:
     return out
 
 
+def _order(snapshot: dict[str, Any]) -> tuple:
+    """Oldest first: by ``sequence``; snapshots from before sequences come first, by name with its numbers
+    compared as numbers (``<stamp>_<job>-10`` after ``-2``)."""
+    seq = snapshot["manifest"].get("sequence")
+    natural = [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", snapshot["name"])]
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        return (1, seq, natural)
+    return (0, 0, natural)
+
+
+def _next_sequence(existing: list[dict[str, Any]]) -> int:
+    seqs = [s["manifest"].get("sequence") for s in existing]
+    return 1 + max((n for n in seqs if isinstance(n, int) and not isinstance(n, bool)), default=0)
+
+
 def list_snapshots(home: Home) -> list[dict[str, Any]]:
     """Every complete snapshot, oldest first: ``{"name", "path", "pinned", "manifest"}``."""
     out = []
     root = home.snapshots
     if not root.is_dir():
         return out
-    for p in sorted(root.iterdir(), key=lambda q: q.name):
+    for p in root.iterdir():
         if p.name.startswith(".") or not p.is_dir():
             continue
         manifest = read_lineage_manifest(p)
         if manifest is None:
             continue  # not a snapshot (a folder a person put there): left alone
         out.append({"name": p.name, "path": str(p), "pinned": (p / PINNED).exists(), "manifest": manifest})
-    return out
+    return sorted(out, key=_order)
 
 
 def find_snapshot(home: Home, name: str) -> Path:
@@ -203,7 +221,8 @@ def take_snapshot(home: Home, *, reason: str = "job", job: Any = None, result: d
     dest = _unique(home.snapshots, f"{stamp}_{suffix}")
     pinned = reason in PINNED_REASONS if pin is None else pin
     manifest = {"name": dest.name, "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-                "reason": reason, "label": label, "base_model": state.get("base_model"),
+                "sequence": _next_sequence(existing), "reason": reason, "label": label,
+                "base_model": state.get("base_model"),
                 "base_model_hash": state.get("base_model_hash"),
                 "base_content_sha256": state.get("base_content_sha256"), "generation": state.get("generation"),
                 "generation_id": state.get("generation_id"), "parent": _parent(existing, src, state),
@@ -234,7 +253,8 @@ def keep_rejected(home: Home, src: Path, state: dict, *, trained_file: dict, dec
     dest = _unique(home.snapshots, f"{stamp}_{_safe(str(trained_file.get('job_id')))}-{REJECTED}")
     result = result or {}
     manifest = {"name": dest.name, "created_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-                "reason": REJECTED, "label": None, "base_model": state.get("base_model"),
+                "sequence": _next_sequence(existing), "reason": REJECTED, "label": None,
+                "base_model": state.get("base_model"),
                 "base_model_hash": state.get("base_model_hash"),
                 "base_content_sha256": state.get("base_content_sha256"), "generation": state.get("generation"),
                 "generation_id": state.get("generation_id"),
