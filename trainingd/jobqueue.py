@@ -214,8 +214,11 @@ class JobQueue:
             prio = "normal"
         return Job(id=job_dir.name, state=state, priority=prio, dir=job_dir, meta=meta)
 
-    def _entries(self, state: str) -> list[tuple[str, Path]]:
-        """(priority or "", job folder) of every job of ``state``, in claim order; no job.json is read."""
+    def _entries(self, state: str) -> list[tuple[str, Path, str]]:
+        """(priority or "", folder, job id) of every job of ``state``, in claim order; no job.json is read.
+
+        No Path per job: done/ grows by one folder per job for ever, and a page needs only its own paths.
+        """
         out = []
         for prio, folder in self._state_dirs(state):
             if not folder.is_dir():
@@ -224,11 +227,11 @@ class JobQueue:
             names = sorted((e.name for e in os.scandir(folder)
                             if e.is_dir(follow_symlinks=False) and _ID_RE.match(e.name)),
                            key=lambda n: (job_number(n), n))
-            out += [(prio, folder / n) for n in names]
+            out += [(prio, folder, n) for n in names]
         return out
 
     def _iter_state(self, state: str) -> list[Job]:
-        return [self._load(state, prio, d) for prio, d in self._entries(state)]
+        return [self._load(state, prio, folder / n) for prio, folder, n in self._entries(state)]
 
     def page(self, state: str, offset: int = 0, limit: int = 50, newest_first: bool = False) -> tuple[int, list[Job]]:
         """``(total, jobs)``: one page of the jobs of ``state``, reading only that page's job.json files.
@@ -240,7 +243,8 @@ class JobQueue:
         if newest_first:
             entries.reverse()
         offset, limit = max(0, offset), max(0, limit)
-        return len(entries), [self._load(state, prio, d) for prio, d in entries[offset:offset + limit]]
+        return len(entries), [self._load(state, prio, folder / n)
+                              for prio, folder, n in entries[offset:offset + limit]]
 
     def jobs(self, states: Iterable[str] | None = None) -> list[Job]:
         """Jobs in ``states`` (all by default): pending in claim order first, then the others by number."""
