@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,7 @@ def test_pruning_keeps_the_newest_and_every_pinned_snapshot(tmp_path):
     assert not any(p.name.startswith(".") for p in h.snapshots.iterdir())
 
 
-def test_snapshots_taken_within_one_second_keep_their_order_and_pruning_keeps_the_newest(tmp_path):
+def test_snapshots_taken_within_one_second_keep_their_order_and_pruning_keeps_the_newest(tmp_path, monkeypatch):
     """Fast jobs name snapshots ``<stamp>_<label>``, ``-2`` .. ``-12`` in one second: by name ``-10`` sorts before
     ``-2``, which pruned the newest and called an older one the parent. The manifest's ``sequence`` orders them."""
     h = Home.at(tmp_path)
@@ -143,12 +144,18 @@ def test_snapshots_taken_within_one_second_keep_their_order_and_pruning_keeps_th
         path.rename(old)
         (old / "manifest.json").write_text(json.dumps({**manifest, "name": old.name}))
         taken.append(old.name)
+    class OneSecond(datetime):  # fast jobs on any machine: every snapshot below is named in the same second
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+    monkeypatch.setattr(snapshots, "datetime", OneSecond)
     for g in range(3, 15):
         trained = trained + [{"job_id": f"j{g}", "sha256": f"s{g}", "file": f"f{g}", "generation": g}]
         fake_adapter(tmp_path, bytes([g]) * 10, trained, g)
         taken.append(snapshots.take_snapshot(h, label="same").name)
-    assert len({n.split("_same")[0] for n in taken[2:]}) <= 2, "the test needs snapshots within a second"
-    assert any(n.endswith("-10") for n in taken) and sorted(taken) != taken
+    assert taken[2] == "20260102_030405_same" and taken[-1] == "20260102_030405_same-12"
+    assert sorted(taken) != taken
     listed = snapshots.list_snapshots(h)
     assert [s["name"] for s in listed] == taken
     assert [s["manifest"]["parent"] for s in listed[2:]] == taken[1:-1]
