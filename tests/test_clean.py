@@ -130,3 +130,39 @@ def test_too_little_free_disk_holds_the_daemon_with_a_clear_status_and_fails_not
     st = json.loads((home / "status" / "training_status.json").read_text())
     assert st["condition"]["kind"] == "low_disk" and "min_free_disk_gb" in st["condition"]["message"]
     assert st["queue"]["failed"] == 0 and st["queue"]["done"] == 0
+
+
+def test_clean_retires_rejected_candidates_beyond_a_lowered_keep_rejected_and_says_so_in_their_jobs(home, tmp_path):
+    """The daemon prunes rejected candidates after each rejection; a keep_rejected lowered later takes effect at
+    the next clean, oldest first, each job's job.json recording where its candidate went (as the daemon does)."""
+    write_config(home, keep_rejected=1)
+    h = Home.at(home)
+    init_home(h)
+    q = JobQueue(h)
+    jobs = [job(q, tmp_path / "src", f"r{i}.jsonl", i) for i in range(3)]
+    for j in jobs:
+        q.claim_next()
+        q.complete(j, result={"loss": 1.0})
+    cm = h.current_model
+    (cm / "adapter_config.json").write_text("{}")
+    (cm / "adapter_model.safetensors").write_bytes(b"w" * 100)
+    (cm / "adapter_state.json").write_text(json.dumps({"trained": [], "generation": 1}))
+    names = []
+    for j in jobs:
+        path = snapshots.take_snapshot(h, reason="rejected", label=f"{j.id}-rejected")
+        manifest = json.loads((path / "manifest.json").read_text())
+        (path / "manifest.json").write_text(json.dumps({**manifest, "trained_file": {"job_id": j.id}}))
+        names.append(path.name)
+    (h.snapshots / names[0] / "PINNED").write_text("manual\n")  # pinned by hand: never pruned
+
+    r = trainingd(home, "clean", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)["items"]
+    assert [(Path(it["path"]).name, it["kind"]) for it in listed] == \
+        [(names[1], "rejected candidate beyond keep_rejected")]
+    r = trainingd(home, "clean")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in h.snapshots.iterdir()) == [names[0], names[2]]
+    marked = json.loads((h.done / jobs[1].id / "job.json").read_text())
+    assert marked["gate_snapshot_pruned"]["name"] == names[1]
+    assert "gate_snapshot_pruned" not in json.loads((h.done / jobs[2].id / "job.json").read_text())

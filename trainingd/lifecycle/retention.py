@@ -2,8 +2,9 @@
 
     trainingd clean [--dry-run] [--home DIR] [--json]
 
-The policy (config.json: ``keep_snapshots``, ``retention.keep_done_days``, ``retention.log_retention_days``):
-checkpoints of done jobs; unpinned snapshots beyond the newest ``keep_snapshots``; rotated daemon logs, rotated
+The policy (config.json: ``keep_snapshots``, ``keep_rejected``, ``retention.keep_done_days``,
+``retention.log_retention_days``): checkpoints of done jobs; unpinned snapshots beyond the newest
+``keep_snapshots``; rejected candidates beyond the newest ``keep_rejected``; rotated daemon logs, rotated
 metrics/trainer logs and TensorBoard runs older than ``log_retention_days``; tokenized caches of files no pending
 or running job holds; the data files of done jobs finished more than ``keep_done_days`` ago (their job.json and
 result stay). Big ``status/metrics.jsonl`` and ``logs/training_output.log`` are rotated (renamed with a date) when
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 ROTATE_BYTES = 64 * 2**20
 STAMP_FILE = "last_clean.json"
 DAY_S = 86400.0
+REJECTED_KIND = "rejected candidate beyond keep_rejected"
 _next_look: dict[str, float] = {}
 
 
@@ -77,10 +79,12 @@ def plan(home: Home, cfg: Config, now: float | None = None) -> list[dict[str, An
         if d.is_dir() and (d.name in done_ids or d.name.startswith(".retired-")) and d.name not in live_ids:
             add(d, "checkpoints of a done job")
     # snapshots beyond keep_snapshots (pinned never)
-    from trainingd.lifecycle.snapshots import prunable_snapshots
+    from trainingd.lifecycle.snapshots import prunable_rejected, prunable_snapshots
 
     for p in prunable_snapshots(home, cfg.keep_snapshots):
         add(p, "snapshot beyond keep_snapshots")
+    for p in prunable_rejected(home, cfg.keep_rejected):  # the daemon prunes after each rejection; a lowered
+        add(p, REJECTED_KIND)                             # keep_rejected takes effect here
     # logs
     log_cut = now - cfg.retention.log_retention_days * DAY_S
     # earlier days' daemon logs: daemon_YYYYMMDD.log (today's is the one daemon.log points at) and the
@@ -138,6 +142,10 @@ def clean(home: Home, cfg: Config, *, dry_run: bool = False) -> dict[str, Any]:
         try:
             if it["action"] == "rotate":
                 it["rotated_to"] = str(_rotate(p))
+            elif it["kind"] == REJECTED_KIND:
+                from trainingd.lifecycle.snapshots import retire_rejected
+
+                retire_rejected(home, p)  # its job's job.json says where the candidate went
             elif p.is_dir() and p.name.startswith(RETIRED_PREFIX):
                 shutil.rmtree(p, ignore_errors=True)  # what a kill left of an earlier retirement
             elif p.is_dir():

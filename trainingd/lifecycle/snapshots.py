@@ -309,21 +309,26 @@ def prunable_rejected(home: Home, keep: int | None) -> list[Path]:
 def prune_rejected(home: Home, keep: int | None) -> list[Path]:
     """Retire the rejected candidates beyond ``keep``; each job's job.json records ``gate_snapshot_pruned`` first,
     so the checkers know the candidate went by policy, not by accident. A failure is logged, never raised."""
-    from trainingd.contracts.job import now_iso, write_job
-
     removed = []
     try:
         for p in prunable_rejected(home, keep):
-            job_id = ((read_lineage_manifest(p) or {}).get("trained_file") or {}).get("job_id")
-            meta, _ = read_job(home.done / job_id) if job_id else (None, None)
-            if meta is not None:
-                write_job(home.done / job_id, {**meta, "gate_snapshot_pruned": {"name": p.name, "at": now_iso()}})
-            retire_folder(p)
+            retire_rejected(home, p)
             removed.append(p)
-            log.info("pruned rejected candidate %s of job %s (keep_rejected %s)", p.name, job_id, keep)
+            log.info("pruned rejected candidate %s (keep_rejected %s)", p.name, keep)
     except Exception as e:  # noqa: BLE001 - housekeeping: the job is done and nothing live depends on it
         log.error("pruning rejected candidates failed: %s", e)
     return removed
+
+
+def retire_rejected(home: Home, path: Path) -> None:
+    """Retire one rejected candidate, its job's job.json saying so first (``gate_snapshot_pruned``)."""
+    from trainingd.contracts.job import now_iso, write_job
+
+    job_id = ((read_lineage_manifest(path) or {}).get("trained_file") or {}).get("job_id")
+    meta, _ = read_job(home.done / job_id) if job_id else (None, None)
+    if meta is not None:
+        write_job(home.done / job_id, {**meta, "gate_snapshot_pruned": {"name": path.name, "at": now_iso()}})
+    retire_folder(path)
 
 
 def prune_snapshots(home: Home, keep: int) -> list[Path]:
