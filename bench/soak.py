@@ -26,6 +26,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -280,8 +281,9 @@ def _values(samples: list[dict], key: str, sub: str | None = None) -> list[float
 
 
 def growth(samples: list[dict], warmup: float = 0.3) -> dict[str, Any]:
-    """For each series: its value at the end of warm-up and at the end, and the largest value after warm-up.
-    Medians of the first and last fifth after warm-up, so one slow sample does not read as growth."""
+    """For each series: its value at the end of warm-up and at the end, the largest value after warm-up, and its
+    slope per 1,000 jobs. Medians of the first and last fifth after warm-up, so one slow sample does not read as
+    growth."""
     after = samples[int(len(samples) * warmup):]
     out: dict[str, Any] = {}
     series = [(f"{n}.{k}", n, k) for n in PROCESSES for k in ("rss_mib", "fds", "threads")]
@@ -294,6 +296,9 @@ def growth(samples: list[dict], warmup: float = 0.3) -> dict[str, Any]:
         fifth = max(1, len(vals) // 5)
         first, last = sorted(vals[:fifth])[fifth // 2], sorted(vals[-fifth:])[fifth // 2]
         out[label] = {"after_warmup": first, "end": last, "max": max(vals), "change": last - first}
+        jobs = [s["done_jobs"] for s in after if (s[key][sub] if sub else s[key]) is not None]
+        if len(set(jobs)) > 1:  # least squares over every sample: what a thousand more jobs would add
+            out[label]["per_1000_jobs"] = statistics.linear_regression(jobs, vals).slope * 1000
     jobs = _values(after, "done_jobs")
     if len(jobs) >= 2 and jobs[-1] > jobs[0]:
         df = _values(after, "done_files")
