@@ -18,6 +18,7 @@ from trainingd.contracts.eval_result import eval_entries, read_last
 from trainingd.train.evaluate import run_eval_command
 from trainingd.generator.puzzles import make_eval_puzzle
 from trainingd.monitor import views
+from trainingd.monitor.history_index import HistoryIndex
 from trainingd.paths import Home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def test_evaluating_a_home_records_history_status_and_a_fixed_set(home):
     assert len(evals) == 2 and evals[1]["eval_set"]["sha256"] == evals[0]["eval_set"]["sha256"]
     assert evals[1]["eval_set"]["source"].endswith("(cached)")
     # The monitor: evaluations have their own view, and the job history does not list them.
-    cache = views.HistoryCache(h)
+    cache = HistoryIndex(h)
     assert [e["exact_match"] for e in views.eval_view(cache)["evals"]] == [e["exact_match"] for e in evals]
     assert views.history_view(cache)["jobs"] == []
 

@@ -4,7 +4,7 @@
 
 GET  /healthz  /api/status  /api/metrics?since_step=N&since_row=R&job_id=ID&max_points=N
      /api/metrics?axis=examples|tokens|steps|time&window=all|job|jobs:N|24h&x_min=&x_max=&max_points=N
-     /api/jobs?offset=0&limit=50  /api/lineage?job_id=ID
+     /api/jobs?offset=0&limit=50  /api/lineage?job_id=ID  /api/eval?max_points=1000
      /api/queue?state=done&offset=0&limit=50  /api/history?offset=0&limit=100  /api/system  /api/gpu
      /api/memory  /api/layers  /api/logs?tail=N (text/plain)  /metrics (Prometheus text)
 GET  /  /live_monitor_ui_v2.html (the page)  /js/monitor.js  /css/monitor.css
@@ -43,6 +43,7 @@ from trainingd.instance import is_daemon_running
 from trainingd.jobqueue import QueueError
 from trainingd.paths import Home
 from trainingd.monitor import security, system, views
+from trainingd.monitor.history_index import HistoryIndex
 from trainingd.monitor.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class Monitor:
         self.port = port
         self.token = security.ensure_token(home.monitor_token)
         self.metrics = MetricsLog(home.metrics)
-        self.history = views.HistoryCache(home)
+        self.history = HistoryIndex(home)
         self.snapshots = views.SnapshotIndex(home)
         self.layer_history = views.LayerHistoryCache(home)
         self.started = time.time()
@@ -176,8 +177,10 @@ class Monitor:
         return doc
 
     def eval_api(self, q: dict) -> Any:
-        """Held-out evaluations, oldest first: accuracy against examples trained (the monitor's eval chart)."""
-        return {"daemon_running": self.running(), **views.eval_view(self.history)}
+        """Held-out evaluations, oldest first: accuracy against examples trained (the monitor's eval chart), at
+        most ``max_points`` (1000) evenly spread over them all."""
+        max_points = _int(q, "max_points", views.MAX_EVAL_POINTS, 1, 10_000)
+        return {"daemon_running": self.running(), **views.eval_view(self.history, max_points)}
 
     def system_api(self, q: dict) -> Any:
         return {"daemon_running": self.running(), **system.system(self.home)}

@@ -14,15 +14,16 @@ import stat
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from trainingd.contracts.layer_history import read_layer_history
-from trainingd.contracts.status import read_history, read_status
+from trainingd.contracts.status import read_status
 from trainingd.instance import is_daemon_running
 from trainingd.jobqueue import Job, JobQueue, QueueError
 from trainingd.lifecycle.snapshots import lineage, list_snapshots
 from trainingd.paths import JOB_STATES, PRIORITIES, Home
 from trainingd.monitor import system as system_info
+from trainingd.monitor.history_index import HistoryIndex
 from trainingd.monitor.metrics_log import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -84,59 +85,26 @@ def queue_view(home: Home, state: str | None = None, offset: int = 0, limit: int
     return {"daemon_running": is_daemon_running(home), "counts": q.counts(), "states": pages}
 
 
-class HistoryCache:
-    """``status/history.jsonl`` parsed once per change of the file (size, mtime), not once per request."""
-
-    def __init__(self, home: Home):
-        self.home = home
-        self._lock = threading.Lock()
-        self._key: tuple | None = None
-        self._entries: list[dict] = []
-        self._derived: dict[str, Any] = {}
-
-    def _refresh(self) -> None:
-        """Parse the file again if it changed (the lock is held)."""
-        try:
-            st = os.stat(self.home.history)
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except FileNotFoundError:
-            key = None
-        if key != self._key:
-            self._entries = [e for e in read_history(self.home) if isinstance(e, dict)] if key else []
-            self._key = key
-            self._derived = {}
-
-    def entries(self) -> list[dict]:
-        with self._lock:
-            self._refresh()
-            return self._entries
-
-    def derived(self, name: str, make: Callable[[list[dict]], Any]) -> Any:
-        """``make(entries)``, computed once per change of the file (the jobs table of a long stream)."""
-        with self._lock:
-            self._refresh()
-            if name not in self._derived:
-                self._derived[name] = make(self._entries)
-            return self._derived[name]
-
-
 EVAL_KEYS = ("finished_at", "job_id", "trigger", "trained_jobs", "trained_examples", "trained_tokens", "exact_match",
              "token_accuracy", "correct", "total", "seconds")
 
 
-def eval_view(cache: HistoryCache) -> dict[str, Any]:
-    """The held-out evaluations of ``status/history.jsonl`` (``"kind": "eval"``), oldest first."""
-    evals = [e for e in cache.entries() if e.get("kind") == "eval"]
-    return {"total": len(evals), "evals": [{k: e.get(k) for k in EVAL_KEYS} for e in evals]}
+MAX_EVAL_POINTS = 1000
 
 
-def history_view(cache: HistoryCache, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+def eval_view(index: HistoryIndex, max_points: int = MAX_EVAL_POINTS) -> dict[str, Any]:
+    """The held-out evaluations of ``status/history.jsonl`` (``"kind": "eval"``), oldest first: at most
+    ``max_points``, evenly spread over all of them and always the newest (``total`` counts them all)."""
+    total, evals = index.evals(max_points, EVAL_KEYS)
+    return {"total": total, "evals": evals}
+
+
+def history_view(index: HistoryIndex, offset: int = 0, limit: int = 100) -> dict[str, Any]:
     """Finished jobs, newest first: file, steps, final loss, eval loss, duration (``seconds``)."""
-    entries = [e for e in cache.entries() if e.get("kind") != "eval"]  # evaluations have their own view
     limit = max(0, min(limit, MAX_PAGE))
-    page = list(reversed(entries))[max(0, offset):max(0, offset) + limit]
-    return {"total": len(entries), "offset": offset, "limit": limit,
-            "jobs": [{k: e.get(k) for k in HISTORY_KEYS} for e in page]}
+    total, page = index.jobs_page(offset, limit)
+    return {"total": total, "offset": offset, "limit": limit,
+            "jobs": [{k: e.get(k) for k in HISTORY_KEYS} for e, _, _ in page]}
 
 
 class NotServed(Exception):
@@ -190,40 +158,25 @@ def _gate(entry: dict) -> dict | None:
             "champion": _score(gate.get("champion")), "candidate": _score(gate.get("candidate"))}
 
 
-def job_rows(entries: list[dict]) -> list[dict]:
-    """One row per finished job, oldest first, with the held-out score before and after it.
+def job_row(entry: dict, before: dict | None, after: dict | None) -> dict:
+    """The jobs table's row of one finished job, with the held-out score before and after it.
 
     "Before" is the last evaluation before the job ended; "after" the evaluation the job triggered (an eval
     entry naming it, which the daemon appends after the job's own line). When the gate judged the job, its
     champion and candidate scores are the before and after (measured on the same examples).
     """
-    rows: list[dict] = []
-    by_id: dict[str, dict] = {}
-    last_eval: dict | None = None
-    for e in entries:
-        if e.get("kind") == "eval":
-            row = by_id.get(e.get("job_id")) if isinstance(e.get("job_id"), str) else None
-            if row is not None and row["score_after"] is None:
-                row["score_after"] = _score(e)
-            last_eval = e
-            continue
-        if e.get("kind") is not None:  # other kinds of line (a gate reset, ...) are not jobs
-            continue
-        row = {k: e.get(k) for k in JOB_ROW_KEYS}
-        tokens, seconds = e.get("tokens"), e.get("seconds")
-        row["tokens_per_s"] = (round(tokens / seconds, 3) if isinstance(tokens, (int, float))
-                               and isinstance(seconds, (int, float)) and seconds > 0 else None)
-        row["gate"] = _gate(e)
-        row["score_before"] = _score(last_eval)
-        row["score_after"] = None
-        if row["gate"]:
-            row["score_before"] = row["gate"]["champion"] or row["score_before"]
-            row["score_after"] = row["gate"]["candidate"]
-        row["snapshot"] = None
-        rows.append(row)
-        if isinstance(e.get("job_id"), str):
-            by_id[e["job_id"]] = row
-    return rows
+    row = {k: entry.get(k) for k in JOB_ROW_KEYS}
+    tokens, seconds = entry.get("tokens"), entry.get("seconds")
+    row["tokens_per_s"] = (round(tokens / seconds, 3) if isinstance(tokens, (int, float))
+                           and isinstance(seconds, (int, float)) and seconds > 0 else None)
+    row["gate"] = _gate(entry)
+    row["score_before"] = _score(before)
+    row["score_after"] = _score(after)
+    if row["gate"]:
+        row["score_before"] = row["gate"]["champion"] or row["score_before"]
+        row["score_after"] = row["gate"]["candidate"]
+    row["snapshot"] = None
+    return row
 
 
 class SnapshotIndex:
@@ -253,20 +206,19 @@ class SnapshotIndex:
             return self._by_job
 
 
-def jobs_view(cache: HistoryCache, snaps: SnapshotIndex, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+def jobs_view(index: HistoryIndex, snaps: SnapshotIndex, offset: int = 0, limit: int = 50) -> dict[str, Any]:
     """The jobs table: finished jobs newest first, one page, each with its scores, gate decision and snapshot."""
-    rows = cache.derived("job_rows", job_rows)
     limit = max(0, min(limit, MAX_PAGE))
-    page = list(reversed(rows))[max(0, offset):max(0, offset) + limit]
-    index = snaps.by_job()
-    page = [{**row, "snapshot": index.get(row["job_id"])} for row in page]
-    return {"total": len(rows), "offset": offset, "limit": limit, "jobs": page}
+    total, page = index.jobs_page(offset, limit)
+    by_job = snaps.by_job()
+    rows = [job_row(entry, before, after) for entry, before, after in page]
+    return {"total": total, "offset": offset, "limit": limit,
+            "jobs": [{**row, "snapshot": by_job.get(row["job_id"])} for row in rows]}
 
 
-def lineage_view(home: Home, cache: HistoryCache, job_id: str) -> dict[str, Any] | None:
+def lineage_view(home: Home, index: HistoryIndex, job_id: str) -> dict[str, Any] | None:
     """One job's history line, its place in the live adapter's lineage and its snapshot; None if unknown."""
-    history = next((e for e in reversed(cache.entries()) if e.get("kind") != "eval" and e.get("job_id") == job_id),
-                   None)
+    history = index.find_job(job_id)
     doc = lineage(home)
     entry = next((c for c in doc["chain"] if c.get("job_id") == job_id), None)
     snap = next((s for s in reversed(list_snapshots(home))
