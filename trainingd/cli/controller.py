@@ -40,9 +40,17 @@ def find_ack(status: dict[str, Any] | None, request_id: str) -> dict[str, Any] |
     return None
 
 
-def queue_jobs(home: Home) -> list[dict[str, Any]]:
-    """Every job of the queue as a plain dict (pending in claim order first)."""
-    return [job_dict(job) for job in JobQueue(home).jobs()]
+# done/ keeps a folder per job for ever: the status shows the newest finished jobs, and counts them all.
+RECENT_FINISHED = 20
+
+
+def status_jobs(queue: JobQueue) -> list[dict[str, Any]]:
+    """The jobs the status shows, as plain dicts: every pending job (in claim order) and the running one, then the
+    newest ``RECENT_FINISHED`` done and failed jobs (oldest first), reading no other job.json."""
+    jobs = queue.jobs(["pending", "processing"])
+    for state in ("done", "failed"):
+        jobs += reversed(queue.page(state, 0, RECENT_FINISHED, newest_first=True)[1])
+    return [job_dict(job) for job in jobs]
 
 
 def job_dict(job: Any) -> dict[str, Any]:
@@ -53,15 +61,18 @@ def job_dict(job: Any) -> dict[str, Any]:
 
 
 def status_summary(home: Home) -> dict[str, Any]:
-    """``{"status": {...} | None, "queue": [...jobs], "daemon_running": bool, "home": str}``."""
+    """``{"status": {...} | None, "queue": [...jobs], "counts": {...}, "daemon_running": bool, "home": str}``:
+    ``queue`` as ``status_jobs`` lists it, ``counts`` every job of each state (``JobQueue.counts``)."""
+    queue = JobQueue(home)
     try:
-        jobs = queue_jobs(home)
+        jobs, counts = status_jobs(queue), queue.counts()
     except OSError as e:
         log.warning("cannot list the queue of %s: %s", home.root, e)
-        jobs = []
+        jobs, counts = [], None
     return {
         "status": read_status(home),
         "queue": jobs,
+        "counts": counts,
         "daemon_running": is_daemon_running(home),
         "home": str(home.root),
     }

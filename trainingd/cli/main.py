@@ -104,7 +104,7 @@ def _run_status(args: argparse.Namespace) -> int:
         return _watch(home)
     summary = status_summary(home)
     if args.json:
-        print_json({k: summary[k] for k in ("status", "queue", "daemon_running")})
+        print_json({k: summary[k] for k in ("status", "queue", "counts", "daemon_running")})
     else:
         print(format_summary(summary))
     return ec.OK
@@ -182,7 +182,8 @@ def add_controller_commands(sub: argparse._SubParsersAction) -> None:
     p = leaf(sub, "status", "show state, job, progress, metrics and queue", epilog, _run_status, with_json=False)
     view = p.add_mutually_exclusive_group()
     view.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                      help='print {"status": {...}, "queue": [...], "daemon_running": bool} as JSON')
+                      help='print {"status": {...}, "queue": [pending, running and the newest 20 done and '
+                           'failed jobs], "counts": {...}, "daemon_running": bool} as JSON')
     view.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
     for action, text in REQUESTS:
         p = leaf(sub, action, text, NO_DAEMON_NOTE + "\n\n" + epilog, _run_request, action=action)
