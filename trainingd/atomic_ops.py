@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,20 @@ def read_jsonl(path: Path) -> list[Any]:
     except FileNotFoundError:
         pass
     return out
+
+
+def appended_lines(path: Path, offset: int, chunk: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """``(offset, line)`` of each complete line of an append-only file from byte ``offset`` on, without its newline;
+    a last line with no newline yet (being written) is left for the next read."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        pending = b""
+        while block := f.read(chunk):
+            lines = (pending + block).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                yield offset, line
+                offset += len(line) + 1
 
 
 def durable_rename(src: Path, dst: Path) -> None:

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from trainingd.atomic_ops import appended_lines
+
 T = TypeVar("T")
-CHUNK = 1 << 20
 
 
 class JsonlFold(Generic[T]):
@@ -49,15 +50,9 @@ class JsonlFold(Generic[T]):
             self._inode = st.st_ino
         if st.st_size == self._offset:
             return self.value
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            pending = b""
-            while chunk := f.read(CHUNK):
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()  # an incomplete last line is read again next time
-                for line in lines:
-                    self._offset += len(line) + 1
-                    self._feed(line)
+        for at, line in appended_lines(self.path, self._offset):
+            self._offset = at + len(line) + 1
+            self._feed(line)
         return self.value
 
     def _feed(self, line: bytes) -> None:

@@ -24,9 +24,9 @@ import threading
 from array import array
 from collections import OrderedDict
 
+from trainingd.atomic_ops import appended_lines
 from trainingd.paths import Home
 
-CHUNK = 1 << 20
 # An evaluation names the job that triggered it, appended just after that job's line: only the newest jobs are
 # looked up by id.
 RECENT_JOBS = 256
@@ -75,15 +75,9 @@ class HistoryIndex:
         if st.st_size == self._offset:
             return
         self._cached = None
-        with open(self.home.history, "rb") as f:
-            f.seek(self._offset)
-            pending = b""
-            while chunk := f.read(CHUNK):
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()  # an incomplete last line is read again next time
-                for line in lines:
-                    self._add(self._offset, line)
-                    self._offset += len(line) + 1
+        for at, line in appended_lines(self.home.history, self._offset):
+            self._add(at, line)
+            self._offset = at + len(line) + 1
 
     def _add(self, at: int, line: bytes) -> None:
         entry = _parse(line)
