@@ -123,15 +123,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def _format_queue_counts(summary: dict[str, Any]) -> str:
     counts = {"high": 0, "normal": 0, "low": 0, "processing": 0, "done": 0, "failed": 0}
-    known = summary.get("counts")
-    if isinstance(known, dict):  # every job of each state (the listed ones are only the newest finished)
-        counts.update({p: n for p, n in (known.get("pending") or {}).items() if p in PRIORITIES})
-        counts.update({k: known[k] for k in ("processing", "done", "failed") if isinstance(known.get(k), int)})
-    else:
-        for job in summary.get("queue") or []:
-            key = job.get("priority") if job.get("state") == "pending" else job.get("state")
-            if key in counts:
-                counts[key] += 1
+    known = summary.get("counts") or {}  # every job of each state (the listed ones are only the newest finished)
+    counts.update({p: n for p, n in (known.get("pending") or {}).items() if p in PRIORITIES})
+    counts.update({k: known[k] for k in ("processing", "done", "failed") if isinstance(known.get(k), int)})
     pending = sum(counts[p] for p in PRIORITIES)
     by_priority = ", ".join(f"{p} {counts[p]}" for p in PRIORITIES)
     return (f"pending {pending} ({by_priority})  processing {counts['processing']}  done {counts['done']}"
